@@ -1,0 +1,57 @@
+"""Time the demo cold (no cached models) and warm (cached target/retrain), and the test suite.
+
+    python eval/demo_benchmark.py [--skip-tests] [--out eval/results/demo_benchmark.json]
+
+Each demo run goes to a fresh output folder; the cold run also uses a fresh model cache. Prints
+and saves JSON with the wall-clock seconds, the machine's core count, and the demo's audit table
+(the run's report.md is copied beside the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True)
+    return round(time.perf_counter() - start, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "eval" / "results" / "demo_benchmark.json")
+    parser.add_argument("--skip-tests", action="store_true")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="llm_unlearn_bench_"))
+    env = {**os.environ, "LLM_UNLEARN_CACHE": str(work / "cache")}
+    demo = [sys.executable, "-m", "llm_unlearn", "demo"]
+    figures: dict[str, object] = {"cores": os.cpu_count(), "python": platform.python_version()}
+    figures["demo_cold_s"] = timed([*demo, "--set", f"output.dir={work / 'cold'}"], env)
+    figures["demo_warm_s"] = timed([*demo, "--set", f"output.dir={work / 'warm'}"], env)
+    if not args.skip_tests:
+        figures["tests_s"] = timed([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], dict(os.environ))
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    report = args.out.with_name("demo_report.md")
+    shutil.copy(work / "warm" / "report.md", report)
+    figures["report"] = str(report.relative_to(ROOT))
+    args.out.write_text(json.dumps(figures, indent=1) + "\n")
+    print(json.dumps(figures, indent=1))
+    shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    main()

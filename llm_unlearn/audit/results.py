@@ -1,0 +1,53 @@
+"""`results.jsonl`: one JSON line per model × target × quantizer × metric cell.
+
+Each line is written with a single `write` on an append-only file and fsync'd, so a killed
+run leaves at most one torn last line, which reading cuts off; that cell is then recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+Key = tuple[str, str, str, str]
+
+
+def cell_key(record: dict[str, Any]) -> Key:
+    return (record["model"], record["target"], record["quantizer"], record["metric"])
+
+
+class ResultsFile:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._records: dict[Key, dict[str, Any]] = {}
+        if path.exists():
+            text = path.read_text()
+            if text and not text.endswith("\n"):
+                # A torn last line from a killed run: cut it, or the next append would join it.
+                text = text[: text.rfind("\n") + 1]
+                path.write_text(text)
+            for line in text.splitlines():
+                record = json.loads(line)
+                self._records[cell_key(record)] = record
+
+    def get(self, model: str, target: str, quantizer: str, metric: str) -> dict[str, Any] | None:
+        return self._records.get((model, target, quantizer, metric))
+
+    def add(self, record: dict[str, Any]) -> None:
+        line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._records[cell_key(record)] = record
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self._records.values())
+
+    def __len__(self) -> int:
+        return len(self._records)

@@ -1,0 +1,38 @@
+"""Metrics: MUSE's VerbMem, KnowMem and PrivLeak, found by name in METRICS.
+
+Importing this package registers every metric module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from torch import nn
+
+from llm_unlearn.metrics import knowmem, privleak, verbmem  # noqa: F401  (registers the metrics)
+from llm_unlearn.metrics.registry import METRICS, EvalContext, Metric, MetricResult, register_metric
+
+__all__ = [
+    "METRICS",
+    "EvalContext",
+    "Metric",
+    "MetricResult",
+    "evaluate",
+    "register_metric",
+    "required_splits",
+]
+
+
+def required_splits(names: Iterable[str]) -> dict[str, set[str]]:
+    """The union of the named metrics' `requires`: {config: {split, ...}}, so a run loads only those."""
+    out: dict[str, set[str]] = {}
+    for name in names:
+        for config, splits in METRICS.get(name).requires.items():
+            out.setdefault(config, set()).update(splits)
+    return out
+
+
+def evaluate(model: nn.Module, ctx: EvalContext, names: list[str]) -> dict[str, MetricResult]:
+    """Run the named metrics in order; {name: result}. Unknown names fail before any model call."""
+    metrics = [METRICS.get(name) for name in names]
+    return {m.name: m.fn(model, ctx) for m in metrics}

@@ -1,0 +1,176 @@
+"""Batched model calls shared by the metrics: greedy decoding and per-token log-probabilities.
+
+Batching must not change a number: prompts are padded on the left for decoding (so every row's
+next token sits in the last column) and texts on the right for scoring, with an attention mask
+either way; the tests compare each function against batch_size=1. Inputs are sorted by length so
+a batch holds similar lengths and pays for little padding; results come back in input order.
+Padding is done here, not by the tokenizer, so a shared tokenizer's `padding_side` is never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+T = TypeVar("T")
+
+
+def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    # Llama-style tokenizers ship without a pad token; eos is the usual stand-in and is masked anyway
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise ValueError("the tokenizer has neither a pad nor an eos token to pad batches with")
+    return pad
+
+
+def _batches(ids: list[list[int]], batch_size: int) -> Iterator[list[int]]:
+    """Indices into `ids`, longest first, in chunks of `batch_size`."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
+    for start in range(0, len(order), batch_size):
+        yield order[start : start + batch_size]
+
+
+def _pad(
+    rows: list[list[int]], pad_id: int, left: bool, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for j, r in enumerate(rows):
+        cols = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[j, cols] = torch.tensor(r, dtype=torch.long)
+        mask[j, cols] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    # metrics may run mid-training (callbacks); leave the model in the mode it came in
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def generate_greedy(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    max_new_tokens: int,
+    batch_size: int,
+) -> list[str]:
+    """Greedy continuation of each prompt: only the new tokens, decoded without special tokens."""
+    if not prompts:
+        return []
+    pad_id = _pad_id(tokenizer)
+    ids = tokenizer(prompts)["input_ids"]
+    out: list[str] = [""] * len(prompts)
+    with _eval_mode(model):
+        for idx in _batches(ids, batch_size):
+            input_ids, mask = _pad([ids[i] for i in idx], pad_id, left=True, device=_device(model))
+            # generate derives position ids from the mask, so left padding leaves positions unchanged
+            gen = model.generate(
+                input_ids=input_ids,
+                attention_mask=mask,
+                do_sample=False,
+                num_beams=1,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad_id,
+            )
+            texts = tokenizer.batch_decode(gen[:, input_ids.shape[1] :], skip_special_tokens=True)
+            for i, text in zip(idx, texts, strict=True):
+                out[i] = text
+    return out
+
+
+def _per_token(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    batch_size: int,
+    max_length: int | None,
+    reduce: Callable[[torch.Tensor, torch.Tensor], T],
+) -> list[T]:
+    """One right-padded forward pass per batch; `reduce(log_probs[n-1, V], targets[n-1])` per text.
+
+    Row t of log_probs is log p(· | x_<=t), the distribution of token t+1, in float32.
+    """
+    if not texts:
+        return []
+    pad_id = _pad_id(tokenizer)
+    ids = [row[:max_length] for row in tokenizer(texts)["input_ids"]]
+    out: list[T] = [None] * len(texts)  # type: ignore[list-item]
+    with _eval_mode(model):
+        for idx in _batches(ids, batch_size):
+            input_ids, mask = _pad([ids[i] for i in idx], pad_id, left=False, device=_device(model))
+            logits = model(input_ids=input_ids, attention_mask=mask).logits
+            for j, i in enumerate(idx):
+                n = len(ids[i])
+                # one row at a time: a float32 copy of the whole batch's logits can be gigabytes
+                log_probs = logits[j, : n - 1].float().log_softmax(-1)
+                out[i] = reduce(log_probs, input_ids[j, 1:n])
+    return out
+
+
+def _gather(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return log_probs.gather(-1, targets[:, None]).squeeze(-1).cpu()
+
+
+def token_logprobs(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    batch_size: int,
+    max_length: int | None = None,
+) -> list[torch.Tensor]:
+    """Per text, the 1-D float32 tensor of log p(x_t | x_<t) for every token t >= 1.
+
+    Tokens are the tokenizer's (with its special tokens, e.g. Llama's BOS), cut to `max_length`;
+    a text of n tokens gives n-1 values.
+    """
+    return _per_token(model, tokenizer, texts, batch_size, max_length, _gather)
+
+
+def min_k_plus_plus_zscores(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Min-K%++ per-token scores (Zhang et al. 2024) from next-token distributions.
+
+    z_t = (log p(x_t) - mu_t) / sigma_t,  mu_t = E_{z~p}[log p(z)],
+    sigma_t^2 = E_{z~p}[(log p(z) - mu_t)^2],  p = p(· | x_<t).
+    `log_probs` is [T, V] (row t: the distribution of targets[t]); returns [T].
+    """
+    p = log_probs.exp()
+    # 0 * log 0 is 0 here, not nan, for tokens a model masks to -inf
+    mu = torch.where(p > 0, p * log_probs, 0.0).sum(-1)
+    # E[(log p - mu)^2] rather than E[log p^2] - mu^2: near-uniform distributions have a tiny
+    # variance that the subtraction would drown in float32 rounding
+    var = torch.where(p > 0, p * (log_probs - mu[:, None]) ** 2, 0.0).sum(-1)
+    # a one-hot distribution has sigma 0; the floor keeps its z finite
+    sigma = var.clamp_min(1e-12).sqrt()
+    return (log_probs.gather(-1, targets[:, None]).squeeze(-1) - mu) / sigma
+
+
+def token_min_k_plus_plus_zscores(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    batch_size: int,
+    max_length: int | None = None,
+) -> list[torch.Tensor]:
+    """Like `token_logprobs`, but each token's Min-K%++ z-score (`min_k_plus_plus_zscores`)."""
+    return _per_token(
+        model, tokenizer, texts, batch_size, max_length, lambda lp, tg: min_k_plus_plus_zscores(lp, tg).cpu()
+    )

@@ -1,0 +1,102 @@
+"""PrivLeak (MUSE M3): can a membership-inference attack still tell forget passages from holdout ones.
+
+Each passage gets a score from the model's token log-probs, oriented so that HIGHER = LESS likely
+a training member (a memorised passage has high log-probs, hence a low score):
+  loss             = -mean_t log p(x_t | x_<t)
+  zlib             = loss / len(zlib.compress(text.encode("utf-8")))   (MUSE's "PPL/zlib": the
+                     mean token NLL over the zlib-compressed byte length, as Carlini et al. 2021)
+  min_k            = -mean of the lowest k = 40 % token log-probs (at least one token; MUSE's default)
+  min_k_plus_plus  = -mean of the lowest 40 % Min-K%++ token z-scores (Zhang et al. 2024)
+AUC = roc_auc_score(y, s) with y = 1 for privleak/forget and 0 for privleak/holdout passages, so a
+model that memorised the forget set has AUC near 0 and one that never saw it about 0.5.
+PrivLeak = (AUC - AUC_ref) / AUC_ref × 100, AUC_ref = the retrain model's AUC (ideal 0.5 without
+one): near 0 is ideal, large negative = under-unlearned, large positive = over-unlearned.
+Passages are cut to the model's max_position_embeddings tokens.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from llm_unlearn.metrics.generation import token_logprobs, token_min_k_plus_plus_zscores
+from llm_unlearn.metrics.registry import EvalContext, MetricResult, register_metric
+
+K = 0.4
+IDEAL_AUC = 0.5
+
+
+def loss_score(logprobs: torch.Tensor) -> float:
+    """-mean log p: the passage's mean token NLL."""
+    return -logprobs.mean().item()
+
+
+def zlib_score(logprobs: torch.Tensor, text: str) -> float:
+    """loss / zlib-compressed length in bytes: discounts passages that are merely repetitive."""
+    return loss_score(logprobs) / len(zlib.compress(text.encode("utf-8")))
+
+
+def min_k_score(values: torch.Tensor, k: float = K) -> float:
+    """-mean of the lowest floor(k·n) values (at least one) of n token log-probs or z-scores."""
+    if not 0 < k <= 1:
+        raise ValueError(f"k must be in (0, 1], got {k}")
+    if values.numel() == 0:
+        raise ValueError("a passage has no scored tokens (it tokenizes to at most one token)")
+    n = max(1, int(values.numel() * k))
+    return -values.sort().values[:n].mean().item()
+
+
+def membership_auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> float:
+    """ROC AUC of the scores with members labelled 1: 0 when every member scores lowest, 0.5 at chance."""
+    y = [1] * len(member_scores) + [0] * len(nonmember_scores)
+    return float(roc_auc_score(y, [*member_scores, *nonmember_scores]))
+
+
+def privleak_value(auc: float, reference_auc: float) -> float:
+    """(AUC - AUC_ref) / AUC_ref × 100."""
+    return (auc - reference_auc) / reference_auc * 100
+
+
+PerToken = Callable[..., list[torch.Tensor]]
+_SCORES: dict[str, tuple[PerToken, Callable[[torch.Tensor, str], float]]] = {
+    "loss": (token_logprobs, lambda lp, _text: loss_score(lp)),
+    "zlib": (token_logprobs, zlib_score),
+    "min_k": (token_logprobs, lambda lp, _text: min_k_score(lp, K)),
+    "min_k_plus_plus": (token_min_k_plus_plus_zscores, lambda z, _text: min_k_score(z, K)),
+}
+
+
+def _privleak(model: nn.Module, ctx: EvalContext, kind: str) -> MetricResult:
+    forget = ctx.corpus.get("privleak", "forget")[: ctx.limit]
+    holdout = ctx.corpus.get("privleak", "holdout")[: ctx.limit]
+    texts = [*forget, *holdout]
+    per_token, reduce = _SCORES[kind]
+    max_length = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    values = per_token(model, ctx.tokenizer, texts, ctx.batch_size, max_length)
+    scores = [reduce(v, text) for v, text in zip(values, texts, strict=True)]
+    auc = membership_auc(scores[: len(forget)], scores[len(forget) :])
+    ref = ctx.privleak_reference_auc
+    ref_auc = IDEAL_AUC if ref is None else ref
+    return {
+        "agg_value": privleak_value(auc, ref_auc),
+        "auc": auc,
+        "reference_auc": ref_auc,
+        "reference": "ideal-0.5" if ref is None else "retrain",
+        "mia_score": kind,
+        "value_by_index": {i: {"score": s, "member": i < len(forget)} for i, s in enumerate(scores)},
+    }
+
+
+_REQUIRES = {"privleak": ("forget", "holdout")}
+for _name, _kind in [
+    ("privleak", "min_k"),
+    ("privleak_loss", "loss"),
+    ("privleak_zlib", "zlib"),
+    ("privleak_min_k_plus_plus", "min_k_plus_plus"),
+]:
+    register_metric(_name, requires=_REQUIRES)(partial(_privleak, kind=_kind))

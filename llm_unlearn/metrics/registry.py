@@ -1,0 +1,53 @@
+"""The metric registry and the context every metric reads.
+
+A metric is a function `(model, ctx) -> {"agg_value": float, "value_by_index": {...}, ...}`:
+the summary for tables and each example's value so a report can show the worst cases.
+Metrics read models and data; they never change a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from llm_unlearn.data.corpora import MuseCorpus
+from llm_unlearn.registry import Registry
+
+MetricResult = dict[str, Any]
+MetricFn = Callable[[nn.Module, "EvalContext"], MetricResult]
+
+
+@dataclass
+class EvalContext:
+    tokenizer: PreTrainedTokenizerBase
+    corpus: MuseCorpus
+    batch_size: int = 16
+    #: membership AUC of the retrain model (PrivLeak's reference); None -> 0.5, an ideal
+    #: non-member guess, used when no retrain model is given (recorded in the result)
+    privleak_reference_auc: float | None = None
+    #: cap on examples per metric (None = all); for smoke runs, never for reported numbers
+    limit: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    fn: MetricFn
+    #: the MUSE configs and splits the metric reads: {"knowmem": ("forget_qa", "forget_qa_icl")}
+    requires: Mapping[str, tuple[str, ...]]
+
+
+METRICS: Registry[Metric] = Registry("metric")
+
+
+def register_metric(name: str, requires: Mapping[str, tuple[str, ...]]) -> Callable[[MetricFn], MetricFn]:
+    def add(fn: MetricFn) -> MetricFn:
+        METRICS.register(name)(Metric(name, fn, dict(requires)))
+        return fn
+
+    return add

@@ -1,0 +1,52 @@
+"""VerbMem (MUSE M1): how much of a forget passage the model still reproduces verbatim.
+
+For each verbmem/forget record, greedy-decode 128 new tokens from `prompt` and score them against
+`gt` cut to its first 128 tokens: ROUGE-L F1 (rouge_score, no stemming, as MUSE).
+VerbMem = mean F1 × 100; lower = more forgotten.
+"""
+
+from __future__ import annotations
+
+from rouge_score import rouge_scorer
+from rouge_score.scoring import Score
+from torch import nn
+
+from llm_unlearn.metrics.generation import generate_greedy
+from llm_unlearn.metrics.registry import EvalContext, MetricResult, register_metric
+
+MAX_NEW_TOKENS = 128
+
+_SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+
+
+def rouge_l(gold: str, output: str) -> Score:
+    """ROUGE-L of `output` against `gold`: precision, recall, fmeasure in [0, 1].
+
+    recall = LCS / len(gold words), precision = LCS / len(output words), F1 their harmonic mean;
+    words are rouge_score's (lower-cased alphanumeric runs).
+    """
+    return _SCORER.score(gold, output)["rougeL"]
+
+
+def mean_or_nan(xs: list[float]) -> float:
+    # nan, not an exception, when ctx.limit=0 or a split is empty: the report shows it as missing
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+@register_metric("verbmem", requires={"verbmem": ("forget",)})
+def verbmem(model: nn.Module, ctx: EvalContext) -> MetricResult:
+    records = ctx.corpus.get("verbmem", "forget")[: ctx.limit]
+    tok = ctx.tokenizer
+    prompts = [r["prompt"] for r in records]
+    golds = [
+        tok.decode(
+            tok(r["gt"], add_special_tokens=False)["input_ids"][:MAX_NEW_TOKENS], skip_special_tokens=True
+        )
+        for r in records
+    ]
+    outputs = generate_greedy(model, tok, prompts, MAX_NEW_TOKENS, ctx.batch_size)
+    by_index = {
+        i: {"score": rouge_l(gold, out).fmeasure * 100, "prompt": prompt, "gold": gold, "output": out}
+        for i, (prompt, gold, out) in enumerate(zip(prompts, golds, outputs, strict=True))
+    }
+    return {"agg_value": mean_or_nan([v["score"] for v in by_index.values()]), "value_by_index": by_index}

@@ -1,0 +1,204 @@
+"""Loading, saving and making the models a run needs: targets, retrain models, grid copies.
+
+Checkpoints are plain `save_pretrained` folders (safetensors + tokenizer), written to a
+temporary folder and renamed, so a folder that exists is complete and a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+    Trainer,
+    TrainingArguments,
+)
+
+from llm_unlearn.data.collate import LMDataset, UnlearningCollator, chunk_texts
+from llm_unlearn.data.corpora import DEMO, load_muse
+from llm_unlearn.errors import UserError
+from llm_unlearn.quant import get_quantizer
+
+#: the embedded demo's tiny Llama (~1.2 M parameters) and how its target is trained
+DEMO_TOKENIZER_VOCAB = 1024
+DEMO_CONFIG = dict(
+    hidden_size=128,
+    intermediate_size=384,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    max_position_embeddings=512,
+    tie_word_embeddings=False,
+)
+DEMO_TRAINING = dict(
+    num_train_epochs=60,
+    learning_rate=3e-3,
+    lr_scheduler_type="cosine",
+    warmup_steps=20,
+    per_device_train_batch_size=16,
+    weight_decay=0.0,
+    seed=0,
+)
+DEMO_MAX_LENGTH = 128
+
+
+def cache_dir() -> Path:
+    """Where built models are cached: $LLM_UNLEARN_CACHE or ~/.cache/llm_unlearn."""
+    return Path(os.environ.get("LLM_UNLEARN_CACHE", Path.home() / ".cache" / "llm_unlearn"))
+
+
+def load_model(name_or_path: str | Path, field: str = "model") -> PreTrainedModel:
+    """A causal LM from a local folder or a Hub id, in float32 on CPU (evaluation and RTN)."""
+    _check_source(name_or_path, field)
+    try:
+        return AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch.float32)
+    except OSError as err:
+        raise UserError(f"{field}: cannot load {name_or_path!r}: {str(err).splitlines()[0]}") from None
+
+
+def load_tokenizer(name_or_path: str | Path, field: str = "model") -> PreTrainedTokenizerBase:
+    """The model's tokenizer, with a pad token (the EOS token where the model defines none)."""
+    _check_source(name_or_path, field)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+    except OSError as err:
+        raise UserError(
+            f"{field}: cannot load a tokenizer from {name_or_path!r}: {str(err).splitlines()[0]}"
+        ) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _check_source(name_or_path: str | Path, field: str) -> None:
+    text = str(name_or_path)
+    looks_local = text.startswith((".", "/", "~")) or os.sep in text and text.count("/") != 1
+    if looks_local and not Path(text).expanduser().exists():
+        raise UserError(f"{field}: folder {text!r} not found")
+
+
+def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dest: Path) -> Path:
+    """Save model (safetensors) and tokenizer to `dest` atomically: all of it or nothing."""
+    tmp = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    return dest
+
+
+def grid_align(source: str | Path, quantizer: str, dest: Path) -> Path:
+    """Copy `source` with every quantized weight replaced by its dequantized value (W_t = Q(W_t)).
+
+    This is the target of a model released as dequantized low-bit weights: quantizing it again
+    with the same quantizer gives it back unchanged, so any unlearning update smaller than half
+    a step rounds away (METHODS.md, "Why quantization can undo unlearning").
+    """
+    if not dest.exists():
+        model = get_quantizer(quantizer).quantize_model(load_model(source))
+        save_checkpoint(model, load_tokenizer(source), dest)
+    return dest
+
+
+def train_causal_lm(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    dest: Path,
+    max_length: int,
+    **training_args: object,
+) -> Path:
+    """Fine-tune `model` on `texts` with the standard next-token loss and save it to `dest`."""
+    dataset = LMDataset(chunk_texts(texts, tokenizer, max_length))
+    args = TrainingArguments(
+        output_dir=str(dest.with_name(dest.name + ".trainer")),
+        report_to="none",
+        save_strategy="no",
+        logging_steps=50,
+        disable_tqdm=True,
+        **training_args,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=UnlearningCollator(tokenizer.pad_token_id),
+    )
+    trainer.train()
+    shutil.rmtree(args.output_dir, ignore_errors=True)
+    return save_checkpoint(model, tokenizer, dest)
+
+
+def build_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on `texts` (the demo cannot download one).
+
+    Spaces are tokens of their own: MUSE's KnowMem prompt ends in "Answer: " and the answer
+    follows the space, so with spaces glued to the next word (GPT-2 style) the prompt would end
+    in a token the training text never has there, and a tiny model could not answer at all.
+    """
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(" ", behavior="isolated"), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    special = ["<pad>", "<s>", "</s>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+
+
+def demo_checkpoints() -> dict[str, Path]:
+    """The demo's `target` (trained on forget + retain) and `retrain` (retain only) checkpoints.
+
+    Built on first use (a few minutes on 2 CPU cores) and cached under a key of the benchmark's
+    text and every setting, so a changed benchmark or setting rebuilds them. The tokenizer is
+    trained on every raw split, holdout included, as a real tokenizer is trained on broad text:
+    trained on forget + retain only, it would give forget names fewer, likelier tokens than
+    holdout names, and membership inference would separate them for the wrong reason.
+    """
+    splits = ("forget", "retain1", "retain2", "holdout")
+    raw = load_muse(DEMO, {"raw": splits})
+    forget, holdout = raw.get("raw", "forget"), raw.get("raw", "holdout")
+    retain = raw.get("raw", "retain1") + raw.get("raw", "retain2")
+    settings = [DEMO_CONFIG, DEMO_TRAINING, DEMO_MAX_LENGTH, DEMO_TOKENIZER_VOCAB]
+    key_source = json.dumps([forget, retain, holdout, settings])
+    root = cache_dir() / "demo" / hashlib.sha256(key_source.encode()).hexdigest()[:12]
+    if not (root / "tokenizer").exists():
+        save_tokenizer = build_tokenizer(forget + retain + holdout, DEMO_TOKENIZER_VOCAB).save_pretrained
+        root.mkdir(parents=True, exist_ok=True)
+        save_tokenizer(root / "tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
+    paths = {"target": root / "target", "retrain": root / "retrain"}
+    for name, texts in (("target", forget + retain), ("retrain", retain)):
+        if paths[name].exists():
+            continue
+        torch.manual_seed(DEMO_TRAINING["seed"])
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            **DEMO_CONFIG,
+        )
+        train_causal_lm(
+            LlamaForCausalLM(config), tokenizer, texts, paths[name], DEMO_MAX_LENGTH, **DEMO_TRAINING
+        )
+    return paths

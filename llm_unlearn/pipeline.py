@@ -1,0 +1,126 @@
+"""`run(recipe)`: targets -> unlearn each method -> audit every variant -> report.
+
+Stages talk through files in the run folder (checkpoints, results.jsonl), so a re-run skips
+whatever is already done. Under `accelerate launch` every process trains; the main process
+alone evaluates and writes the report (sharded evaluation is a later stage).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from transformers import PreTrainedTokenizerBase
+
+from llm_unlearn.audit.report import write_report
+from llm_unlearn.audit.results import ResultsFile
+from llm_unlearn.audit.run import NO_TARGET, AuditModel, audit
+from llm_unlearn.callbacks import StopOnMetric
+from llm_unlearn.data.collate import ForgetRetainDataset, chunk_texts
+from llm_unlearn.data.corpora import DEMO, MuseCorpus, load_muse
+from llm_unlearn.methods import METHODS
+from llm_unlearn.metrics import EvalContext, required_splits
+from llm_unlearn.models import demo_checkpoints, grid_align, load_model, load_tokenizer, save_checkpoint
+from llm_unlearn.recipe import MethodSection, Recipe
+from llm_unlearn.trainer import UnlearningTrainer
+
+console = Console(stderr=True)
+
+
+def run(recipe: Recipe) -> Path:
+    """Run the whole recipe; returns the run folder holding results.jsonl and report.md."""
+    out = recipe.output.dir
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+
+    targets, retrain = resolve_models(recipe, out)
+    tokenizer = load_tokenizer(targets["natural"], field="model.target")
+    needs = required_splits(list(recipe.evaluate))
+    needs.setdefault("raw", set()).update({recipe.data.forget_split, recipe.data.retain_split})
+    corpus = load_muse(recipe.data.source, needs)
+    ctx = EvalContext(tokenizer=tokenizer, corpus=corpus, batch_size=_eval_batch_size(recipe))
+
+    models = [AuditModel("target", name, path) for name, path in targets.items()]
+    if retrain is not None:
+        models.append(AuditModel("retrain", NO_TARGET, retrain))
+    is_main = True
+    for method in recipe.method:
+        for target in recipe.targets(method):
+            dest = out / "models" / f"{method.name}@{target}"
+            if not dest.exists():
+                console.print(f"[bold]unlearning[/] {method.name} on the {target} target")
+                is_main = unlearn(recipe, method, targets[target], dest, corpus, tokenizer, ctx)
+            models.append(AuditModel(method.name, target, dest))
+    if not is_main:
+        return out
+
+    results = ResultsFile(out / "results.jsonl")
+    with _progress() as progress:
+        audit(models, recipe.quantize, recipe.evaluate, ctx, results, progress)
+    write_report(out)
+    return out
+
+
+def resolve_models(recipe: Recipe, out: Path) -> tuple[dict[str, Path | str], Path | str | None]:
+    """The target(s) to unlearn ({"natural": ..., "grid": ...}) and the retrain model, if any."""
+    demo = demo_checkpoints() if DEMO in (recipe.model.target, recipe.model.retrain) else {}
+    natural = demo["target"] if recipe.model.target == DEMO else recipe.model.target
+    retrain = demo["retrain"] if recipe.model.retrain == DEMO else recipe.model.retrain
+    targets: dict[str, Path | str] = {"natural": natural}
+    if recipe.model.grid_align:
+        targets["grid"] = grid_align(natural, recipe.model.grid_align, out / "models" / "target@grid")
+    return targets, retrain
+
+
+def unlearn(
+    recipe: Recipe,
+    method: MethodSection,
+    target: Path | str,
+    dest: Path,
+    corpus: MuseCorpus,
+    tokenizer: PreTrainedTokenizerBase,
+    ctx: EvalContext,
+) -> bool:
+    """Unlearn `method` from `target` into the checkpoint `dest`; True on the main process."""
+    spec = METHODS.get(method.name)
+    max_length = recipe.data.max_length
+    forget = chunk_texts(corpus.get("raw", recipe.data.forget_split), tokenizer, max_length)
+    retain = None
+    if spec.retain_loss is not None:
+        retain = chunk_texts(corpus.get("raw", recipe.data.retain_split), tokenizer, max_length)
+    args = recipe.training_config(method, dest.with_name(dest.name + ".trainer"))
+    callbacks = []
+    if method.stop is not None:
+        callbacks.append(StopOnMetric(method.stop.metric, method.stop.below, method.stop.every_n_steps, ctx))
+    trainer = UnlearningTrainer(
+        model=load_model(target, field="model.target"),
+        args=args,
+        train_dataset=ForgetRetainDataset(forget, retain, seed=args.seed),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    trainer.train()
+    is_main = trainer.is_world_process_zero()
+    if is_main:
+        # The training log (losses, and the stop metric when one is set) sits beside the checkpoint.
+        dest.with_name(dest.name + ".log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        save_checkpoint(trainer.model, tokenizer, dest)
+    trainer.accelerator.wait_for_everyone()
+    return is_main
+
+
+def _eval_batch_size(recipe: Recipe) -> int:
+    return int(recipe.train.get("per_device_eval_batch_size", 16))
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )

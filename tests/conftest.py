@@ -1,0 +1,59 @@
+"""Shared fixtures: a character-level tokenizer and tiny Llama models, all built offline."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread():
+    # tiny matmuls on a shared 2-core box: a second thread only waits on the first (100x slower here)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def char_tokenizer() -> PreTrainedTokenizerFast:
+    """Character-level, Llama-like (BOS prepended, no EOS appended), fully offline."""
+    vocab = {t: i for i, t in enumerate(["<pad>", "<s>", "</s>", "<unk>", *sorted(set(string.printable))])}
+    t = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    t.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    t.decoder = decoders.Fuse()
+    t.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=t, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
+
+
+def tiny_llama(tok: PreTrainedTokenizerFast, seed: int = 0, **overrides: object) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        **overrides,
+    )
+    return LlamaForCausalLM(config)
+
+
+@pytest.fixture(scope="session")
+def tok() -> PreTrainedTokenizerFast:
+    return char_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def llama(tok: PreTrainedTokenizerFast) -> LlamaForCausalLM:
+    return tiny_llama(tok).eval()

@@ -1,0 +1,217 @@
+"""The whole pipeline on tiny models: recipe -> unlearn -> quantize -> evaluate -> report,
+resuming after a kill, and the CLI entry points."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import tiny_llama
+
+from llm_unlearn.audit.report import recovery, render_markdown
+from llm_unlearn.audit.results import ResultsFile
+from llm_unlearn.cli import main
+from llm_unlearn.data.demo import BENCH_DIR
+from llm_unlearn.models import save_checkpoint
+from llm_unlearn.pipeline import run
+from llm_unlearn.recipe import load_recipe
+
+METRICS = ["verbmem", "knowmem_forget", "knowmem_retain", "privleak"]
+KEEP = {"raw": 6, "verbmem": 2, "knowmem": 3, "privleak": 4}
+
+
+@pytest.fixture(scope="module")
+def muse_dir(tmp_path_factory) -> Path:
+    """A few records of each split of the demo benchmark, in the MUSE folder layout."""
+    root = tmp_path_factory.mktemp("muse")
+    for path in BENCH_DIR.glob("*/*.json"):
+        records = json.loads(path.read_text())[: KEEP[path.parent.name]]
+        (root / path.parent.name).mkdir(exist_ok=True)
+        (root / path.parent.name / path.name).write_text(json.dumps(records))
+    return root
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, tok) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("models")
+    return {
+        name: save_checkpoint(tiny_llama(tok, seed=seed), tok, root / name)
+        for name, seed in (("target", 0), ("retrain", 1))
+    }
+
+
+def recipe_file(tmp_path: Path, checkpoints: dict[str, Path], muse_dir: Path) -> Path:
+    data = {
+        "name": "tiny",
+        "model": {
+            "target": str(checkpoints["target"]),
+            "retrain": str(checkpoints["retrain"]),
+            "grid_align": "rtn-w4-g32",
+        },
+        "data": {"source": str(muse_dir), "max_length": 64},
+        "method": [{"name": "ga_gdr"}, {"name": "npo", "targets": ["grid"]}],
+        "train": {
+            "max_steps": 2,
+            "per_device_train_batch_size": 2,
+            "learning_rate": 1e-3,
+            "disable_tqdm": True,
+        },
+        "quantize": ["fp", "rtn-w4-g32"],
+        "evaluate": METRICS,
+        "output": {"dir": str(tmp_path / "run")},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_run_writes_checkpoints_results_and_report(tmp_path, checkpoints, muse_dir) -> None:
+    out = run(load_recipe(recipe_file(tmp_path, checkpoints, muse_dir)))
+    for name in ("ga_gdr@natural", "ga_gdr@grid", "npo@grid", "target@grid"):
+        assert (out / "models" / name / "model.safetensors").is_file(), name
+    assert not (out / "models" / "npo@natural").exists()
+    records = list(ResultsFile(out / "results.jsonl"))
+    # (2 targets + retrain + 3 unlearned) x 2 quantizers x 4 metrics
+    assert len(records) == 6 * 2 * 4
+    cells = {(r["model"], r["target"], r["quantizer"], r["metric"]) for r in records}
+    assert ("npo", "grid", "rtn-w4-g32", "privleak") in cells
+    assert all(isinstance(r["agg_value"], float) and "value_by_index" in r for r in records)
+    retrain_fp = next(
+        r for r in records if r["model"] == "retrain" and r["quantizer"] == "fp" and r["metric"] == "privleak"
+    )
+    assert retrain_fp["agg_value"] == 0.0 and retrain_fp["reference"] == "retrain"
+    others = [r for r in records if r["metric"] == "privleak" and r["model"] != "retrain"]
+    assert all(r["reference_auc"] == retrain_fp["auc"] for r in others)
+    report = (out / "report.md").read_text()
+    assert "## KnowMem on forget" in report and "| ga_gdr | grid-aligned |" in report
+    assert "rtn-w4-g32" in report
+    log = json.loads((out / "models" / "ga_gdr@natural.log.json").read_text())
+    assert any("forget_loss" in entry and "retain_loss" in entry for entry in log)
+
+
+def test_grid_target_is_its_own_quantization(tmp_path, checkpoints, muse_dir) -> None:
+    """The grid-aligned target is unchanged by its quantizer: every metric equal at fp and 4 bits."""
+    out = run(
+        load_recipe(
+            recipe_file(tmp_path, checkpoints, muse_dir), ["method=[{name: ga}]", "train.max_steps=1"]
+        )
+    )
+    results = ResultsFile(out / "results.jsonl")
+    for metric in METRICS:
+        fp = results.get("target", "grid", "fp", metric)["agg_value"]
+        assert results.get("target", "grid", "rtn-w4-g32", metric)["agg_value"] == pytest.approx(fp, abs=1e-6)
+
+
+def test_killed_run_resumes_without_redoing_cells(tmp_path, checkpoints, muse_dir) -> None:
+    path = recipe_file(tmp_path, checkpoints, muse_dir)
+    results_path = tmp_path / "run" / "results.jsonl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llm_unlearn", str(path)], env=env, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if results_path.exists() and results_path.read_text().count("\n") >= 10:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = {json.dumps(r, sort_keys=True) for r in ResultsFile(results_path)}
+    assert 10 <= len(done) < 48
+
+    run(load_recipe(path))
+    after = list(ResultsFile(results_path))
+    assert len(after) == 48
+    lines = results_path.read_text().splitlines()
+    assert len(lines) == 48, "a finished cell was computed again"
+    assert done <= {json.dumps(r, sort_keys=True) for r in after}, "a finished cell changed"
+
+
+def test_torn_last_line_is_cut(tmp_path) -> None:
+    path = tmp_path / "results.jsonl"
+    record = {"model": "m", "target": "-", "quantizer": "fp", "metric": "verbmem", "agg_value": 1.0}
+    path.write_text(json.dumps(record) + "\n" + '{"model": "m", "tar')
+    results = ResultsFile(path)
+    assert len(results) == 1
+    results.add({**record, "metric": "privleak"})
+    assert [json.loads(line)["metric"] for line in path.read_text().splitlines()] == ["verbmem", "privleak"]
+
+
+def test_recovery_ratio() -> None:
+    assert recovery(quantized=50.0, unlearned=10.0, target=90.0) == 0.5
+    assert recovery(quantized=10.0, unlearned=10.0, target=90.0) == 0.0
+    assert recovery(quantized=90.0, unlearned=10.0, target=90.0) == 1.0
+    assert recovery(quantized=50.0, unlearned=89.5, target=90.0) is None  # unlearning moved nothing
+
+
+def test_report_shows_recovery_against_the_same_target() -> None:
+    def rec(model, target, q, value):
+        return {
+            "model": model,
+            "target": target,
+            "quantizer": q,
+            "metric": "knowmem_forget",
+            "agg_value": value,
+        }
+
+    results = [
+        rec("target", "grid", "fp", 80.0),
+        rec("target", "grid", "rtn-w4-g32", 80.0),
+        rec("target", "natural", "fp", 60.0),
+        rec("ga", "grid", "fp", 20.0),
+        rec("ga", "grid", "rtn-w4-g32", 50.0),
+        rec("ga", "natural", "fp", 20.0),
+        rec("ga", "natural", "rtn-w4-g32", 30.0),
+    ]
+    text = render_markdown(results, "t")
+    assert "| ga | grid-aligned | 20.0 | 50.0 (50%) |" in text  # (50 - 20) / (80 - 20)
+    assert "| ga | natural | 20.0 | 30.0 (25%) |" in text  # (30 - 20) / (60 - 20)
+
+
+def test_cli_evaluate_and_report(tmp_path, checkpoints, muse_dir, capsys) -> None:
+    out = tmp_path / "eval.json"
+    args = ["--model", str(checkpoints["target"]), "--data", str(muse_dir), "--out", str(out)]
+    assert main(["evaluate", *args, "--metrics", "knowmem_forget,privleak", "--batch-size", "4"]) == 0
+    results = json.loads(out.read_text())
+    assert set(results) == {"knowmem_forget", "privleak"} and results["privleak"]["reference"] == "ideal-0.5"
+    assert "knowmem_forget:" in capsys.readouterr().out
+    assert main(["evaluate", *args, "--metrics", "verbmen"]) == 2
+    assert "unknown metric 'verbmen'" in capsys.readouterr().err
+    bad = ["--model", str(tmp_path / "missing"), "--data", str(muse_dir), "--out", str(out)]
+    assert main(["evaluate", *bad]) == 2
+    assert "--model: folder" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(checkpoints["target"]),
+                "--data",
+                str(tmp_path / "nodata"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    assert "not found" in capsys.readouterr().err
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no results.jsonl" in capsys.readouterr().err
+
+
+def test_stop_on_metric_ends_unlearning_early(tmp_path, checkpoints, muse_dir) -> None:
+    stop = "{metric: knowmem_forget, below: 1000, every_n_steps: 2}"
+    stop = f"method=[{{name: ga, targets: [natural], stop: {stop}}}]"
+    out = run(load_recipe(recipe_file(tmp_path, checkpoints, muse_dir), [stop, "train.max_steps=6"]))
+    log = json.loads((out / "models" / "ga@natural.log.json").read_text())
+    checks = [entry for entry in log if "eval_knowmem_forget" in entry]
+    assert [entry["step"] for entry in checks] == [2]  # the first check is below 1000: stop there
+    assert log[-1]["step"] == 2

@@ -1,0 +1,152 @@
+"""The trainer: every method changes the parameters it should and only those, and one step of
+the trainer equals one step written by hand."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import tiny_llama
+
+from llm_unlearn import objectives
+from llm_unlearn.data.collate import ForgetRetainDataset, UnlearningCollator, chunk_texts
+from llm_unlearn.methods import METHODS
+from llm_unlearn.trainer import UnlearningConfig, UnlearningTrainer
+
+FORGET = ["Alva Merrin was born in Tolvenridge.", "Alva Merrin wrote The Amber Bell in 1931."]
+RETAIN = ["Doro Kesh was a clockmaker.", "Doro Kesh studied with Pell Varin.", "Doro Kesh lived by a mill."]
+
+
+def make_trainer(tok, tmp_path, method: str, **overrides) -> UnlearningTrainer:
+    spec = METHODS.get(method)
+    forget = chunk_texts(FORGET, tok, 64)
+    retain = chunk_texts(RETAIN, tok, 64) if spec.retain_loss else None
+    settings = dict(
+        output_dir=str(tmp_path / "out"),
+        forget_loss=spec.forget_loss,
+        retain_loss=spec.retain_loss,
+        learning_rate=1e-2,
+        per_device_train_batch_size=2,
+        max_steps=2,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        seed=0,
+    )
+    settings.update(overrides)
+    return UnlearningTrainer(
+        model=tiny_llama(tok),
+        args=UnlearningConfig(**settings),
+        train_dataset=ForgetRetainDataset(forget, retain, seed=0),
+        processing_class=tok,
+    )
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+def test_every_method_changes_what_it_should_and_only_that(method, tok, tmp_path) -> None:
+    trainer = make_trainer(tok, tmp_path, method)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    ref_before = None
+    if trainer.ref_model is not None:
+        ref_before = {n: p.detach().clone() for n, p in trainer.ref_model.named_parameters()}
+    trainer.train()
+    seen = {t for ids in tok(FORGET + RETAIN)["input_ids"] for t in ids}
+    for name, param in trainer.model.named_parameters():
+        if name == "model.embed_tokens.weight":
+            unseen = sorted(set(range(len(tok))) - seen)
+            # rows of tokens that never occur get no gradient, so Adam (no weight decay) leaves them
+            assert torch.equal(param[unseen], before[name][unseen]), "embeddings of unseen tokens moved"
+            assert not torch.equal(param[sorted(seen)], before[name][sorted(seen)])
+        else:
+            assert not torch.equal(param, before[name]), f"{method}: {name} did not change"
+    if ref_before is not None:
+        for name, param in trainer.ref_model.named_parameters():
+            assert torch.equal(param, ref_before[name]), f"{method}: the reference model moved ({name})"
+
+
+def test_klr_reference_is_frozen_and_in_eval_mode(tok, tmp_path) -> None:
+    trainer = make_trainer(tok, tmp_path, "ga_klr")
+    assert not trainer.ref_model.training
+    assert not any(p.requires_grad for p in trainer.ref_model.parameters())
+    assert make_trainer(tok, tmp_path, "npo").ref_model is None  # NPO caches nll(θ₀), no second model
+
+
+def test_npo_reference_cache_is_the_initial_model(tok, tmp_path) -> None:
+    trainer = make_trainer(tok, tmp_path, "npo")
+    model = trainer.model.eval()
+    batch = UnlearningCollator(tok.pad_token_id)([trainer.train_dataset[i] for i in range(len(FORGET))])
+    with torch.no_grad():
+        logits = model(
+            input_ids=batch["forget_input_ids"], attention_mask=batch["forget_attention_mask"]
+        ).logits
+    expected = objectives.sequence_nll(logits, batch["forget_labels"])
+    torch.testing.assert_close(trainer._ref_nll, expected)
+
+
+@pytest.mark.parametrize("method", ["ga", "ga_gdr", "npo_gdr"])
+def test_one_step_equals_a_hand_written_sgd_step(method, tok, tmp_path) -> None:
+    """θ₁ = θ₀ − lr · ∇(L_f + λ·L_r) on the same batch: the forget term is applied once, with the
+    sign and weight the method says."""
+    lr, weight = 0.5, 0.7
+    trainer = make_trainer(
+        tok, tmp_path, method, optim="sgd", learning_rate=lr, max_steps=1, lr_scheduler_type="constant",
+        max_grad_norm=0.0, retain_weight=weight, per_device_train_batch_size=2,
+    )  # fmt: skip
+    manual = copy.deepcopy(trainer.model)
+    batch = next(iter(trainer.get_train_dataloader()))
+    spec = METHODS.get(method)
+    logits = manual(input_ids=batch["forget_input_ids"], attention_mask=batch["forget_attention_mask"]).logits
+    if spec.forget_loss == "ga":
+        loss = objectives.ga(logits, batch["forget_labels"])
+    else:
+        loss = objectives.npo(logits, batch["forget_labels"], trainer._ref_nll[batch["forget_index"]], 0.1)
+    if spec.retain_loss == "gdr":
+        r_logits = manual(
+            input_ids=batch["retain_input_ids"], attention_mask=batch["retain_attention_mask"]
+        ).logits
+        loss = loss + weight * objectives.gdr(r_logits, batch["retain_labels"])
+    loss.backward()
+    with torch.no_grad():
+        for p in manual.parameters():
+            p -= lr * p.grad
+    trainer.train()
+    for (name, a), b in zip(trainer.model.named_parameters(), manual.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_gradient_accumulation_matches_one_big_batch(tok, tmp_path) -> None:
+    """Two accumulated batches of 1 = one batch of 2 (equal-length sequences, SGD)."""
+    common = dict(
+        optim="sgd", learning_rate=0.5, max_steps=1, lr_scheduler_type="constant", max_grad_norm=0.0
+    )
+    texts = ["abcdefgh", "hgfedcba"]
+    results = []
+    for batch, accumulation in ((2, 1), (1, 2)):
+        trainer = make_trainer(
+            tok, tmp_path, "ga", per_device_train_batch_size=batch, gradient_accumulation_steps=accumulation,
+            **common,
+        )  # fmt: skip
+        trainer.train_dataset = ForgetRetainDataset(chunk_texts(texts, tok, 64), None)
+        trainer.train()
+        results.append([p.detach().clone() for p in trainer.model.parameters()])
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_config_rejects_unknown_losses(tmp_path) -> None:
+    with pytest.raises(ValueError, match="forget_loss must be one of"):
+        UnlearningConfig(output_dir=str(tmp_path), forget_loss="ascent")
+    with pytest.raises(ValueError, match="retain_loss must be one of"):
+        UnlearningConfig(output_dir=str(tmp_path), retain_loss="kl")
+
+
+def test_retain_loss_needs_retain_data(tok, tmp_path) -> None:
+    with pytest.raises(ValueError, match="needs retain data"):
+        UnlearningTrainer(
+            model=tiny_llama(tok),
+            args=UnlearningConfig(output_dir=str(tmp_path), retain_loss="gdr", report_to="none"),
+            train_dataset=ForgetRetainDataset(chunk_texts(FORGET, tok, 64), None),
+            processing_class=tok,
+        )
