@@ -8,9 +8,11 @@ alone evaluates and writes the report (sharded evaluation is a later stage).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import yaml
+from accelerate import PartialState
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import PreTrainedTokenizerBase
@@ -36,7 +38,10 @@ def run(recipe: Recipe) -> Path:
     (out / "models").mkdir(parents=True, exist_ok=True)
     (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
 
-    targets, retrain = resolve_models(recipe, out)
+    state = PartialState()
+    # Building the demo models or a grid copy writes shared folders: once, before the others read.
+    with state.main_process_first():
+        targets, retrain = resolve_models(recipe, out)
     tokenizer = load_tokenizer(targets["natural"], field="model.target")
     needs = required_splits(list(recipe.evaluate))
     needs.setdefault("raw", set()).update({recipe.data.forget_split, recipe.data.retain_split})
@@ -46,15 +51,14 @@ def run(recipe: Recipe) -> Path:
     models = [AuditModel("target", name, path) for name, path in targets.items()]
     if retrain is not None:
         models.append(AuditModel("retrain", NO_TARGET, retrain))
-    is_main = True
     for method in recipe.method:
         for target in recipe.targets(method):
             dest = out / "models" / f"{method.name}@{target}"
             if not dest.exists():
                 console.print(f"[bold]unlearning[/] {method.name} on the {target} target")
-                is_main = unlearn(recipe, method, targets[target], dest, corpus, tokenizer, ctx)
+                unlearn(recipe, method, targets[target], dest, corpus, tokenizer, ctx)
             models.append(AuditModel(method.name, target, dest))
-    if not is_main:
+    if not state.is_main_process:
         return out
 
     results = ResultsFile(out / "results.jsonl")
@@ -83,8 +87,8 @@ def unlearn(
     corpus: MuseCorpus,
     tokenizer: PreTrainedTokenizerBase,
     ctx: EvalContext,
-) -> bool:
-    """Unlearn `method` from `target` into the checkpoint `dest`; True on the main process."""
+) -> None:
+    """Unlearn `method` from `target` into the checkpoint `dest` (saved by the main process)."""
     spec = METHODS.get(method.name)
     max_length = recipe.data.max_length
     forget = chunk_texts(corpus.get("raw", recipe.data.forget_split), tokenizer, max_length)
@@ -103,13 +107,12 @@ def unlearn(
         callbacks=callbacks,
     )
     trainer.train()
-    is_main = trainer.is_world_process_zero()
-    if is_main:
+    if trainer.is_world_process_zero():
         # The training log (losses, and the stop metric when one is set) sits beside the checkpoint.
         dest.with_name(dest.name + ".log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
         save_checkpoint(trainer.model, tokenizer, dest)
+        shutil.rmtree(args.output_dir, ignore_errors=True)  # the Trainer's scratch folder, unused
     trainer.accelerator.wait_for_everyone()
-    return is_main
 
 
 def _eval_batch_size(recipe: Recipe) -> int:

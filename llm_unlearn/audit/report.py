@@ -15,6 +15,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from llm_unlearn.audit.results import ResultsFile
 
 TITLES = {
@@ -37,8 +39,13 @@ def recovery(quantized: float, unlearned: float, target: float) -> float | None:
 def write_report(run_dir: Path) -> Path:
     """Write run_dir/report.md from run_dir/results.jsonl and return its path."""
     results = list(ResultsFile(run_dir / "results.jsonl"))
+    recipe_path = run_dir / "recipe.yaml"
+    recipe = yaml.safe_load(recipe_path.read_text()) if recipe_path.exists() else None
+    text = render_markdown(results, title=recipe["name"] if recipe else run_dir.name)
+    if recipe:
+        text += "\n## Recipe\n\n```yaml\n" + yaml.safe_dump(recipe, sort_keys=False) + "```\n"
     path = run_dir / "report.md"
-    path.write_text(render_markdown(results, title=run_dir.name))
+    path.write_text(text)
     return path
 
 
@@ -61,6 +68,7 @@ def render_markdown(results: list[dict[str, Any]], title: str) -> str:
         "released as dequantized 4-bit weights; the `natural` target is trained normally.",
         "",
     ]
+    lines += _summary(table, quantizers)
     for metric, rows in table.items():
         lines += [f"## {TITLES.get(metric, metric)}", ""]
         lines.append("| model | target | " + " | ".join(quantizers) + " |")
@@ -84,6 +92,32 @@ def render_markdown(results: list[dict[str, Any]], title: str) -> str:
     lines += ["## Quantizers", ""]
     lines += [f"- `{name}`: {configs[name]}" for name in quantizers]
     return "\n".join(lines) + "\n"
+
+
+def _summary(table: dict[str, dict[tuple[str, str], dict[str, float]]], quantizers: list[str]) -> list[str]:
+    """Per forget metric and target: the range of recovery ratios over the methods, per quantizer."""
+    lines = ["## Summary: share of the forgotten knowledge that quantization brings back", ""]
+    lines += ["| metric | target | " + " | ".join(q for q in quantizers if q != "fp") + " |"]
+    lines += ["|---|---|" + "---|" * (len(quantizers) - 1)]
+    for metric in ("knowmem_forget", "verbmem"):
+        rows = table.get(metric, {})
+        for target in sorted({t for model, t in rows if model not in ("target", "retrain")}):
+            base = rows.get(("target", target), {}).get("fp")
+            cells = []
+            for q in quantizers[1:]:
+                ratios = [
+                    recovery(values[q], values["fp"], base)
+                    for (model, t), values in rows.items()
+                    if t == target
+                    and model not in ("target", "retrain")
+                    and base is not None
+                    and q in values
+                    and "fp" in values
+                ]
+                ratios = sorted(r for r in ratios if r is not None)
+                cells.append(f"{ratios[0]:.0%} … {ratios[-1]:.0%} ({len(ratios)} methods)" if ratios else "")
+            lines.append(f"| {metric} | {TARGET_LABELS.get(target, target)} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def _row_order(key: tuple[str, str]) -> tuple[int, str, str]:

@@ -1,0 +1,41 @@
+"""The demo end to end, cold (slow: minutes). Checks what the demo must show, not exact numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from llm_unlearn.audit.report import recovery
+from llm_unlearn.audit.results import ResultsFile
+from llm_unlearn.cli import demo_recipe
+from llm_unlearn.pipeline import run
+from llm_unlearn.recipe import load_recipe
+
+
+@pytest.mark.slow
+def test_demo_shows_recovery_on_the_grid_target_only(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LLM_UNLEARN_CACHE", str(tmp_path / "cache"))
+    out = run(load_recipe(demo_recipe(), [f"output.dir={tmp_path / 'run'}"]))
+    results = ResultsFile(out / "results.jsonl")
+
+    def value(model: str, target: str, quantizer: str, metric: str = "knowmem_forget") -> float:
+        return results.get(model, target, quantizer, metric)["agg_value"]
+
+    # the target memorised the forget people; the retrain model never saw them
+    assert value("target", "natural", "fp") > 40 > 15 > value("retrain", "-", "fp")
+    assert value("target", "natural", "fp", "verbmem") > value("retrain", "-", "fp", "verbmem") + 20
+    for method in ("ga", "ga_gdr", "ga_klr", "npo", "npo_gdr", "npo_klr"):
+        # unlearning lowers the forget metric at full precision, and 8 bits keep that
+        unlearned = value(method, "grid", "fp")
+        assert unlearned < value("target", "grid", "fp") - 20, method
+        assert abs(value(method, "grid", "rtn-w8") - unlearned) < 5, method
+    # 4-bit RTN on the grid-aligned target brings most of it back; on the natural target it does not
+    for method in ("ga_gdr", "npo_gdr"):
+        grid = recovery(
+            value(method, "grid", "rtn-w4-g32"), value(method, "grid", "fp"), value("target", "grid", "fp")
+        )
+        natural = recovery(
+            value(method, "natural", "rtn-w4-g32"),
+            value(method, "natural", "fp"),
+            value("target", "natural", "fp"),
+        )
+        assert grid > 0.5 and natural < 0.25, (method, grid, natural)
