@@ -27,7 +27,7 @@ from transformers import (
 )
 
 from llm_unlearn.data.collate import LMDataset, UnlearningCollator, chunk_texts
-from llm_unlearn.data.corpora import DEMO, load_muse
+from llm_unlearn.data.corpora import DEMO, is_hub_id, load_muse
 from llm_unlearn.errors import UserError
 from llm_unlearn.quant import get_quantizer
 
@@ -64,7 +64,7 @@ def load_model(name_or_path: str | Path, field: str = "model") -> PreTrainedMode
     _check_source(name_or_path, field)
     try:
         return AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch.float32)
-    except OSError as err:
+    except (OSError, ValueError) as err:  # a folder or id without a model, or an unreadable one
         raise UserError(f"{field}: cannot load {name_or_path!r}: {str(err).splitlines()[0]}") from None
 
 
@@ -73,7 +73,7 @@ def load_tokenizer(name_or_path: str | Path, field: str = "model") -> PreTrained
     _check_source(name_or_path, field)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
-    except OSError as err:
+    except (OSError, ValueError) as err:  # a folder or id without a model, or an unreadable one
         raise UserError(
             f"{field}: cannot load a tokenizer from {name_or_path!r}: {str(err).splitlines()[0]}"
         ) from None
@@ -84,9 +84,8 @@ def load_tokenizer(name_or_path: str | Path, field: str = "model") -> PreTrained
 
 def _check_source(name_or_path: str | Path, field: str) -> None:
     text = str(name_or_path)
-    looks_local = text.startswith((".", "/", "~")) or os.sep in text and text.count("/") != 1
-    if looks_local and not Path(text).expanduser().exists():
-        raise UserError(f"{field}: folder {text!r} not found")
+    if not Path(text).expanduser().exists() and not is_hub_id(text):
+        raise UserError(f"{field}: folder {text!r} not found (and not a Hub id such as org/name)")
 
 
 def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dest: Path) -> Path:

@@ -84,6 +84,11 @@ def load_muse(source: str, needs: Mapping[str, Iterable[str]]) -> MuseCorpus:
     return MuseCorpus(source, loaded)
 
 
+def is_hub_id(text: str) -> bool:
+    """Shaped like a Hub repository id: "name" or "owner/name"."""
+    return _HUB_ID.fullmatch(text) is not None
+
+
 def _reader(source: str) -> Callable[[str, str], Any]:
     if source == DEMO:
         return lambda config, split: _read_folder(source, BENCH_DIR, config, split)
@@ -92,7 +97,7 @@ def _reader(source: str) -> Callable[[str, str], Any]:
         return lambda config, split: _read_folder(source, path, config, split)
     if path.exists():
         raise DataError(f"{source}: is a file; expected a folder laid out <config>/<split>.json")
-    if not _HUB_ID.fullmatch(source):
+    if not is_hub_id(source):
         raise DataError(f"{source}: folder not found (and not a Hub dataset id such as muse-bench/MUSE-News)")
     return lambda config, split: _read_hub(source, config, split)
 
