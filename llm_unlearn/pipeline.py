@@ -23,6 +23,7 @@ from llm_unlearn.audit.run import NO_TARGET, AuditModel, audit
 from llm_unlearn.callbacks import StopOnMetric
 from llm_unlearn.data.collate import ForgetRetainDataset, chunk_texts
 from llm_unlearn.data.corpora import DEMO, MuseCorpus, load_muse
+from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import EvalContext, required_splits
 from llm_unlearn.models import demo_checkpoints, grid_align, load_model, load_tokenizer, save_checkpoint
@@ -35,8 +36,7 @@ console = Console(stderr=True)
 def run(recipe: Recipe) -> Path:
     """Run the whole recipe; returns the run folder holding results.jsonl and report.md."""
     out = recipe.output.dir
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    (out / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    _claim_run_folder(recipe, out)
 
     state = PartialState()
     # Building the demo models or a grid copy writes shared folders: once, before the others read.
@@ -66,6 +66,27 @@ def run(recipe: Recipe) -> Path:
         audit(models, recipe.quantize, recipe.evaluate, ctx, results, progress)
     write_report(out)
     return out
+
+
+#: recipe sections a re-run may change: more quantizers or metrics only add cells to the audit
+RESUMABLE_CHANGES = ("name", "quantize", "evaluate", "output")
+
+
+def _claim_run_folder(recipe: Recipe, out: Path) -> None:
+    """Write the recipe into the run folder, refusing a folder made by a different experiment:
+    its checkpoints and results would be reused as if this recipe had produced them."""
+    resolved = recipe.model_dump(mode="json")
+    saved = out / "recipe.yaml"
+    if saved.exists():
+        before = yaml.safe_load(saved.read_text())
+        changed = [k for k in resolved if k not in RESUMABLE_CHANGES and before.get(k) != resolved[k]]
+        if changed:
+            raise UserError(
+                f"output.dir {out} holds a run of a recipe with other {', '.join(changed)}; "
+                "choose another output.dir (or delete that folder to start over)"
+            )
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    saved.write_text(yaml.safe_dump(resolved, sort_keys=False))
 
 
 def resolve_models(recipe: Recipe, out: Path) -> tuple[dict[str, Path | str], Path | str | None]:

@@ -19,6 +19,7 @@ from llm_unlearn.audit.report import recovery, render_markdown
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.cli import main
 from llm_unlearn.data.demo import BENCH_DIR
+from llm_unlearn.errors import UserError
 from llm_unlearn.models import save_checkpoint
 from llm_unlearn.pipeline import run
 from llm_unlearn.recipe import load_recipe
@@ -215,3 +216,16 @@ def test_stop_on_metric_ends_unlearning_early(tmp_path, checkpoints, muse_dir) -
     checks = [entry for entry in log if "eval_knowmem_forget" in entry]
     assert [entry["step"] for entry in checks] == [2]  # the first check is below 1000: stop there
     assert log[-1]["step"] == 2
+
+
+def test_run_folder_of_another_experiment_is_refused(tmp_path, checkpoints, muse_dir) -> None:
+    path = recipe_file(tmp_path, checkpoints, muse_dir)
+    ga = "method=[{name: ga, targets: [natural]}]"
+    run(load_recipe(path, [ga, "train.max_steps=1", "evaluate=[verbmem]"]))
+    with pytest.raises(UserError, match=r"holds a run of a recipe with other train; choose another"):
+        run(load_recipe(path, [ga, "evaluate=[verbmem]"]))
+    with pytest.raises(UserError, match=r"holds a run of a recipe with other method"):
+        run(load_recipe(path, ["method=[{name: npo, targets: [natural]}]", "train.max_steps=1"]))
+    # more metrics only add cells
+    out = run(load_recipe(path, [ga, "train.max_steps=1"]))
+    assert {r["metric"] for r in ResultsFile(out / "results.jsonl")} == set(METRICS)
