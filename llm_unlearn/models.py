@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from rich.console import Console
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
@@ -127,7 +128,6 @@ def train_causal_lm(
         report_to="none",
         save_strategy="no",
         logging_steps=50,
-        disable_tqdm=True,
         **training_args,
     )
     trainer = Trainer(
@@ -189,6 +189,9 @@ def demo_checkpoints() -> dict[str, Path]:
     for name, texts in (("target", forget + retain), ("retrain", retain)):
         if paths[name].exists():
             continue
+        Console(stderr=True).print(
+            f"[bold]training[/] the demo {name} model (first run only; cached in {root})"
+        )
         torch.manual_seed(DEMO_TRAINING["seed"])
         config = LlamaConfig(
             vocab_size=len(tokenizer),
