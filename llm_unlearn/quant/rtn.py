@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from llm_unlearn.errors import UserError
 from llm_unlearn.quant.registry import Quantizer, register_quantizer
 
 #: what `quantize_model` leaves in full precision (stored in every RTN config)
@@ -199,8 +200,9 @@ class RTNQuantizer(Quantizer):
         for name, module in targets:
             try:
                 check_group_size(module.weight.shape, self.group_size)
-            except ValueError as err:
-                raise ValueError(f"{self.name} cannot quantize {name}: {err}") from None
+            except ValueError as err:  # the user chose this quantizer for this model: say what to change
+                message = f"{self.name} cannot quantize {name}: {err}; choose another group size"
+                raise UserError(message) from None
         for name, module in targets:
             yield name, module, quantize_tensor(module.weight, self.bits, self.group_size, self.symmetric)
 
