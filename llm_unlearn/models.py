@@ -10,6 +10,8 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -26,6 +28,7 @@ from transformers import (
     Trainer,
     TrainingArguments,
 )
+from transformers.utils import logging as hf_logging
 
 from llm_unlearn.data.collate import LMDataset, UnlearningCollator, chunk_texts
 from llm_unlearn.data.corpora import DEMO, is_hub_id, load_muse
@@ -64,7 +67,8 @@ def load_model(name_or_path: str | Path, field: str = "model") -> PreTrainedMode
     """A causal LM from a local folder or a Hub id, in float32 on CPU (evaluation and RTN)."""
     _check_source(name_or_path, field)
     try:
-        return AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch.float32)
+        with _no_progress_bars():
+            return AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch.float32)
     except (OSError, ValueError) as err:  # a folder or id without a model, or an unreadable one
         raise UserError(f"{field}: cannot load {name_or_path!r}: {str(err).splitlines()[0]}") from None
 
@@ -83,6 +87,18 @@ def load_tokenizer(name_or_path: str | Path, field: str = "model") -> PreTrained
     return tokenizer
 
 
+@contextmanager
+def _no_progress_bars() -> Iterator[None]:
+    # transformers draws a bar per load and save: one per audit cell would drown the audit's own bar
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _check_source(name_or_path: str | Path, field: str) -> None:
     text = str(name_or_path)
     if not Path(text).expanduser().exists() and not is_hub_id(text):
@@ -93,7 +109,8 @@ def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     """Save model (safetensors) and tokenizer to `dest` atomically: all of it or nothing."""
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    with _no_progress_bars():
+        model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
