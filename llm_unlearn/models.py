@@ -125,8 +125,8 @@ def grid_align(source: str | Path, quantizer: str, dest: Path) -> Path:
     a step rounds away (METHODS.md, "Why quantization can undo unlearning").
     """
     if not dest.exists():
-        model = get_quantizer(quantizer).quantize_model(load_model(source))
-        save_checkpoint(model, load_tokenizer(source), dest)
+        model = get_quantizer(quantizer).quantize_model(load_model(source, field="model.target"))
+        save_checkpoint(model, load_tokenizer(source, field="model.target"), dest)
     return dest
 
 

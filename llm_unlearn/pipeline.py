@@ -38,14 +38,15 @@ def run(recipe: Recipe) -> Path:
     out = recipe.output.dir
     _claim_run_folder(recipe, out)
 
+    # Data first: a data mistake should surface before minutes of model building.
+    needs = required_splits(list(recipe.evaluate))
+    needs.setdefault("raw", set()).update({recipe.data.forget_split, recipe.data.retain_split})
+    corpus = load_muse(recipe.data.source, needs)
     state = PartialState()
     # Building the demo models or a grid copy writes shared folders: once, before the others read.
     with state.main_process_first():
         targets, retrain = resolve_models(recipe, out)
     tokenizer = load_tokenizer(targets["natural"], field="model.target")
-    needs = required_splits(list(recipe.evaluate))
-    needs.setdefault("raw", set()).update({recipe.data.forget_split, recipe.data.retain_split})
-    corpus = load_muse(recipe.data.source, needs)
     ctx = EvalContext(tokenizer=tokenizer, corpus=corpus, batch_size=_eval_batch_size(recipe))
 
     models = [AuditModel("target", name, path) for name, path in targets.items()]
