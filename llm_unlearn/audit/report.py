@@ -74,18 +74,11 @@ def render_markdown(results: list[dict[str, Any]], title: str) -> str:
         lines.append("| model | target | " + " | ".join(quantizers) + " |")
         lines.append("|---|---|" + "---|" * len(quantizers))
         for (model, target), values in sorted(rows.items(), key=lambda kv: _row_order(kv[0])):
-            base = rows.get(("target", target), {}).get("fp")
             cells = []
             for q in quantizers:
                 value = values.get(q)
                 cell = "" if value is None else f"{value:.1f}"
-                ratio = None
-                if (
-                    model not in ("target", "retrain")
-                    and q != "fp"
-                    and None not in (value, base, values.get("fp"))
-                ):
-                    ratio = recovery(value, values["fp"], base)
+                ratio = _row_recovery(rows, model, target, q)
                 cells.append(cell + (f" ({ratio:.0%})" if ratio is not None else ""))
             lines.append(f"| {model} | {TARGET_LABELS.get(target, target)} | " + " | ".join(cells) + " |")
         lines.append("")
@@ -101,23 +94,34 @@ def _summary(table: dict[str, dict[tuple[str, str], dict[str, float]]], quantize
     lines += ["|---|---|" + "---|" * (len(quantizers) - 1)]
     for metric in ("knowmem_forget", "verbmem"):
         rows = table.get(metric, {})
-        for target in sorted({t for model, t in rows if model not in ("target", "retrain")}):
-            base = rows.get(("target", target), {}).get("fp")
+        for target in sorted({t for model, t in rows if _is_unlearned(model)}):
             cells = []
             for q in quantizers[1:]:
-                ratios = [
-                    recovery(values[q], values["fp"], base)
-                    for (model, t), values in rows.items()
-                    if t == target
-                    and model not in ("target", "retrain")
-                    and base is not None
-                    and q in values
-                    and "fp" in values
-                ]
+                ratios = [_row_recovery(rows, model, t, q) for model, t in rows if t == target]
                 ratios = sorted(r for r in ratios if r is not None)
                 cells.append(f"{ratios[0]:.0%} … {ratios[-1]:.0%} ({len(ratios)} methods)" if ratios else "")
             lines.append(f"| {metric} | {TARGET_LABELS.get(target, target)} | " + " | ".join(cells) + " |")
     return [*lines, ""]
+
+
+def _is_unlearned(model: str) -> bool:
+    return model not in ("target", "retrain")
+
+
+def _row_recovery(
+    rows: dict[tuple[str, str], dict[str, float]], model: str, target: str, quantizer: str
+) -> float | None:
+    """The recovery ratio of one unlearned row under `quantizer`, against its own target at fp;
+    None for the target and retrain rows, for `fp` itself, and where a cell is missing."""
+    values = rows[(model, target)]
+    base = rows.get(("target", target), {}).get("fp")
+    if (
+        not _is_unlearned(model)
+        or quantizer == "fp"
+        or None in (values.get(quantizer), values.get("fp"), base)
+    ):
+        return None
+    return recovery(values[quantizer], values["fp"], base)
 
 
 def _row_order(key: tuple[str, str]) -> tuple[int, str, str]:
