@@ -105,12 +105,21 @@ def _check_source(name_or_path: str | Path, field: str) -> None:
         raise UserError(f"{field}: folder {text!r} not found (and not a Hub id such as org/name)")
 
 
-def save_checkpoint(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dest: Path) -> Path:
-    """Save model (safetensors) and tokenizer to `dest` atomically: all of it or nothing."""
+def save_checkpoint(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dest: Path,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Save model (safetensors) and tokenizer to `dest` atomically: all of it or nothing.
+
+    `state_dict` replaces the model's own weights, e.g. the full weights that FSDP / ZeRO-3
+    processes gathered together from their shards.
+    """
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     with _no_progress_bars():
-        model.save_pretrained(tmp)
+        model.save_pretrained(tmp, state_dict=state_dict)
     tokenizer.save_pretrained(tmp)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)

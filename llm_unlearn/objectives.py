@@ -76,3 +76,46 @@ def klr(logits: torch.Tensor, ref_logits: torch.Tensor, labels: torch.Tensor) ->
     ref_logp = torch.log_softmax(ref_logits, dim=-1)
     kl = (ref_logp.exp() * (ref_logp - logp)).sum(dim=-1)
     return (kl * mask).sum() / mask.sum().clamp(min=1)
+
+
+def entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """OEU's forget term: L = −mean over label positions of H(p_θ(·|x_<t)).
+
+    Minimising it maximises the predictive entropy on forget text, pushing its next-token
+    distributions toward uniform (H ≤ log V) instead of away from the true token as GA does.
+    """
+    logits, _, mask = _shifted(logits, labels)
+    logp = torch.log_softmax(logits, dim=-1)
+    h = -(logp.exp() * logp).sum(dim=-1)
+    return -(h * mask).sum() / mask.sum().clamp(min=1)
+
+
+HINGE_DISTANCES = ("mean_abs", "l2", "linf")
+
+
+def quail_hinge(
+    logits: torch.Tensor,
+    ref_logits: torch.Tensor,
+    labels: torch.Tensor,
+    margin: float,
+    distance: str = "mean_abs",
+) -> torch.Tensor:
+    """QUAIL's logit-space hinge: L = mean over forget label positions of relu(m − d(z_θ, z_θ₀)).
+
+    d per position over the vocabulary: `mean_abs` = mean |z − z₀| (the paper's default),
+    `l2` = ‖z − z₀‖₂, `linf` = max |z − z₀|. The term is zero once every position is at least
+    m away from the reference, so it only acts where unlearning moved the logits too little
+    to survive rounding. At θ = θ₀ (d = 0) its gradient is 0: the forget term must move θ
+    first. m is in logit units (see `UnlearningConfig.hinge_margin` for how `auto` sets it).
+    """
+    if distance not in HINGE_DISTANCES:
+        raise ValueError(f"distance must be one of {HINGE_DISTANCES}, got {distance!r}")
+    logits, _, mask = _shifted(logits, labels)
+    diff = logits - ref_logits[:, :-1, :].float()
+    if distance == "mean_abs":
+        d = diff.abs().mean(dim=-1)
+    elif distance == "l2":
+        d = torch.linalg.vector_norm(diff, dim=-1)
+    else:
+        d = diff.abs().amax(dim=-1)
+    return (F.relu(margin - d) * mask).sum() / mask.sum().clamp(min=1)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 from accelerate import PartialState
+from peft import LoraConfig, get_peft_model
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import PreTrainedTokenizerBase
@@ -27,6 +28,8 @@ from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import EvalContext, required_splits
 from llm_unlearn.models import demo_checkpoints, grid_align, load_model, load_tokenizer, save_checkpoint
+from llm_unlearn.quant import get_quantizer
+from llm_unlearn.quant.calibration import Calibration, build_calibration, calibration_texts
 from llm_unlearn.recipe import MethodSection, Recipe
 from llm_unlearn.trainer import UnlearningTrainer
 
@@ -54,17 +57,18 @@ def run(recipe: Recipe) -> Path:
         models.append(AuditModel("retrain", NO_TARGET, retrain))
     for method in recipe.method:
         for target in recipe.targets(method):
-            dest = out / "models" / f"{method.name}@{target}"
+            dest = out / "models" / f"{method.run_name}@{target}"
             if not dest.exists():
-                console.print(f"[bold]unlearning[/] {method.name} on the {target} target")
+                console.print(f"[bold]unlearning[/] {method.run_name} on the {target} target")
                 unlearn(recipe, method, targets[target], dest, corpus, tokenizer, ctx)
-            models.append(AuditModel(method.name, target, dest))
+            models.append(AuditModel(method.run_name, target, dest))
     if not state.is_main_process:
         return out
 
     results = ResultsFile(out / "results.jsonl")
     with _progress() as progress:
-        audit(models, recipe.quantize, recipe.evaluate, ctx, results, progress)
+        calibration = _calibration(recipe, corpus, tokenizer)
+        audit(models, recipe.quantize, recipe.evaluate, ctx, results, progress, calibration)
     write_report(out)
     return out
 
@@ -117,24 +121,68 @@ def unlearn(
     retain = None
     if spec.retain_loss is not None:
         retain = chunk_texts(corpus.get("raw", recipe.data.retain_split), tokenizer, max_length)
-    args = recipe.training_config(method, dest.with_name(dest.name + ".trainer"))
+    model = load_model(target, field="model.target")
+    margin = None
+    if method.quail is not None and method.quail.margin == "auto":
+        margin = get_quantizer(method.quail.quantizer).mean_step(model) / 2
+    args = recipe.training_config(method, dest.with_name(dest.name + ".trainer"), hinge_margin=margin)
+    lora = recipe.model.lora
+    if lora is not None:
+        modules = lora.target_modules
+        config = LoraConfig(
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=modules if isinstance(modules, str) else list(modules),
+            task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, config)
     callbacks = []
     if method.stop is not None:
         callbacks.append(StopOnMetric(method.stop.metric, method.stop.below, method.stop.every_n_steps, ctx))
     trainer = UnlearningTrainer(
-        model=load_model(target, field="model.target"),
+        model=model,
         args=args,
         train_dataset=ForgetRetainDataset(forget, retain, seed=args.seed),
         processing_class=tokenizer,
         callbacks=callbacks,
     )
     trainer.train()
+    # Every process takes part: under FSDP / ZeRO-3 this gathers the sharded weights.
+    state_dict = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.is_world_process_zero():
-        # The training log (losses, and the stop metric when one is set) sits beside the checkpoint.
+        # The training log (losses, and the stop metric when one is set) sits beside the checkpoint,
+        # with what the method resolved at run time (QUAIL's margin, SURE's modules).
         dest.with_name(dest.name + ".log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-        save_checkpoint(trainer.model, tokenizer, dest)
+        resolved = {
+            "method": method.name,
+            "learning_rate": args.learning_rate,
+            "hinge_margin": args.hinge_margin if method.quail else None,
+            "projection": args.projection,
+            "lora": lora.model_dump() if lora else None,
+            "sure": trainer.saliency,
+        }
+        dest.with_name(dest.name + ".method.json").write_text(json.dumps(resolved, indent=1))
+        # A LoRA run is audited as the model it would ship: the adapter merged into the base weights.
+        network = trainer.accelerator.unwrap_model(trainer.model)
+        if lora is not None:
+            network, state_dict = network.merge_and_unload(), None
+        save_checkpoint(network, tokenizer, dest, state_dict)
         shutil.rmtree(args.output_dir, ignore_errors=True)  # the Trainer's scratch folder, unused
     trainer.accelerator.wait_for_everyone()
+
+
+def _calibration(
+    recipe: Recipe, corpus: MuseCorpus, tokenizer: PreTrainedTokenizerBase
+) -> Calibration | None:
+    """GPTQ/AWQ's calibration windows, as the recipe's calibration section says; None if unused."""
+    if not any(get_quantizer(name).needs_calibration for name in recipe.quantize):
+        return None
+    c, data = recipe.calibration, recipe.data
+    texts = calibration_texts(
+        c.source, corpus.get("raw", data.forget_split), corpus.get("raw", data.retain_split)
+    )
+    return build_calibration(texts, tokenizer, c.source, c.samples, c.seq_len, c.seed)
 
 
 def _eval_batch_size(recipe: Recipe) -> int:

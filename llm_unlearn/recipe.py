@@ -28,11 +28,15 @@ from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS
 from llm_unlearn.quant import get_quantizer
+from llm_unlearn.quant.rtn import RTNQuantizer
 from llm_unlearn.trainer import UnlearningConfig
 
 TARGETS = ("natural", "grid")
 # Set by the method section or by the run itself, so a `train:` entry would be silently ignored.
-RESERVED_TRAIN_FIELDS = {"output_dir", "forget_loss", "retain_loss", "retain_weight", "beta"}
+RESERVED_TRAIN_FIELDS = {
+    "output_dir", "forget_loss", "retain_loss", "retain_weight", "beta", "saliency_percentile",
+    "hinge_weight", "hinge_margin", "hinge_distance", "projection", "projection_alpha",
+}  # fmt: skip
 
 
 class RecipeError(UserError):
@@ -41,6 +45,16 @@ class RecipeError(UserError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LoraSection(_Section):
+    r: int = Field(default=8, ge=1, description="Adapter rank.")
+    alpha: int = Field(default=16, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
+    target_modules: str | tuple[str, ...] = Field(
+        default="all-linear",
+        description="Module names to adapt, or 'all-linear' (every Linear but the head).",
+    )
+    dropout: float = Field(default=0.0, ge=0, lt=1)
 
 
 class ModelSection(_Section):
@@ -55,6 +69,10 @@ class ModelSection(_Section):
             "Also audit a 'grid' copy of the target whose Linear weights are already on this quantizer's "
             "grid, as when a model is released as dequantized 4-bit weights (e.g. rtn-w4-g32)."
         ),
+    )
+
+    lora: LoraSection | None = Field(
+        default=None, description="Unlearn a LoRA adapter instead of all weights; merged before quantizing."
     )
 
     @field_validator("grid_align")
@@ -84,22 +102,112 @@ class StopSection(_Section):
         return name
 
 
+class SureSection(_Section):
+    percentile: float = Field(default=90.0, ge=0, le=100, description="γ: train modules at or above it.")
+
+
+class QuailSection(_Section):
+    weight: float = Field(default=1.0, gt=0, description="λ_h, the weight of the hinge.")
+    margin: float | Literal["auto"] = Field(
+        default="auto",
+        description="m in logit units, or 'auto' = half the mean grid step of `quantizer` on the target's "
+        "weights (the paper's rule; weights and logits have different units, so keep it tunable).",
+    )
+    distance: Literal["mean_abs", "l2", "linf"] = "mean_abs"
+    quantizer: str = Field(default="rtn-w4-g128", description="The RTN quantizer whose step sets m=auto.")
+
+    @field_validator("margin")
+    @classmethod
+    def _non_negative(cls, margin: float | str) -> float | str:
+        if not isinstance(margin, str) and margin < 0:
+            raise ValueError(f"margin must be >= 0 or 'auto', got {margin}")
+        return margin
+
+    @field_validator("quantizer")
+    @classmethod
+    def _rtn(cls, name: str) -> str:
+        if not isinstance(get_quantizer(name), RTNQuantizer):
+            raise ValueError(f"{name!r}: margin auto is defined on an RTN grid; name an rtn-w... quantizer")
+        return name
+
+
+class ProjectionSection(_Section):
+    alpha: float = Field(default=1.0, ge=0, le=1, description="α: 1 removes the whole retain component.")
+    scope: Literal["layer", "global"] = Field(default="layer", description="'global' is the ablation.")
+
+
 class MethodSection(_Section):
     name: str = Field(
-        description="One of the registered methods (ga, ga_gdr, ga_klr, npo, npo_gdr, npo_klr)."
+        description="One of the registered methods (ga, ga_gdr, ga_klr, npo, npo_gdr, npo_klr, oeu)."
+    )
+    label: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.+-]+$",
+        description="This run's name in results and report; default: name, plus +sure / +quail / +global.",
     )
     beta: float = Field(default=0.1, gt=0, description="NPO's β.")
     retain_weight: float = Field(default=1.0, ge=0, description="λ, the weight of the retain term.")
+    learning_rate: float | None = Field(
+        default=None,
+        gt=0,
+        description="Overrides train.learning_rate for this method (SURE uses a larger one).",
+    )
     targets: tuple[Literal["natural", "grid"], ...] | None = Field(
         default=None, min_length=1, description="Which targets this method unlearns (default: all)."
     )
     stop: StopSection | None = None
+    sure: SureSection | None = Field(default=None, description="SURE: train only the salient modules.")
+    quail: QuailSection | None = Field(default=None, description="QUAIL: add the logit-space hinge.")
+    projection: ProjectionSection | None = Field(
+        default=None, description="OEU's gradient projection (methods with a projection only, e.g. oeu)."
+    )
 
     @field_validator("name")
     @classmethod
     def _known_method(cls, name: str) -> str:
         METHODS.get(name)
         return name
+
+    @model_validator(mode="after")
+    def _projection_needs_oeu(self) -> MethodSection:
+        if self.projection is not None and METHODS.get(self.name).projection is None:
+            raise ValueError(f"projection applies to methods that project gradients (oeu), not {self.name!r}")
+        return self
+
+    @property
+    def run_name(self) -> str:
+        """The name of this run's checkpoint, results rows and report rows."""
+        if self.label:
+            return self.label
+        suffix = "+sure" if self.sure else ""
+        suffix += "+quail" if self.quail else ""
+        suffix += "+global" if self.projection and self.projection.scope == "global" else ""
+        return self.name + suffix
+
+
+class CalibrationSection(_Section):
+    source: str = Field(
+        default="generic",
+        description="GPTQ/AWQ calibration text: generic (shipped, public domain), retain, forget, or a file.",
+    )
+    samples: int = Field(default=32, ge=1, description="Calibration windows.")
+    seq_len: int = Field(default=128, ge=8, description="Tokens per window.")
+    seed: int = 0
+    allow_forget: bool = Field(default=False, description="Allow source: forget (to measure its leak).")
+
+    @model_validator(mode="after")
+    def _forget_only_when_asked(self) -> CalibrationSection:
+        if self.source == "forget" and not self.allow_forget:
+            raise ValueError(
+                "source 'forget' calibrates on the text being unlearned, which can leak it back; "
+                "set allow_forget: true to measure that leak"
+            )
+        if (
+            self.source not in ("generic", "retain", "forget")
+            and not Path(self.source).expanduser().is_file()
+        ):
+            raise ValueError(f"source {self.source!r} is not generic, retain, forget or a text file")
+        return self
 
 
 class OutputSection(_Section):
@@ -113,6 +221,7 @@ class Recipe(_Section):
     method: tuple[MethodSection, ...] = Field(min_length=1)
     train: dict[str, Any] = Field(default_factory=dict, description="Any TrainingArguments field.")
     quantize: tuple[str, ...] = ("fp",)
+    calibration: CalibrationSection = CalibrationSection()
     evaluate: tuple[str, ...] = ("verbmem", "knowmem_forget", "knowmem_retain", "privleak")
     output: OutputSection
 
@@ -155,6 +264,24 @@ class Recipe(_Section):
         return checked
 
     @model_validator(mode="after")
+    def _distinct_run_names(self) -> Recipe:
+        names = [m.run_name for m in self.method]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(
+                    f"method.{i}: a second run named {name!r}; give one of them a distinct label"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _sure_is_not_lora(self) -> Recipe:
+        if self.model.lora is not None and any(m.sure for m in self.method):
+            raise ValueError(
+                "model.lora with a method's sure: SURE picks base-model modules; use one of them"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _grid_targets_need_grid(self) -> Recipe:
         for i, method in enumerate(self.method):
             if method.targets and "grid" in method.targets and self.model.grid_align is None:
@@ -166,9 +293,24 @@ class Recipe(_Section):
         available = TARGETS if self.model.grid_align else ("natural",)
         return method.targets if method is not None and method.targets else available
 
-    def training_config(self, method: MethodSection, output_dir: Path) -> UnlearningConfig:
+    def training_config(
+        self, method: MethodSection, output_dir: Path, hinge_margin: float | None = None
+    ) -> UnlearningConfig:
+        """The method's `UnlearningConfig`; `hinge_margin` resolves a QUAIL margin of 'auto'."""
         spec = METHODS.get(method.name)
         settings = {"report_to": "none", "save_strategy": "no", **self.train}
+        if method.learning_rate is not None:
+            settings["learning_rate"] = method.learning_rate
+        if method.quail is not None:
+            margin = method.quail.margin if method.quail.margin != "auto" else hinge_margin
+            if margin is None:
+                raise ValueError("QUAIL margin 'auto' must be resolved from the target model first")
+            settings.update(
+                hinge_weight=method.quail.weight, hinge_margin=margin, hinge_distance=method.quail.distance
+            )
+        if spec.projection is not None:
+            projection = method.projection or ProjectionSection()
+            settings.update(projection=projection.scope, projection_alpha=projection.alpha)
         try:
             return UnlearningConfig(
                 output_dir=str(output_dir),
@@ -176,6 +318,7 @@ class Recipe(_Section):
                 retain_loss=spec.retain_loss,
                 beta=method.beta,
                 retain_weight=method.retain_weight,
+                saliency_percentile=method.sure.percentile if method.sure else None,
                 **settings,
             )
         except ValueError as err:  # TrainingArguments' own cross-field checks (e.g. bf16 without a GPU)
@@ -225,6 +368,10 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         raise RecipeError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a YAML mapping with sections model, method, output, ...")
+    if "methods" in data and "method" not in data:
+        raise RecipeError(
+            f"{path}: a CNN-track recipe (it has `methods:`); run it with `llm-unlearn cnn {path}`"
+        )
     data = apply_overrides(data, list(overrides))
     data.setdefault("name", path.stem)
     return validate_recipe(data, where=str(path))

@@ -1,24 +1,30 @@
 """`UnlearningConfig` and `UnlearningTrainer`: the Trainer subclass every LLM method runs on.
 
 As in TRL, the method's settings are a `TrainingArguments` subclass and the trainer overrides
-only the hooks it needs (`compute_loss`, `log`). The maths is in `objectives.py`; this file
-runs the forward passes, owns the reference θ₀ and composes
+only the hooks it needs (`compute_loss`, `training_step` for OEU, `log`). The maths is in
+`objectives.py`, `saliency.py` and `projection.py`; this file runs the forward passes, owns the
+reference θ₀ and composes
 
-    L = L_forget(θ; x_f) + λ · L_retain(θ; x_r).
+    L = L_forget(θ; x_f) + λ_h · hinge(z_θ, z_θ₀; x_f) + λ · L_retain(θ; x_r)
+
+with SURE freezing all but the salient modules before training, and OEU replacing the summed
+gradient by projection(g_f, g_r) + g_r.
 """
 
 from __future__ import annotations
 
 import copy
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from accelerate.utils import broadcast_object_list
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 
-from llm_unlearn import objectives
+from llm_unlearn import objectives, projection, saliency
 from llm_unlearn.data.collate import ForgetRetainDataset, UnlearningCollator, pad_batch
 from llm_unlearn.methods import FORGET_LOSSES, RETAIN_LOSSES
 
@@ -29,7 +35,7 @@ class UnlearningConfig(TrainingArguments):
 
     forget_loss: str = field(
         default="ga",
-        metadata={"help": f"Forget term, one of {FORGET_LOSSES}: gradient ascent or NPO."},
+        metadata={"help": f"Forget term, one of {FORGET_LOSSES}: gradient ascent, NPO or entropy (OEU)."},
     )
     retain_loss: str | None = field(
         default=None,
@@ -37,6 +43,35 @@ class UnlearningConfig(TrainingArguments):
     )
     retain_weight: float = field(default=1.0, metadata={"help": "λ, the weight of the retain term."})
     beta: float = field(default=0.1, metadata={"help": "NPO's inverse temperature β."})
+    saliency_percentile: float | None = field(
+        default=None,
+        metadata={
+            "help": "SURE: train only the Linear/Embedding weights whose forget-gradient norm at θ₀ is at "
+            "or above this percentile (the paper's γ = 90); None trains every parameter."
+        },
+    )
+    hinge_weight: float = field(
+        default=0.0, metadata={"help": "QUAIL: λ_h, the weight of the logit-space hinge; 0 turns it off."}
+    )
+    hinge_margin: float = field(
+        default=0.0,
+        metadata={
+            "help": "QUAIL: margin m in logit units. The paper sets it to half the quantization step of the "
+            "weights (a recipe's `margin: auto`); weights and logits have different units, so tune it."
+        },
+    )
+    hinge_distance: str = field(
+        default="mean_abs",
+        metadata={"help": f"QUAIL: distance over the vocabulary, {objectives.HINGE_DISTANCES}."},
+    )
+    projection: str | None = field(
+        default=None,
+        metadata={
+            "help": "OEU: project the forget gradient orthogonal to the retain gradient per parameter "
+            "tensor ('layer', the method) or over all at once ('global', the ablation); None adds them."
+        },
+    )
+    projection_alpha: float = field(default=1.0, metadata={"help": "OEU: α in [0, 1], how much to project."})
     # The batches carry forget_* / retain_* columns that no model.forward names.
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep False: the forget_/retain_ columns are not model inputs."}
@@ -52,14 +87,28 @@ class UnlearningConfig(TrainingArguments):
             raise ValueError(f"beta must be > 0, got {self.beta}")
         if self.retain_weight < 0:
             raise ValueError(f"retain_weight must be >= 0, got {self.retain_weight}")
+        if self.saliency_percentile is not None and not 0 <= self.saliency_percentile <= 100:
+            raise ValueError(f"saliency_percentile must be in [0, 100], got {self.saliency_percentile}")
+        if self.hinge_weight < 0 or self.hinge_margin < 0:
+            raise ValueError("hinge_weight and hinge_margin must be >= 0")
+        if self.hinge_distance not in objectives.HINGE_DISTANCES:
+            raise ValueError(f"hinge_distance must be one of {objectives.HINGE_DISTANCES}")
+        if self.projection is not None:
+            if self.projection not in projection.SCOPES:
+                raise ValueError(f"projection must be one of {projection.SCOPES} or None")
+            if self.retain_loss is None:
+                raise ValueError("projection needs a retain term to project against (retain_loss)")
+            if not 0 <= self.projection_alpha <= 1:
+                raise ValueError(f"projection_alpha must be in [0, 1], got {self.projection_alpha}")
 
 
 class UnlearningTrainer(Trainer):
     """Unlearns the forget sequences of a `ForgetRetainDataset` from `model`.
 
-    The reference θ₀ is the model as passed in: NPO needs only nll(θ₀, x_f) per forget
-    sequence, computed once here and cached (no second model in memory); KLR needs θ₀'s
-    distributions on every retain batch, so a frozen copy is kept in eval mode without grad.
+    The reference θ₀ is the model as passed in. NPO needs only nll(θ₀, x_f) per forget
+    sequence, computed once here and cached. KLR and QUAIL need θ₀'s logits on every batch: for
+    a PEFT (LoRA) model they come from the same model with its adapter disabled (one base copy
+    in memory); otherwise a frozen copy is kept in eval mode without grad.
     """
 
     args: UnlearningConfig
@@ -79,35 +128,118 @@ class UnlearningTrainer(Trainer):
         if pad_id is None:
             raise ValueError("the tokenizer has no pad_token_id; set tokenizer.pad_token first")
         kwargs.setdefault("data_collator", UnlearningCollator(pad_id))
-        if args.retain_loss == "klr" and ref_model is None:
+        needs_ref_logits = args.retain_loss == "klr" or args.hinge_weight > 0
+        if needs_ref_logits and ref_model is None and not _has_adapter(model):
             ref_model = copy.deepcopy(model)
         super().__init__(
             model=model, args=args, train_dataset=train_dataset, processing_class=processing_class, **kwargs
         )
+        if args.projection is not None and (self.is_fsdp_enabled or self.is_deepspeed_enabled):
+            raise ValueError(
+                "OEU's layer-wise projection needs whole gradients; FSDP/DeepSpeed shard them: use DDP"
+            )
         # compute_loss returns a per-batch mean; the Trainer must divide by accumulation steps.
         self.loss_is_scaled_for_ga = False
         self._metrics: dict[str, list[float]] = defaultdict(list)
         self.add_callback(_NextRetainPairing(train_dataset))
-        self._ref_nll = self._reference_nll(train_dataset, pad_id) if args.forget_loss == "npo" else None
         self.ref_model = None
         if ref_model is not None:
             ref_model.eval().requires_grad_(False)
             self.ref_model = self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+        self._ref_nll = self._reference_nll(train_dataset, pad_id) if args.forget_loss == "npo" else None
+        #: SURE's choice (modules, count, param_share), None without SURE
+        self.saliency: dict[str, Any] | None = None
+        if args.saliency_percentile is not None:
+            self.saliency = self._train_salient_only(train_dataset, pad_id)
+        self._oeu_grads: tuple[list, list] | None = None
+        self._oeu_micro_steps = 0
+
+    def _forget_batches(
+        self, dataset: ForgetRetainDataset, pad_id: int, size: int
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """The forget windows in dataset order, as forget_* batches of `size`."""
+        for start in range(0, len(dataset.forget), size):
+            batch = pad_batch(dataset.forget[start : start + size], pad_id)
+            batch = {f"forget_{k}": v.to(self.args.device) for k, v in batch.items()}
+            batch["forget_index"] = torch.arange(start, start + len(batch["forget_input_ids"]))
+            yield batch
 
     @torch.no_grad()
     def _reference_nll(self, dataset: ForgetRetainDataset, pad_id: int) -> torch.Tensor:
         """nll(θ₀, x_f) for every forget sequence, in dataset order; θ₀ = the model before training."""
         was_training = self.model.training
         self.model.eval()
-        size = self.args.per_device_eval_batch_size
         values = []
-        for start in range(0, len(dataset.forget), size):
-            batch = pad_batch(dataset.forget[start : start + size], pad_id)
-            batch = {k: v.to(self.args.device) for k, v in batch.items()}
-            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            values.append(objectives.sequence_nll(logits, batch["labels"]).cpu())
+        for batch in self._forget_batches(dataset, pad_id, self.args.per_device_eval_batch_size):
+            logits = self._reference_logits(self.model, batch, "forget")
+            values.append(objectives.sequence_nll(logits, batch["forget_labels"]).cpu())
         self.model.train(was_training)
         return torch.cat(values)
+
+    def _train_salient_only(self, dataset: ForgetRetainDataset, pad_id: int) -> dict[str, Any]:
+        """SURE: freeze all but the salient modules. Done before the optimizer exists, so frozen
+        parameters get no optimizer state; every process takes the main process's choice, so the
+        processes of a data-parallel run train the same parameters."""
+        if _has_adapter(self.model):
+            raise ValueError("SURE selects base-model modules; it does not combine with a LoRA adapter")
+        if self.args.activation_checkpointing:  # a full backward pass: the memory training will need
+            self.model.activation_checkpointing_enable(self.args.activation_checkpointing_kwargs)
+        batches = self._forget_batches(dataset, pad_id, self.args.per_device_train_batch_size)
+        losses = (self._forget_term(self.model, batch, log=False) for batch in batches)
+        scores = saliency.module_saliency(self.model, losses)
+        chosen = [saliency.salient_modules(scores, self.args.saliency_percentile)]
+        if self.accelerator.num_processes > 1:
+            broadcast_object_list(chosen)
+        choice = saliency.train_only(self.model, chosen[0])
+        return {"percentile": self.args.saliency_percentile, **choice, "saliency": scores}
+
+    @torch.no_grad()
+    def _reference_logits(self, model: nn.Module, inputs: dict[str, torch.Tensor], part: str) -> torch.Tensor:
+        """θ₀'s logits on the forget or retain part of a batch."""
+        x = _part(inputs, part)
+        if self.ref_model is not None:
+            return self.ref_model(**x).logits
+        unwrapped = self.accelerator.unwrap_model(model)
+        if _has_adapter(unwrapped):
+            with unwrapped.disable_adapter():
+                return model(**x).logits
+        return model(**x).logits  # before training (NPO's cache), the model is θ₀
+
+    def _forget_term(
+        self, model: nn.Module, inputs: dict[str, torch.Tensor], log: bool = True
+    ) -> torch.Tensor:
+        """L_forget + λ_h · hinge on the forget part of the batch."""
+        labels = inputs["forget_labels"]
+        logits = model(**_part(inputs, "forget")).logits
+        if self.args.forget_loss == "ga":
+            loss = objectives.ga(logits, labels)
+        elif self.args.forget_loss == "npo":
+            ref_nll = self._ref_nll[inputs["forget_index"].cpu()]
+            loss = objectives.npo(logits, labels, ref_nll, self.args.beta)
+        else:
+            loss = objectives.entropy(logits, labels)
+        if log:
+            self._metrics["forget_loss"].append(loss.item())
+        if self.args.hinge_weight > 0:
+            ref_logits = self._reference_logits(model, inputs, "forget")
+            hinge = objectives.quail_hinge(
+                logits, ref_logits, labels, self.args.hinge_margin, self.args.hinge_distance
+            )
+            if log:
+                self._metrics["hinge_loss"].append(hinge.item())
+            loss = loss + self.args.hinge_weight * hinge
+        return loss
+
+    def _retain_term(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """L_retain on the retain part of the batch (without λ)."""
+        labels = inputs["retain_labels"]
+        logits = model(**_part(inputs, "retain")).logits
+        if self.args.retain_loss == "gdr":
+            loss = objectives.gdr(logits, labels)
+        else:
+            loss = objectives.klr(logits, self._reference_logits(model, inputs, "retain"), labels)
+        self._metrics["retain_loss"].append(loss.item())
+        return loss
 
     def compute_loss(
         self,
@@ -116,33 +248,62 @@ class UnlearningTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        forget_labels = inputs["forget_labels"]
-        logits = model(
-            input_ids=inputs["forget_input_ids"], attention_mask=inputs["forget_attention_mask"]
-        ).logits
-        if self.args.forget_loss == "ga":
-            loss = objectives.ga(logits, forget_labels)
-        else:
-            ref_nll = self._ref_nll[inputs["forget_index"].cpu()]
-            loss = objectives.npo(logits, forget_labels, ref_nll, self.args.beta)
-        self._metrics["forget_loss"].append(loss.item())
-
+        loss = self._forget_term(model, inputs)
         if self.args.retain_loss is not None:
-            retain = {
-                "input_ids": inputs["retain_input_ids"],
-                "attention_mask": inputs["retain_attention_mask"],
-            }
-            retain_labels = inputs["retain_labels"]
-            retain_logits = model(**retain).logits
-            if self.args.retain_loss == "gdr":
-                retain_loss = objectives.gdr(retain_logits, retain_labels)
-            else:
-                with torch.no_grad():
-                    ref_logits = self.ref_model(**retain).logits
-                retain_loss = objectives.klr(retain_logits, ref_logits, retain_labels)
-            self._metrics["retain_loss"].append(retain_loss.item())
-            loss = loss + self.args.retain_weight * retain_loss
+            loss = loss + self.args.retain_weight * self._retain_term(model, inputs)
         return (loss, None) if return_outputs else loss
+
+    def training_step(
+        self,
+        model: nn.Module,
+        inputs: dict[str, torch.Tensor],
+        num_items_in_batch: torch.Tensor | int | None = None,
+    ) -> torch.Tensor:
+        """OEU: two backward passes per micro-batch, g_f and λ·g_r kept apart, then the update
+        projection.combine(ḡ_f, λ·ḡ_r) written into `.grad` once per optimizer step.
+
+        Gradient accumulation: g_f and g_r are summed separately over the micro-batches of the
+        accumulation window and averaged (as the Trainer averages a loss over the window), and
+        the projection acts on these averages, i.e. on the gradients actually applied, not on
+        each micro-batch. Data parallel: the forward runs on the unwrapped module and the
+        gradients are taken with `autograd.grad`, so DDP's hooks never reduce them; the averaged
+        g_f and g_r are all-reduced here before projecting, so every process applies the same
+        update. Without `projection` this is the Trainer's own step.
+        """
+        if self.args.projection is None:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        network = self.accelerator.unwrap_model(model)
+        params = [p for p in network.parameters() if p.requires_grad]
+        with self.compute_loss_context_manager():
+            forget_loss = self._forget_term(network, inputs)
+        g_f = torch.autograd.grad(forget_loss, params, allow_unused=True)
+        with self.compute_loss_context_manager():
+            retain_loss = self.args.retain_weight * self._retain_term(network, inputs)
+        g_r = torch.autograd.grad(retain_loss, params, allow_unused=True)
+        if self._oeu_grads is None:
+            self._oeu_grads = ([None] * len(params), [None] * len(params))
+        for total, grads in zip(self._oeu_grads, (g_f, g_r), strict=True):
+            for i, g in enumerate(grads):
+                if g is not None:
+                    total[i] = g.detach() if total[i] is None else total[i] + g.detach()
+        self._oeu_micro_steps += 1
+        if self.accelerator.sync_gradients:
+            self._apply_projected_update(params)
+        return (forget_loss + retain_loss).detach() / self.current_gradient_accumulation_steps
+
+    def _apply_projected_update(self, params: list[nn.Parameter]) -> None:
+        sum_f, sum_r = self._oeu_grads
+        g_f = [None if g is None else g / self._oeu_micro_steps for g in sum_f]
+        g_r = [None if g is None else g / self._oeu_micro_steps for g in sum_r]
+        if self.accelerator.num_processes > 1:
+            g_f, g_r = ([_mean_over_processes(self.accelerator, g) for g in grads] for grads in (g_f, g_r))
+        update = projection.combine(g_f, g_r, self.args.projection_alpha, self.args.projection)
+        for p, u in zip(params, update, strict=True):
+            p.grad = None if u is None else u.to(p.dtype)
+        self._oeu_grads = None
+        self._oeu_micro_steps = 0
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         # Add the mean of each loss term since the last log, so a user sees which term moves.
@@ -151,6 +312,21 @@ class UnlearningTrainer(Trainer):
                 logs[key] = sum(values) / len(values)
         self._metrics.clear()
         super().log(logs, start_time)
+
+
+def _part(inputs: dict[str, torch.Tensor], part: str) -> dict[str, torch.Tensor]:
+    """The model inputs of the forget or retain half of a batch."""
+    return {"input_ids": inputs[f"{part}_input_ids"], "attention_mask": inputs[f"{part}_attention_mask"]}
+
+
+def _has_adapter(model: nn.Module) -> bool:
+    """A PEFT model, whose `disable_adapter()` gives back the base model θ₀."""
+    return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
+
+
+def _mean_over_processes(accelerator: Any, grad: torch.Tensor | None) -> torch.Tensor | None:
+    # A parameter no process's loss reached has no gradient anywhere (same graph on every rank).
+    return None if grad is None else accelerator.reduce(grad, reduction="mean")
 
 
 class _NextRetainPairing(TrainerCallback):

@@ -12,7 +12,7 @@ from llm_unlearn.recipe import load_recipe
 
 
 @pytest.mark.slow
-def test_demo_shows_recovery_on_the_grid_target_only(tmp_path, monkeypatch) -> None:
+def test_demo_shows_recovery_on_the_grid_target_and_robust_methods_resist(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("LLM_UNLEARN_CACHE", str(tmp_path / "cache"))
     out = run(load_recipe(demo_recipe(), [f"output.dir={tmp_path / 'run'}"]))
     results = ResultsFile(out / "results.jsonl")
@@ -23,7 +23,7 @@ def test_demo_shows_recovery_on_the_grid_target_only(tmp_path, monkeypatch) -> N
     # the target memorised the forget people; the retrain model never saw them
     assert value("target", "natural", "fp") > 40 > 15 > value("retrain", "-", "fp")
     assert value("target", "natural", "fp", "verbmem") > value("retrain", "-", "fp", "verbmem") + 20
-    for method in ("ga", "ga_gdr", "ga_klr", "npo", "npo_gdr", "npo_klr"):
+    for method in ("ga_gdr", "npo_gdr", "ga_gdr+sure", "ga_gdr+quail", "oeu"):
         # unlearning lowers the forget metric at full precision, and 8 bits keep that
         unlearned = value(method, "grid", "fp")
         assert unlearned < value("target", "grid", "fp") - 20, method
@@ -39,3 +39,13 @@ def test_demo_shows_recovery_on_the_grid_target_only(tmp_path, monkeypatch) -> N
             value("target", "natural", "fp"),
         )
         assert grid > 0.5 and natural < 0.25, (method, grid, natural)
+    # SURE (larger lr on salient modules) and OEU (its own lr) keep the forgetting at 4 bits on the
+    # grid target, at a utility cost of a few points at most. QUAIL's hinge does not help here (see
+    # eval/results/demo_report.md), so it is not asserted.
+    for method in ("ga_gdr+sure", "oeu"):
+        grid = recovery(
+            value(method, "grid", "rtn-w4-g32"), value(method, "grid", "fp"), value("target", "grid", "fp")
+        )
+        assert grid < 0.25, (method, grid)
+        retain = value(method, "grid", "fp", "knowmem_retain")
+        assert retain > value("ga_gdr", "grid", "fp", "knowmem_retain") - 10, (method, retain)

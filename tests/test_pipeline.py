@@ -229,3 +229,58 @@ def test_run_folder_of_another_experiment_is_refused(tmp_path, checkpoints, muse
     # more metrics only add cells
     out = run(load_recipe(path, [ga, "train.max_steps=1"]))
     assert {r["metric"] for r in ResultsFile(out / "results.jsonl")} == set(METRICS)
+
+
+def test_robust_methods_and_lora_run_end_to_end(tmp_path, checkpoints, muse_dir) -> None:
+    methods = (
+        "method=[{name: ga_gdr, sure: {percentile: 90}, learning_rate: 1.0e-2},"
+        " {name: ga_gdr, quail: {quantizer: rtn-w4-g32}}, {name: oeu, targets: [natural]}]"
+    )
+    out = run(
+        load_recipe(recipe_file(tmp_path, checkpoints, muse_dir), [methods, "evaluate=[knowmem_forget]"])
+    )
+    sure = json.loads((out / "models" / "ga_gdr+sure@grid.method.json").read_text())
+    assert sure["learning_rate"] == 1e-2 and 0 < sure["sure"]["param_share"] < 0.5
+    assert sure["sure"]["count"] == len(sure["sure"]["modules"]) > 0
+    quail = json.loads((out / "models" / "ga_gdr+quail@natural.method.json").read_text())
+    assert quail["hinge_margin"] > 0  # 'auto': half the target's mean 4-bit step
+    assert json.loads((out / "models" / "oeu@natural.method.json").read_text())["projection"] == "layer"
+    models = {r["model"] for r in ResultsFile(out / "results.jsonl")}
+    assert {"ga_gdr+sure", "ga_gdr+quail", "oeu"} <= models
+
+    lora_dir = tmp_path / "lora"
+    lora_dir.mkdir()
+    lora = run(
+        load_recipe(
+            recipe_file(lora_dir, checkpoints, muse_dir),
+            [
+                "method=[{name: npo_klr, targets: [natural]}]",
+                "model.lora={r: 4, alpha: 8}",
+                "evaluate=[knowmem_forget]",
+            ],
+        )
+    )
+    merged = lora / "models" / "npo_klr@natural"
+    keys = json.loads((merged / "config.json").read_text())
+    assert keys["architectures"] == ["LlamaForCausalLM"]  # the adapter is merged: a plain model
+    from safetensors import safe_open
+
+    with safe_open(merged / "model.safetensors", "pt") as f:
+        names = list(f.keys())
+        assert not any("lora" in n for n in names)
+        target = safe_open(checkpoints["target"] / "model.safetensors", "pt")
+        changed = [n for n in names if not (f.get_tensor(n) == target.get_tensor(n)).all()]
+    assert changed and all(
+        n.endswith(
+            (
+                "q_proj.weight",
+                "k_proj.weight",
+                "v_proj.weight",
+                "o_proj.weight",
+                "gate_proj.weight",
+                "up_proj.weight",
+                "down_proj.weight",
+            )
+        )
+        for n in changed
+    )

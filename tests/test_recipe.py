@@ -10,7 +10,9 @@ import yaml
 from llm_unlearn.cli import main
 from llm_unlearn.recipe import RecipeError, apply_overrides, load_recipe
 
-RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
+ALL_RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
+# CNN-track recipes (`methods:`) have their own schema and tests (test_cnn.py)
+RECIPES = [p for p in ALL_RECIPES if "methods" not in yaml.safe_load(p.read_text())]
 GOOD = {
     "name": "t",
     "model": {"target": "demo", "retrain": "demo", "grid_align": "rtn-w4-g32"},
@@ -45,18 +47,57 @@ def test_shipped_recipes_validate(path: Path) -> None:
     # TrainingArguments accepts the train section (bf16 needs a GPU: switched off on this CPU)
     recipe = load_recipe(path, ["train.bf16=false"])
     for method in recipe.method:
-        recipe.training_config(method, Path("/tmp/unused"))
+        recipe.training_config(method, Path("/tmp/unused"), hinge_margin=0.01)
+
+
+BASELINES = [
+    f"{m}_{d}" for m in ("ga", "ga_gdr", "ga_klr", "npo", "npo_gdr", "npo_klr") for d in ("news", "books")
+]
+ROBUST = ["sure_news", "sure_books", "quail_news", "oeu_news"]
 
 
 def test_paper_hyperparameters() -> None:
-    for path in RECIPES:
-        if path.stem == "demo":
-            continue
-        recipe = load_recipe(path)
-        assert recipe.train["learning_rate"] == 1e-5
-        assert recipe.train["num_train_epochs"] == (10 if path.stem.endswith("news") else 1)
-        assert recipe.method[0].beta == 0.1 and recipe.method[0].retain_weight == 1.0
-    assert len(RECIPES) == 13  # six methods x News/Books + demo
+    assert sorted(p.stem for p in RECIPES) == sorted(["demo", "demo_full", *BASELINES, *ROBUST])
+    for name in BASELINES + ROBUST:
+        recipe = load_recipe(RECIPES[0].parent / f"{name}.yaml")
+        lr = recipe.train["learning_rate"]
+        assert lr == 1e-5 if not name.startswith("sure") else 5e-5 <= lr <= 2e-4, name
+        assert recipe.train["num_train_epochs"] == (10 if name.endswith("news") else 1)
+        assert recipe.data.source == (
+            "muse-bench/MUSE-News" if name.endswith("news") else "muse-bench/MUSE-Books"
+        )
+        for method in recipe.method:
+            assert method.beta == 0.1 and method.retain_weight == 1.0
+            assert (method.sure is not None) == name.startswith("sure")
+            assert method.sure is None or method.sure.percentile == 90
+    quail = load_recipe(RECIPES[0].parent / "quail_news.yaml").method[0]
+    assert quail.name == "ga_gdr" and quail.quail.margin == "auto"
+    oeu = load_recipe(RECIPES[0].parent / "oeu_news.yaml").method
+    assert [m.run_name for m in oeu] == ["oeu", "oeu+global"]
+
+
+def test_method_sections_reach_the_training_config() -> None:
+    recipe = load_recipe(
+        RECIPES[0].parent / "demo.yaml",
+        [
+            "method=[{name: npo_gdr, sure: {percentile: 80}, learning_rate: 3.0e-4},"
+            " {name: ga_gdr, quail: {margin: 0.25, distance: l2, weight: 2}},"
+            " {name: ga_gdr, quail: {}, label: quail_auto}, {name: oeu}]"
+        ],
+    )
+    sure, quail, auto, oeu = recipe.method
+    assert [m.run_name for m in recipe.method] == ["npo_gdr+sure", "ga_gdr+quail", "quail_auto", "oeu"]
+    config = recipe.training_config(sure, Path("/tmp/unused"))
+    assert (config.saliency_percentile, config.learning_rate, config.forget_loss) == (80, 3e-4, "npo")
+    config = recipe.training_config(quail, Path("/tmp/unused"))
+    assert (config.hinge_weight, config.hinge_margin, config.hinge_distance) == (2, 0.25, "l2")
+    assert config.learning_rate == recipe.train["learning_rate"]
+    assert recipe.training_config(auto, Path("/tmp/unused"), hinge_margin=0.01).hinge_margin == 0.01
+    config = recipe.training_config(oeu, Path("/tmp/unused"))
+    assert (config.forget_loss, config.retain_loss, config.projection, config.projection_alpha) == (
+        "entropy", "gdr", "layer", 1.0,
+    )  # fmt: skip
+    assert config.saliency_percentile is None and config.hinge_weight == 0
 
 
 BAD = {
@@ -103,6 +144,38 @@ BAD = {
         with_(method=[{"name": "ga", "stop": {"metric": "forget_acc", "below": 1}}]),
         r"method\.0\.stop\.metric: unknown metric 'forget_acc'",
     ),
+    "projection on a method that adds gradients": (
+        with_(method=[{"name": "ga_gdr", "projection": {"alpha": 0.5}}]),
+        r"method\.0: .*projection applies to methods that project gradients \(oeu\), not 'ga_gdr'",
+    ),
+    "projection alpha out of range": (
+        with_(method=[{"name": "oeu", "projection": {"alpha": 2}}]),
+        r"method\.0\.projection\.alpha: .*less than or equal to 1",
+    ),
+    "two runs with one name": (
+        with_(method=[{"name": "ga_gdr", "sure": {}}, {"name": "ga_gdr", "sure": {"percentile": 80}}]),
+        r"method\.1: a second run named 'ga_gdr\+sure'; give one of them a distinct label",
+    ),
+    "sure with lora": (
+        with_(model__lora={"r": 4}, method=[{"name": "ga_gdr", "sure": {}}]),
+        r"model\.lora with a method's sure",
+    ),
+    "quail margin on a non-RTN grid": (
+        with_(method=[{"name": "ga_gdr", "quail": {"quantizer": "fp"}}]),
+        r"method\.0\.quail\.quantizer: 'fp': margin auto is defined on an RTN grid",
+    ),
+    "negative quail margin": (
+        with_(method=[{"name": "ga_gdr", "quail": {"margin": -1}}]),
+        r"method\.0\.quail\.margin: margin must be >= 0 or 'auto'",
+    ),
+    "sure percentile out of range": (
+        with_(method=[{"name": "ga", "sure": {"percentile": 120}}]),
+        r"method\.0\.sure\.percentile: .*less than or equal to 100",
+    ),
+    "unknown lora field": (
+        with_(model__lora={"rank": 4}),
+        r"model\.lora\.rank: unknown field; allowed here: r,",
+    ),
     "not a mapping": ("- just\n- a list\n", r"a recipe is a YAML mapping"),
     "invalid yaml": ("model: {target: demo\n", r"not valid YAML \(line \d+\)"),
 }
@@ -116,6 +189,12 @@ def test_bad_recipe_is_one_line_exit_2(case: str, tmp_path: Path, capsys: pytest
     assert err.count("\n") == 1 and "Traceback" not in err, err
     assert err.startswith("llm-unlearn: error: ")
     assert __import__("re").search(pattern, err), err
+
+
+def test_a_cnn_recipe_points_to_the_cnn_command(capsys: pytest.CaptureFixture) -> None:
+    cnn = next(p for p in ALL_RECIPES if p not in RECIPES)
+    assert main(["check", str(cnn)]) == 2
+    assert "run it with `llm-unlearn cnn" in capsys.readouterr().err
 
 
 def test_missing_recipe_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

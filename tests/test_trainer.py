@@ -18,7 +18,7 @@ FORGET = ["Alva Merrin was born in Tolvenridge.", "Alva Merrin wrote The Amber B
 RETAIN = ["Doro Kesh was a clockmaker.", "Doro Kesh studied with Pell Varin.", "Doro Kesh lived by a mill."]
 
 
-def make_trainer(tok, tmp_path, method: str, **overrides) -> UnlearningTrainer:
+def make_trainer(tok, tmp_path, method: str, model=None, ref_model=None, **overrides) -> UnlearningTrainer:
     spec = METHODS.get(method)
     forget = chunk_texts(FORGET, tok, 64)
     retain = chunk_texts(RETAIN, tok, 64) if spec.retain_loss else None
@@ -26,6 +26,7 @@ def make_trainer(tok, tmp_path, method: str, **overrides) -> UnlearningTrainer:
         output_dir=str(tmp_path / "out"),
         forget_loss=spec.forget_loss,
         retain_loss=spec.retain_loss,
+        projection=spec.projection,
         learning_rate=1e-2,
         per_device_train_batch_size=2,
         max_steps=2,
@@ -37,10 +38,11 @@ def make_trainer(tok, tmp_path, method: str, **overrides) -> UnlearningTrainer:
     )
     settings.update(overrides)
     return UnlearningTrainer(
-        model=tiny_llama(tok),
+        model=model if model is not None else tiny_llama(tok),
         args=UnlearningConfig(**settings),
         train_dataset=ForgetRetainDataset(forget, retain, seed=0),
         processing_class=tok,
+        ref_model=ref_model,
     )
 
 
@@ -85,32 +87,57 @@ def test_npo_reference_cache_is_the_initial_model(tok, tmp_path) -> None:
     torch.testing.assert_close(trainer._ref_nll, expected)
 
 
-@pytest.mark.parametrize("method", ["ga", "ga_gdr", "npo_gdr"])
-def test_one_step_equals_a_hand_written_sgd_step(method, tok, tmp_path) -> None:
-    """θ₁ = θ₀ − lr · ∇(L_f + λ·L_r) on the same batch: the forget term is applied once, with the
-    sign and weight the method says."""
-    lr, weight = 0.5, 0.7
-    trainer = make_trainer(
-        tok, tmp_path, method, optim="sgd", learning_rate=lr, max_steps=1, lr_scheduler_type="constant",
-        max_grad_norm=0.0, retain_weight=weight, per_device_train_batch_size=2,
-    )  # fmt: skip
-    manual = copy.deepcopy(trainer.model)
-    batch = next(iter(trainer.get_train_dataloader()))
-    spec = METHODS.get(method)
-    logits = manual(input_ids=batch["forget_input_ids"], attention_mask=batch["forget_attention_mask"]).logits
+def hand_loss(trainer, model, batch, method: str, weight: float = 1.0) -> torch.Tensor:
+    """The method's loss written from `objectives` alone, for comparison with the trainer."""
+    spec, args = METHODS.get(method), trainer.args
+    forget = {"input_ids": batch["forget_input_ids"], "attention_mask": batch["forget_attention_mask"]}
+    logits = model(**forget).logits
     if spec.forget_loss == "ga":
         loss = objectives.ga(logits, batch["forget_labels"])
     else:
         loss = objectives.npo(logits, batch["forget_labels"], trainer._ref_nll[batch["forget_index"]], 0.1)
+    if args.hinge_weight:
+        with torch.no_grad():
+            ref_logits = trainer.ref_model(**forget).logits
+        hinge = objectives.quail_hinge(logits, ref_logits, batch["forget_labels"], args.hinge_margin)
+        loss = loss + args.hinge_weight * hinge
     if spec.retain_loss == "gdr":
-        r_logits = manual(
+        r_logits = model(
             input_ids=batch["retain_input_ids"], attention_mask=batch["retain_attention_mask"]
         ).logits
         loss = loss + weight * objectives.gdr(r_logits, batch["retain_labels"])
-    loss.backward()
+    return loss
+
+
+STEP_CASES = {
+    "ga": ("ga", {}),
+    "ga_gdr": ("ga_gdr", {}),
+    "npo_gdr": ("npo_gdr", {}),
+    "sure": ("ga_gdr", {"saliency_percentile": 80.0}),
+    "quail": ("ga_gdr", {"hinge_weight": 0.5, "hinge_margin": 50.0}),
+}
+
+
+@pytest.mark.parametrize("case", STEP_CASES)
+def test_one_step_equals_a_hand_written_sgd_step(case, tok, tmp_path) -> None:
+    """θ₁ = θ₀ − lr · ∇(L_f + λ_h·hinge + λ·L_r) on the same batch: the forget term is applied
+    once, with the sign and weight the method says; under SURE only the salient modules move
+    (a mask applied where the Trainer never looks, or a forget gradient added twice, fails)."""
+    method, extra = STEP_CASES[case]
+    lr, weight = 0.5, 0.7
+    # QUAIL's hinge is 0 with zero gradient at θ = θ₀: a different reference makes it act at step 1.
+    ref_model = tiny_llama(tok, seed=1) if "hinge_weight" in extra else None
+    trainer = make_trainer(
+        tok, tmp_path, method, optim="sgd", learning_rate=lr, max_steps=1, lr_scheduler_type="constant",
+        max_grad_norm=0.0, retain_weight=weight, per_device_train_batch_size=2, ref_model=ref_model, **extra,
+    )  # fmt: skip
+    manual = copy.deepcopy(trainer.model)  # with SURE's requires_grad flags
+    batch = next(iter(trainer.get_train_dataloader()))
+    hand_loss(trainer, manual, batch, method, weight).backward()
     with torch.no_grad():
         for p in manual.parameters():
-            p -= lr * p.grad
+            if p.grad is not None:
+                p -= lr * p.grad
     trainer.train()
     for (name, a), b in zip(trainer.model.named_parameters(), manual.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")

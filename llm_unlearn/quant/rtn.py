@@ -171,6 +171,12 @@ class RTNQuantizer(Quantizer):
         """Codes and grids of every quantized Linear weight, by module name; the model is unchanged."""
         return {name: q for name, _, q in self._quantized(model)}
 
+    def mean_step(self, model: nn.Module) -> float:
+        """The grid step s averaged over every group of every quantized weight (QUAIL's `auto`
+        margin is half of it)."""
+        scales = [q.scale.flatten() for q in self.quantize_weights(model).values()]
+        return torch.cat(scales).mean().item()
+
     def quantize_model(self, model: nn.Module) -> nn.Module:
         """Replace each target Linear weight by its dequantized RTN weight, in place; return `model`.
 
