@@ -1,27 +1,41 @@
 """The audit: every model × quantizer × metric cell, resumable, one results line per cell.
 
 Each model is loaded fresh from its checkpoint for each quantizer (quantizers work in place),
-so the audit needs only the checkpoint folders and can run alone after training.
+so the audit needs only the checkpoint folders and can run alone after training. Quantized
+models are cached with their codes under `quantized/<model>@<target>/<quantizer>/` in the run
+folder, so a resumed audit (or one with more metrics) does not quantize again. After the metrics,
+each unlearned model is compared with its target under every quantizer that has integer codes
+(`quant/overlap.py`): one line per model × quantizer in `diagnostics.jsonl` beside the results.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from rich.progress import Progress
+from safetensors.torch import load_file, save_file
+from transformers import PreTrainedModel
 
 from llm_unlearn.audit.results import ResultsFile
+from llm_unlearn.errors import UserError
 from llm_unlearn.metrics import EvalContext, evaluate
 from llm_unlearn.metrics.privleak import privleak_value
-from llm_unlearn.models import load_model
-from llm_unlearn.quant import get_quantizer
+from llm_unlearn.models import load_model, load_tokenizer, save_checkpoint
+from llm_unlearn.quant import Quantizer, WeightCodes, get_quantizer
+from llm_unlearn.quant.calibration import Calibration
+from llm_unlearn.quant.overlap import diagnose, quantize_with_codes, target_weights
 
 #: the target column of rows that belong to no target (the retrain model)
 NO_TARGET = "-"
+#: the metric column of the weight diagnostics (bucket overlap, update kept, ...), and their file
+DIAGNOSTICS = "diagnostics"
+DIAGNOSTICS_FILE = "diagnostics.jsonl"
 
 
 @dataclass(frozen=True)
@@ -38,8 +52,14 @@ def audit(
     ctx: EvalContext,
     results: ResultsFile,
     progress: Progress | None = None,
+    calibration: Calibration | None = None,
+    cache: Path | None = None,
 ) -> None:
-    """Fill every missing cell of `results`; the retrain model goes first (PrivLeak's reference)."""
+    """Fill every missing cell of `results`; the retrain model goes first (PrivLeak's reference).
+
+    `calibration` feeds GPTQ/AWQ; `cache` (default: beside the results) holds quantized models.
+    """
+    cache = cache or results.path.parent / "quantized"
     ordered = sorted(models, key=lambda m: m.name != "retrain")
     task = progress.add_task("audit", total=len(ordered) * len(quantizers)) if progress else None
     for model in ordered:
@@ -48,16 +68,122 @@ def audit(
             if progress:
                 progress.update(task, description=f"audit {model.name}@{model.target} {quantizer_name}")
             if pending:
-                _evaluate_cell(model, quantizer_name, pending, ctx, results)
+                quantizer = _quantizer(quantizer_name, calibration)
+                network, _ = quantized(model, quantizer, cache)
+                _evaluate_cell(model, quantizer, network, pending, ctx, results)
             if progress:
                 progress.advance(task)
+    diagnostics = ResultsFile(results.path.with_name(DIAGNOSTICS_FILE))
+    targets = {m.target: m for m in models if m.name == "target"}
+    for model in ordered:
+        if model.target not in targets or model.name in ("target", "retrain"):
+            continue
+        for quantizer_name in quantizers:
+            done = diagnostics.get(model.name, model.target, quantizer_name, DIAGNOSTICS) is not None
+            if quantizer_name != "fp" and not done:
+                if progress:
+                    progress.update(
+                        task, description=f"diagnose {model.name}@{model.target} {quantizer_name}"
+                    )
+                quantizer = _quantizer(quantizer_name, calibration)
+                _diagnose_cell(model, targets[model.target], quantizer, cache, diagnostics)
+
+
+def _quantizer(name: str, calibration: Calibration | None) -> Quantizer:
+    quantizer = get_quantizer(name)
+    if quantizer.needs_calibration:
+        if calibration is None:
+            raise UserError(f"quantize: {name} needs calibration text; set the recipe's calibration section")
+        quantizer.calibration = calibration
+    return quantizer
+
+
+def quantized(
+    model: AuditModel, quantizer: Quantizer, cache: Path
+) -> tuple[PreTrainedModel, dict[str, WeightCodes]]:
+    """`model` under `quantizer` and its codes; `fp` is the checkpoint itself.
+
+    Quantized models are kept as checkpoints (dequantized float32 weights, loadable by
+    transformers, which `llm-unlearn push --with-quantized` uploads) with their codes beside
+    them, in `cache/<model>@<target>/<quantizer>/`, valid while the quantizer's configuration
+    (calibration included) is the same.
+    """
+    if quantizer.name == "fp":
+        return load_model(model.path), {}
+    folder = cache / f"{model.name}@{model.target}" / quantizer.name
+    config = json.loads(json.dumps(quantizer.config(), default=str))
+    saved = folder / "quantizer.json"
+    if saved.is_file() and json.loads(saved.read_text()) == config:
+        return load_model(folder), _load_codes(folder / "codes.safetensors")
+    network = load_model(model.path)
+    codes = quantize_with_codes(quantizer, network)
+    save_checkpoint(network, load_tokenizer(model.path), folder)
+    _save_codes(codes, folder / "codes.safetensors")
+    saved.write_text(json.dumps(config, indent=1))  # last: a folder without it is recomputed
+    return network, codes
+
+
+def _save_codes(codes: dict[str, WeightCodes], path: Path) -> None:
+    tensors = {}
+    for name, c in codes.items():
+        tensors |= {
+            f"{name}.codes": c.codes.to(torch.uint8 if len(c.levels) <= 256 else torch.int32),
+            f"{name}.levels": c.levels,
+            f"{name}.scale": c.scale,
+            f"{name}.zero": c.zero,
+            f"{name}.shape": torch.tensor(list(c.shape)),
+        }
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+
+
+def _load_codes(path: Path) -> dict[str, WeightCodes]:
+    tensors = load_file(str(path))
+    names = [key.removesuffix(".codes") for key in tensors if key.endswith(".codes")]
+    return {
+        name: WeightCodes(
+            codes=tensors[f"{name}.codes"].long(),
+            levels=tensors[f"{name}.levels"],
+            scale=tensors[f"{name}.scale"],
+            zero=tensors[f"{name}.zero"],
+            shape=torch.Size(tensors[f"{name}.shape"].tolist()),
+        )
+        for name in names
+    }
+
+
+def _diagnose_cell(
+    model: AuditModel, target: AuditModel, quantizer: Quantizer, cache: Path, results: ResultsFile
+) -> None:
+    _, codes_u = quantized(model, quantizer, cache)
+    _, codes_t = quantized(target, quantizer, cache)
+    weights_t = weights_u = None
+    if quantizer.codes_in_weight_basis:
+        weights_t = target_weights(load_model(target.path))
+        weights_u = target_weights(load_model(model.path))
+    found = diagnose(weights_t, weights_u, codes_t, codes_u)
+    results.add(
+        {
+            "model": model.name,
+            "target": model.target,
+            "quantizer": quantizer.name,
+            "metric": DIAGNOSTICS,
+            "checkpoint": str(model.path),
+            "quantizer_config": quantizer.config(),
+            "agg_value": found["overall"]["bucket_overlap"],
+            **found,
+        }
+    )
 
 
 def _evaluate_cell(
-    model: AuditModel, quantizer_name: str, metrics: list[str], ctx: EvalContext, results: ResultsFile
+    model: AuditModel,
+    quantizer: Quantizer,
+    network: PreTrainedModel,
+    metrics: list[str],
+    ctx: EvalContext,
+    results: ResultsFile,
 ) -> None:
-    quantizer = get_quantizer(quantizer_name)
-    network = quantizer.quantize_model(load_model(model.path))
+    quantizer_name = quantizer.name
     for metric in metrics:
         start = time.perf_counter()
         is_privleak = metric.startswith("privleak")

@@ -1,8 +1,18 @@
-"""Post-hoc quantizers, found by name through one registry: `get_quantizer("rtn-w4-g128")`."""
+"""Post-hoc quantizers, found by name through one registry: `get_quantizer("rtn-w4-g128")`.
 
-from llm_unlearn.quant.registry import QUANTIZER_FAMILIES, Quantizer, get_quantizer, register_quantizer
+The backends (llm-compressor for GPTQ/AWQ, bitsandbytes) are imported only when a quantizer
+runs, so every name is known, and validated in recipes, without them installed.
+"""
+
+from llm_unlearn.quant.registry import (
+    QUANTIZER_FAMILIES,
+    Quantizer,
+    WeightCodes,
+    get_quantizer,
+    register_quantizer,
+)
 
 # importing a module registers its quantizers
-from llm_unlearn.quant import rtn  # noqa: E402,F401  isort: skip
+from llm_unlearn.quant import bnb, calibrated, rtn  # noqa: E402,F401  isort: skip
 
-__all__ = ["QUANTIZER_FAMILIES", "Quantizer", "get_quantizer", "register_quantizer"]
+__all__ = ["QUANTIZER_FAMILIES", "Quantizer", "WeightCodes", "get_quantizer", "register_quantizer"]

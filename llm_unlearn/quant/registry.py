@@ -9,11 +9,46 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from llm_unlearn.registry import Registry, UnknownNameError
+
+if TYPE_CHECKING:
+    from llm_unlearn.quant.calibration import Calibration
+
+
+@dataclass(eq=False)  # tensors have no single truth value to compare by
+class WeightCodes:
+    """The integer codes of one weight and the grid they index, for any quantizer.
+
+    The weight (shape `shape`, row-major) is cut into groups of `group_size` consecutive
+    elements; element k of group i stands for the value
+
+        w'[i, k] = (levels[codes[i, k]] - zero[i]) * scale[i]
+
+    `levels` is increasing: integers for uniform grids (RTN, GPTQ, AWQ, LLM.int8()), the
+    normal-float or float table for NF4/FP4. `codes` [groups, group_size] indexes `levels`.
+    """
+
+    codes: torch.Tensor
+    levels: torch.Tensor
+    scale: torch.Tensor
+    zero: torch.Tensor
+    shape: torch.Size
+
+    def dequantize(self) -> torch.Tensor:
+        """The float32 weight the codes stand for, in `shape`."""
+        values = self.levels.float()[self.codes.long()] - self.zero.float()[:, None]
+        return (values * self.scale.float()[:, None]).reshape(self.shape)
+
+    def normalized(self, w: torch.Tensor) -> torch.Tensor:
+        """`w` on this grid's axis, x = w / scale + zero, per group: level k sits at x = levels[k]."""
+        groups = w.detach().float().reshape(self.codes.shape)
+        return groups / self.scale.float()[:, None] + self.zero.float()[:, None]
 
 
 class Quantizer(ABC):
@@ -22,6 +57,11 @@ class Quantizer(ABC):
     name: str
     #: the family's naming pattern, shown to users who mistype a name
     pattern: str = ""
+    #: GPTQ and AWQ fit their rounding to activations: the caller sets `calibration` first
+    needs_calibration: bool = False
+    calibration: Calibration | None = None
+    #: False where the codes quantize rescaled weights (AWQ), so W_u - W_t is not on their grid
+    codes_in_weight_basis: bool = True
 
     @abstractmethod
     def quantize_model(self, model: nn.Module) -> nn.Module:
@@ -30,6 +70,12 @@ class Quantizer(ABC):
     @abstractmethod
     def config(self) -> dict[str, Any]:
         """Everything needed to reproduce the quantization; stored with every result."""
+
+    def quantize_with_codes(self, model: nn.Module) -> dict[str, WeightCodes]:
+        """Quantize `model` in place like `quantize_model` and return the codes of each quantized
+        weight by module name; {} for quantizers without integer codes (`fp`)."""
+        self.quantize_model(model)
+        return {}
 
 
 QUANTIZER_FAMILIES: Registry[Callable[[str], Quantizer]] = Registry("quantizer")
