@@ -1,0 +1,255 @@
+"""CNN training and unlearning methods, each a small class over the loop in `loop.py`.
+
+`original` trains on all of train and `retrain` on retain only, both from scratch; the
+unlearning methods start from the original model:
+
+| name   | data   | loss per step |
+|--------|--------|---------------|
+| ft     | retain | CE(x_r, y_r) |
+| ga     | forget | −CE(x_f, y_f) |
+| rl     | paired | CE over the union batch, forget samples relabelled at random (k ≠ y, fixed once) |
+| salun  | paired | rl, with gradients masked to the weights of largest |Σ∇(−CE)| on the forget set |
+| qmul   | paired | α_f·CE(x_f, similar labels) + α_r·CE(x_r, y_r), α from gradient norms each epoch |
+| oeu    | paired | g_f from −mean H(softmax) on forget, g_r from CE on retain; update combine(g_f, g_r) |
+
+The constructor's keyword arguments are a method's recipe options.
+"""
+
+from __future__ import annotations
+
+import torch
+from accelerate import Accelerator
+from torch import nn
+from torch.nn import functional as F
+
+from llm_unlearn.cnn.loop import Batches, Stream
+from llm_unlearn.projection import Scope, combine
+from llm_unlearn.registry import Registry
+
+METHODS: Registry[type[CNNMethod]] = Registry("CNN method")
+SCRATCH_METHODS = ("original", "retrain")
+
+
+def similar_labels(scores: torch.Tensor, y: torch.Tensor, code_compat: bool = False) -> torch.Tensor:
+    """Q-MUL's Similar Labels: argmin_{k≠y} |s_k − s_y| per row, s = probabilities.
+
+    `code_compat=True` reproduces the public code: it drops column y and returns the argmin
+    index of the shorter row without mapping it back, so a class above y comes out one too low
+    (possibly as y itself); its `scores` are logits."""
+    dist = (scores - scores.gather(1, y[:, None])).abs()
+    rows = torch.arange(len(y))
+    if code_compat:
+        keep = torch.ones_like(dist, dtype=torch.bool)
+        keep[rows, y] = False
+        return dist[keep].view(len(y), -1).argmin(1)
+    dist[rows, y] = torch.inf
+    return dist.argmin(1)
+
+
+def agr_weights(g_f: float, g_r: float) -> tuple[float, float]:
+    """Adaptive Gradient Reweighting: (α_f, α_r) = (G_r, G_f) / (G_f + G_r)."""
+    return g_r / (g_f + g_r), g_f / (g_f + g_r)
+
+
+def random_other_labels(y: torch.Tensor, num_classes: int, gen: torch.Generator) -> torch.Tensor:
+    """A uniformly random label k ≠ y per sample."""
+    return (y + torch.randint(1, num_classes, y.shape, generator=gen)) % num_classes
+
+
+def saliency_mask(grads: list[torch.Tensor], ratio: float) -> list[torch.Tensor]:
+    """SalUn's mask: 1 on the `ratio` share of all weights with the largest |g|, over all layers."""
+    flat = torch.cat([g.abs().flatten() for g in grads])
+    keep = torch.zeros_like(flat)
+    # by rank, not by threshold: ties (many exact zeros where STE clips) must not widen the mask
+    keep[flat.topk(max(1, round(ratio * flat.numel()))).indices] = 1
+    return [
+        m.view_as(g).to(g.dtype) for m, g in zip(keep.split([g.numel() for g in grads]), grads, strict=True)
+    ]
+
+
+def entropy_loss(logits: torch.Tensor) -> torch.Tensor:
+    """−mean H(softmax(z)) = mean Σ_k p_k log p_k: minimising it drives predictions to uniform."""
+    logp = logits.log_softmax(-1)
+    return (logp.exp() * logp).sum(-1).mean()
+
+
+def _grads(model: nn.Module) -> list[torch.Tensor | None]:
+    return [None if p.grad is None else p.grad.detach().clone() for p in model.parameters()]
+
+
+@torch.no_grad()
+def _logits(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = torch.cat([model(x[i : i + batch_size].to(device)).cpu() for i in range(0, len(x), batch_size)])
+    model.train(was_training)
+    return out
+
+
+class CNNMethod:
+    """Defaults: stream the retain set with true labels, no setup, CE step."""
+
+    stream: Stream = "retain"
+    from_scratch = False
+
+    def __init__(self, num_classes: int, seed: int = 0) -> None:
+        self.num_classes = num_classes
+        self.seed = seed
+
+    def forget_targets(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+    def setup(self, model: nn.Module, batches: Batches, accelerator: Accelerator) -> None:
+        return None
+
+    def on_epoch(self, model: nn.Module, batches: Batches, accelerator: Accelerator) -> None:
+        return None
+
+    def step(self, model: nn.Module, batch: tuple[torch.Tensor, ...], accelerator: Accelerator) -> float:
+        loss = F.cross_entropy(model(batch[0]), batch[1])
+        accelerator.backward(loss)
+        return loss.item()
+
+
+@METHODS.register("original")
+class Original(CNNMethod):
+    stream: Stream = "train"
+    from_scratch = True
+
+
+@METHODS.register("retrain")
+class Retrain(CNNMethod):
+    from_scratch = True
+
+
+@METHODS.register("ft")
+class FineTune(CNNMethod):
+    pass
+
+
+@METHODS.register("ga")
+class GradientAscent(CNNMethod):
+    stream: Stream = "forget"
+
+    def step(self, model: nn.Module, batch: tuple[torch.Tensor, ...], accelerator: Accelerator) -> float:
+        loss = -F.cross_entropy(model(batch[0]), batch[1])
+        accelerator.backward(loss)
+        return loss.item()
+
+
+@METHODS.register("rl")
+class RandomLabels(CNNMethod):
+    stream: Stream = "paired"
+
+    def forget_targets(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return random_other_labels(y, self.num_classes, torch.Generator().manual_seed(self.seed))
+
+    def step(self, model: nn.Module, batch: tuple[torch.Tensor, ...], accelerator: Accelerator) -> float:
+        x_f, _, t_f, x_r, y_r = batch
+        loss = F.cross_entropy(model(torch.cat([x_f, x_r])), torch.cat([t_f, y_r]))
+        accelerator.backward(loss)
+        return loss.item()
+
+
+@METHODS.register("salun")
+class SalUn(RandomLabels):
+    """RL on the salient weights only: the mask keeps `saliency_ratio` of all parameters."""
+
+    def __init__(self, num_classes: int, seed: int = 0, saliency_ratio: float = 0.5) -> None:
+        super().__init__(num_classes, seed)
+        self.saliency_ratio = saliency_ratio
+        self.mask: list[torch.Tensor] = []
+
+    def setup(self, model: nn.Module, batches: Batches, accelerator: Accelerator) -> None:
+        model.eval()  # as SalUn: BN statistics are not moved while measuring
+        model.zero_grad(set_to_none=True)
+        for x, y, _ in batches.forget:
+            accelerator.backward(-F.cross_entropy(model(x), y))
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in model.parameters()]
+        self.mask = saliency_mask(grads, self.saliency_ratio)
+        model.zero_grad(set_to_none=True)
+        model.train()
+
+    def step(self, model: nn.Module, batch: tuple[torch.Tensor, ...], accelerator: Accelerator) -> float:
+        loss = super().step(model, batch, accelerator)
+        for p, m in zip(model.parameters(), self.mask, strict=True):
+            if p.grad is not None:
+                p.grad.mul_(m)
+        return loss
+
+
+@METHODS.register("qmul")
+class QMUL(CNNMethod):
+    """Q-MUL: Similar Labels (once, from the model before unlearning) and Adaptive Gradient
+    Reweighting (α recomputed before each epoch from mean per-batch gradient norms over at most
+    `agr_batches` batches of each set; all when None)."""
+
+    stream: Stream = "paired"
+
+    def __init__(
+        self, num_classes: int, seed: int = 0, code_compat: bool = False, agr_batches: int | None = None
+    ) -> None:
+        super().__init__(num_classes, seed)
+        self.code_compat = code_compat
+        self.agr_batches = agr_batches
+        self.alpha = (0.5, 0.5)
+        self.history: list[tuple[float, float]] = []
+
+    def forget_targets(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        logits = _logits(model, x)
+        return similar_labels(logits if self.code_compat else logits.softmax(-1), y, self.code_compat)
+
+    def _mean_grad_norm(self, model: nn.Module, loader, accelerator: Accelerator, forget: bool) -> float:
+        norms = []
+        for i, batch in enumerate(loader):
+            if self.agr_batches is not None and i >= self.agr_batches:
+                break
+            model.zero_grad(set_to_none=True)
+            accelerator.backward(F.cross_entropy(model(batch[0]), batch[2] if forget else batch[1]))
+            norms.append(
+                torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).norm()
+            )
+        model.zero_grad(set_to_none=True)
+        return float(torch.stack(norms).mean())
+
+    def on_epoch(self, model: nn.Module, batches: Batches, accelerator: Accelerator) -> None:
+        model.eval()  # measuring must not move BN statistics
+        g_f = self._mean_grad_norm(model, batches.forget, accelerator, forget=True)
+        g_r = self._mean_grad_norm(model, batches.retain, accelerator, forget=False)
+        model.train()
+        self.alpha = agr_weights(g_f, g_r)
+        self.history.append(self.alpha)
+
+    def step(self, model: nn.Module, batch: tuple[torch.Tensor, ...], accelerator: Accelerator) -> float:
+        x_f, _, t_f, x_r, y_r = batch
+        a_f, a_r = self.alpha
+        loss = a_f * F.cross_entropy(model(x_f), t_f) + a_r * F.cross_entropy(model(x_r), y_r)
+        accelerator.backward(loss)
+        return loss.item()
+
+
+@METHODS.register("oeu")
+class OEU(CNNMethod):
+    """OEU: entropy on forget, CE on retain, two backward passes, p.grad = combine(g_f, g_r)
+    with the projection per layer (`scope="layer"`) or over all parameters (`"global"`)."""
+
+    stream: Stream = "paired"
+
+    def __init__(self, num_classes: int, seed: int = 0, alpha: float = 1.0, scope: Scope = "layer") -> None:
+        super().__init__(num_classes, seed)
+        self.alpha = alpha
+        self.scope = scope
+
+    def step(self, model: nn.Module, batch: tuple[torch.Tensor, ...], accelerator: Accelerator) -> float:
+        x_f, _, _, x_r, y_r = batch
+        forget = entropy_loss(model(x_f))
+        accelerator.backward(forget)
+        g_f = _grads(model)
+        model.zero_grad(set_to_none=True)
+        retain = F.cross_entropy(model(x_r), y_r)
+        accelerator.backward(retain)
+        g_r = _grads(model)
+        for p, g in zip(model.parameters(), combine(g_f, g_r, self.alpha, self.scope), strict=True):
+            p.grad = g
+        return forget.item() + retain.item()

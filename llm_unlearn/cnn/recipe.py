@@ -1,0 +1,215 @@
+"""CNN recipes: one YAML file -> one validated `CNNRecipe` (`llm-unlearn cnn RECIPE`).
+
+Same conventions as `llm_unlearn.recipe`: every mistake is a one-line `RecipeError` naming the
+field path and what is allowed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from llm_unlearn.cnn.data import LOADERS
+from llm_unlearn.cnn.loop import TrainSettings
+from llm_unlearn.cnn.methods import METHODS, SCRATCH_METHODS
+from llm_unlearn.cnn.models import ARCHS
+from llm_unlearn.recipe import RecipeError, apply_overrides
+
+OPTION_FIELDS = ("saliency_ratio", "code_compat", "agr_batches", "alpha", "scope")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSection(_Section):
+    source: str = Field(description="cifar10, cifar100, svhn, fashion_mnist, digits (embedded) or mnist.")
+    path: Path | None = Field(
+        default=None, description="Folder of the archive files (cifar/svhn; fashion_mnist)."
+    )
+    forget_ratio: float | None = Field(default=0.1, gt=0, lt=1, description="Random forget share of train.")
+    forget_classes: tuple[int, ...] | None = Field(default=None, description="Forget these whole classes.")
+    val_fraction: float = Field(default=0.1, ge=0, lt=1, description="Held out of train (45k/5k on CIFAR).")
+    max_train: int | None = Field(
+        default=None, ge=10, description="Subsample train (smoke runs, small CPUs)."
+    )
+    max_test: int | None = Field(default=None, ge=10, description="Subsample test.")
+    augment: Literal["none", "crop", "crop_flip"] = "none"
+
+    @field_validator("source")
+    @classmethod
+    def _known_source(cls, name: str) -> str:
+        LOADERS.get(name)
+        return name
+
+
+class ModelSection(_Section):
+    arch: str = Field(default="resnet18", description="resnet18 or mobilenetv2.")
+    width: float = Field(default=64, gt=0, description="ResNet base channels (64) or MobileNetV2 multiplier.")
+    weight_bits: int = Field(default=4, ge=2, le=32, description="LSQ weight bits; 32 = full precision.")
+    act_bits: int = Field(default=4, ge=2, le=32, description="LSQ activation bits; 32 = full precision.")
+    full_precision_ends: bool = Field(default=True, description="Keep first conv and classifier unquantized.")
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, name: str) -> str:
+        ARCHS.get(name)
+        return name
+
+
+class OptimSection(_Section):
+    epochs: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    batch_size: int = Field(default=256, ge=2)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    schedule: Literal["cosine", "constant"] = "constant"
+
+
+class MethodSection(OptimSection):
+    name: str = Field(description="ft, ga, rl, salun, qmul or oeu.")
+    label: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9_.+-]+$", description="Row name; default: name."
+    )
+    saliency_ratio: float | None = Field(
+        default=None, gt=0, le=1, description="salun: share of weights kept."
+    )
+    code_compat: bool | None = Field(default=None, description="qmul: the public code's Similar Labels.")
+    agr_batches: int | None = Field(
+        default=None, ge=1, description="qmul: batches per gradient-norm estimate."
+    )
+    alpha: float | None = Field(default=None, ge=0, le=1, description="oeu: projection strength α.")
+    scope: Literal["layer", "global"] | None = Field(
+        default=None, description="oeu: 'global' is the ablation."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known_method(cls, name: str) -> str:
+        if name in SCRATCH_METHODS:
+            raise ValueError(
+                f"{name!r} always runs (configure it under {name}:); list unlearning methods here"
+            )
+        METHODS.get(name)
+        return name
+
+    @model_validator(mode="after")
+    def _options_of_this_method(self) -> MethodSection:
+        accepted = inspect.signature(METHODS.get(self.name)).parameters
+        for option in OPTION_FIELDS:
+            if getattr(self, option) is not None and option not in accepted:
+                raise ValueError(f"{option} is not an option of {self.name!r}")
+        return self
+
+    @property
+    def run_name(self) -> str:
+        if self.label:
+            return self.label
+        return self.name + ("+global" if self.scope == "global" else "")
+
+    def options(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in OPTION_FIELDS if getattr(self, k) is not None}
+
+
+class OutputSection(_Section):
+    dir: Path = Field(description="Run folder: checkpoints/, results.json, ag_table.md.")
+
+
+class CNNRecipe(_Section):
+    name: str
+    seed: int = 0
+    threads: int | None = Field(
+        default=None, ge=1, description="torch CPU threads; 1 suits tiny models on a shared machine."
+    )
+    data: DataSection
+    model: ModelSection = ModelSection()
+    original: OptimSection = Field(description="Training the original (QAT) model from scratch on train.")
+    retrain: OptimSection = Field(description="Training the Retrain reference from scratch on retain.")
+    methods: tuple[MethodSection, ...] = Field(min_length=1)
+    output: OutputSection
+
+    @model_validator(mode="after")
+    def _forget_set(self) -> CNNRecipe:
+        if self.data.forget_classes and "forget_ratio" in self.data.model_fields_set:
+            raise ValueError("data: give forget_ratio or forget_classes, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _distinct_run_names(self) -> CNNRecipe:
+        names = [m.run_name for m in self.methods]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(
+                    f"methods.{i}: a second run named {name!r}; give one of them a distinct label"
+                )
+        return self
+
+    def settings(self, section: OptimSection) -> TrainSettings:
+        return TrainSettings(
+            epochs=section.epochs,
+            lr=section.lr,
+            batch_size=section.batch_size,
+            momentum=section.momentum,
+            weight_decay=section.weight_decay,
+            schedule=section.schedule,
+            augment=self.data.augment,
+            seed=self.seed,
+        )
+
+
+def load_cnn_recipe(path: str | Path, overrides: list[str] = ()) -> CNNRecipe:
+    """Read, override (`a.b=value`) and validate a CNN recipe; problems raise a `RecipeError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path}: not valid YAML: {getattr(err, 'problem', err)}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a CNN recipe is a YAML mapping with sections data, model, methods, ...")
+    data = apply_overrides(data, list(overrides))
+    data.setdefault("name", path.stem)
+    return validate_cnn_recipe(data, where=str(path))
+
+
+def validate_cnn_recipe(data: dict[str, Any], where: str = "recipe") -> CNNRecipe:
+    try:
+        return CNNRecipe.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(f"{where}: {_one_line(err)}") from None
+
+
+def _one_line(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    kind, msg = first["type"], first["msg"]
+    if kind == "value_error":
+        msg = str(first.get("ctx", {}).get("error", msg))
+    elif kind == "missing":
+        msg = "required field is missing"
+    elif kind == "extra_forbidden":
+        msg = f"unknown field; allowed here: {', '.join(_allowed_fields(first['loc']))}"
+    else:
+        msg = f"{msg} (got {first.get('input')!r})"
+    more = len(err.errors()) - 1
+    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    return f"{loc}: {msg}{suffix}" if loc else f"{msg}{suffix}"
+
+
+def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = CNNRecipe
+    for part in loc[:-1]:
+        if isinstance(part, str):
+            annotation = model.model_fields[part].annotation
+            model = next(a for a in (annotation, *typing.get_args(annotation)) if _is_model(a))
+    return list(model.model_fields)
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
