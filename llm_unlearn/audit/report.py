@@ -1,4 +1,5 @@
-"""report.md from a run folder's results.jsonl: one table per metric, with recovery ratios.
+"""report.md from a run folder's results.jsonl (and diagnostics.jsonl): one table per metric, with
+recovery ratios, and the weight diagnostics.
 
 Recovery of a metric M under quantizer q (METHODS.md), for an unlearned model u of target t:
 
@@ -12,12 +13,14 @@ two tiny differences says nothing.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from llm_unlearn.audit.results import ResultsFile
+from llm_unlearn.audit.run import DIAGNOSTICS, DIAGNOSTICS_FILE
 
 TITLES = {
     "verbmem": "VerbMem on forget (ROUGE-L F1 × 100, lower = more forgotten)",
@@ -37,27 +40,50 @@ def recovery(quantized: float, unlearned: float, target: float) -> float | None:
 
 
 def write_report(run_dir: Path) -> Path:
-    """Write run_dir/report.md from run_dir/results.jsonl and return its path."""
+    """Write run_dir/report.md and report.html from the run's result files; return the .md path."""
     results = list(ResultsFile(run_dir / "results.jsonl"))
+    diagnostics_path = run_dir / DIAGNOSTICS_FILE
+    diagnostics = list(ResultsFile(diagnostics_path)) if diagnostics_path.is_file() else []
     recipe_path = run_dir / "recipe.yaml"
     recipe = yaml.safe_load(recipe_path.read_text()) if recipe_path.exists() else None
-    text = render_markdown(results, title=recipe["name"] if recipe else run_dir.name)
+    text = render_markdown(results + diagnostics, title=recipe["name"] if recipe else run_dir.name)
     if recipe:
         text += "\n## Recipe\n\n```yaml\n" + yaml.safe_dump(recipe, sort_keys=False) + "```\n"
     path = run_dir / "report.md"
     path.write_text(text)
+    from llm_unlearn.audit.html import write_html  # html imports this module's tables
+
+    write_html(run_dir, results, diagnostics)
     return path
 
 
-def render_markdown(results: list[dict[str, Any]], title: str) -> str:
-    table: dict[str, dict[tuple[str, str], dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+@dataclass
+class MetricTables:
+    """The audit as tables: values[metric][(model, target)][quantizer] = agg_value."""
+
+    values: dict[str, dict[tuple[str, str], dict[str, float]]]
+    quantizers: list[str]  # in audit order, fp first
+    configs: dict[str, dict[str, Any]]  # each quantizer's recorded configuration
+
+
+def metric_tables(results: list[dict[str, Any]]) -> MetricTables:
+    values: dict[str, dict[tuple[str, str], dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
     quantizers: list[str] = []
     configs: dict[str, dict[str, Any]] = {}
     for r in results:
-        table[r["metric"]][(r["model"], r["target"])][r["quantizer"]] = r["agg_value"]
+        if r["metric"] == DIAGNOSTICS:
+            continue
+        values[r["metric"]][(r["model"], r["target"])][r["quantizer"]] = r["agg_value"]
         if r["quantizer"] not in quantizers:
             quantizers.append(r["quantizer"])
         configs[r["quantizer"]] = r.get("quantizer_config", {})
+    return MetricTables(values, quantizers, configs)
+
+
+def render_markdown(results: list[dict[str, Any]], title: str) -> str:
+    tables = metric_tables(results)
+    table, quantizers, configs = tables.values, tables.quantizers, tables.configs
+    diagnostics = [r for r in results if r["metric"] == DIAGNOSTICS]
     lines = [f"# Quantization-robustness audit: {title}", ""]
     lines += [
         "Rows: the target before unlearning, the retrain model (never saw the forget set), and each",
@@ -73,18 +99,57 @@ def render_markdown(results: list[dict[str, Any]], title: str) -> str:
         lines += [f"## {TITLES.get(metric, metric)}", ""]
         lines.append("| model | target | " + " | ".join(quantizers) + " |")
         lines.append("|---|---|" + "---|" * len(quantizers))
-        for (model, target), values in sorted(rows.items(), key=lambda kv: _row_order(kv[0])):
+        for (model, target), values in sorted(rows.items(), key=lambda kv: row_order(kv[0])):
             cells = []
             for q in quantizers:
                 value = values.get(q)
                 cell = "" if value is None else f"{value:.1f}"
-                ratio = _row_recovery(rows, model, target, q)
+                ratio = row_recovery(rows, model, target, q)
                 cells.append(cell + (f" ({ratio:.0%})" if ratio is not None else ""))
             lines.append(f"| {model} | {TARGET_LABELS.get(target, target)} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += _diagnostics(diagnostics)
     lines += ["## Quantizers", ""]
     lines += [f"- `{name}`: {configs[name]}" for name in quantizers]
     return "\n".join(lines) + "\n"
+
+
+DIAGNOSTIC_COLUMNS = {
+    "bucket_overlap": "bucket overlap",
+    "code_overlap": "same code",
+    "crossing": "crossed a threshold",
+    "update_kept": "update kept",
+    "delta_over_step": "mean |Δ| / step",
+    "grid_distance": "target's distance to grid / step",
+}
+
+
+def _diagnostics(records: list[dict[str, Any]]) -> list[str]:
+    """Whole-model weight diagnostics of each unlearned model against its target, per quantizer."""
+    if not records:
+        return []
+    lines = [
+        "## Weight diagnostics: the unlearning update under each quantizer (no evaluation)",
+        "",
+        "Bucket overlap: weights whose code is unchanged (same grid) or whose dequantized value is",
+        "unchanged (grid moved). Update kept: ⟨Q(W_u) − Q(W_t), Δ⟩ / ‖Δ‖² (0 = rounded away). Per-layer",
+        "values are in results.jsonl; AWQ rescales weights before rounding, so only its overlaps show.",
+        "",
+        "| model | target | quantizer | " + " | ".join(DIAGNOSTIC_COLUMNS.values()) + " |",
+        "|---|---|---|" + "---|" * len(DIAGNOSTIC_COLUMNS),
+    ]
+    for r in sorted(records, key=lambda r: (r["target"], r["model"], r["quantizer"])):
+        overall = r["overall"]
+        cells = [_diagnostic_cell(key, overall.get(key)) for key in DIAGNOSTIC_COLUMNS]
+        target = TARGET_LABELS.get(r["target"], r["target"])
+        lines.append(f"| {r['model']} | {target} | {r['quantizer']} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _diagnostic_cell(key: str, value: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.3f}" if key in ("delta_over_step", "grid_distance") else f"{value:.2%}"
 
 
 def _summary(table: dict[str, dict[tuple[str, str], dict[str, float]]], quantizers: list[str]) -> list[str]:
@@ -94,21 +159,21 @@ def _summary(table: dict[str, dict[tuple[str, str], dict[str, float]]], quantize
     lines += ["|---|---|" + "---|" * (len(quantizers) - 1)]
     for metric in ("knowmem_forget", "verbmem"):
         rows = table.get(metric, {})
-        for target in sorted({t for model, t in rows if _is_unlearned(model)}):
+        for target in sorted({t for model, t in rows if is_unlearned(model)}):
             cells = []
             for q in quantizers[1:]:
-                ratios = [_row_recovery(rows, model, t, q) for model, t in rows if t == target]
+                ratios = [row_recovery(rows, model, t, q) for model, t in rows if t == target]
                 ratios = sorted(r for r in ratios if r is not None)
                 cells.append(f"{ratios[0]:.0%} … {ratios[-1]:.0%} ({len(ratios)} methods)" if ratios else "")
             lines.append(f"| {metric} | {TARGET_LABELS.get(target, target)} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
 
-def _is_unlearned(model: str) -> bool:
+def is_unlearned(model: str) -> bool:
     return model not in ("target", "retrain")
 
 
-def _row_recovery(
+def row_recovery(
     rows: dict[tuple[str, str], dict[str, float]], model: str, target: str, quantizer: str
 ) -> float | None:
     """The recovery ratio of one unlearned row under `quantizer`, against its own target at fp;
@@ -116,7 +181,7 @@ def _row_recovery(
     values = rows[(model, target)]
     base = rows.get(("target", target), {}).get("fp")
     if (
-        not _is_unlearned(model)
+        not is_unlearned(model)
         or quantizer == "fp"
         or None in (values.get(quantizer), values.get("fp"), base)
     ):
@@ -124,7 +189,7 @@ def _row_recovery(
     return recovery(values[quantizer], values["fp"], base)
 
 
-def _row_order(key: tuple[str, str]) -> tuple[int, str, str]:
+def row_order(key: tuple[str, str]) -> tuple[int, str, str]:
     model, target = key
     rank = {"target": 0, "retrain": 1}.get(model, 2)
     return (rank, target, model)

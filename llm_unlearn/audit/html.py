@@ -1,0 +1,248 @@
+"""report.html: the audit as one self-contained page (tables coloured by recovery, embedded plots,
+the worst examples, everything needed to reproduce), from the run folder's result files.
+
+Rendered with a Jinja2 template that escapes every value, so model outputs (which may contain
+markup) show as text. Plots are matplotlib PNGs embedded as data URIs: the page needs no network.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jinja2 import Environment, PackageLoader
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+from llm_unlearn.audit.report import (
+    DIAGNOSTIC_COLUMNS,
+    TARGET_LABELS,
+    TITLES,
+    MetricTables,
+    is_unlearned,
+    metric_tables,
+    row_order,
+    row_recovery,
+)
+
+#: recovery-ratio bands of the cell colours (forgetting kept / partly back / failed)
+PARTLY, BACK = 0.25, 0.5
+FORGET_METRICS = ("verbmem", "knowmem_forget")
+EXAMPLES = 5
+_COLOURS = colormaps["tab20"]
+PACKAGES = ("llm-unlearn", "torch", "transformers", "accelerate", "peft", "llmcompressor", "bitsandbytes")
+
+
+def render_html(
+    results: list[dict[str, Any]], diagnostics: list[dict[str, Any]], title: str, recipe: dict | None = None
+) -> str:
+    tables = metric_tables(results)
+    env = Environment(loader=PackageLoader("llm_unlearn", "audit/templates"), autoescape=True)
+    return env.get_template("report.html.j2").render(
+        title=title,
+        quantizers=tables.quantizers,
+        metrics=[_metric_view(tables, metric) for metric in tables.values],
+        plots=_plots(tables, diagnostics),
+        diagnostic_columns=list(DIAGNOSTIC_COLUMNS.values()),
+        diagnostics=[_diagnostic_view(r) for r in sorted(diagnostics, key=_diagnostic_order)],
+        examples=worst_examples(results),
+        versions=_versions(),
+        quantizer_configs=json.dumps(tables.configs, indent=1),
+        recipe=yaml.safe_dump(recipe, sort_keys=False) if recipe else None,
+    )
+
+
+def recovery_class(ratio: float | None) -> str:
+    """The CSS class of a cell: where the forgetting was kept, partly undone, or undone."""
+    if ratio is None:
+        return ""
+    return "kept" if ratio < PARTLY else "partly" if ratio < BACK else "back"
+
+
+def worst_examples(results: list[dict[str, Any]], n: int = EXAMPLES) -> list[dict[str, Any]]:
+    """Per forget metric, the n examples that unlearned models (any quantizer) still reproduce best."""
+    found = []
+    for r in results:
+        if r["metric"] not in FORGET_METRICS or not is_unlearned(r["model"]):
+            continue
+        for example in r.get("value_by_index", {}).values():
+            found.append(
+                {
+                    "model": r["model"],
+                    "target": TARGET_LABELS.get(r["target"], r["target"]),
+                    "quantizer": r["quantizer"],
+                    "metric": r["metric"],
+                    "prompt": example.get("prompt") or example.get("question", ""),
+                    "gold": example.get("gold", ""),
+                    "output": example.get("output", ""),
+                    "score": example.get("score", 0.0),
+                }
+            )
+    found.sort(key=lambda e: -e["score"])
+    # the top n of each forget metric: KnowMem's short answers would otherwise crowd out VerbMem
+    top = [e for metric in FORGET_METRICS for e in [e for e in found if e["metric"] == metric][:n]]
+    return [{**e, "score": f"{e['score']:.1f}"} for e in top]
+
+
+def _metric_view(tables: MetricTables, metric: str) -> dict[str, Any]:
+    rows = tables.values[metric]
+    view = []
+    for model, target in sorted(rows, key=row_order):
+        cells = []
+        for q in tables.quantizers:
+            value = rows[(model, target)].get(q)
+            ratio = row_recovery(rows, model, target, q)
+            text = "" if value is None else f"{value:.1f}"
+            text += f" ({ratio:.0%})" if ratio is not None else ""
+            css = recovery_class(ratio) if metric in FORGET_METRICS else ""
+            cells.append({"text": text, "css": css})
+        view.append({"model": model, "target": TARGET_LABELS.get(target, target), "cells": cells})
+    return {"title": TITLES.get(metric, metric), "rows": view}
+
+
+def _diagnostic_order(record: dict[str, Any]) -> tuple[str, str, str]:
+    return (record["target"], record["model"], record["quantizer"])
+
+
+def _diagnostic_view(record: dict[str, Any]) -> dict[str, Any]:
+    overall = record["overall"]
+    values = [overall.get(key) for key in DIAGNOSTIC_COLUMNS]
+    return {
+        "model": record["model"],
+        "target": TARGET_LABELS.get(record["target"], record["target"]),
+        "quantizer": record["quantizer"],
+        "cells": ["" if v is None else f"{v:.4g}" for v in values],
+    }
+
+
+def _bits(config: dict[str, Any]) -> float:
+    """A quantizer's weight bits; full precision counts as 16, NF4/FP4 as 4, int8 as 8."""
+    return float(config.get("bits") or (16 if config.get("method") in (None, "none") else 0))
+
+
+def _plots(tables: MetricTables, diagnostics: list[dict[str, Any]]) -> list[dict[str, str]]:
+    plots = [_metric_vs_bits(tables)]
+    if "knowmem_forget" in tables.values and "knowmem_retain" in tables.values:
+        plots.append(_tradeoff(tables))
+    if diagnostics:
+        plots.append(_update_kept_histogram(diagnostics))
+    return plots
+
+
+def _colours(tables: MetricTables) -> dict[tuple[str, str], Any]:
+    """One colour per (model, target) row, the same in every plot."""
+    keys = sorted({key for rows in tables.values.values() for key in rows}, key=row_order)
+    return {key: _COLOURS(i % _COLOURS.N) for i, key in enumerate(keys)}
+
+
+def _png(fig: Figure) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _metric_vs_bits(tables: MetricTables) -> dict[str, str]:
+    order = sorted(tables.quantizers, key=lambda q: -_bits(tables.configs.get(q, {})))
+    metrics = list(tables.values)
+    fig = Figure(figsize=(5.2 * min(len(metrics), 2), 3.6 * ((len(metrics) + 1) // 2)))
+    axes = fig.subplots((len(metrics) + 1) // 2, min(len(metrics), 2), squeeze=False).flatten()
+    colours = _colours(tables)
+    for ax, metric in zip(axes, metrics, strict=False):
+        rows = tables.values[metric]
+        for key in sorted(rows, key=row_order):
+            model, target = key
+            ys = [rows[key].get(q) for q in order]
+            style = "--" if model == "target" else ":" if model == "retrain" else "-"
+            label = f"{model} ({TARGET_LABELS.get(target)})"
+            ax.plot(range(len(order)), ys, style, marker="o", ms=3, color=colours[key], label=label)
+        ax.set_xticks(range(len(order)), order, rotation=30, ha="right", fontsize=8)
+        ax.set_title(metric, fontsize=10)
+    for ax in axes[len(metrics) :]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.tight_layout()
+    fig.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, 0), ncol=4)
+    return {
+        "title": "Each metric from full precision to the fewest bits",
+        "note": "Quantizers ordered by weight bits. A forget metric that climbs back toward the dashed "
+        "target line as the bits drop is forgetting that quantization undoes.",
+        "png": _png(fig),
+    }
+
+
+def _tradeoff(tables: MetricTables) -> dict[str, str]:
+    forget, retain = tables.values["knowmem_forget"], tables.values["knowmem_retain"]
+    lowest = min(tables.quantizers, key=lambda q: _bits(tables.configs.get(q, {})))
+    fig = Figure(figsize=(7, 5))
+    ax = fig.subplots()
+    colours = _colours(tables)
+    for key in sorted(forget, key=row_order):
+        if key not in retain:
+            continue
+        model, target = key
+        points = [(retain[key].get(q), forget[key].get(q)) for q in ("fp", lowest)]
+        if None in points[0]:
+            continue
+        colour = colours[key]
+        ax.plot(*points[0], "o", color=colour, label=f"{model} ({TARGET_LABELS.get(target)})")
+        if None not in points[1] and lowest != "fp":
+            ax.annotate("", points[1], points[0], arrowprops={"arrowstyle": "->", "color": colour})
+            ax.plot(*points[1], "x", color=colour)
+    ax.set_xlabel("KnowMem on retain (utility, higher is better)")
+    ax.set_ylabel("KnowMem on forget (lower = more forgotten)")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    return {
+        "title": "Forgetting vs utility, and where quantization moves each model",
+        "note": f"Circles: full precision; arrows end at {lowest} (×). The ideal sits bottom right, "
+        "near the retrain model; an arrow pointing up is forgetting undone by quantization.",
+        "png": _png(fig),
+    }
+
+
+def _update_kept_histogram(diagnostics: list[dict[str, Any]]) -> dict[str, str]:
+    quantizers = list(dict.fromkeys(r["quantizer"] for r in diagnostics))
+    fig = Figure(figsize=(4.5 * len(quantizers), 3.2))
+    axes = fig.subplots(1, len(quantizers), squeeze=False)[0]
+    for ax, quantizer in zip(axes, quantizers, strict=True):
+        for target in sorted({r["target"] for r in diagnostics}):
+            kept = [
+                layer["update_kept"]
+                for r in diagnostics
+                if r["quantizer"] == quantizer and r["target"] == target
+                for layer in r.get("layers", {}).values()
+                if layer.get("update_kept") is not None
+            ]
+            if kept:
+                ax.hist(kept, bins=20, alpha=0.6, label=TARGET_LABELS.get(target, target))
+        ax.set_title(quantizer, fontsize=10)
+        ax.set_xlabel("share of the update kept, per layer")
+        ax.legend(fontsize=7)
+    return {
+        "title": "How much of each layer's unlearning update survives quantization",
+        "note": "Per-layer ⟨Q(W_u) − Q(W_t), Δ⟩ / ‖Δ‖² over all unlearned models: near 0 the update is "
+        "rounded away (the model is the target again), near 1 it is kept.",
+        "png": _png(fig),
+    }
+
+
+def _versions() -> dict[str, str]:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def write_html(run_dir: Path, results: list[dict[str, Any]], diagnostics: list[dict[str, Any]]) -> Path:
+    recipe_path = run_dir / "recipe.yaml"
+    recipe = yaml.safe_load(recipe_path.read_text()) if recipe_path.exists() else None
+    path = run_dir / "report.html"
+    path.write_text(render_html(results, diagnostics, recipe["name"] if recipe else run_dir.name, recipe))
+    return path

@@ -1,0 +1,438 @@
+"""`llm-unlearn push`: one unlearned model of a run folder to the Hugging Face Hub, with a model card
+that carries its audit.
+
+The plan is built from the run folder alone (no network): the checkpoint as the run saved it
+(safetensors and tokenizer; a LoRA run saved the merged model), a model card (`README.md`: method,
+forget set, base model, hyper-parameters, the model's audit table, `model-index` entries for every
+metric under every quantizer) and, under `audit/`, the recipe, `results.jsonl` and the resolved
+method settings. Quantized checkpoints, when the run folder has them under
+`quantized/<model>/<quantizer>/`, go to a branch of the same repo named after the quantizer.
+
+The token comes from the standard Hub login or `HF_TOKEN` (`huggingface_hub.get_token()`) and is
+only ever handed to `HfApi`: never printed, logged or written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from huggingface_hub import (
+    CommitOperationAdd,
+    EvalResult,
+    HfApi,
+    ModelCard,
+    ModelCardData,
+    get_token,
+    try_to_load_from_cache,
+)
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+from llm_unlearn.audit.report import TITLES, recovery
+from llm_unlearn.audit.results import ResultsFile
+from llm_unlearn.data.corpora import DEMO, is_hub_id
+from llm_unlearn.errors import UserError
+from llm_unlearn.methods import METHODS
+from llm_unlearn.metrics import METRICS
+from llm_unlearn.recipe import MethodSection
+
+CARD_FILE = "README.md"
+#: the run's own files, under this folder of the repo
+AUDIT_DIR = "audit"
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """One file to upload: where it lands in the repo, where it is read from, its size in bytes."""
+
+    path_in_repo: str
+    local: Path
+    size: int
+
+
+@dataclass(frozen=True)
+class Commit:
+    """The files of one commit on one branch (`main` for the model, a quantizer name for its variant)."""
+
+    revision: str
+    files: tuple[PlannedFile, ...]
+
+
+@dataclass(frozen=True)
+class UploadPlan:
+    repo_id: str
+    private: bool
+    model: str
+    card: ModelCard
+    card_path: Path
+    commits: tuple[Commit, ...]
+    notes: tuple[str, ...]
+
+
+def unlearned_models(run_dir: Path) -> list[str]:
+    """The `RUN@TARGET` names of the run's unlearned checkpoints (those with resolved method settings)."""
+    models = run_dir / "models"
+    return sorted(p.name for p in models.glob("*@*") if p.is_dir() and _method_file(p).is_file())
+
+
+def plan_push(
+    run_dir: Path, repo_id: str, model: str | None = None, private: bool = False, with_quantized: bool = False
+) -> UploadPlan:
+    """What `push` would upload, read from the run folder only; the card is rendered, not written."""
+    _check_repo_id(repo_id)
+    if not (run_dir / "results.jsonl").is_file() or not (run_dir / "recipe.yaml").is_file():
+        raise UserError(f"{run_dir}: no recipe.yaml and results.jsonl here; give the folder a run wrote")
+    model = _choose_model(run_dir, model)
+    checkpoint = run_dir / "models" / model
+    card = model_card(run_dir, model, repo_id)
+    card_path = run_dir / "hub" / model / CARD_FILE
+    card_file = PlannedFile(CARD_FILE, card_path, len(str(card).encode()))
+    run_files = [
+        PlannedFile(f"{AUDIT_DIR}/{name}", path, path.stat().st_size)
+        for name, path in (
+            ("recipe.yaml", run_dir / "recipe.yaml"),
+            ("results.jsonl", run_dir / "results.jsonl"),
+            ("method.json", _method_file(checkpoint)),
+        )
+    ]
+    commits = [Commit("main", (*_checkpoint_files(checkpoint), card_file, *run_files))]
+    notes = []
+    if with_quantized:
+        variants = run_dir / "quantized" / model
+        found = sorted(p for p in variants.glob("*") if p.is_dir()) if variants.is_dir() else []
+        if not found:
+            notes.append(
+                f"quantized variants: none; {variants} holds no quantized checkpoints (the audit writes "
+                "them there when it quantizes this model), so only the full-precision model is pushed"
+            )
+        for folder in found:
+            _check_revision(folder.name)
+            commits.append(Commit(folder.name, (*_checkpoint_files(folder), card_file)))
+    return UploadPlan(repo_id, private, model, card, card_path, tuple(commits), tuple(notes))
+
+
+def push(
+    run_dir: Path,
+    repo_id: str,
+    model: str | None = None,
+    private: bool = False,
+    dry_run: bool = False,
+    with_quantized: bool = False,
+) -> UploadPlan:
+    """Write the model card to RUN_DIR/hub/<model>/README.md, print the plan and, unless `dry_run`,
+    upload it with huggingface_hub. Without a token (and not `dry_run`) nothing is touched."""
+    token = None if dry_run else get_token()
+    if not dry_run and not token:
+        raise UserError(
+            "no Hugging Face token: log in with `hf auth login` or set HF_TOKEN (or use --dry-run)"
+        )
+    plan = plan_push(run_dir, repo_id, model, private, with_quantized)
+    plan.card_path.parent.mkdir(parents=True, exist_ok=True)
+    plan.card_path.write_text(str(plan.card))
+    print(format_plan(plan, dry_run))
+    if not dry_run:
+        _upload(plan, token)
+    return plan
+
+
+def format_plan(plan: UploadPlan, dry_run: bool) -> str:
+    """The plan as the terminal shows it: repo, visibility, every file with its size and source."""
+    visibility = "private" if plan.private else "public"
+    lines = [
+        f"{'dry run, nothing uploaded: ' if dry_run else ''}push {plan.model} to "
+        f"https://huggingface.co/{plan.repo_id} ({visibility} if created; an existing repo keeps its own)",
+        f"model card written to {plan.card_path}",
+    ]
+    for commit in plan.commits:
+        total = sum(f.size for f in commit.files)
+        lines.append(f"branch {commit.revision}: {len(commit.files)} files, {_size(total)}")
+        width = max(len(f.path_in_repo) for f in commit.files)
+        lines += [f"  {f.path_in_repo:<{width}}  {_size(f.size):>10}  {f.local}" for f in commit.files]
+    return "\n".join([*lines, *plan.notes])
+
+
+def model_card(run_dir: Path, model: str, repo_id: str) -> ModelCard:
+    """The card of `model` (RUN@TARGET): metadata with model-index, and a body a reader can act on."""
+    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    run, target = model.split("@", 1)
+    section = _method_section(recipe, run)
+    resolved = json.loads(_method_file(run_dir / "models" / model).read_text())
+    results = ResultsFile(run_dir / "results.jsonl")
+    rows = [r for r in results if r["model"] == run and r["target"] == target]
+    if not rows:
+        raise UserError(f"{run_dir / 'results.jsonl'}: no audit results for {model}; run the audit first")
+    source = recipe["data"]["source"]
+    base = recipe["model"]["target"]
+    data = ModelCardData(
+        model_name=repo_id.split("/")[-1],
+        base_model=base if _is_hub(base) else None,
+        datasets=[source] if _is_hub(source) else None,
+        license=_base_license(base),
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=_tags(section, recipe),
+        eval_results=[_eval_result(r, source) for r in rows],
+    )
+    body = [
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"{_base_description(recipe, target)} after **unlearning** a forget set with "
+        f"llm-unlearn (run `{run}`, method `{section.name}`: "
+        f"{METHODS.get(section.name).description}), then audited for whether the forgetting survives "
+        "quantization.",
+        "",
+        "## Unlearning",
+        "",
+        "| | |",
+        "|---|---|",
+        *[f"| {key} | {value} |" for key, value in _unlearning_facts(recipe, section, resolved, target)],
+        "",
+        "### Training hyper-parameters",
+        "",
+        "| parameter | value |",
+        "|---|---|",
+        *[f"| `{key}` | `{value}` |" for key, value in _hyper_parameters(recipe, section, resolved).items()],
+        "",
+        *_audit_table(results, run, target),
+        "## Files",
+        "",
+        "- the model (safetensors) and its tokenizer, as the run saved them"
+        + (" (the LoRA adapter merged into the base weights)" if resolved.get("lora") else ""),
+        f"- `{AUDIT_DIR}/recipe.yaml`: the recipe of the run (`llm-unlearn run` it to reproduce the run)",
+        f"- `{AUDIT_DIR}/results.jsonl`: every audit cell of the run (all its models), per example too",
+        f"- `{AUDIT_DIR}/method.json`: the method settings resolved at run time",
+        "",
+    ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+def _audit_table(results: ResultsFile, run: str, target: str) -> list[str]:
+    """Per metric: the target and retrain model at full precision, then this model under each quantizer
+    with its recovery ratio (report.py's definition)."""
+    rows = [r for r in results if r["model"] == run and r["target"] == target]
+    quantizers = list(dict.fromkeys(r["quantizer"] for r in rows))
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    lines = [
+        "## Quantization-robustness audit",
+        "",
+        "Each metric of this model at full precision (`fp`) and quantized, next to the model before",
+        "unlearning (target) and a model never trained on the forget set (retrain). In brackets, the",
+        "recovery ratio: the share of the forgotten amount that quantization brings back (0 % = the",
+        "forgetting holds, 100 % = back at the target; blank where unlearning moved the metric < 1 point).",
+        "",
+        "| metric | target | retrain | " + " | ".join(quantizers) + " |",
+        "|---|---|---|" + "---|" * len(quantizers),
+    ]
+    for metric in metrics:
+        base = results.get("target", target, "fp", metric)
+        retrain = results.get("retrain", "-", "fp", metric)
+        fp = results.get(run, target, "fp", metric)
+        cells = [_cell(base), _cell(retrain)]
+        for q in quantizers:
+            cell = results.get(run, target, q, metric)
+            ratio = None
+            if q != "fp" and None not in (cell, fp, base):
+                ratio = recovery(cell["agg_value"], fp["agg_value"], base["agg_value"])
+            cells.append(_cell(cell) + (f" ({ratio:.0%})" if ratio is not None else ""))
+        lines.append(f"| {TITLES.get(metric, metric)} | " + " | ".join(cells) + " |")
+    lines += ["", "Quantizers:", ""]
+    configs = {r["quantizer"]: r.get("quantizer_config", {}) for r in rows}
+    lines += [f"- `{q}`: `{json.dumps(configs[q], sort_keys=True)}`" for q in quantizers]
+    return [*lines, ""]
+
+
+def _cell(record: dict[str, Any] | None) -> str:
+    return "–" if record is None else f"{record['agg_value']:.1f}"
+
+
+def _eval_result(record: dict[str, Any], source: str) -> EvalResult:
+    """One model-index entry: a metric under one quantizer (`fp` = the model as uploaded)."""
+    metric, quantizer = record["metric"], record["quantizer"]
+    config, splits = next(iter(METRICS.get(metric).requires.items())) if metric in METRICS else (None, ())
+    return EvalResult(
+        task_type="text-generation",
+        dataset_type=source if _is_hub(source) else "muse-layout",
+        dataset_name=_dataset_label(source),
+        dataset_config=config,
+        dataset_split=",".join(splits) or None,
+        metric_type=metric,
+        metric_name=f"{metric} ({quantizer})",
+        metric_config=quantizer,
+        metric_value=round(float(record["agg_value"]), 4),
+    )
+
+
+def _unlearning_facts(
+    recipe: dict[str, Any], section: MethodSection, resolved: dict[str, Any], target: str
+) -> list[tuple[str, str]]:
+    spec = METHODS.get(section.name)
+    data = recipe["data"]
+    facts = [
+        (
+            "method",
+            f"`{section.name}`: forget term `{spec.forget_loss}`, retain term `{spec.retain_loss or 'none'}`",
+        ),
+        ("base model", _base_description(recipe, target)),
+        ("forget set", f"{_dataset_label(data['source'])}, raw split `{data['forget_split']}`"),
+        ("retain set", f"{_dataset_label(data['source'])}, raw split `{data['retain_split']}`"),
+    ]
+    if resolved.get("sure"):
+        sure = resolved["sure"]
+        facts.append(
+            (
+                "SURE",
+                f"trained only the {sure['count']} most salient modules (percentile {sure['percentile']}, "
+                f"{sure['param_share']:.1%} of the parameters); every other weight is unchanged",
+            )
+        )
+    if section.quail is not None:
+        facts.append(("QUAIL", f"logit hinge, margin {resolved.get('hinge_margin')}"))
+    if resolved.get("projection"):
+        facts.append(("OEU projection", f"scope `{resolved['projection']}`"))
+    if resolved.get("lora"):
+        lora = resolved["lora"]
+        facts.append(
+            (
+                "LoRA",
+                f"r {lora['r']}, alpha {lora['alpha']}, modules `{lora['target_modules']}`; "
+                "merged into the base weights (this repo holds the merged model)",
+            )
+        )
+    return facts
+
+
+def _hyper_parameters(
+    recipe: dict[str, Any], section: MethodSection, resolved: dict[str, Any]
+) -> dict[str, Any]:
+    """The recipe's train section with this method's overrides and what the run resolved."""
+    spec = METHODS.get(section.name)
+    params: dict[str, Any] = {**recipe.get("train", {}), "learning_rate": resolved["learning_rate"]}
+    params["max_length"] = recipe["data"]["max_length"]
+    if spec.forget_loss == "npo":
+        params["beta"] = section.beta
+    if spec.retain_loss is not None:
+        params["retain_weight"] = section.retain_weight
+    if section.quail is not None:
+        params.update(
+            hinge_weight=section.quail.weight,
+            hinge_margin=resolved.get("hinge_margin"),
+            hinge_distance=section.quail.distance,
+        )
+    if section.sure is not None:
+        params["saliency_percentile"] = section.sure.percentile
+    if section.projection is not None:
+        params.update(projection=section.projection.scope, projection_alpha=section.projection.alpha)
+    return params
+
+
+def _base_description(recipe: dict[str, Any], target: str) -> str:
+    base = recipe["model"]["target"]
+    name = "the llm-unlearn demo model" if base == DEMO else f"`{base}`" if _is_hub(base) else "a local model"
+    if target == "grid":
+        return f"A copy of {name} with its Linear weights on the `{recipe['model']['grid_align']}` grid"
+    return name[0].upper() + name[1:]
+
+
+def _dataset_label(source: str) -> str:
+    """How the card names the data: the Hub id, or a description; never a local path."""
+    if source == DEMO:
+        return "the llm-unlearn demo benchmark (MUSE layout)"
+    return f"`{source}`" if _is_hub(source) else "a local MUSE-layout dataset"
+
+
+def _is_hub(name: str) -> bool:
+    return name != DEMO and not Path(name).expanduser().exists() and is_hub_id(name)
+
+
+def _base_license(base: str) -> str | None:
+    """The base model's license from its card, when that card is on disk (a local folder or the Hub
+    cache); unknown otherwise, since the plan reads no network."""
+    if _is_hub(base):
+        cached = try_to_load_from_cache(base, CARD_FILE)
+        card = Path(cached) if isinstance(cached, str) else None
+    else:
+        card = Path(base).expanduser() / CARD_FILE
+    if card is None or not card.is_file():
+        return None
+    return ModelCard.load(card, ignore_metadata_errors=True).data.license
+
+
+def _tags(section: MethodSection, recipe: dict[str, Any]) -> list[str]:
+    tags = ["llm-unlearn", "unlearning", "quantization-robustness-audit", section.name]
+    tags += [name for name, on in (("sure", section.sure), ("quail", section.quail)) if on is not None]
+    return tags + (["lora"] if recipe["model"].get("lora") else [])
+
+
+def _method_section(recipe: dict[str, Any], run: str) -> MethodSection:
+    for entry in recipe["method"]:
+        section = MethodSection.model_validate(entry)
+        if section.run_name == run:
+            return section
+    raise UserError(f"recipe.yaml has no method named {run!r}; the run folder is inconsistent")
+
+
+def _choose_model(run_dir: Path, model: str | None) -> str:
+    names = unlearned_models(run_dir)
+    if model is None and len(names) == 1:
+        return names[0]
+    if model not in names:
+        given = f"--model {model!r} is not one of" if model else "choose with --model one of"
+        raise UserError(f"{run_dir}: {given} its unlearned models: {', '.join(names) or 'none'}")
+    return model
+
+
+def _checkpoint_files(folder: Path) -> list[PlannedFile]:
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    if not any(p.suffix == ".safetensors" for p in files):
+        raise UserError(f"{folder}: no .safetensors weights; push uploads safetensors checkpoints only")
+    return [PlannedFile(p.name, p, p.stat().st_size) for p in files]
+
+
+def _method_file(checkpoint: Path) -> Path:
+    return checkpoint.with_name(checkpoint.name + ".method.json")
+
+
+def _check_repo_id(repo_id: str) -> None:
+    problem = "give ORG/NAME (letters, digits, '-', '_', '.'), e.g. my-org/npo-news"
+    if repo_id.count("/") != 1:
+        raise UserError(f"--repo-id {repo_id!r}: {problem}")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise UserError(f"--repo-id {repo_id!r}: {problem}") from None
+
+
+def _check_revision(name: str) -> None:
+    # a branch name of the quantized variant; git refuses these characters
+    if not name or any(c in name for c in " ~^:?*[\\") or ".." in name:
+        raise UserError(f"quantized/{name}: not usable as a branch name; rename the folder")
+
+
+def _upload(plan: UploadPlan, token: str) -> None:
+    """Create the repo (if new) and one commit per branch, with huggingface_hub."""
+    api = HfApi(token=token)
+    try:
+        api.create_repo(plan.repo_id, private=plan.private, exist_ok=True)
+        for commit in plan.commits:
+            if commit.revision != "main":
+                api.create_branch(plan.repo_id, branch=commit.revision, exist_ok=True)
+            api.create_commit(
+                plan.repo_id,
+                [CommitOperationAdd(f.path_in_repo, f.local) for f in commit.files],
+                commit_message=f"llm-unlearn push of {plan.model}"
+                + ("" if commit.revision == "main" else f" quantized with {commit.revision}"),
+                revision=commit.revision,
+            )
+    except HfHubHTTPError as err:
+        raise UserError(f"push to {plan.repo_id}: {str(err).splitlines()[0]}") from None
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    exponent = min(3, (n.bit_length() - 1) // 10)
+    return f"{n / 1024**exponent:.1f} {('KiB', 'MiB', 'GiB')[exponent - 1]}"

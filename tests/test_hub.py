@@ -1,0 +1,224 @@
+"""`llm-unlearn push`: the model card and the upload plan of a tiny run folder, offline; the Hub is
+never reached (HfApi's network methods are patched to fail, or to record what they were given)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import tiny_llama
+from huggingface_hub import HfApi, ModelCard
+
+from llm_unlearn.cli import main
+from llm_unlearn.errors import UserError
+from llm_unlearn.hub import model_card, plan_push
+from llm_unlearn.models import save_checkpoint
+
+MODEL = "ga_gdr+quail@natural"
+CHECKPOINT_FILES = {
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+}
+RUN_FILES = {"README.md", "audit/recipe.yaml", "audit/results.jsonl", "audit/method.json"}
+FAKE_TOKEN = "hf_FakeTokenThatMustNeverBeShown0123456789"
+NETWORK = ("create_repo", "create_branch", "create_commit", "upload_folder", "upload_file", "whoami")
+#: metric -> model -> quantizer -> value; ga_gdr+quail brings back half of KnowMem under rtn-w4-g32:
+#: (35 - 10) / (60 - 10) = 50 %
+VALUES = {
+    "knowmem_forget": {
+        ("target", "natural"): {"fp": 60.0, "rtn-w4-g32": 59.0},
+        ("retrain", "-"): {"fp": 5.0},
+        ("ga_gdr+quail", "natural"): {"fp": 10.0, "rtn-w4-g32": 35.0},
+    },
+    "verbmem": {
+        ("target", "natural"): {"fp": 80.0, "rtn-w4-g32": 79.0},
+        ("retrain", "-"): {"fp": 20.0},
+        ("ga_gdr+quail", "natural"): {"fp": 30.0, "rtn-w4-g32": 30.5},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tok) -> Path:
+    """A run folder as `run` leaves it: recipe, one unlearned checkpoint with its method settings,
+    and results.jsonl; built directly, without training."""
+    root = tmp_path_factory.mktemp("run")
+    recipe = {
+        "name": "tiny",
+        "model": {"target": "org/base-model", "retrain": None, "grid_align": None, "lora": None},
+        "data": {
+            "source": "muse-bench/MUSE-News",
+            "forget_split": "forget",
+            "retain_split": "retain1",
+            "max_length": 64,
+        },
+        "method": [{"name": "ga_gdr", "quail": {"margin": 0.5, "quantizer": "rtn-w4-g32"}}],
+        "train": {"learning_rate": 1e-5, "num_train_epochs": 2.0, "seed": 0},
+        "quantize": ["fp", "rtn-w4-g32"],
+        "evaluate": list(VALUES),
+        "output": {"dir": str(root)},
+    }
+    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    save_checkpoint(tiny_llama(tok), tok, root / "models" / MODEL)
+    resolved = {"method": "ga_gdr", "learning_rate": 2e-4, "hinge_margin": 0.5, "projection": None}
+    (root / "models" / f"{MODEL}.method.json").write_text(
+        json.dumps({**resolved, "lora": None, "sure": None})
+    )
+    lines = []
+    for metric, rows in VALUES.items():
+        for (model, target), cells in rows.items():
+            for quantizer, value in cells.items():
+                record = {"model": model, "target": target, "quantizer": quantizer, "metric": metric}
+                record.update(agg_value=value, quantizer_config={"name": quantizer}, value_by_index={})
+                lines.append(json.dumps(record))
+    (root / "results.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def test_card_has_metadata_model_index_and_the_models_audit(run_dir) -> None:
+    card = ModelCard(str(model_card(run_dir, MODEL, "my-org/ga-gdr-quail")))  # as the Hub will parse it
+    data = card.data
+    assert data.base_model == "org/base-model" and data.datasets == ["muse-bench/MUSE-News"]
+    assert {"llm-unlearn", "unlearning", "ga_gdr", "quail"} <= set(data.tags)
+    entries = {(r.metric_type, r.metric_config): r for r in data.eval_results}
+    assert set(entries) == {(m, q) for m in VALUES for q in ("fp", "rtn-w4-g32")}
+    assert entries[("knowmem_forget", "rtn-w4-g32")].metric_value == 35.0
+    knowmem = entries[("knowmem_forget", "fp")]
+    assert (knowmem.dataset_type, knowmem.dataset_config) == ("muse-bench/MUSE-News", "knowmem")
+    assert knowmem.dataset_split == "forget_qa,forget_qa_icl"
+    assert entries[("verbmem", "fp")].dataset_split == "forget"
+    text = card.text
+    # target, retrain, then this model at fp and quantized with its recovery ratio
+    assert (
+        "| KnowMem on forget (ROUGE-L F1 × 100, lower = more forgotten) | 60.0 | 5.0 | 10.0 | 35.0 (50%) |"
+        in text
+    )
+    assert "| 80.0 | 20.0 | 30.0 | 30.5 (1%) |" in text
+    assert "muse-bench/MUSE-News`, raw split `forget`" in text
+    # the learning rate the method ran with (its override), not the recipe's train default
+    assert "| `learning_rate` | `0.0002` |" in text and "| `hinge_margin` | `0.5` |" in text
+    assert "`ga_gdr`: forget term `ga`, retain term `gdr`" in text
+
+
+def test_card_reads_the_license_of_a_local_base_model(run_dir, tmp_path) -> None:
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "README.md").write_text("---\nlicense: mit\n---\n# base\n")
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    recipe = yaml.safe_load((copy / "recipe.yaml").read_text())
+    recipe["model"]["target"] = str(base)
+    (copy / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    data = model_card(copy, MODEL, "my-org/x").data
+    assert data.license == "mit"
+    assert data.base_model is None  # a local path is no Hub id; the card must not publish it
+    assert str(base) not in str(model_card(copy, MODEL, "my-org/x"))
+
+
+def test_plan_lists_checkpoint_card_and_run_files(run_dir) -> None:
+    plan = plan_push(run_dir, "my-org/ga-gdr-quail", private=True)
+    assert (plan.model, plan.private) == (MODEL, True)
+    [commit] = plan.commits
+    assert commit.revision == "main"
+    assert sorted(f.path_in_repo for f in commit.files) == sorted(CHECKPOINT_FILES | RUN_FILES)
+    sources = {f.path_in_repo: f.local for f in commit.files}
+    assert sources["model.safetensors"] == run_dir / "models" / MODEL / "model.safetensors"
+    assert sources["audit/method.json"] == run_dir / "models" / f"{MODEL}.method.json"
+    assert sources["README.md"] == run_dir / "hub" / MODEL / "README.md"
+    sizes = {f.path_in_repo: f.size for f in commit.files}
+    assert sizes["model.safetensors"] == sources["model.safetensors"].stat().st_size
+    assert plan.notes == ()
+
+
+def test_quantized_variants_go_to_a_branch_each_when_present(run_dir, tmp_path) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    plan = plan_push(copy, "my-org/x", with_quantized=True)
+    assert len(plan.commits) == 1 and "quantized variants: none" in plan.notes[0]
+    shutil.copytree(copy / "models" / MODEL, copy / "quantized" / MODEL / "rtn-w4-g32")
+    plan = plan_push(copy, "my-org/x", with_quantized=True)
+    assert [c.revision for c in plan.commits] == ["main", "rtn-w4-g32"]
+    assert sorted(f.path_in_repo for f in plan.commits[1].files) == sorted(CHECKPOINT_FILES | {"README.md"})
+    assert plan.commits[1].files[0].local.parent == copy / "quantized" / MODEL / "rtn-w4-g32"
+
+
+def test_plan_refuses_what_it_cannot_push(run_dir, tmp_path) -> None:
+    with pytest.raises(UserError, match="--repo-id 'no-org': give ORG/NAME"):
+        plan_push(run_dir, "no-org")
+    with pytest.raises(
+        UserError, match=r"--model .npo@grid. is not one of its unlearned models: ga_gdr\+quail"
+    ):
+        plan_push(run_dir, "my-org/x", model="npo@grid")
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    (copy / "models" / MODEL / "model.safetensors").rename(copy / "models" / MODEL / "pytorch_model.bin")
+    with pytest.raises(UserError, match="no .safetensors weights"):
+        plan_push(copy, "my-org/x")
+
+
+@pytest.fixture
+def no_network(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("the Hub was called")
+
+    for name in NETWORK:
+        monkeypatch.setattr(HfApi, name, refuse)
+
+
+def test_dry_run_writes_the_card_and_prints_the_plan_offline(run_dir, tmp_path, capsys, no_network) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    assert main(["push", str(copy), "--repo-id", "my-org/ga-gdr-quail", "--private", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "dry run, nothing uploaded" in out and "huggingface.co/my-org/ga-gdr-quail (private" in out
+    for name in CHECKPOINT_FILES | RUN_FILES:
+        assert f"  {name} " in out, name
+    card = copy / "hub" / MODEL / "README.md"
+    assert ModelCard.load(card).data.base_model == "org/base-model"
+
+
+def test_no_token_stops_before_touching_anything(run_dir, tmp_path, capsys, monkeypatch, no_network) -> None:
+    for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("llm_unlearn.hub.get_token", lambda: None)  # a token stored by `hf auth login`
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    assert main(["push", str(copy), "--repo-id", "my-org/x"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "no Hugging Face token" in err
+    assert not (copy / "hub").exists()
+
+
+def test_push_uploads_with_the_token_and_never_shows_it(run_dir, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    calls = []
+
+    def record(name):
+        def call(self, repo_id, *args, **kwargs):
+            calls.append((name, self.token, repo_id, args, kwargs))
+
+        return call
+
+    for name in NETWORK:
+        monkeypatch.setattr(HfApi, name, record(name))
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    assert main(["push", str(copy), "--repo-id", "my-org/x", "--private"]) == 0
+    assert [(c[0], c[1], c[2]) for c in calls] == [
+        ("create_repo", FAKE_TOKEN, "my-org/x"),
+        ("create_commit", FAKE_TOKEN, "my-org/x"),
+    ]
+    assert calls[0][4] == {"private": True, "exist_ok": True}
+    operations = calls[1][3][0]
+    assert sorted(op.path_in_repo for op in operations) == sorted(CHECKPOINT_FILES | RUN_FILES)
+    assert calls[1][4]["revision"] == "main"
+    out, err = capsys.readouterr()
+    assert FAKE_TOKEN not in out + err
+    for path in copy.rglob("*"):
+        assert not path.is_file() or FAKE_TOKEN.encode() not in path.read_bytes(), path
