@@ -17,11 +17,11 @@ import yaml
 from llm_unlearn.errors import UserError
 from llm_unlearn.registry import UnknownNameError
 
-SUBCOMMANDS = ("run", "check", "demo", "evaluate", "report")
+SUBCOMMANDS = ("run", "check", "demo", "evaluate", "report", "diagnose", "cnn", "push")
 
 
-def demo_recipe() -> Path:
-    return Path(str(files("llm_unlearn") / "recipes" / "demo.yaml"))
+def demo_recipe(full: bool = False) -> Path:
+    return Path(str(files("llm_unlearn") / "recipes" / ("demo_full.yaml" if full else "demo.yaml")))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,8 +51,17 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    args.recipe = demo_recipe()
+    args.recipe = demo_recipe(args.full)
     return _run(args)
+
+
+def _cnn(args: argparse.Namespace) -> int:
+    from llm_unlearn.cnn.recipe import load_cnn_recipe
+    from llm_unlearn.cnn.run import run_cnn
+
+    out = run_cnn(load_cnn_recipe(args.recipe, args.set))
+    print(f"results: {out / 'results.json'}\nAG table: {out / 'ag_table.md'}")
+    return 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -88,6 +97,50 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _push(args: argparse.Namespace) -> int:
+    from llm_unlearn.hub import push
+
+    push(args.run_dir, args.repo_id, args.model, args.private, args.dry_run, args.with_quantized)
+    return 0
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    from llm_unlearn.models import load_model, load_tokenizer
+    from llm_unlearn.quant import get_quantizer
+    from llm_unlearn.quant.calibration import build_calibration, calibration_texts
+    from llm_unlearn.quant.overlap import diagnose, format_table, quantize_with_codes, target_weights
+
+    quantizer = get_quantizer(args.quantizer)
+    if quantizer.needs_calibration:
+        if args.calibration in ("retain", "forget"):
+            raise UserError(
+                f"--calibration {args.calibration}: diagnose reads no dataset; give generic or a file"
+            )
+        texts = calibration_texts(args.calibration, forget=[], retain=[])
+        tokenizer = load_tokenizer(args.target, field="TARGET")
+        quantizer.calibration = build_calibration(
+            texts, tokenizer, args.calibration, args.samples, args.seq_len, 0
+        )
+    found = {}
+    for field, path in (("TARGET", args.target), ("UNLEARNED", args.unlearned)):
+        model = load_model(path, field=field)
+        weights = target_weights(model) if quantizer.codes_in_weight_basis else None
+        found[field] = (weights, quantize_with_codes(quantizer, model))
+    (weights_t, codes_t), (weights_u, codes_u) = found["TARGET"], found["UNLEARNED"]
+    if not codes_t:
+        raise UserError(
+            f"--quantizer {args.quantizer}: has no integer codes to compare; choose rtn-, gptq-, awq- or bnb-"
+        )
+    result = diagnose(weights_t, weights_u, codes_t, codes_u)
+    print(format_table(result))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(
+            json.dumps({"quantizer_config": quantizer.config(), **result}, indent=1, default=str)
+        )
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llm-unlearn", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -108,7 +161,13 @@ def _parser() -> argparse.ArgumentParser:
 
     recipe_command("run", _run, "unlearn, quantize, evaluate and report, as the recipe says")
     recipe_command("check", _check, "validate a recipe and print it resolved, without running it")
-    recipe_command("demo", _demo, "the offline demo audit (recipes/demo.yaml)", with_recipe=False)
+    p = recipe_command("demo", _demo, "the offline demo audit (recipes/demo.yaml)", with_recipe=False)
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="also GPTQ, AWQ, NF4 and LLM.int8() columns (recipes/demo_full.yaml; needs [gptq,bnb])",
+    )
+    recipe_command("cnn", _cnn, "the CNN track: train, unlearn and score a quantized CNN (FA/RA/TA/MIA/AG)")
 
     p = sub.add_parser("evaluate", help="MUSE metrics of one local model on one MUSE-layout dataset")
     p.add_argument("--model", required=True, help="model folder (or Hub id) with its tokenizer")
@@ -120,7 +179,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="examples per metric (smoke runs only)")
     p.set_defaults(func=_evaluate)
 
+    p = sub.add_parser(
+        "diagnose", help="bucket overlap and update kept of UNLEARNED vs TARGET, no evaluation"
+    )
+    p.add_argument("target", type=Path, help="the model before unlearning (folder)")
+    p.add_argument("unlearned", type=Path, help="the unlearned model (folder)")
+    p.add_argument("--quantizer", default="rtn-w4-g128", help="quantizer name, e.g. rtn-w4-g128, bnb-nf4")
+    p.add_argument("--out", type=Path, help="JSON file for the per-layer and overall statistics")
+    p.add_argument("--calibration", default="generic", help="GPTQ/AWQ calibration: generic or a text file")
+    p.add_argument("--samples", type=int, default=32, help="GPTQ/AWQ calibration windows")
+    p.add_argument("--seq-len", type=int, default=128, help="tokens per calibration window")
+    p.set_defaults(func=_diagnose)
+
     p = sub.add_parser("report", help="rewrite report.md of a run folder from its results.jsonl")
     p.add_argument("run_dir", type=Path)
     p.set_defaults(func=_report)
+
+    p = sub.add_parser("push", help="upload one unlearned model of a run folder with an audit model card")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--repo-id", required=True, help="the Hub repository, ORG/NAME")
+    p.add_argument("--model", help="RUN@TARGET, e.g. npo_gdr@natural (needed when the run has several)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and write the card; no network")
+    p.add_argument(
+        "--with-quantized", action="store_true", help="also push RUN_DIR/quantized/<model>/<quantizer>/"
+    )
+    p.set_defaults(func=_push)
     return parser
