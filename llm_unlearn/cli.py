@@ -38,7 +38,7 @@ def _run(args: argparse.Namespace) -> int:
     from llm_unlearn.recipe import load_recipe
 
     out = run(load_recipe(args.recipe, args.set))
-    print(f"results: {out / 'results.jsonl'}\nreport:  {out / 'report.md'}")
+    print(f"results: {out / 'results.jsonl'}\nreport:  {out / 'report.md'}, {out / 'report.html'}")
     return 0
 
 
@@ -191,7 +191,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=128, help="tokens per calibration window")
     p.set_defaults(func=_diagnose)
 
-    p = sub.add_parser("report", help="rewrite report.md of a run folder from its results.jsonl")
+    p = sub.add_parser("report", help="rewrite report.md and report.html of a run folder from its results")
     p.add_argument("run_dir", type=Path)
     p.set_defaults(func=_report)
 

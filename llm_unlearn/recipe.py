@@ -11,7 +11,7 @@ import difflib
 import typing
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -37,6 +37,9 @@ RESERVED_TRAIN_FIELDS = {
     "output_dir", "forget_loss", "retain_loss", "retain_weight", "beta", "saliency_percentile",
     "hinge_weight", "hinge_margin", "hinge_distance", "projection", "projection_alpha",
 }  # fmt: skip
+
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class RecipeError(UserError):
@@ -355,8 +358,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    """Read, override and validate a recipe; any problem raises a one-line `RecipeError`."""
+def read_recipe_file(path: str | Path, overrides: list[str], shape: str) -> dict[str, Any]:
+    """A recipe file as a mapping, with `--set` overrides applied and `name` defaulting to the file
+    stem; `shape` tells a user what a recipe of this kind looks like."""
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
@@ -367,29 +371,42 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         where = f" (line {mark.line + 1})" if mark else ""
         raise RecipeError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
     if not isinstance(data, dict):
-        raise RecipeError(f"{path}: a recipe is a YAML mapping with sections model, method, output, ...")
+        raise RecipeError(f"{path}: {shape}")
+    data = apply_overrides(data, list(overrides))
+    data.setdefault("name", path.stem)
+    return data
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read, override and validate a recipe; any problem raises a one-line `RecipeError`."""
+    data = read_recipe_file(
+        path, overrides, "a recipe is a YAML mapping with sections model, method, output, ..."
+    )
     if "methods" in data and "method" not in data:
         raise RecipeError(
             f"{path}: a CNN-track recipe (it has `methods:`); run it with `llm-unlearn cnn {path}`"
         )
-    data = apply_overrides(data, list(overrides))
-    data.setdefault("name", path.stem)
     return validate_recipe(data, where=str(path))
 
 
 def validate_recipe(data: dict[str, Any], where: str = "recipe") -> Recipe:
+    return validate_model(Recipe, data, where)
+
+
+def validate_model(model: type[ModelT], data: dict[str, Any], where: str) -> ModelT:
+    """`model` validated from `data`; the first problem becomes a one-line `RecipeError`."""
     try:
-        return Recipe.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
-        raise RecipeError(f"{where}: {_one_line(err)}") from None
+        raise RecipeError(f"{where}: {_one_line(err, model)}") from None
 
 
-def _one_line(err: ValidationError) -> str:
+def _one_line(err: ValidationError, model: type[BaseModel]) -> str:
     first = err.errors()[0]
     loc = ".".join(str(p) for p in first["loc"])
     kind, msg = first["type"], first["msg"]
     if kind == "extra_forbidden":
-        msg = f"unknown field; allowed here: {', '.join(_allowed_fields(first['loc']))}"
+        msg = f"unknown field; allowed here: {', '.join(_allowed_fields(model, first['loc']))}"
     elif kind == "value_error":
         msg = str(first.get("ctx", {}).get("error", msg))
     elif kind == "missing":
@@ -401,8 +418,7 @@ def _one_line(err: ValidationError) -> str:
     return f"{loc}: {msg}{suffix}" if loc else f"{msg}{suffix}"
 
 
-def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
-    model: type[BaseModel] = Recipe
+def _allowed_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     for part in loc[:-1]:
         if isinstance(part, int):
             continue

@@ -91,6 +91,7 @@ def test_run_writes_checkpoints_results_and_report(tmp_path, checkpoints, muse_d
     others = [r for r in records if r["metric"] == "privleak" and r["model"] != "retrain"]
     assert all(r["reference_auc"] == retrain_fp["auc"] for r in others)
     report = (out / "report.md").read_text()
+    assert "<h1>Quantization-robustness audit: tiny</h1>" in (out / "report.html").read_text()
     assert "## KnowMem on forget" in report and "| ga_gdr | grid-aligned |" in report
     assert "rtn-w4-g32" in report
     log = json.loads((out / "models" / "ga_gdr@natural.log.json").read_text())

@@ -7,18 +7,16 @@ field path and what is allowed.
 from __future__ import annotations
 
 import inspect
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from llm_unlearn.cnn.data import LOADERS
 from llm_unlearn.cnn.loop import TrainSettings
 from llm_unlearn.cnn.methods import METHODS, SCRATCH_METHODS
 from llm_unlearn.cnn.models import ARCHS
-from llm_unlearn.recipe import RecipeError, apply_overrides
+from llm_unlearn.recipe import read_recipe_file, validate_model
 
 OPTION_FIELDS = ("saliency_ratio", "code_compat", "agr_batches", "alpha", "scope")
 
@@ -164,52 +162,9 @@ class CNNRecipe(_Section):
 
 def load_cnn_recipe(path: str | Path, overrides: list[str] = ()) -> CNNRecipe:
     """Read, override (`a.b=value`) and validate a CNN recipe; problems raise a `RecipeError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"{path}: recipe file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise RecipeError(f"{path}: not valid YAML: {getattr(err, 'problem', err)}") from None
-    if not isinstance(data, dict):
-        raise RecipeError(f"{path}: a CNN recipe is a YAML mapping with sections data, model, methods, ...")
-    data = apply_overrides(data, list(overrides))
-    data.setdefault("name", path.stem)
-    return validate_cnn_recipe(data, where=str(path))
+    shape = "a CNN recipe is a YAML mapping with sections data, model, methods, ..."
+    return validate_cnn_recipe(read_recipe_file(path, overrides, shape), where=str(path))
 
 
 def validate_cnn_recipe(data: dict[str, Any], where: str = "recipe") -> CNNRecipe:
-    try:
-        return CNNRecipe.model_validate(data)
-    except ValidationError as err:
-        raise RecipeError(f"{where}: {_one_line(err)}") from None
-
-
-def _one_line(err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"])
-    kind, msg = first["type"], first["msg"]
-    if kind == "value_error":
-        msg = str(first.get("ctx", {}).get("error", msg))
-    elif kind == "missing":
-        msg = "required field is missing"
-    elif kind == "extra_forbidden":
-        msg = f"unknown field; allowed here: {', '.join(_allowed_fields(first['loc']))}"
-    else:
-        msg = f"{msg} (got {first.get('input')!r})"
-    more = len(err.errors()) - 1
-    suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
-    return f"{loc}: {msg}{suffix}" if loc else f"{msg}{suffix}"
-
-
-def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
-    model: type[BaseModel] = CNNRecipe
-    for part in loc[:-1]:
-        if isinstance(part, str):
-            annotation = model.model_fields[part].annotation
-            model = next(a for a in (annotation, *typing.get_args(annotation)) if _is_model(a))
-    return list(model.model_fields)
-
-
-def _is_model(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+    return validate_model(CNNRecipe, data, where)
