@@ -268,12 +268,7 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _distinct_run_names(self) -> Recipe:
-        names = [m.run_name for m in self.method]
-        for i, name in enumerate(names):
-            if name in names[:i]:
-                raise ValueError(
-                    f"method.{i}: a second run named {name!r}; give one of them a distinct label"
-                )
+        distinct_run_names([m.run_name for m in self.method], "method")
         return self
 
     @model_validator(mode="after")
@@ -356,6 +351,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         else:
             raise RecipeError(f"--set {path}: {'.'.join(parents) or 'recipe'} is not a section")
     return data
+
+
+def distinct_run_names(names: list[str], section: str) -> None:
+    """Refuse two runs of one recipe under one name: they would share a checkpoint and results."""
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ValueError(f"{section}.{i}: a second run named {name!r}; give one of them a distinct label")
 
 
 def read_recipe_file(path: str | Path, overrides: list[str], shape: str) -> dict[str, Any]:

@@ -34,7 +34,7 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
 
 def tiny_llama(tok: PreTrainedTokenizerFast, seed: int = 0, **overrides: object) -> LlamaForCausalLM:
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    settings = dict(
         vocab_size=len(tok),
         hidden_size=32,
         intermediate_size=64,
@@ -45,9 +45,8 @@ def tiny_llama(tok: PreTrainedTokenizerFast, seed: int = 0, **overrides: object)
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
-        **overrides,
     )
-    return LlamaForCausalLM(config)
+    return LlamaForCausalLM(LlamaConfig(**{**settings, **overrides}))
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ from importlib.metadata import PackageNotFoundError
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from conftest import tiny_llama
+from transformers import AutoModelForCausalLM
 
 from llm_unlearn.errors import UserError
 from llm_unlearn.models import save_checkpoint
@@ -24,17 +25,8 @@ BNB = ["bnb-nf4", "bnb-fp4", "bnb-int8"]
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory, tok):
     """A one-block Llama whose Linear inputs (128, 256) divide into groups of 32, 64 and 128."""
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=1,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        pad_token_id=tok.pad_token_id,
-    )
-    return save_checkpoint(LlamaForCausalLM(config), tok, tmp_path_factory.mktemp("q") / "tiny")
+    model = tiny_llama(tok, hidden_size=128, intermediate_size=256, num_hidden_layers=1)
+    return save_checkpoint(model, tok, tmp_path_factory.mktemp("q") / "tiny")
 
 
 def load(folder):

@@ -16,7 +16,7 @@ from llm_unlearn.cnn.data import LOADERS
 from llm_unlearn.cnn.loop import TrainSettings
 from llm_unlearn.cnn.methods import METHODS, SCRATCH_METHODS
 from llm_unlearn.cnn.models import ARCHS
-from llm_unlearn.recipe import read_recipe_file, validate_model
+from llm_unlearn.recipe import distinct_run_names, read_recipe_file, validate_model
 
 OPTION_FIELDS = ("saliency_ratio", "code_compat", "agr_batches", "alpha", "scope")
 
@@ -139,12 +139,7 @@ class CNNRecipe(_Section):
 
     @model_validator(mode="after")
     def _distinct_run_names(self) -> CNNRecipe:
-        names = [m.run_name for m in self.methods]
-        for i, name in enumerate(names):
-            if name in names[:i]:
-                raise ValueError(
-                    f"methods.{i}: a second run named {name!r}; give one of them a distinct label"
-                )
+        distinct_run_names([m.run_name for m in self.methods], "methods")
         return self
 
     def settings(self, section: OptimSection) -> TrainSettings:
