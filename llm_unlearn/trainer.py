@@ -182,8 +182,7 @@ class UnlearningTrainer(Trainer):
         processes of a data-parallel run train the same parameters."""
         if _has_adapter(self.model):
             raise ValueError("SURE selects base-model modules; it does not combine with a LoRA adapter")
-        if self.args.activation_checkpointing:  # a full backward pass: the memory training will need
-            self.model.activation_checkpointing_enable(self.args.activation_checkpointing_kwargs)
+        _checkpoint_if_asked(self.model, self.args)  # a full backward pass: the memory training will need
         batches = self._forget_batches(dataset, pad_id, self.args.per_device_train_batch_size)
         losses = (self._forget_term(self.model, batch, log=False) for batch in batches)
         scores = saliency.module_saliency(self.model, losses)
@@ -312,6 +311,14 @@ class UnlearningTrainer(Trainer):
                 logs[key] = sum(values) / len(values)
         self._metrics.clear()
         super().log(logs, start_time)
+
+
+def _checkpoint_if_asked(model: nn.Module, args: UnlearningConfig) -> None:
+    """Turn on activation checkpointing now when the run asks for it (the Trainer does so only in
+    `train()`). transformers < 5.18, which the [gptq] extra pins, calls it gradient checkpointing."""
+    if getattr(args, "activation_checkpointing", None) or getattr(args, "gradient_checkpointing", False):
+        named = getattr(model, "activation_checkpointing_enable", None)
+        (named or model.gradient_checkpointing_enable)()
 
 
 def _part(inputs: dict[str, torch.Tensor], part: str) -> dict[str, torch.Tensor]:

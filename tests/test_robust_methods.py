@@ -35,6 +35,15 @@ def test_sure_saliency_is_the_accumulated_forget_gradient_norm(tok, tmp_path) ->
     assert trainer.saliency["modules"] == sorted(salient_modules(expected, 80.0))
 
 
+def test_sure_saliency_is_the_same_with_activation_checkpointing(tok, tmp_path) -> None:
+    plain = make_trainer(tok, tmp_path, "ga_gdr", saliency_percentile=80.0)
+    checkpointed = make_trainer(
+        tok, tmp_path, "ga_gdr", saliency_percentile=80.0, activation_checkpointing=True
+    )
+    assert checkpointed.model.is_activation_checkpointing
+    assert checkpointed.saliency["saliency"] == pytest.approx(plain.saliency["saliency"], rel=1e-5)
+
+
 def test_sure_freezes_everything_but_the_salient_modules(tok, tmp_path) -> None:
     trainer = make_trainer(tok, tmp_path, "npo_gdr", saliency_percentile=90.0, max_steps=3)
     chosen = set(trainer.saliency["modules"])
