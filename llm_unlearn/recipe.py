@@ -11,10 +11,11 @@ import difflib
 import typing
 from functools import cache
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -29,6 +30,7 @@ from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.quant.rtn import RTNQuantizer
+from llm_unlearn.registry import Registry
 from llm_unlearn.trainer import UnlearningConfig
 
 TARGETS = ("natural", "grid")
@@ -40,6 +42,16 @@ RESERVED_TRAIN_FIELDS = {
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def registered(registry: Registry) -> AfterValidator:
+    """A field validator: the value must be a name `registry` knows (its error lists them)."""
+
+    def check(name: str) -> str:
+        registry.get(name)
+        return name
+
+    return AfterValidator(check)
 
 
 class RecipeError(UserError):
@@ -94,15 +106,11 @@ class DataSection(_Section):
 
 
 class StopSection(_Section):
-    metric: str = Field(description="Metric checked during unlearning, e.g. knowmem_forget.")
+    metric: Annotated[str, registered(METRICS)] = Field(
+        description="Metric checked during unlearning, e.g. knowmem_forget."
+    )
     below: float = Field(description="Stop once the metric is at or below this value.")
     every_n_steps: int = Field(default=25, ge=1)
-
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, name: str) -> str:
-        METRICS.get(name)
-        return name
 
 
 class SureSection(_Section):
@@ -140,7 +148,7 @@ class ProjectionSection(_Section):
 
 
 class MethodSection(_Section):
-    name: str = Field(
+    name: Annotated[str, registered(METHODS)] = Field(
         description="One of the registered methods (ga, ga_gdr, ga_klr, npo, npo_gdr, npo_klr, oeu)."
     )
     label: str | None = Field(
@@ -164,12 +172,6 @@ class MethodSection(_Section):
     projection: ProjectionSection | None = Field(
         default=None, description="OEU's gradient projection (methods with a projection only, e.g. oeu)."
     )
-
-    @field_validator("name")
-    @classmethod
-    def _known_method(cls, name: str) -> str:
-        METHODS.get(name)
-        return name
 
     @model_validator(mode="after")
     def _projection_needs_oeu(self) -> MethodSection:

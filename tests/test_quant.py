@@ -221,3 +221,11 @@ def test_fp_leaves_every_parameter_unchanged(tok):
     assert quantizer.quantize_model(model) is model
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert quantizer.config() == {"name": "fp", "method": "none"}
+
+
+def test_malformed_quantizer_name_on_the_command_line_is_one_line(capsys) -> None:
+    from llm_unlearn.cli import main
+
+    assert main(["diagnose", "target", "unlearned", "--quantizer", "gptq-w5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "malformed GPTQ quantizer name 'gptq-w5'" in err

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -16,7 +16,7 @@ from llm_unlearn.cnn.data import LOADERS
 from llm_unlearn.cnn.loop import TrainSettings
 from llm_unlearn.cnn.methods import METHODS, SCRATCH_METHODS
 from llm_unlearn.cnn.models import ARCHS
-from llm_unlearn.recipe import distinct_run_names, read_recipe_file, validate_model
+from llm_unlearn.recipe import distinct_run_names, read_recipe_file, registered, validate_model
 
 OPTION_FIELDS = ("saliency_ratio", "code_compat", "agr_batches", "alpha", "scope")
 
@@ -26,7 +26,9 @@ class _Section(BaseModel):
 
 
 class DataSection(_Section):
-    source: str = Field(description="cifar10, cifar100, svhn, fashion_mnist, digits (embedded) or mnist.")
+    source: Annotated[str, registered(LOADERS)] = Field(
+        description="cifar10, cifar100, svhn, fashion_mnist, digits (embedded) or mnist."
+    )
     path: Path | None = Field(
         default=None, description="Folder of the archive files (cifar/svhn; fashion_mnist)."
     )
@@ -39,25 +41,15 @@ class DataSection(_Section):
     max_test: int | None = Field(default=None, ge=10, description="Subsample test.")
     augment: Literal["none", "crop", "crop_flip"] = "none"
 
-    @field_validator("source")
-    @classmethod
-    def _known_source(cls, name: str) -> str:
-        LOADERS.get(name)
-        return name
-
 
 class ModelSection(_Section):
-    arch: str = Field(default="resnet18", description="resnet18 or mobilenetv2.")
+    arch: Annotated[str, registered(ARCHS)] = Field(
+        default="resnet18", description="resnet18 or mobilenetv2."
+    )
     width: float = Field(default=64, gt=0, description="ResNet base channels (64) or MobileNetV2 multiplier.")
     weight_bits: int = Field(default=4, ge=2, le=32, description="LSQ weight bits; 32 = full precision.")
     act_bits: int = Field(default=4, ge=2, le=32, description="LSQ activation bits; 32 = full precision.")
     full_precision_ends: bool = Field(default=True, description="Keep first conv and classifier unquantized.")
-
-    @field_validator("arch")
-    @classmethod
-    def _known_arch(cls, name: str) -> str:
-        ARCHS.get(name)
-        return name
 
 
 class OptimSection(_Section):

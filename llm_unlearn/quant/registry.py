@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from llm_unlearn.errors import UserError
 from llm_unlearn.registry import Registry, UnknownNameError
 
 if TYPE_CHECKING:
@@ -91,7 +92,12 @@ def get_quantizer(name: str) -> Quantizer:
     family = name.split("-", 1)[0]
     if family not in QUANTIZER_FAMILIES:
         raise UnknownNameError(f"unknown quantizer {name!r}; known: {known_quantizers()}")
-    return QUANTIZER_FAMILIES.get(family)(name)
+    try:
+        return QUANTIZER_FAMILIES.get(family)(name)
+    except UserError:
+        raise
+    except ValueError as err:  # a malformed name (`gptq-w5`) is the user's to fix, wherever it was typed
+        raise UserError(str(err)) from None
 
 
 def known_quantizers() -> str:
