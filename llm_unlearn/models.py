@@ -105,6 +105,51 @@ def _check_source(name_or_path: str | Path, field: str) -> None:
         raise UserError(f"{field}: folder {text!r} not found (and not a Hub id such as org/name)")
 
 
+def gguf_checkpoint(source: str | Path, gguf_file: str) -> Path:
+    """A plain float32 safetensors checkpoint of the GGUF file `gguf_file` in `source` (a folder or
+    a Hub id), converted once and cached under the file's content hash (its name for a Hub id).
+
+    transformers dequantizes GGUF weights on load (needs the `gguf` package), so the checkpoint holds
+    exactly the released low-bit values, e.g. on llama.cpp's Q4_1 grid (`rtn-w4-g32-min`).
+    """
+    _check_source(source, "model.target")
+    local = Path(source).expanduser() / gguf_file
+    if Path(source).expanduser().is_dir() and not local.is_file():
+        raise UserError(f"model.gguf_file: {gguf_file!r} not found in {source}")
+    key = _file_hash(local) if local.is_file() else f"{source}/{gguf_file}"
+    dest = cache_dir() / "gguf" / hashlib.sha256(key.encode()).hexdigest()[:12]
+    if dest.exists():
+        return dest
+    try:
+        with _no_progress_bars():
+            model = AutoModelForCausalLM.from_pretrained(
+                str(source), gguf_file=gguf_file, dtype=torch.float32
+            )
+            tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=gguf_file)
+    except ImportError as err:  # transformers asks for the gguf package only when it reads a file
+        raise UserError(f"model.gguf_file: {err}; pip install gguf") from None
+    except (OSError, ValueError) as err:
+        raise UserError(
+            f"model.gguf_file: cannot load {gguf_file!r} from {source}: {str(err).splitlines()[0]}"
+        ) from None
+    # The weights are plain floats now: saved with the GGUF quantizer still attached, the folder
+    # would claim a quantization it no longer has and transformers would refuse to load it.
+    model.hf_quantizer = None
+    model.config.quantization_config = None
+    del model.config.quantization_config
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return save_checkpoint(model, tokenizer, dest)
+
+
+def _file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def save_checkpoint(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,

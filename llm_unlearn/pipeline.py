@@ -27,7 +27,14 @@ from llm_unlearn.data.corpora import DEMO, MuseCorpus, load_muse
 from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import EvalContext, required_splits
-from llm_unlearn.models import demo_checkpoints, grid_align, load_model, load_tokenizer, save_checkpoint
+from llm_unlearn.models import (
+    demo_checkpoints,
+    gguf_checkpoint,
+    grid_align,
+    load_model,
+    load_tokenizer,
+    save_checkpoint,
+)
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.quant.calibration import Calibration, build_calibration, calibration_texts
 from llm_unlearn.recipe import MethodSection, Recipe
@@ -98,6 +105,8 @@ def resolve_models(recipe: Recipe, out: Path) -> tuple[dict[str, Path | str], Pa
     """The target(s) to unlearn ({"natural": ..., "grid": ...}) and the retrain model, if any."""
     demo = demo_checkpoints() if DEMO in (recipe.model.target, recipe.model.retrain) else {}
     natural = demo["target"] if recipe.model.target == DEMO else recipe.model.target
+    if recipe.model.gguf_file:
+        natural = gguf_checkpoint(natural, recipe.model.gguf_file)
     retrain = demo["retrain"] if recipe.model.retrain == DEMO else recipe.model.retrain
     targets: dict[str, Path | str] = {"natural": natural}
     if recipe.model.grid_align:

@@ -72,9 +72,21 @@ class LoraSection(_Section):
     dropout: float = Field(default=0.0, ge=0, lt=1)
 
 
+def _home(path: str | None) -> str | None:
+    # `~/...` in a recipe means the user's home, as in a shell
+    return str(Path(path).expanduser()) if path and path.startswith("~") else path
+
+
 class ModelSection(_Section):
-    target: str = Field(description="The model to unlearn: 'demo', a local checkpoint folder or a Hub id.")
-    retrain: str | None = Field(
+    target: Annotated[str, AfterValidator(_home)] = Field(
+        description="The model to unlearn: 'demo', a local checkpoint folder or a Hub id."
+    )
+    gguf_file: str | None = Field(
+        default=None,
+        description="Read the target from this GGUF file in `target` (e.g. SmolLM2-135M-Instruct.Q4_1.gguf); "
+        "converted once to a float32 checkpoint holding the file's dequantized weights, cached.",
+    )
+    retrain: Annotated[str | None, AfterValidator(_home)] = Field(
         default=None,
         description="A model trained without the forget set (the ideal): 'demo', a folder or a Hub id.",
     )
@@ -97,9 +109,18 @@ class ModelSection(_Section):
             get_quantizer(name)
         return name
 
+    @field_validator("gguf_file")
+    @classmethod
+    def _gguf_name(cls, name: str | None) -> str | None:
+        if name is not None and not name.endswith(".gguf"):
+            raise ValueError(f"{name!r} is not a .gguf file name (the file inside `target`)")
+        return name
+
 
 class DataSection(_Section):
-    source: str = Field(default="demo", description="'demo', a MUSE-layout folder, or a Hub id.")
+    source: Annotated[str, AfterValidator(_home)] = Field(
+        default="demo", description="'demo', a MUSE-layout folder, or a Hub id."
+    )
     forget_split: str = "forget"
     retain_split: str = "retain1"
     max_length: int = Field(default=128, ge=8, description="Tokens per training window.")
@@ -216,7 +237,9 @@ class CalibrationSection(_Section):
 
 
 class OutputSection(_Section):
-    dir: Path = Field(description="Run folder: checkpoints, results.jsonl, report.md.")
+    dir: Annotated[Path, AfterValidator(Path.expanduser)] = Field(
+        description="Run folder: checkpoints, results.jsonl, report.md."
+    )
 
 
 class Recipe(_Section):

@@ -78,6 +78,38 @@ def test_grid_aligned_weights_quantize_to_themselves(bits: int, group_size: int 
     torch.testing.assert_close(dequantize_tensor(again), on_grid, rtol=1e-6, atol=1e-7)
 
 
+def test_min_offset_grid_by_hand():
+    # llama.cpp's Q4_1 block: s = (max - min) / 15 = 1.5 / 15 = 0.1, w' = q * s + min
+    w = torch.tensor([[-0.5, -0.44, 0.0, 0.31, 1.0]])
+    q = quantize_tensor(w, 4, None, False, min_offset=True)
+    assert q.codes.tolist() == [[0, 1, 5, 8, 15]]
+    torch.testing.assert_close(q.scale, torch.tensor([[0.1]]))
+    torch.testing.assert_close(q.zero, torch.tensor([[5.0]]))
+    torch.testing.assert_close(dequantize_tensor(q), torch.tensor([[-0.5, -0.4, 0.0, 0.3, 1.0]]))
+    # the integer-zero grid puts 0 on the grid instead; here both agree since -min/s = 5 exactly
+    w[0, 0] = -0.52  # now -min/s is not an integer: the two grids differ, the min-offset one keeps min
+    q = quantize_tensor(w, 4, None, False, min_offset=True)
+    assert dequantize_tensor(q)[0, 0].item() == pytest.approx(-0.52)
+    assert dequantize_tensor(quantize_tensor(w, 4, None, False))[0, 0].item() != pytest.approx(-0.52)
+
+
+def test_min_offset_constant_group_stays_finite():
+    w = torch.full((2, 32), 3.0)
+    q = quantize_tensor(w, 4, 32, False, min_offset=True)
+    torch.testing.assert_close(dequantize_tensor(q), w)
+    with pytest.raises(ValueError, match="asymmetric"):
+        quantize_tensor(w, 4, 32, True, min_offset=True)
+
+
+@pytest.mark.parametrize("bits", [3, 4, 8])
+def test_min_offset_grid_quantizes_to_itself(bits: int):
+    on_grid = dequantize_tensor(quantize_tensor(randn(16, 128), bits, 32, False, min_offset=True))
+    q = quantize_tensor(on_grid, bits, 32, False, min_offset=True)
+    # (q - z) * s with z = -min / s is min + q * s up to a few float32 ulps
+    torch.testing.assert_close(dequantize_tensor(q), on_grid, rtol=1e-5, atol=1e-6)
+    assert torch.equal(quantize_tensor(dequantize_tensor(q), bits, 32, False, min_offset=True).codes, q.codes)
+
+
 def test_asymmetric_tie_at_range_end_keeps_both_ends():
     # lo = -2.5, hi = 12.5 at 4 bits: s = 1 and -lo/s = 2.5 is a tie, so round() alone gives z = 2
     # and code round(12.5) + 2 = 14 for hi; the grid of the result would then be narrower.
@@ -134,23 +166,31 @@ def test_bad_shapes_raise():
 
 
 @pytest.mark.parametrize(
-    ("name", "bits", "group_size", "symmetric"),
-    [("rtn-w4", 4, None, True), ("rtn-w8-g128", 8, 128, True), ("rtn-w2-g32-asym", 2, 32, False)],
+    ("name", "bits", "group_size", "zero_point"),
+    [
+        ("rtn-w4", 4, None, "none"),
+        ("rtn-w8-g128", 8, 128, "none"),
+        ("rtn-w2-g32-asym", 2, 32, "integer"),
+        ("rtn-w4-g32-min", 4, 32, "float"),
+    ],
 )
-def test_names_parse(name: str, bits: int, group_size: int | None, symmetric: bool):
+def test_names_parse(name: str, bits: int, group_size: int | None, zero_point: str):
     assert get_quantizer(name).config() == {
         "name": name,
         "method": "rtn",
         "bits": bits,
         "group_size": group_size,
-        "symmetric": symmetric,
+        "symmetric": zero_point == "none",
+        "zero_point": zero_point,
         "skipped": ["lm_head", "output embeddings", "Linear weights tied to an nn.Embedding"],
     }
 
 
-@pytest.mark.parametrize("name", ["rtn", "rtn-x", "rtn-w5", "rtn-w4-g100", "rtn-w4-asym-g128", "rtn-w4-sym"])
+@pytest.mark.parametrize(
+    "name", ["rtn", "rtn-x", "rtn-w5", "rtn-w4-g100", "rtn-w4-asym-g128", "rtn-w4-sym", "rtn-w4-asym-min"]
+)
 def test_malformed_names_show_the_pattern(name: str):
-    with pytest.raises(ValueError, match=r"expected rtn-w\{2,3,4,8\}\[-g\{32,64,128\}\]\[-asym\]"):
+    with pytest.raises(ValueError, match=r"expected rtn-w\{2,3,4,8\}\[-g\{32,64,128\}\]\[-asym\|-min\]"):
         get_quantizer(name)
 
 

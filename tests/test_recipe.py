@@ -57,7 +57,8 @@ ROBUST = ["sure_news", "sure_books", "quail_news", "oeu_news"]
 
 
 def test_paper_hyperparameters() -> None:
-    assert sorted(p.stem for p in RECIPES) == sorted(["demo", "demo_full", *BASELINES, *ROBUST])
+    real_model = ["smollm2_austen_natural", "smollm2_austen_released4bit"]
+    assert sorted(p.stem for p in RECIPES) == sorted(["demo", "demo_full", *BASELINES, *ROBUST, *real_model])
     for name in BASELINES + ROBUST:
         recipe = load_recipe(RECIPES[0].parent / f"{name}.yaml")
         lr = recipe.train["learning_rate"]
@@ -229,3 +230,13 @@ def test_check_prints_the_resolved_recipe(tmp_path: Path, capsys: pytest.Capture
     resolved = yaml.safe_load(capsys.readouterr().out)
     assert resolved["quantize"] == ["fp", "rtn-w4-g32"]  # fp is always audited: recovery is relative to it
     assert resolved["data"]["retain_split"] == "retain1"
+
+
+def test_home_in_paths_is_expanded() -> None:
+    recipe = load_recipe(
+        RECIPES[0].parent / "demo.yaml",
+        ["model.target=~/models/t", "model.retrain=~/models/r", "data.source=~/bench", "output.dir=~/runs/x"],
+    )
+    home = Path.home()
+    assert (recipe.model.target, recipe.model.retrain) == (str(home / "models/t"), str(home / "models/r"))
+    assert (recipe.data.source, recipe.output.dir) == (str(home / "bench"), home / "runs/x")

@@ -10,6 +10,10 @@ Grid (b bits, one group of weights w, computed in float32):
   lo = min(min w, 0), hi = max(max w, 0), s = (hi - lo) / (2^b - 1), z = round(-lo / s),
   q = clamp(round(w / s) + z, 0, 2^b - 1), dequantized w' = (q - z) * s.
   Like GPTQ, the range always contains 0, so 0 is exactly on the grid (z is the code of 0).
+- min-offset (`-min`), codes q in [0, 2^b - 1]: lo = min w, hi = max w, s = (hi - lo) / (2^b - 1),
+  q = clamp(round((w - lo) / s), 0, 2^b - 1), w' = q * s + lo, stored as the float zero point
+  z = -lo / s. This is llama.cpp's Q4_1 / Q5_1 grid (a float minimum per block of 32), so a
+  model released as such a GGUF file is a target already on this grid.
 - symmetric, codes q in [-2^(b-1), 2^(b-1) - 1]:
   s = max|w| / (2^(b-1) - 1), q = clamp(round(w / s), -2^(b-1), 2^(b-1) - 1), w' = q * s.
   Max-abs scaling never produces the most negative code -2^(b-1) (|w| / s <= 2^(b-1) - 1), as in
@@ -44,7 +48,8 @@ class QuantizedTensor:
 
     `codes` has the weight's shape (uint8 asymmetric, int8 symmetric); `scale` and `zero` have
     shape [rows, groups per row] (one group per row when `group_size` is None); `zero` is None
-    for symmetric grids. Element (i, j) belongs to group j // group_size of row i.
+    for symmetric grids, an integer code (uint8) for the integer-zero asymmetric grid and a float
+    (float32) for the min-offset one. Element (i, j) belongs to group j // group_size of row i.
     """
 
     codes: torch.Tensor
@@ -68,7 +73,9 @@ def check_group_size(shape: torch.Size | tuple[int, ...], group_size: int | None
         )
 
 
-def quantize_tensor(w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool) -> QuantizedTensor:
+def quantize_tensor(
+    w: torch.Tensor, bits: int, group_size: int | None, symmetric: bool, min_offset: bool = False
+) -> QuantizedTensor:
     """Round `w` [out, in] to the nearest point of its group's min/max grid (formulas: module doc).
 
     Computed in float32 whatever the input dtype. A group of zeros gets the smallest positive
@@ -78,7 +85,10 @@ def quantize_tensor(w: torch.Tensor, bits: int, group_size: int | None, symmetri
     that except at a tie (-lo / s within float error of a half-integer, where the two candidate
     codes are equally near); pinning the ends keeps the error <= s/2 and guarantees that the codes
     reach both range ends, so dequantized weights reproduce the same s and z when quantized again.
+    `min_offset` (asymmetric only) puts `lo` itself, not the nearest integer zero point, at code 0.
     """
+    if min_offset and symmetric:
+        raise ValueError("min_offset is an asymmetric grid; pass symmetric=False")
     if not 2 <= bits <= 8:
         raise ValueError(f"bits must be in 2..8, got {bits}")
     check_group_size(w.shape, group_size)
@@ -93,6 +103,15 @@ def quantize_tensor(w: torch.Tensor, bits: int, group_size: int | None, symmetri
         scale = (x.abs().amax(dim=-1, keepdim=True) / qmax).clamp_min(tiny)
         codes = torch.clamp(torch.round(x / scale), -qmax - 1, qmax).to(torch.int8)
         zero = None
+    elif min_offset:
+        qmax = 2**bits - 1
+        lo, hi = x.amin(dim=-1, keepdim=True), x.amax(dim=-1, keepdim=True)
+        # a constant group (hi == lo) needs a step that keeps z = -lo / s finite
+        scale = ((hi - lo) / qmax).clamp_min(tiny).maximum(lo.abs() * torch.finfo(torch.float32).eps)
+        q = torch.clamp(torch.round((x - lo) / scale), 0, qmax)
+        q = torch.where(x == lo, 0, torch.where(x == hi, qmax, q))
+        codes = q.to(torch.uint8)
+        zero = (-lo / scale).squeeze(-1)
     else:
         qmax = 2**bits - 1
         lo = x.amin(dim=-1, keepdim=True).clamp_max(0)
@@ -144,19 +163,20 @@ def quantization_targets(model: nn.Module) -> Iterator[tuple[str, nn.Linear]]:
         yield name, module
 
 
-_RTN_NAME = re.compile(r"rtn-w(?P<bits>[2348])(?:-g(?P<group>32|64|128))?(?P<asym>-asym)?")
+_RTN_NAME = re.compile(r"rtn-w(?P<bits>[2348])(?:-g(?P<group>32|64|128))?(?P<asym>-asym|-min)?")
 
 
 @register_quantizer("rtn")
 class RTNQuantizer(Quantizer):
-    """RTN weight-only quantization, named `rtn-w{bits}[-g{group}][-asym]`.
+    """RTN weight-only quantization, named `rtn-w{bits}[-g{group}][-asym|-min]`.
 
     `rtn-w4` is 4-bit symmetric per output channel; `-g128` uses groups of 128 inputs; `-asym`
     selects a min/max grid with an integer zero point (GPTQ's and AWQ's default) instead of the
-    symmetric max-abs grid.
+    symmetric max-abs grid; `-min` the min/max grid offset by the float minimum (llama.cpp's
+    Q4_1 is `rtn-w4-g32-min`).
     """
 
-    pattern = "rtn-w{2,3,4,8}[-g{32,64,128}][-asym]"
+    pattern = "rtn-w{2,3,4,8}[-g{32,64,128}][-asym|-min]"
 
     def __init__(self, name: str) -> None:
         match = _RTN_NAME.fullmatch(name)
@@ -166,6 +186,7 @@ class RTNQuantizer(Quantizer):
         self.bits = int(match["bits"])
         self.group_size = int(match["group"]) if match["group"] else None
         self.symmetric = match["asym"] is None
+        self.min_offset = match["asym"] == "-min"
 
     def quantize_weights(self, model: nn.Module) -> dict[str, QuantizedTensor]:
         """Codes and grids of every quantized Linear weight, by module name; the model is unchanged."""
@@ -197,6 +218,7 @@ class RTNQuantizer(Quantizer):
             "bits": self.bits,
             "group_size": self.group_size,
             "symmetric": self.symmetric,
+            "zero_point": "none" if self.symmetric else "float" if self.min_offset else "integer",
             "skipped": list(SKIPPED),
         }
 
@@ -210,7 +232,8 @@ class RTNQuantizer(Quantizer):
                 message = f"{self.name} cannot quantize {name}: {err}; choose another group size"
                 raise UserError(message) from None
         for name, module in targets:
-            yield name, module, quantize_tensor(module.weight, self.bits, self.group_size, self.symmetric)
+            q = quantize_tensor(module.weight, self.bits, self.group_size, self.symmetric, self.min_offset)
+            yield name, module, q
 
 
 # The full-precision baseline lives here until quant/ grows a module for it; it shares the registry.
