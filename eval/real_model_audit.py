@@ -48,7 +48,7 @@ from llm_unlearn.recipe import load_recipe
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "eval" / "results"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-# Names as they stand in the text; a cloze question blanks one of them (llm_unlearn/data/books.py).
+# Names as they stand in the text; a next-name question asks for one of them (llm_unlearn/data/books.py).
 CHARACTERS = {
     "prideprejudice": ("Pride and Prejudice", ("Elizabeth", "Jane", "Lydia", "Kitty", "Mary", "Darcy",
                        "Bingley", "Wickham", "Collins", "Charlotte", "Lucas", "Long", "Morris")),
@@ -71,9 +71,11 @@ SPEC = BenchmarkSpec(
     knowmem=20,
     privleak=16,
 )
+# Strong enough that the target memorises the forget chapters (MUSE's targets are fine-tuned until
+# they reproduce the forget text), small enough for 2 cores: about 10 minutes.
 TARGET_TRAINING = dict(
-    num_train_epochs=4,
-    learning_rate=1e-4,
+    num_train_epochs=6,
+    learning_rate=3e-4,
     lr_scheduler_type="cosine",
     warmup_steps=2,
     per_device_train_batch_size=8,
@@ -141,21 +143,21 @@ FACT_ICL = (
 
 
 def pretrained_knowledge(model_dir: Path, bench: Path) -> dict[str, object]:
-    """How much of the forget book the pretrained model knows: the forget cloze questions and
+    """How much of the forget book the pretrained model knows: the forget next-name questions and
     FACTS it answers (gold in its greedy answer), with its answers to FACTS."""
     corpus = load_muse(str(bench), {"knowmem": ("forget_qa", "forget_qa_icl")})
-    cloze, icl = corpus.get("knowmem", "forget_qa"), corpus.get("knowmem", "forget_qa_icl")
+    questions, icl = corpus.get("knowmem", "forget_qa"), corpus.get("knowmem", "forget_qa_icl")
     model, tokenizer = load_model(model_dir), load_tokenizer(model_dir)
 
     def answers(shots: list[dict[str, str]], questions: list[str]) -> list[str]:
         prompts = [build_prompt(shots, q) for q in questions]
         return [cut_answer(o) for o in generate_greedy(model, tokenizer, prompts, 32, 16)]
 
-    cloze_out = answers(icl, [r["question"] for r in cloze])
+    next_name_out = answers(icl, [r["question"] for r in questions])
     fact_out = answers(list(FACT_ICL), [q for q, _ in FACTS])
     return {
-        "cloze_answered": sum(r["answer"] in o for r, o in zip(cloze, cloze_out, strict=True)),
-        "cloze_questions": len(cloze),
+        "next_name_answered": sum(r["answer"] in o for r, o in zip(questions, next_name_out, strict=True)),
+        "next_name_questions": len(questions),
         "facts_answered": sum(a in o for (_, a), o in zip(FACTS, fact_out, strict=True)),
         "facts": [{"question": q, "gold": a, "output": o} for (q, a), o in zip(FACTS, fact_out, strict=True)],
     }

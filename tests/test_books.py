@@ -1,4 +1,4 @@
-"""Books -> MUSE layout: chapters, sentences, cloze questions, and a folder `load_muse` reads."""
+"""Books -> MUSE layout: chapters, sentences, next-name questions, and a folder `load_muse` reads."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from llm_unlearn.data.books import BenchmarkSpec, Book, build_benchmark, cloze_questions, passages, sentences
+from llm_unlearn.data.books import (
+    BenchmarkSpec,
+    Book,
+    build_benchmark,
+    next_name_questions,
+    passages,
+    sentences,
+)
 from llm_unlearn.data.corpora import SPLITS, load_muse
 
 LINES = [
@@ -42,14 +49,13 @@ def test_sentences_keep_titles_and_closing_quotes():
     ]
 
 
-def test_cloze_blanks_exactly_one_named_character():
+def test_next_name_questions_quote_the_words_before_one_named_character():
     book = Book.from_lines("A Novel", LINES, ("Elizabeth", "Darcy", "Jane"))
-    questions = cloze_questions(book, book.chapters, limit=10, seed=0)
-    # two names in one sentence, or one name twice, is ambiguous: those sentences are skipped
-    prefix = 'In A Novel, who is ____ in: "____ '
+    questions = next_name_questions(book, book.chapters, limit=10, seed=0, context_words=8)
+    # Two names in one sentence, or one name twice, is ambiguous: those sentences are skipped; so is
+    # a name with fewer than 6 words before it in its passage (Darcy opening chapter 2).
     assert sorted((q["answer"], q["question"]) for q in questions) == [
-        ("Darcy", prefix + 'walked to the window and looked out over the wide park below."'),
-        ("Jane", prefix + 'smiled at her sister across the long and crowded room that night."'),
+        ("Jane", 'In A Novel, whose name comes next: "idea of dancing with Darcy at the ball. ____"'),
     ]
 
 

@@ -6,11 +6,12 @@ The layout is the one `load_muse` reads (DIR/<config>/<split>.json):
   on); raw/retain2: further chapters of those books (never trained on, for utility); raw/holdout:
   chapters of the forget book never trained on (same author, style and characters).
 - verbmem/forget: {prompt, gt}: the opening words of a forget passage and the words that follow.
-- knowmem/*_qa: name cloze questions. A sentence of the chapters that names exactly one of the
-  book's listed characters, once, is shown with the name blanked; the answer is the name. Who
-  said or did what is the knowledge a reader of those chapters has, and the gold is one
-  unambiguous word, so ROUGE scores it the way it scores MUSE's short answers. *_qa_icl: three
-  questions of the same kind from chapters outside the benchmark, to show the answer format.
+- knowmem/*_qa: next-name questions. Where a sentence of the chapters names exactly one of the
+  book's listed characters, once, the words of the passage leading up to that name are quoted
+  and the answer is the name. Who said or did what at that point is the knowledge a reader of
+  those chapters has, and the gold is one unambiguous word, so ROUGE scores it the way it scores
+  MUSE's short answers. *_qa_icl: three questions of the same kind from chapters outside the
+  benchmark, to show the answer format.
 - privleak/{forget, retain, holdout}: passages of those texts (members, and the two non-members).
 
 Everything is chosen by position and a seeded shuffle, so the same books give the same folder.
@@ -35,7 +36,7 @@ BLANK = "____"
 
 @dataclass(frozen=True)
 class Book:
-    """A novel as chapters of plain text, with the character names its cloze questions blank."""
+    """A novel as chapters of plain text, with the character names its next-name questions ask for."""
 
     title: str
     chapters: tuple[str, ...]
@@ -88,23 +89,31 @@ def sentences(text: str) -> list[str]:
     return [s.strip() for paragraph in text.split("\n") for s in _SENTENCE_END.split(paragraph) if s.strip()]
 
 
-def cloze_questions(book: Book, texts: Sequence[str], limit: int, seed: int) -> list[dict[str, str]]:
-    """Up to `limit` name cloze questions from `texts` (passages of `book`), seeded choice.
+def next_name_questions(
+    book: Book, texts: Sequence[str], limit: int, seed: int, context_words: int = 24
+) -> list[dict[str, str]]:
+    """Up to `limit` next-name questions from `texts` (passages of `book`), seeded choice.
 
     Kept: sentences of 8 to 40 words naming exactly one listed character, exactly once, as a
-    whole word; the question quotes the sentence with that name replaced by ____.
+    whole word, with at least 6 words of the passage before the name. The question quotes the
+    `context_words` words of the passage that lead up to the name, then ____; the answer is the
+    name. A reader (or a model) who knows the passage knows who comes next; a model that never saw
+    it has only the book's general cast to guess from.
     """
     names = {name: re.compile(rf"\b{re.escape(name)}\b") for name in book.characters}
     found = []
-    for sentence in (s for text in texts for s in sentences(text)):
-        if not 8 <= len(sentence.split()) <= 40:
-            continue
-        hits = [(name, pattern) for name, pattern in names.items() if pattern.search(sentence)]
-        if len(hits) != 1 or len(hits[0][1].findall(sentence)) != 1:
-            continue
-        name, pattern = hits[0]
-        quoted = pattern.sub(BLANK, sentence).replace('"', "'")
-        found.append({"question": f'In {book.title}, who is {BLANK} in: "{quoted}"', "answer": name})
+    for text in texts:
+        before: list[str] = []
+        for sentence in sentences(text):
+            hits = [(name, pattern) for name, pattern in names.items() if pattern.search(sentence)]
+            if 8 <= len(sentence.split()) <= 40 and len(hits) == 1 and len(hits[0][1].findall(sentence)) == 1:
+                name, pattern = hits[0]
+                lead = [*before, *sentence[: pattern.search(sentence).start()].split()][-context_words:]
+                if len(lead) >= 6:
+                    quoted = " ".join(lead).replace('"', "'")
+                    question = f'In {book.title}, whose name comes next: "{quoted} {BLANK}"'
+                    found.append({"question": question, "answer": name})
+            before.extend(sentence.split())
     random.Random(seed).shuffle(found)
     return found[:limit]
 
@@ -151,12 +160,13 @@ def build_benchmark(
     retain = {b.title: (b, cut(b, spec.retain_chapters, spec.retain_passages)) for b in retain_books}
     retain_passages = [p for _, texts in retain.values() for p in texts]
     retain_qa = [
-        q for b, texts in retain.values() for q in cloze_questions(b, texts, spec.knowmem, spec.seed)
+        q for b, texts in retain.values() for q in next_name_questions(b, texts, spec.knowmem, spec.seed)
     ]
     retain_icl = [
-        q for b in retain_books for q in cloze_questions(b, cut(b, spec.retain2_chapters), 1, spec.seed)
+        q for b in retain_books for q in next_name_questions(b, cut(b, spec.retain2_chapters), 1, spec.seed)
     ]
     rng = random.Random(spec.seed)
+    icl = next_name_questions(forget, cut(forget, spec.icl_chapters), 3, spec.seed)
     splits = {
         ("raw", "forget"): forget_passages,
         ("raw", "retain1"): retain_passages,
@@ -165,8 +175,8 @@ def build_benchmark(
         ],
         ("raw", "holdout"): holdout_passages,
         ("verbmem", "forget"): verbmem_records(forget_passages, 30, 50)[: spec.verbmem],
-        ("knowmem", "forget_qa"): cloze_questions(forget, forget_passages, spec.knowmem, spec.seed),
-        ("knowmem", "forget_qa_icl"): cloze_questions(forget, cut(forget, spec.icl_chapters), 3, spec.seed),
+        ("knowmem", "forget_qa"): next_name_questions(forget, forget_passages, spec.knowmem, spec.seed),
+        ("knowmem", "forget_qa_icl"): icl,
         ("knowmem", "retain_qa"): rng.sample(retain_qa, min(spec.knowmem, len(retain_qa))),
         ("knowmem", "retain_qa_icl"): retain_icl[:3],
         ("privleak", "forget"): forget_passages[: spec.privleak],
