@@ -1,11 +1,13 @@
 # CUDA image for real runs: llm-unlearn with its GPU extras (bitsandbytes, and llm-compressor for
 # GPTQ/AWQ). Not built in CI: there is no Docker there; hadolint lints this file.
-#   docker build -t llm-unlearn .
+#   docker build -t llm-unlearn --build-arg EXTRAS=bnb .
 #   docker run --gpus all -v "$PWD/runs:/work/runs" -v "$HOME/.cache/huggingface:/cache/huggingface" \
 #       llm-unlearn run recipes/npo_gdr_news.yaml
-# llm-compressor pins transformers<=5.17, which lacks TrainingArguments' activation_checkpointing
-# (used by the shipped MUSE recipes); build with --build-arg EXTRAS=bnb to keep the newest
-# transformers and leave GPTQ/AWQ out.
+# EXTRAS picks the extras. The default, gptq,bnb, gets llm-compressor, which pins transformers<=5.17:
+# its TrainingArguments lack activation_checkpointing, so the MUSE recipes (*_news, *_books), which
+# set it, fail validation there (demo and demo_full run). `--set` cannot drop that key:
+# copy the recipe with gradient_checkpointing: true instead, or build with EXTRAS=bnb (newest
+# transformers, no GPTQ/AWQ), as above.
 FROM nvidia/cuda:12.8.1-runtime-ubuntu24.04
 
 ARG EXTRAS=gptq,bnb

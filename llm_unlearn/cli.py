@@ -100,7 +100,15 @@ def _report(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     from llm_unlearn.hub import push
 
-    push(args.run_dir, args.repo_id, args.model, args.private, args.dry_run, args.with_quantized)
+    push(
+        args.run_dir,
+        args.repo_id,
+        args.model,
+        args.private,
+        args.dry_run,
+        args.with_quantized,
+        args.with_adapter,
+    )
     return 0
 
 
@@ -203,6 +211,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="print the plan and write the card; no network")
     p.add_argument(
         "--with-quantized", action="store_true", help="also push RUN_DIR/quantized/<model>/<quantizer>/"
+    )
+    p.add_argument(
+        "--with-adapter",
+        action="store_true",
+        help="a LoRA run: also push its adapter, under adapter/ (PeftModel.from_pretrained(..., subfolder=))",
     )
     p.set_defaults(func=_push)
     return parser

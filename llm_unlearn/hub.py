@@ -7,6 +7,10 @@ forget set, base model, hyper-parameters, the model's audit table, `model-index`
 metric under every quantizer) and, under `audit/`, the recipe, `results.jsonl` and the resolved
 method settings. Quantized checkpoints, when the run folder has them under
 `quantized/<model>/<quantizer>/`, go to a branch of the same repo named after the quantizer.
+A LoRA run's adapter (`models/<model>.adapter/`) goes, on request, under `adapter/` beside the
+merged model: not at the root, where transformers would load the repo as an adapter rather than as
+the merged model, and not on a branch, which here means a quantized variant of the same weights;
+`PeftModel.from_pretrained(base, repo_id, subfolder="adapter")` loads it.
 
 The token comes from the standard Hub login or `HF_TOKEN` (`huggingface_hub.get_token()`) and is
 only ever handed to `HfApi`: never printed, logged or written.
@@ -38,11 +42,14 @@ from llm_unlearn.data.corpora import DEMO, is_hub_id
 from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS
+from llm_unlearn.pipeline import adapter_folder
 from llm_unlearn.recipe import MethodSection
 
 CARD_FILE = "README.md"
 #: the run's own files, under this folder of the repo
 AUDIT_DIR = "audit"
+#: a LoRA run's adapter, under this folder of the repo
+ADAPTER_DIR = "adapter"
 
 
 @dataclass(frozen=True)
@@ -80,7 +87,12 @@ def unlearned_models(run_dir: Path) -> list[str]:
 
 
 def plan_push(
-    run_dir: Path, repo_id: str, model: str | None = None, private: bool = False, with_quantized: bool = False
+    run_dir: Path,
+    repo_id: str,
+    model: str | None = None,
+    private: bool = False,
+    with_quantized: bool = False,
+    with_adapter: bool = False,
 ) -> UploadPlan:
     """What `push` would upload, read from the run folder only; the card is rendered, not written."""
     _check_repo_id(repo_id)
@@ -88,7 +100,8 @@ def plan_push(
         raise UserError(f"{run_dir}: no recipe.yaml and results.jsonl here; give the folder a run wrote")
     model = _choose_model(run_dir, model)
     checkpoint = run_dir / "models" / model
-    card = model_card(run_dir, model, repo_id)
+    adapter = _adapter_files(run_dir, checkpoint) if with_adapter else []
+    card = model_card(run_dir, model, repo_id, with_adapter)
     card_path = run_dir / "hub" / model / CARD_FILE
     card_file = PlannedFile(CARD_FILE, card_path, len(str(card).encode()))
     run_files = [
@@ -99,7 +112,7 @@ def plan_push(
             ("method.json", _method_file(checkpoint)),
         )
     ]
-    commits = [Commit("main", (*_checkpoint_files(checkpoint), card_file, *run_files))]
+    commits = [Commit("main", (*_checkpoint_files(checkpoint), *adapter, card_file, *run_files))]
     notes = []
     if with_quantized:
         variants = run_dir / "quantized" / model
@@ -122,6 +135,7 @@ def push(
     private: bool = False,
     dry_run: bool = False,
     with_quantized: bool = False,
+    with_adapter: bool = False,
 ) -> UploadPlan:
     """Write the model card to RUN_DIR/hub/<model>/README.md, print the plan and, unless `dry_run`,
     upload it with huggingface_hub. Without a token (and not `dry_run`) nothing is touched."""
@@ -130,7 +144,7 @@ def push(
         raise UserError(
             "no Hugging Face token: log in with `hf auth login` or set HF_TOKEN (or use --dry-run)"
         )
-    plan = plan_push(run_dir, repo_id, model, private, with_quantized)
+    plan = plan_push(run_dir, repo_id, model, private, with_quantized, with_adapter)
     plan.card_path.parent.mkdir(parents=True, exist_ok=True)
     plan.card_path.write_text(str(plan.card))
     print(format_plan(plan, dry_run))
@@ -155,8 +169,9 @@ def format_plan(plan: UploadPlan, dry_run: bool) -> str:
     return "\n".join([*lines, *plan.notes])
 
 
-def model_card(run_dir: Path, model: str, repo_id: str) -> ModelCard:
-    """The card of `model` (RUN@TARGET): metadata with model-index, and a body a reader can act on."""
+def model_card(run_dir: Path, model: str, repo_id: str, with_adapter: bool = False) -> ModelCard:
+    """The card of `model` (RUN@TARGET): metadata with model-index, and a body a reader can act on;
+    `with_adapter`: the repo holds the LoRA adapter too, under `adapter/`."""
     recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     run, target = model.split("@", 1)
     section = _method_section(recipe, run)
@@ -205,6 +220,14 @@ def model_card(run_dir: Path, model: str, repo_id: str) -> ModelCard:
         f"- `{AUDIT_DIR}/recipe.yaml`: the recipe of the run (`llm-unlearn run` it to reproduce the run)",
         f"- `{AUDIT_DIR}/results.jsonl`: every audit cell of the run (all its models), per example too",
         f"- `{AUDIT_DIR}/method.json`: the method settings resolved at run time",
+        *(
+            [
+                f"- `{ADAPTER_DIR}/`: the LoRA adapter before merging; "
+                f'`PeftModel.from_pretrained(base_model, "{repo_id}", subfolder="{ADAPTER_DIR}")`'
+            ]
+            if with_adapter
+            else []
+        ),
         "",
     ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
@@ -390,6 +413,21 @@ def _checkpoint_files(folder: Path) -> list[PlannedFile]:
     if not any(p.suffix == ".safetensors" for p in files):
         raise UserError(f"{folder}: no .safetensors weights; push uploads safetensors checkpoints only")
     return [PlannedFile(p.name, p, p.stat().st_size) for p in files]
+
+
+def _adapter_files(run_dir: Path, checkpoint: Path) -> list[PlannedFile]:
+    """The LoRA adapter's files, for `adapter/` in the repo; peft's template README is left out
+    (the repo's card describes the adapter)."""
+    folder = adapter_folder(checkpoint)
+    if not yaml.safe_load((run_dir / "recipe.yaml").read_text())["model"].get("lora"):
+        raise UserError(f"--with-adapter: {checkpoint.name} is not a LoRA run (its recipe has no model.lora)")
+    if not folder.is_dir():
+        raise UserError(
+            f"--with-adapter: no adapter in {folder} (a run made before adapters were saved); "
+            f"delete {checkpoint} and re-run to save it"
+        )
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != CARD_FILE)
+    return [PlannedFile(f"{ADAPTER_DIR}/{p.name}", p, p.stat().st_size) for p in files]
 
 
 def _method_file(checkpoint: Path) -> Path:

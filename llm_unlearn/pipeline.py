@@ -1,8 +1,9 @@
 """`run(recipe)`: targets -> unlearn each method -> audit every variant -> report.
 
 Stages talk through files in the run folder (checkpoints, results.jsonl), so a re-run skips
-whatever is already done. Under `accelerate launch` every process trains; the main process
-alone evaluates and writes the report (sharded evaluation is a later stage).
+whatever is already done. Under `accelerate launch` every process trains and every process takes
+part in the audit, each running its share of every metric's batches (results are gathered, so
+the numbers are those of one process); the main process alone writes the run folder's files.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from pathlib import Path
 
 import yaml
 from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
 from peft import LoraConfig, get_peft_model
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import PreTrainedTokenizerBase
 
+from llm_unlearn.audit.relearn import relearnings
 from llm_unlearn.audit.report import write_report
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.audit.run import NO_TARGET, AuditModel, audit
@@ -46,13 +49,16 @@ console = Console(stderr=True)
 def run(recipe: Recipe) -> Path:
     """Run the whole recipe; returns the run folder holding results.jsonl and report.md."""
     out = recipe.output.dir
-    _claim_run_folder(recipe, out)
+    state = _launch_state(recipe)
+    with state.main_process_first():  # one writer, or a process could read the recipe half-written
+        if state.is_main_process:
+            _claim_run_folder(recipe, out)
 
     # Data first: a data mistake should surface before minutes of model building.
     needs = required_splits(list(recipe.evaluate))
     needs.setdefault("raw", set()).update({recipe.data.forget_split, recipe.data.retain_split})
     corpus = load_muse(recipe.data.source, needs)
-    state = PartialState()
+    relearn = relearnings(recipe, corpus)
     # Building the demo models or a grid copy writes shared folders: once, before the others read.
     with state.main_process_first():
         targets, retrain = resolve_models(recipe, out)
@@ -69,19 +75,20 @@ def run(recipe: Recipe) -> Path:
                 console.print(f"[bold]unlearning[/] {method.run_name} on the {target} target")
                 unlearn(recipe, method, targets[target], dest, corpus, tokenizer, ctx)
             models.append(AuditModel(method.run_name, target, dest))
-    if not state.is_main_process:
-        return out
 
-    results = ResultsFile(out / "results.jsonl")
-    with _progress() as progress:
+    # Every process audits (the metrics split their batches between them); main writes the files.
+    results = ResultsFile.shared(out / "results.jsonl")
+    with _progress(show=state.is_main_process) as progress:
         calibration = _calibration(recipe, corpus, tokenizer)
-        audit(models, recipe.quantize, recipe.evaluate, ctx, results, progress, calibration)
-    write_report(out)
+        audit(models, recipe.quantize, recipe.evaluate, ctx, results, progress, calibration, relearn=relearn)
+    if state.is_main_process:
+        write_report(out)
     return out
 
 
-#: recipe sections a re-run may change: more quantizers or metrics only add cells to the audit
-RESUMABLE_CHANGES = ("name", "quantize", "evaluate", "output")
+#: recipe sections a re-run may change: more quantizers, relearn checks or metrics only add cells
+#: to the audit (a relearn entry changed under its old name is recomputed: its cells record settings)
+RESUMABLE_CHANGES = ("name", "quantize", "evaluate", "relearn", "output")
 
 
 def _claim_run_folder(recipe: Recipe, out: Path) -> None:
@@ -175,10 +182,18 @@ def unlearn(
         # A LoRA run is audited as the model it would ship: the adapter merged into the base weights.
         network = trainer.accelerator.unwrap_model(trainer.model)
         if lora is not None:
+            # The adapter alone as well (for `push --with-adapter`), from the gathered weights, before
+            # merging consumes it; written before the checkpoint, whose existence marks the run done.
+            network.save_pretrained(adapter_folder(dest), state_dict=state_dict)
             network, state_dict = network.merge_and_unload(), None
         save_checkpoint(network, tokenizer, dest, state_dict)
         shutil.rmtree(args.output_dir, ignore_errors=True)  # the Trainer's scratch folder, unused
     trainer.accelerator.wait_for_everyone()
+
+
+def adapter_folder(checkpoint: Path) -> Path:
+    """Where a LoRA run keeps its adapter (peft's `save_pretrained` folder), beside the merged model."""
+    return checkpoint.with_name(checkpoint.name + ".adapter")
 
 
 def _calibration(
@@ -194,15 +209,24 @@ def _calibration(
     return build_calibration(texts, tokenizer, c.source, c.samples, c.seq_len, c.seed)
 
 
+def _launch_state(recipe: Recipe) -> PartialState:
+    """The processes of the launch, as the Trainer will see them: its TrainingArguments re-create
+    this state, and on CPUs count the processes of a launch only with `use_cpu` (or `accelerate
+    launch --cpu`). Built as they would, so a run that trains nothing audits with the same state."""
+    cpu = bool(recipe.train.get("use_cpu")) or parse_flag_from_env("ACCELERATE_USE_CPU")
+    return PartialState(cpu=cpu)
+
+
 def _eval_batch_size(recipe: Recipe) -> int:
     return int(recipe.train.get("per_device_eval_batch_size", 16))
 
 
-def _progress() -> Progress:
+def _progress(show: bool = True) -> Progress:
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         console=console,
+        disable=not show,
     )

@@ -236,6 +236,37 @@ class CalibrationSection(_Section):
         return self
 
 
+class RelearnSection(_Section):
+    """A relearning check: every audited model briefly fine-tuned on a seeded slice of raw text, then
+    evaluated at full precision in an audit column of its own, beside the quantizers."""
+
+    split: Literal["forget", "retain"] = Field(
+        description="'forget': the relearning attack (a few steps on data.forget_split); 'retain': does "
+        "benign fine-tuning on data.retain_split bring the forgotten knowledge back?"
+    )
+    samples: int = Field(
+        default=4, ge=1, description="Texts drawn from the split (seeded), cut into data.max_length windows."
+    )
+    steps: int = Field(default=10, ge=1, description="Optimizer steps.")
+    learning_rate: float = Field(
+        default=1e-5,
+        gt=0,
+        description="Constant, no warm-up or weight decay; 1e-5 is the MUSE baselines' unlearning rate.",
+    )
+    batch_size: int = Field(default=4, ge=1, description="Windows per step (per process).")
+    seed: int = Field(default=0, description="Seeds the slice and the order of its windows.")
+    label: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.+-]+$",
+        description="The column's name in results and report; default relearn-<split>-<steps>.",
+    )
+
+    @property
+    def column(self) -> str:
+        """The audit column of this check (the `quantizer` field of its results lines)."""
+        return self.label or f"relearn-{self.split}-{self.steps}"
+
+
 class OutputSection(_Section):
     dir: Annotated[Path, AfterValidator(Path.expanduser)] = Field(
         description="Run folder: checkpoints, results.jsonl, report.md."
@@ -251,9 +282,13 @@ class Recipe(_Section):
     quantize: tuple[str, ...] = ("fp",)
     calibration: CalibrationSection = CalibrationSection()
     evaluate: tuple[str, ...] = ("verbmem", "knowmem_forget", "knowmem_retain", "privleak")
+    relearn: tuple[RelearnSection, ...] = Field(
+        default=(),
+        description="Relearning checks, each one audit column beside the quantizers; none by default.",
+    )
     output: OutputSection
 
-    @field_validator("method", mode="before")
+    @field_validator("method", "relearn", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, dict) else value
@@ -294,6 +329,17 @@ class Recipe(_Section):
     @model_validator(mode="after")
     def _distinct_run_names(self) -> Recipe:
         distinct_run_names([m.run_name for m in self.method], "method")
+        return self
+
+    @model_validator(mode="after")
+    def _distinct_columns(self) -> Recipe:
+        columns = [r.column for r in self.relearn]
+        for i, column in enumerate(columns):
+            if column in columns[:i] or column in self.quantize:
+                other = "a quantizer" if column in self.quantize else "another relearn entry"
+                raise ValueError(
+                    f"relearn.{i}: column {column!r} is also {other}'s; give this entry a distinct label"
+                )
         return self
 
     @model_validator(mode="after")

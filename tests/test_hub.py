@@ -8,14 +8,20 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import tiny_llama
 from huggingface_hub import HfApi, ModelCard
+from peft import LoraConfig, PeftModel, get_peft_model
 
 from llm_unlearn.cli import main
+from llm_unlearn.data.corpora import MuseCorpus
 from llm_unlearn.errors import UserError
 from llm_unlearn.hub import model_card, plan_push
-from llm_unlearn.models import save_checkpoint
+from llm_unlearn.metrics import EvalContext
+from llm_unlearn.models import load_model, save_checkpoint
+from llm_unlearn.pipeline import adapter_folder, unlearn
+from llm_unlearn.recipe import validate_recipe
 
 MODEL = "ga_gdr+quail@natural"
 CHECKPOINT_FILES = {
@@ -222,3 +228,74 @@ def test_push_uploads_with_the_token_and_never_shows_it(run_dir, tmp_path, capsy
     assert FAKE_TOKEN not in out + err
     for path in copy.rglob("*"):
         assert not path.is_file() or FAKE_TOKEN.encode() not in path.read_bytes(), path
+
+
+def lora_run(run_dir: Path, tmp_path: Path, tok) -> Path:
+    """A copy of the run folder as a LoRA run left it: model.lora in the recipe and peft's adapter
+    folder (with the README peft writes) beside the merged checkpoint."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    recipe = yaml.safe_load((copy / "recipe.yaml").read_text())
+    recipe["model"]["lora"] = {"r": 4, "alpha": 8, "target_modules": "all-linear", "dropout": 0.0}
+    (copy / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    adapter = get_peft_model(tiny_llama(tok), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj"]))
+    adapter.save_pretrained(copy / "models" / f"{MODEL}.adapter")
+    return copy
+
+
+def test_with_adapter_pushes_the_lora_adapter_under_adapter(
+    run_dir, tmp_path, tok, capsys, no_network
+) -> None:
+    copy = lora_run(run_dir, tmp_path, tok)
+    assert (copy / "models" / f"{MODEL}.adapter" / "README.md").is_file()
+    plan = plan_push(copy, "my-org/x", with_adapter=True)
+    [commit] = plan.commits
+    adapter = {"adapter/adapter_config.json", "adapter/adapter_model.safetensors"}  # not peft's README
+    assert sorted(f.path_in_repo for f in commit.files) == sorted(CHECKPOINT_FILES | RUN_FILES | adapter)
+    sources = {f.path_in_repo: f.local for f in commit.files}
+    assert (
+        sources["adapter/adapter_config.json"] == copy / "models" / f"{MODEL}.adapter" / "adapter_config.json"
+    )
+    assert 'PeftModel.from_pretrained(base_model, "my-org/x", subfolder="adapter")' in str(plan.card)
+    assert "subfolder" not in str(plan_push(copy, "my-org/x").card)  # without the option: no adapter
+    assert main(["push", str(copy), "--repo-id", "my-org/x", "--with-adapter", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  {name} " in out for name in adapter)
+
+
+def test_with_adapter_without_an_adapter_is_one_line(run_dir, tmp_path, tok, capsys, no_network) -> None:
+    assert main(["push", str(run_dir), "--repo-id", "my-org/x", "--with-adapter", "--dry-run"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert f"--with-adapter: {MODEL} is not a LoRA run (its recipe has no model.lora)" in err
+    copy = lora_run(run_dir, tmp_path, tok)
+    shutil.rmtree(copy / "models" / f"{MODEL}.adapter")
+    with pytest.raises(UserError, match=r"--with-adapter: no adapter in .*; delete .* and re-run to save it"):
+        plan_push(copy, "my-org/x", with_adapter=True)
+
+
+def test_a_lora_run_saves_the_adapter_that_rebuilds_its_merged_model(tmp_path, tok) -> None:
+    target = save_checkpoint(tiny_llama(tok), tok, tmp_path / "target")
+    recipe = validate_recipe(
+        {
+            "name": "lora",
+            "model": {"target": str(target), "lora": {"r": 4, "alpha": 8}},
+            "data": {"max_length": 32},
+            "method": [{"name": "ga"}],
+            "train": {
+                "max_steps": 2,
+                "per_device_train_batch_size": 2,
+                "learning_rate": 1e-2,
+                "disable_tqdm": True,
+            },
+            "output": {"dir": str(tmp_path / "run")},
+        }
+    )
+    corpus = MuseCorpus("hand-built", {"raw": {"forget": ["Zorbl's code is 4417."] * 4}})
+    dest = tmp_path / "run" / "models" / "ga@natural"
+    unlearn(recipe, recipe.method[0], target, dest, corpus, tok, EvalContext(tok, corpus))
+    rebuilt = PeftModel.from_pretrained(load_model(target), adapter_folder(dest)).merge_and_unload()
+    merged, base = load_model(dest).state_dict(), load_model(target).state_dict()
+    assert merged.keys() == rebuilt.state_dict().keys()
+    assert all(torch.allclose(rebuilt.state_dict()[k], w, atol=1e-6) for k, w in merged.items())
+    assert any(not base[k].equal(w) for k, w in merged.items())  # the adapter changed the model

@@ -46,6 +46,7 @@ def render_html(
     return env.get_template("report.html.j2").render(
         title=title,
         quantizers=tables.quantizers,
+        has_relearn=any(tables.is_relearn(q) for q in tables.quantizers),
         metrics=[_metric_view(tables, metric) for metric in tables.values],
         plots=_plots(tables, diagnostics),
         diagnostic_columns=list(DIAGNOSTIC_COLUMNS.values()),
@@ -147,7 +148,9 @@ def _png(fig: Figure) -> str:
 
 
 def _metric_vs_bits(tables: MetricTables) -> dict[str, str]:
-    order = sorted(tables.quantizers, key=lambda q: -_bits(tables.configs.get(q, {})))
+    # relearn columns are full precision: they have no place on a bits axis
+    quantizers = [q for q in tables.quantizers if not tables.is_relearn(q)]
+    order = sorted(quantizers, key=lambda q: -_bits(tables.configs.get(q, {})))
     metrics = list(tables.values)
     fig = Figure(figsize=(5.2 * min(len(metrics), 2), 3.6 * ((len(metrics) + 1) // 2)))
     axes = fig.subplots((len(metrics) + 1) // 2, min(len(metrics), 2), squeeze=False).flatten()
@@ -177,7 +180,8 @@ def _metric_vs_bits(tables: MetricTables) -> dict[str, str]:
 
 def _tradeoff(tables: MetricTables) -> dict[str, str]:
     forget, retain = tables.values["knowmem_forget"], tables.values["knowmem_retain"]
-    lowest = min(tables.quantizers, key=lambda q: _bits(tables.configs.get(q, {})))
+    quantizers = [q for q in tables.quantizers if not tables.is_relearn(q)]
+    lowest = min(quantizers, key=lambda q: _bits(tables.configs.get(q, {})))
     fig = Figure(figsize=(7, 5))
     ax = fig.subplots()
     colours = _colours(tables)

@@ -6,8 +6,9 @@ Recovery of a metric M under quantizer q (METHODS.md), for an unlearned model u 
     recovery = (M(q(u)) − M(u)) / (M(t) − M(u))        all but q(u) at full precision
 
 0 % = quantization keeps the forgetting, 100 % = the quantized model is back at the target.
-It is left blank when unlearning barely moved the metric (|M(t) − M(u)| < 1 point): a ratio of
-two tiny differences says nothing.
+A relearn column (`audit/relearn.py`: the model after a few fine-tuning steps, at full precision)
+takes the place of q(u) the same way. It is left blank when unlearning barely moved the metric
+(|M(t) − M(u)| < 1 point): a ratio of two tiny differences says nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from llm_unlearn.audit.relearn import RELEARN_METHOD
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.audit.run import DIAGNOSTICS, DIAGNOSTICS_FILE
 
@@ -62,8 +64,12 @@ class MetricTables:
     """The audit as tables: values[metric][(model, target)][quantizer] = agg_value."""
 
     values: dict[str, dict[tuple[str, str], dict[str, float]]]
-    quantizers: list[str]  # in audit order, fp first
-    configs: dict[str, dict[str, Any]]  # each quantizer's recorded configuration
+    quantizers: list[str]  # the columns in audit order: fp first, then quantizers, then relearn checks
+    configs: dict[str, dict[str, Any]]  # each column's recorded configuration
+
+    def is_relearn(self, column: str) -> bool:
+        """Whether `column` is a relearn check (at full precision) rather than a quantizer."""
+        return self.configs.get(column, {}).get("method") == RELEARN_METHOD
 
 
 def metric_tables(results: list[dict[str, Any]]) -> MetricTables:
@@ -77,6 +83,8 @@ def metric_tables(results: list[dict[str, Any]]) -> MetricTables:
         if r["quantizer"] not in quantizers:
             quantizers.append(r["quantizer"])
         configs[r["quantizer"]] = r.get("quantizer_config", {})
+    # relearn columns after every quantizer, also when a re-run added a quantizer after them
+    quantizers.sort(key=lambda q: configs[q].get("method") == RELEARN_METHOD)
     return MetricTables(values, quantizers, configs)
 
 
@@ -90,6 +98,9 @@ def render_markdown(results: list[dict[str, Any]], title: str) -> str:
         "unlearning method on each target. Cells: the metric; for unlearned models under a quantizer,",
         "(the recovery ratio): the share of the forgotten amount that quantization brings back",
         "(0 % kept, 100 % back at the target; blank where unlearning moved the metric < 1 point).",
+        "Columns named relearn-… (when the recipe has a relearn section) are each model after a few",
+        "fine-tuning steps on a slice of forget or retain text, at full precision; their ratio is the",
+        "share that relearning brings back.",
         "The `grid-aligned` target's Linear weights already sit on the low-bit grid, as in a model",
         "released as dequantized 4-bit weights; the `natural` target is trained normally.",
         "",
@@ -110,7 +121,11 @@ def render_markdown(results: list[dict[str, Any]], title: str) -> str:
         lines.append("")
     lines += _diagnostics(diagnostics)
     lines += ["## Quantizers", ""]
-    lines += [f"- `{name}`: {configs[name]}" for name in quantizers]
+    lines += [f"- `{name}`: {configs[name]}" for name in quantizers if not tables.is_relearn(name)]
+    relearn = [name for name in quantizers if tables.is_relearn(name)]
+    if relearn:
+        lines += ["", "## Relearn checks", ""]
+        lines += [f"- `{name}`: {configs[name]}" for name in relearn]
     return "\n".join(lines) + "\n"
 
 
@@ -154,7 +169,7 @@ def _diagnostic_cell(key: str, value: float | None) -> str:
 
 def _summary(table: dict[str, dict[tuple[str, str], dict[str, float]]], quantizers: list[str]) -> list[str]:
     """Per forget metric and target: the range of recovery ratios over the methods, per quantizer."""
-    lines = ["## Summary: share of the forgotten knowledge that quantization brings back", ""]
+    lines = ["## Summary: share of the forgotten knowledge that quantization (or relearning) brings back", ""]
     lines += ["| metric | target | " + " | ".join(q for q in quantizers if q != "fp") + " |"]
     lines += ["|---|---|" + "---|" * (len(quantizers) - 1)]
     for metric in ("knowmem_forget", "verbmem"):

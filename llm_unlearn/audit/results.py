@@ -2,6 +2,8 @@
 
 Each line is written with a single `write` on an append-only file and fsync'd, so a killed
 run leaves at most one torn last line, which reading cuts off; that cell is then recomputed.
+Under a launch with several processes, `ResultsFile.shared` opens the file on each of them and
+only the main process writes it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from accelerate import PartialState
+
 Key = tuple[str, str, str, str]
 
 
@@ -20,30 +24,42 @@ def cell_key(record: dict[str, Any]) -> Key:
 
 
 class ResultsFile:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, write: bool = True) -> None:
+        """`write=False` keeps added records in memory only (a process other than the main one)."""
         self.path = path
+        self.write = write
         self._records: dict[Key, dict[str, Any]] = {}
         if path.exists():
             text = path.read_text()
             if text and not text.endswith("\n"):
                 # A torn last line from a killed run: cut it, or the next append would join it.
                 text = text[: text.rfind("\n") + 1]
-                path.write_text(text)
+                if write:
+                    path.write_text(text)
             for line in text.splitlines():
                 record = json.loads(line)
                 self._records[cell_key(record)] = record
+
+    @classmethod
+    def shared(cls, path: Path) -> ResultsFile:
+        """`path` opened by every process of a launch (call it on all): the main process first,
+        as it may cut a torn line, then the others, so all read the same cells; only main writes."""
+        state = PartialState()
+        with state.main_process_first():
+            return cls(path, write=state.is_main_process)
 
     def get(self, model: str, target: str, quantizer: str, metric: str) -> dict[str, Any] | None:
         return self._records.get((model, target, quantizer, metric))
 
     def add(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if self.write:
+            line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         self._records[cell_key(record)] = record
 
     def __iter__(self) -> Iterator[dict[str, Any]]:

@@ -6,6 +6,8 @@ models are cached with their codes under `quantized/<model>@<target>/<quantizer>
 folder, so a resumed audit (or one with more metrics) does not quantize again. After the metrics,
 each unlearned model is compared with its target under every quantizer that has integer codes
 (`quant/overlap.py`): one line per model × quantizer in `diagnostics.jsonl` beside the results.
+Under a launch with several processes every process runs the audit and evaluates its share of
+each metric's batches (`metrics/generation.py`); only the main process writes files.
 """
 
 from __future__ import annotations
@@ -18,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from rich.progress import Progress
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 
+from llm_unlearn.audit.relearn import RELEARNED, Relearning, relearned
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.errors import UserError
 from llm_unlearn.metrics import EvalContext, evaluate
@@ -54,14 +58,17 @@ def audit(
     progress: Progress | None = None,
     calibration: Calibration | None = None,
     cache: Path | None = None,
+    relearn: Sequence[Relearning] = (),
 ) -> None:
     """Fill every missing cell of `results`; the retrain model goes first (PrivLeak's reference).
 
     `calibration` feeds GPTQ/AWQ; `cache` (default: beside the results) holds quantized models.
+    Each of `relearn` is one more column after the quantizers: the model relearned, at full precision.
     """
     cache = cache or results.path.parent / "quantized"
     ordered = sorted(models, key=lambda m: m.name != "retrain")
-    task = progress.add_task("audit", total=len(ordered) * len(quantizers)) if progress else None
+    columns = len(quantizers) + len(relearn)
+    task = progress.add_task("audit", total=len(ordered) * columns) if progress else None
     for model in ordered:
         for quantizer_name in quantizers:
             pending = [m for m in metrics if results.get(model.name, model.target, quantizer_name, m) is None]
@@ -73,7 +80,16 @@ def audit(
                 _evaluate_cell(model, quantizer, network, pending, ctx, results)
             if progress:
                 progress.advance(task)
-    diagnostics = ResultsFile(results.path.with_name(DIAGNOSTICS_FILE))
+        for relearning in relearn:
+            pending = _relearn_pending(results, model, relearning, metrics)
+            if progress:
+                progress.update(task, description=f"audit {model.name}@{model.target} {relearning.name}")
+            if pending:
+                folder = relearned_checkpoint(model, relearning, results.path.parent / RELEARNED)
+                _evaluate_cell(model, relearning, load_model(folder), pending, ctx, results)
+            if progress:
+                progress.advance(task)
+    diagnostics = ResultsFile.shared(results.path.with_name(DIAGNOSTICS_FILE))
     targets = {m.target: m for m in models if m.name == "target"}
     for model in ordered:
         if model.target not in targets or model.name in ("target", "retrain"):
@@ -87,6 +103,23 @@ def audit(
                     )
                 quantizer = _quantizer(quantizer_name, calibration)
                 _diagnose_cell(model, targets[model.target], quantizer, cache, diagnostics)
+
+
+def relearned_checkpoint(model: AuditModel, relearning: Relearning, cache: Path) -> Path:
+    """`model` relearned as `relearning` says, cached in `cache/<model>@<target>/<column>/`."""
+    return relearned(model.path, relearning, cache / f"{model.name}@{model.target}" / relearning.name)
+
+
+def _relearn_pending(
+    results: ResultsFile, model: AuditModel, relearning: Relearning, metrics: Sequence[str]
+) -> list[str]:
+    # A cell recorded under other settings is stale: a re-run may change an entry but keep its name.
+    config = relearning.config()
+    return [
+        m
+        for m in metrics
+        if (results.get(model.name, model.target, relearning.name, m) or {}).get("quantizer_config") != config
+    ]
 
 
 def _quantizer(name: str, calibration: Calibration | None) -> Quantizer:
@@ -113,14 +146,20 @@ def quantized(
     folder = cache / f"{model.name}@{model.target}" / quantizer.name
     config = json.loads(json.dumps(quantizer.config(), default=str))
     saved = folder / "quantizer.json"
-    if saved.is_file() and json.loads(saved.read_text()) == config:
-        return load_model(folder), _load_codes(folder / "codes.safetensors")
-    network = load_model(model.path)
-    codes = quantize_with_codes(quantizer, network)
-    save_checkpoint(network, load_tokenizer(model.path), folder)
-    _save_codes(codes, folder / "codes.safetensors")
-    saved.write_text(json.dumps(config, indent=1))  # last: a folder without it is recomputed
-    return network, codes
+    state = PartialState()
+    # Under a launch the main process quantizes and writes the cache first, the others then load
+    # what it wrote: every process evaluates the very same weights (GPTQ/AWQ on GPUs need not be
+    # bit-reproducible) and a calibrated quantizer runs once. Every process must call this.
+    with state.main_process_first():
+        if saved.is_file() and json.loads(saved.read_text()) == config:
+            return load_model(folder), _load_codes(folder / "codes.safetensors")
+        network = load_model(model.path)
+        codes = quantize_with_codes(quantizer, network)
+        if state.is_main_process:  # another process that gets here quantizes in memory only
+            save_checkpoint(network, load_tokenizer(model.path), folder)
+            _save_codes(codes, folder / "codes.safetensors")
+            saved.write_text(json.dumps(config, indent=1))  # last: a folder without it is recomputed
+        return network, codes
 
 
 def _save_codes(codes: dict[str, WeightCodes], path: Path) -> None:
@@ -177,7 +216,7 @@ def _diagnose_cell(
 
 def _evaluate_cell(
     model: AuditModel,
-    quantizer: Quantizer,
+    quantizer: Quantizer | Relearning,
     network: PreTrainedModel,
     metrics: list[str],
     ctx: EvalContext,

@@ -5,6 +5,8 @@ next token sits in the last column) and texts on the right for scoring, with an 
 either way; the tests compare each function against batch_size=1. Inputs are sorted by length so
 a batch holds similar lengths and pays for little padding; results come back in input order.
 Padding is done here, not by the tokenizer, so a shared tokenizer's `padding_side` is never touched.
+Under `accelerate launch` / `torchrun` with several processes, each process runs every n-th of
+those batches and every process gets all results (`_sharded`); every call is then collective.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -35,6 +39,24 @@ def _batches(ids: list[list[int]], batch_size: int) -> Iterator[list[int]]:
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
     for start in range(0, len(order), batch_size):
         yield order[start : start + batch_size]
+
+
+def _sharded(ids: list[list[int]], batch_size: int, run_batch: Callable[[list[int]], list[T]]) -> list[T]:
+    """`run_batch(indices)` on each batch of `_batches`; all its results, in input order.
+
+    With several processes each runs every n-th batch and the results are gathered on every
+    process. Whole batches, not a split of the inputs: each batch is the one a single process
+    pads and runs, so every number is the same whatever the process count.
+    """
+    state = PartialState()
+    mine = list(_batches(ids, batch_size))[state.process_index :: state.num_processes]
+    found = [pair for idx in mine for pair in zip(idx, run_batch(idx), strict=True)]
+    if state.num_processes > 1:
+        found = gather_object(found)  # every process's (index, result) pairs, in rank order
+    out: list[T] = [None] * len(ids)  # type: ignore[list-item]
+    for i, result in found:
+        out[i] = result
+    return out
 
 
 def _pad(
@@ -78,23 +100,22 @@ def generate_greedy(
         return []
     pad_id = _pad_id(tokenizer)
     ids = tokenizer(prompts)["input_ids"]
-    out: list[str] = [""] * len(prompts)
+
+    def run_batch(idx: list[int]) -> list[str]:
+        input_ids, mask = _pad([ids[i] for i in idx], pad_id, left=True, device=_device(model))
+        # generate derives position ids from the mask, so left padding leaves positions unchanged
+        gen = model.generate(
+            input_ids=input_ids,
+            attention_mask=mask,
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=pad_id,
+        )
+        return tokenizer.batch_decode(gen[:, input_ids.shape[1] :], skip_special_tokens=True)
+
     with _eval_mode(model):
-        for idx in _batches(ids, batch_size):
-            input_ids, mask = _pad([ids[i] for i in idx], pad_id, left=True, device=_device(model))
-            # generate derives position ids from the mask, so left padding leaves positions unchanged
-            gen = model.generate(
-                input_ids=input_ids,
-                attention_mask=mask,
-                do_sample=False,
-                num_beams=1,
-                max_new_tokens=max_new_tokens,
-                pad_token_id=pad_id,
-            )
-            texts = tokenizer.batch_decode(gen[:, input_ids.shape[1] :], skip_special_tokens=True)
-            for i, text in zip(idx, texts, strict=True):
-                out[i] = text
-    return out
+        return _sharded(ids, batch_size, run_batch)
 
 
 def _per_token(
@@ -113,17 +134,20 @@ def _per_token(
         return []
     pad_id = _pad_id(tokenizer)
     ids = [row[:max_length] for row in tokenizer(texts)["input_ids"]]
-    out: list[T] = [None] * len(texts)  # type: ignore[list-item]
+
+    def run_batch(idx: list[int]) -> list[T]:
+        input_ids, mask = _pad([ids[i] for i in idx], pad_id, left=False, device=_device(model))
+        logits = model(input_ids=input_ids, attention_mask=mask).logits
+        out = []
+        for j, i in enumerate(idx):
+            n = len(ids[i])
+            # one row at a time: a float32 copy of the whole batch's logits can be gigabytes
+            log_probs = logits[j, : n - 1].float().log_softmax(-1)
+            out.append(reduce(log_probs, input_ids[j, 1:n]))
+        return out
+
     with _eval_mode(model):
-        for idx in _batches(ids, batch_size):
-            input_ids, mask = _pad([ids[i] for i in idx], pad_id, left=False, device=_device(model))
-            logits = model(input_ids=input_ids, attention_mask=mask).logits
-            for j, i in enumerate(idx):
-                n = len(ids[i])
-                # one row at a time: a float32 copy of the whole batch's logits can be gigabytes
-                log_probs = logits[j, : n - 1].float().log_softmax(-1)
-                out[i] = reduce(log_probs, input_ids[j, 1:n])
-    return out
+        return _sharded(ids, batch_size, run_batch)
 
 
 def _gather(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

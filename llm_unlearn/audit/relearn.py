@@ -1,0 +1,145 @@
+"""The relearning check: does a little fine-tuning bring the forgotten knowledge back?
+
+Each `relearn` entry of a recipe fine-tunes every audited model (target, retrain and each unlearned
+model, so the columns compare like with like) for `steps` optimizer steps on a seeded slice of
+`samples` raw texts, with the plain next-token loss at a constant learning rate; the audit then
+evaluates the result at full precision with the same metrics, in a column of its own beside the
+quantizers. On forget text this is the relearning attack (Hu et al. 2024, "Jogging the Memory of
+Unlearned LLMs Through Targeted Relearning Attacks"); on retain text it checks that benign
+fine-tuning does not undo the unlearning. Its recovery ratio reads as a quantizer's:
+
+    recovery = (M(relearn(u)) − M(u)) / (M(t) − M(u))        t, u at full precision, not relearned
+
+Relearned checkpoints are cached in `relearned/<model>@<target>/<column>/` of the run folder with
+the settings that made them (`relearn.json`, written last), so a resumed audit does not retrain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import PrinterCallback, Trainer, TrainingArguments
+
+from llm_unlearn.data.collate import LMDataset, UnlearningCollator, chunk_texts
+from llm_unlearn.data.corpora import MuseCorpus
+from llm_unlearn.errors import UserError
+from llm_unlearn.models import load_model, load_tokenizer, save_checkpoint
+from llm_unlearn.recipe import Recipe
+
+#: the `method` of a relearn column's recorded configuration (a quantizer's names its algorithm)
+RELEARN_METHOD = "relearn"
+#: the cache of relearned checkpoints in the run folder, beside `quantized/`
+RELEARNED = "relearned"
+CONFIG_FILE = "relearn.json"
+
+
+@dataclass(frozen=True)
+class Relearning:
+    """One relearn entry of a recipe, resolved: its column name, its slice of text, its settings."""
+
+    name: str
+    split: str  # the raw split the slice is drawn from, e.g. forget or retain1
+    texts: tuple[str, ...]
+    steps: int
+    learning_rate: float
+    batch_size: int
+    seed: int
+    max_length: int
+    #: the recipe's train section: precision, memory and optimizer settings carry over
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def config(self) -> dict[str, Any]:
+        """What every results line of the column records, as a quantizer's configuration."""
+        return {
+            "name": self.name,
+            "method": RELEARN_METHOD,
+            "split": self.split,
+            "samples": len(self.texts),
+            "steps": self.steps,
+            "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "max_length": self.max_length,
+            "text_sha256": hashlib.sha256(json.dumps(self.texts).encode()).hexdigest()[:16],
+            "evaluation": "full precision (float32) after relearning",
+        }
+
+    def training_arguments(self, output_dir: Path) -> TrainingArguments:
+        # The relearn settings win over the recipe's: the check must run exactly as recorded.
+        settings = {"disable_tqdm": True, **self.train, "report_to": "none", "save_strategy": "no"}
+        settings.update(
+            max_steps=self.steps,
+            learning_rate=self.learning_rate,
+            per_device_train_batch_size=self.batch_size,
+            gradient_accumulation_steps=1,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            weight_decay=0.0,
+            seed=self.seed,
+        )
+        return TrainingArguments(output_dir=str(output_dir), **settings)
+
+
+def relearnings(recipe: Recipe, corpus: MuseCorpus) -> list[Relearning]:
+    """The recipe's relearn entries, each with `samples` texts drawn by `random.Random(seed)` from
+    raw/<forget_split> or raw/<retain_split>."""
+    found = []
+    for i, entry in enumerate(recipe.relearn):
+        split = recipe.data.forget_split if entry.split == "forget" else recipe.data.retain_split
+        texts = corpus.get("raw", split)
+        if entry.samples > len(texts):
+            raise UserError(
+                f"relearn.{i}.samples: {entry.samples}, but raw/{split} has {len(texts)} texts; "
+                "ask for at most that many"
+            )
+        chosen = tuple(random.Random(entry.seed).sample(texts, entry.samples))
+        found.append(
+            Relearning(
+                name=entry.column,
+                split=split,
+                texts=chosen,
+                steps=entry.steps,
+                learning_rate=entry.learning_rate,
+                batch_size=entry.batch_size,
+                seed=entry.seed,
+                max_length=recipe.data.max_length,
+                train=recipe.train,
+            )
+        )
+    return found
+
+
+def relearned(source: Path, relearning: Relearning, folder: Path) -> Path:
+    """The checkpoint `folder`: `source` fine-tuned as `relearning` says; trained once, then reused
+    while `folder/relearn.json` records the same settings. `source` itself is only read.
+
+    Every process of a launch that calls this trains (the Trainer's data parallelism, as in
+    unlearning) and the main process alone saves, which is why this is not `train_causal_lm`.
+    """
+    config = relearning.config()
+    saved = folder / CONFIG_FILE
+    if saved.is_file() and json.loads(saved.read_text()) == config:
+        return folder
+    tokenizer = load_tokenizer(source)
+    args = relearning.training_arguments(folder.with_name(folder.name + ".trainer"))
+    trainer = Trainer(
+        model=load_model(source),
+        args=args,
+        train_dataset=LMDataset(chunk_texts(relearning.texts, tokenizer, relearning.max_length)),
+        data_collator=UnlearningCollator(tokenizer.pad_token_id),
+    )
+    trainer.remove_callback(PrinterCallback)  # its log lines would break into the audit's progress bar
+    trainer.train()
+    state_dict = trainer.accelerator.get_state_dict(trainer.model)
+    if trainer.is_world_process_zero():
+        save_checkpoint(trainer.accelerator.unwrap_model(trainer.model), tokenizer, folder, state_dict)
+        saved.write_text(json.dumps(config, indent=1))  # last: a folder without it is retrained
+        shutil.rmtree(args.output_dir, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    return folder
