@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import string
+from pathlib import Path
 
 import pytest
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from llm_unlearn.data.demo import BENCH_DIR
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -47,6 +51,15 @@ def tiny_llama(tok: PreTrainedTokenizerFast, seed: int = 0, **overrides: object)
         pad_token_id=tok.pad_token_id,
     )
     return LlamaForCausalLM(LlamaConfig(**{**settings, **overrides}))
+
+
+def demo_bench_subset(root: Path, keep: dict[str, int]) -> Path:
+    """The first `keep[config]` records of every split of the shipped demo benchmark, as a MUSE folder."""
+    for path in BENCH_DIR.glob("*/*.json"):
+        (root / path.parent.name).mkdir(parents=True, exist_ok=True)
+        records = json.loads(path.read_text())[: keep[path.parent.name]]
+        (root / path.parent.name / path.name).write_text(json.dumps(records))
+    return root
 
 
 @pytest.fixture(scope="session")

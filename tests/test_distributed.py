@@ -17,10 +17,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from conftest import char_tokenizer, tiny_llama
+from conftest import char_tokenizer, demo_bench_subset, tiny_llama
 
 from llm_unlearn.audit.results import ResultsFile, cell_key
-from llm_unlearn.data.demo import BENCH_DIR
 from llm_unlearn.metrics import generation
 from llm_unlearn.models import save_checkpoint
 from llm_unlearn.pipeline import run
@@ -122,10 +121,7 @@ def _audit_recipe(tmp_path: Path, name: str) -> Path:
     tok = char_tokenizer()
     muse = tmp_path / "muse"
     if not muse.exists():
-        for path in BENCH_DIR.glob("*/*.json"):
-            (muse / path.parent.name).mkdir(parents=True, exist_ok=True)
-            records = json.loads(path.read_text())[: AUDIT_KEEP[path.parent.name]]
-            (muse / path.parent.name / path.name).write_text(json.dumps(records))
+        demo_bench_subset(muse, AUDIT_KEEP)
         for model, seed in (("target", 0), ("retrain", 1)):
             save_checkpoint(tiny_llama(tok, seed=seed), tok, tmp_path / model)
     data = {

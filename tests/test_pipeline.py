@@ -13,12 +13,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_llama
+from conftest import demo_bench_subset, tiny_llama
 
 from llm_unlearn.audit.report import recovery, render_markdown
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.cli import main
-from llm_unlearn.data.demo import BENCH_DIR
 from llm_unlearn.errors import UserError
 from llm_unlearn.models import save_checkpoint
 from llm_unlearn.pipeline import run
@@ -31,12 +30,7 @@ KEEP = {"raw": 6, "verbmem": 2, "knowmem": 3, "privleak": 4}
 @pytest.fixture(scope="module")
 def muse_dir(tmp_path_factory) -> Path:
     """A few records of each split of the demo benchmark, in the MUSE folder layout."""
-    root = tmp_path_factory.mktemp("muse")
-    for path in BENCH_DIR.glob("*/*.json"):
-        records = json.loads(path.read_text())[: KEEP[path.parent.name]]
-        (root / path.parent.name).mkdir(exist_ok=True)
-        (root / path.parent.name / path.name).write_text(json.dumps(records))
-    return root
+    return demo_bench_subset(tmp_path_factory.mktemp("muse"), KEEP)
 
 
 @pytest.fixture(scope="module")

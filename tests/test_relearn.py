@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tiny_llama
+from conftest import demo_bench_subset, tiny_llama
 from safetensors.torch import load_file
 
 from llm_unlearn.audit.html import render_html
@@ -19,7 +19,6 @@ from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.audit.run import AuditModel, audit
 from llm_unlearn.cli import main
 from llm_unlearn.data.corpora import MuseCorpus, load_muse
-from llm_unlearn.data.demo import BENCH_DIR
 from llm_unlearn.metrics import EvalContext
 from llm_unlearn.models import save_checkpoint
 from llm_unlearn.pipeline import run
@@ -37,13 +36,9 @@ RELEARN = [
 @pytest.fixture(scope="module")
 def muse_dir(tmp_path_factory) -> Path:
     """Six raw texts and a few records of every other split of the demo benchmark."""
-    root = tmp_path_factory.mktemp("muse")
-    keep = {"raw": 6, "verbmem": 2, "knowmem": 2, "privleak": 2}
-    for path in BENCH_DIR.glob("*/*.json"):
-        (root / path.parent.name).mkdir(exist_ok=True)
-        records = json.loads(path.read_text())[: keep[path.parent.name]]
-        (root / path.parent.name / path.name).write_text(json.dumps(records))
-    return root
+    return demo_bench_subset(
+        tmp_path_factory.mktemp("muse"), {"raw": 6, "verbmem": 2, "knowmem": 2, "privleak": 2}
+    )
 
 
 @pytest.fixture(scope="module")
