@@ -42,7 +42,7 @@ from llm_unlearn.data.corpora import DEMO, is_hub_id
 from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS
-from llm_unlearn.pipeline import adapter_folder
+from llm_unlearn.models import adapter_folder
 from llm_unlearn.recipe import MethodSection
 
 CARD_FILE = "README.md"

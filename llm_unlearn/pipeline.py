@@ -31,6 +31,7 @@ from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import EvalContext, required_splits
 from llm_unlearn.models import (
+    adapter_folder,
     demo_checkpoints,
     gguf_checkpoint,
     grid_align,
@@ -189,11 +190,6 @@ def unlearn(
         save_checkpoint(network, tokenizer, dest, state_dict)
         shutil.rmtree(args.output_dir, ignore_errors=True)  # the Trainer's scratch folder, unused
     trainer.accelerator.wait_for_everyone()
-
-
-def adapter_folder(checkpoint: Path) -> Path:
-    """Where a LoRA run keeps its adapter (peft's `save_pretrained` folder), beside the merged model."""
-    return checkpoint.with_name(checkpoint.name + ".adapter")
 
 
 def _calibration(

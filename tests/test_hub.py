@@ -19,8 +19,8 @@ from llm_unlearn.data.corpora import MuseCorpus
 from llm_unlearn.errors import UserError
 from llm_unlearn.hub import model_card, plan_push
 from llm_unlearn.metrics import EvalContext
-from llm_unlearn.models import load_model, save_checkpoint
-from llm_unlearn.pipeline import adapter_folder, unlearn
+from llm_unlearn.models import adapter_folder, load_model, save_checkpoint
+from llm_unlearn.pipeline import unlearn
 from llm_unlearn.recipe import validate_recipe
 
 MODEL = "ga_gdr+quail@natural"
