@@ -92,6 +92,11 @@ def read_austen(folder: Path) -> dict[str, list[str]]:
     data = folder / "usr/lib/R/site-library/janeaustenr/data"
     if not data.is_dir():
         data = folder / "data" if (folder / "data").is_dir() else folder
+    if not (data / "Rdata.rdx").is_file():
+        raise SystemExit(
+            f"--janeaustenr {folder}: no janeaustenr data there; run `apt-get download r-cran-janeaustenr "
+            f"&& dpkg-deb -x r-cran-janeaustenr_*.deb {folder}`"
+        )
     index = rdata.conversion.convert(
         rdata.parser.parse_data(gzip.decompress((data / "Rdata.rdx").read_bytes()))
     )

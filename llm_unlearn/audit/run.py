@@ -85,7 +85,8 @@ def audit(
             if progress:
                 progress.update(task, description=f"audit {model.name}@{model.target} {relearning.name}")
             if pending:
-                folder = relearned_checkpoint(model, relearning, results.path.parent / RELEARNED)
+                cached = results.path.parent / RELEARNED / f"{model.name}@{model.target}" / relearning.name
+                folder = relearned(model.path, relearning, cached)
                 _evaluate_cell(model, relearning, load_model(folder), pending, ctx, results)
             if progress:
                 progress.advance(task)
@@ -103,11 +104,6 @@ def audit(
                     )
                 quantizer = _quantizer(quantizer_name, calibration)
                 _diagnose_cell(model, targets[model.target], quantizer, cache, diagnostics)
-
-
-def relearned_checkpoint(model: AuditModel, relearning: Relearning, cache: Path) -> Path:
-    """`model` relearned as `relearning` says, cached in `cache/<model>@<target>/<column>/`."""
-    return relearned(model.path, relearning, cache / f"{model.name}@{model.target}" / relearning.name)
 
 
 def _relearn_pending(

@@ -97,8 +97,9 @@ def next_name_questions(
     Kept: sentences of 8 to 40 words naming exactly one listed character, exactly once, as a
     whole word, with at least 6 words of the passage before the name. The question quotes the
     `context_words` words of the passage that lead up to the name, then ____; the answer is the
-    name. A reader (or a model) who knows the passage knows who comes next; a model that never saw
-    it has only the book's general cast to guess from.
+    name. A reader who knows the passage knows who comes next; one who never read it has only the
+    book's general cast to guess from. (SmolLM2-135M fine-tuned on the passages still answers ~0
+    in MUSE's Question/Answer format: README, "Real-model audit".)
     """
     names = {name: re.compile(rf"\b{re.escape(name)}\b") for name in book.characters}
     found = []
