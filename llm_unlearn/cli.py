@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from importlib.resources import files
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import yaml
 from llm_unlearn.errors import UserError
 from llm_unlearn.registry import UnknownNameError
 
-SUBCOMMANDS = ("run", "check", "demo", "evaluate", "report", "diagnose", "cnn", "push")
+SUBCOMMANDS = ("run", "audit", "check", "demo", "evaluate", "report", "diagnose", "cnn", "push")
 
 
 def demo_recipe(full: bool = False) -> Path:
@@ -34,12 +35,93 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from llm_unlearn.pipeline import run
     from llm_unlearn.recipe import load_recipe
 
-    out = run(load_recipe(args.recipe, args.set))
-    print(f"results: {out / 'results.jsonl'}\nreport:  {out / 'report.md'}, {out / 'report.html'}")
-    return 0
+    return _run_recipe(load_recipe(args.recipe, args.set), args.fail_above)
+
+
+def _run_recipe(recipe, fail_above: float | None) -> int:
+    """Run `recipe`, print where its files are and its verdict; 1 when a cell's recovery is above
+    `fail_above` percent (the release gate), else 0."""
+    from llm_unlearn.audit.stats import failing_cells
+    from llm_unlearn.pipeline import run
+    from llm_unlearn.runfolder import RunFolder, read_json
+
+    folder = RunFolder(run(recipe))
+    verdict = read_json(folder.verdict)
+    counts = Counter(cell["verdict"] for cell in verdict["cells"])
+    print(f"results: {folder.results}\nreport:  {folder.report_md}, {folder.report_html}")
+    print(f"verdict: {folder.verdict}: " + (", ".join(f"{n} {v}" for v, n in counts.items()) or "no cells"))
+    if fail_above is None:
+        return 0
+    failing = failing_cells(verdict, fail_above)
+    for cell in failing:
+        print(
+            f"above {fail_above:g} %: {cell['model']}@{cell['target']} {cell['quantizer']} {cell['metric']}: "
+            f"recovery {cell['recovery']:.1f} % ({cell['verdict']})"
+        )
+    return 1 if failing else 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from llm_unlearn.recipe import apply_overrides, load_recipe, validate_recipe
+
+    flags = [f"--{n.replace('_', '-')}" for n in AUDIT_FLAGS if getattr(args, n) not in (None, [])]
+    if args.recipe is not None:
+        if flags:
+            raise UserError(f"audit: give a recipe file or {', '.join(flags)}, not both")
+        return _run_recipe(load_recipe(args.recipe, args.set), args.fail_above)
+    for flag in ("target", "model", "data", "out"):
+        if not getattr(args, flag):
+            raise UserError(f"audit: --{flag} is required (or give an audit recipe file)")
+    data = {
+        "name": args.out.name,
+        "model": {"target": args.target, "retrain": args.retrain},
+        "models": [_name_path(item) for item in args.model],
+        "data": {"source": args.data},
+        "quantize": _names(args.quantize or AUDIT_QUANTIZERS, "--quantize"),
+        "evaluate": _names(args.metrics or AUDIT_METRICS, "--metrics"),
+        "relearn": [_relearn_entry(item) for item in args.relearn],
+        "output": {"dir": str(args.out)},
+    }
+    if args.batch_size is not None:
+        data["train"] = {"per_device_eval_batch_size": args.batch_size}
+    return _run_recipe(validate_recipe(apply_overrides(data, args.set), where="audit"), args.fail_above)
+
+
+AUDIT_QUANTIZERS = "fp,rtn-w8,rtn-w4-g128"
+AUDIT_METRICS = "verbmem,knowmem_forget,knowmem_retain,privleak"
+#: the flags that build an audit recipe on the command line (beside --set and --fail-above)
+AUDIT_FLAGS = ("target", "model", "retrain", "data", "quantize", "metrics", "out", "relearn", "batch_size")
+
+
+def _name_path(item: str) -> dict[str, str]:
+    name, sep, path = item.partition("=")
+    if not sep or not name or not path:
+        raise UserError(f"--model {item!r}: expected NAME=PATH, e.g. npo=org/npo-model@v1")
+    return {"name": name, "path": path}
+
+
+def _names(text: str, flag: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UserError(f"{flag} {text!r}: expected comma-separated names")
+    return names
+
+
+def _relearn_entry(item: str) -> dict:
+    """`forget`, `retain`, or a YAML mapping such as `{split: forget, steps: 20}`."""
+    if item in ("forget", "retain"):
+        return {"split": item}
+    try:
+        entry = yaml.safe_load(item)
+    except yaml.YAMLError:
+        entry = None
+    if not isinstance(entry, dict):
+        raise UserError(
+            f"--relearn {item!r}: expected forget, retain or a mapping such as '{{split: forget}}'"
+        )
+    return entry
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -167,9 +249,40 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    recipe_command("run", _run, "unlearn, quantize, evaluate and report, as the recipe says")
+    def fail_above(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--fail-above",
+            type=float,
+            metavar="PCT",
+            help="exit 1 when any cell's recovery (verdict.json) is above PCT percent: a release gate",
+        )
+
+    fail_above(recipe_command("run", _run, "unlearn, quantize, evaluate and report, as the recipe says"))
+    p = recipe_command(
+        "audit", _audit, "audit checkpoints unlearned elsewhere against their target", with_recipe=False
+    )
+    p.add_argument("recipe", type=Path, nargs="?", help="an audit recipe (a models: list), or use the flags")
+    p.add_argument("--target", help="the model before unlearning: folder, Hub id[@rev], or .gguf file")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="an unlearned checkpoint: folder, Hub id[@rev], PEFT adapter, or .gguf file (repeat)",
+    )
+    p.add_argument("--retrain", help="a model trained without the forget set (PrivLeak's reference)")
+    p.add_argument("--data", help="MUSE-layout folder, Hub id, or 'demo'")
+    p.add_argument("--quantize", help=f"comma-separated quantizer names (default {AUDIT_QUANTIZERS})")
+    p.add_argument("--metrics", help=f"comma-separated metric names (default {AUDIT_METRICS})")
+    p.add_argument("--out", type=Path, help="the run folder (resumable)")
+    p.add_argument(
+        "--relearn", action="append", default=[], help="a relearning column: forget, retain or a mapping"
+    )
+    p.add_argument("--batch-size", type=int, help="evaluation batch size (default 16)")
+    fail_above(p)
     recipe_command("check", _check, "validate a recipe and print it resolved, without running it")
     p = recipe_command("demo", _demo, "the offline demo audit (recipes/demo.yaml)", with_recipe=False)
+    fail_above(p)
     p.add_argument(
         "--full",
         action="store_true",

@@ -211,6 +211,26 @@ class MethodSection(_Section):
         return self.name + suffix
 
 
+class AuditedModelSection(_Section):
+    """A checkpoint unlearned elsewhere (any tool), audited against `model.target` as it is."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.+-]+$", description="This model's name in results, report and verdict."
+    )
+    path: Annotated[str, AfterValidator(_home)] = Field(
+        description="A checkpoint folder, a Hub id with an optional @revision (org/name@rev), a PEFT "
+        "adapter folder or Hub id (its base from adapter_config.json, merged before quantizing), or a "
+        ".gguf file (local, or org/name/FILE.gguf on the Hub)."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_reference(cls, name: str) -> str:
+        if name in ("target", "retrain"):
+            raise ValueError(f"{name!r} names the reference rows of the audit; choose another name")
+        return name
+
+
 class CalibrationSection(_Section):
     source: str = Field(
         default="generic",
@@ -277,7 +297,12 @@ class Recipe(_Section):
     name: str
     model: ModelSection
     data: DataSection = DataSection()
-    method: tuple[MethodSection, ...] = Field(min_length=1)
+    method: tuple[MethodSection, ...] = Field(
+        default=(), description="Unlearning runs of the target; none in a recipe that only audits `models`."
+    )
+    models: tuple[AuditedModelSection, ...] = Field(
+        default=(), description="Checkpoints unlearned elsewhere, audited against model.target as they are."
+    )
     train: dict[str, Any] = Field(default_factory=dict, description="Any TrainingArguments field.")
     quantize: tuple[str, ...] = ("fp",)
     calibration: CalibrationSection = CalibrationSection()
@@ -288,7 +313,7 @@ class Recipe(_Section):
     )
     output: OutputSection
 
-    @field_validator("method", "relearn", mode="before")
+    @field_validator("method", "models", "relearn", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, dict) else value
@@ -327,8 +352,22 @@ class Recipe(_Section):
         return checked
 
     @model_validator(mode="after")
+    def _something_to_audit(self) -> Recipe:
+        if not self.method and not self.models:
+            raise ValueError(
+                "nothing to audit: give a method section (unlearn the target) or a models list "
+                "(checkpoints unlearned elsewhere)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _distinct_run_names(self) -> Recipe:
         distinct_run_names([m.run_name for m in self.method], "method")
+        distinct_run_names([m.name for m in self.models], "models")
+        runs = {m.run_name for m in self.method}
+        for i, entry in enumerate(self.models):
+            if entry.name in runs:
+                raise ValueError(f"models.{i}: {entry.name!r} is also a method run's name; rename one")
         return self
 
     @model_validator(mode="after")
@@ -453,7 +492,7 @@ def read_recipe_file(path: str | Path, overrides: list[str], shape: str) -> dict
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Read, override and validate a recipe; any problem raises a one-line `RecipeError`."""
     data = read_recipe_file(
-        path, overrides, "a recipe is a YAML mapping with sections model, method, output, ..."
+        path, overrides, "a recipe is a YAML mapping with sections model, method (or models), output, ..."
     )
     if "methods" in data and "method" not in data:
         raise RecipeError(

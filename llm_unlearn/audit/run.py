@@ -25,7 +25,7 @@ from rich.progress import Progress
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 
-from llm_unlearn.audit.relearn import RELEARNED, Relearning, relearned
+from llm_unlearn.audit.relearn import Relearning, relearned
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.errors import UserError
 from llm_unlearn.metrics import EvalContext, evaluate
@@ -34,6 +34,7 @@ from llm_unlearn.models import load_model, load_tokenizer, save_checkpoint
 from llm_unlearn.quant import Quantizer, WeightCodes, get_quantizer
 from llm_unlearn.quant.calibration import Calibration
 from llm_unlearn.quant.overlap import diagnose, quantize_with_codes, target_weights
+from llm_unlearn.runfolder import RunFolder
 
 #: the target column of rows that belong to no target (the retrain model)
 NO_TARGET = "-"
@@ -65,7 +66,8 @@ def audit(
     `calibration` feeds GPTQ/AWQ; `cache` (default: beside the results) holds quantized models.
     Each of `relearn` is one more column after the quantizers: the model relearned, at full precision.
     """
-    cache = cache or results.path.parent / "quantized"
+    run_folder = RunFolder(results.path.parent)
+    cache = cache or run_folder.quantized_root
     ordered = sorted(models, key=lambda m: m.name != "retrain")
     columns = len(quantizers) + len(relearn)
     task = progress.add_task("audit", total=len(ordered) * columns) if progress else None
@@ -85,7 +87,7 @@ def audit(
             if progress:
                 progress.update(task, description=f"audit {model.name}@{model.target} {relearning.name}")
             if pending:
-                cached = results.path.parent / RELEARNED / f"{model.name}@{model.target}" / relearning.name
+                cached = run_folder.relearned(f"{model.name}@{model.target}", relearning.name)
                 folder = relearned(model.path, relearning, cached)
                 _evaluate_cell(model, relearning, load_model(folder), pending, ctx, results)
             if progress:
