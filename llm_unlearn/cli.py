@@ -12,6 +12,7 @@ import sys
 from collections import Counter
 from importlib.resources import files
 from pathlib import Path
+from typing import NoReturn
 
 import yaml
 
@@ -66,7 +67,7 @@ def _run_recipe(recipe, fail_above: float | None) -> int:
 def _audit(args: argparse.Namespace) -> int:
     from llm_unlearn.recipe import apply_overrides, load_recipe, validate_recipe
 
-    flags = [f"--{n.replace('_', '-')}" for n in AUDIT_FLAGS if getattr(args, n) not in (None, [])]
+    flags = [f"--{n.replace('_', '-')}" for n in AUDIT_FLAGS if getattr(args, n) not in (None, [], False)]
     if args.recipe is not None:
         if flags:
             raise UserError(f"audit: give a recipe file or {', '.join(flags)}, not both")
@@ -86,13 +87,22 @@ def _audit(args: argparse.Namespace) -> int:
     }
     if args.batch_size is not None:
         data["train"] = {"per_device_eval_batch_size": args.batch_size}
+    if args.allow_pickle:
+        data["model"]["allow_pickle"] = True
     return _run_recipe(validate_recipe(apply_overrides(data, args.set), where="audit"), args.fail_above)
 
 
 AUDIT_QUANTIZERS = "fp,rtn-w8,rtn-w4-g128"
 AUDIT_METRICS = "verbmem,knowmem_forget,knowmem_retain,privleak"
 #: the flags that build an audit recipe on the command line (beside --set and --fail-above)
-AUDIT_FLAGS = ("target", "model", "retrain", "data", "quantize", "metrics", "out", "relearn", "batch_size")
+AUDIT_FLAGS = (
+    "target", "model", "retrain", "data", "quantize", "metrics", "out", "relearn", "batch_size",
+    "allow_pickle",
+)  # fmt: skip
+ALLOW_PICKLE_HELP = (
+    "accept checkpoints whose weights are only pickles (pytorch_model.bin): loading a pickle can run "
+    "code, so only for files you trust"
+)
 
 
 def _name_path(item: str) -> dict[str, str]:
@@ -149,22 +159,27 @@ def _cnn(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from llm_unlearn.data.corpora import load_muse
     from llm_unlearn.metrics import METRICS, EvalContext, evaluate, required_splits
-    from llm_unlearn.models import load_model, load_tokenizer
+    from llm_unlearn.models import load_model, load_tokenizer, resolve_checkpoint
+    from llm_unlearn.runfolder import write_json
 
-    names = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    names = _names(args.metrics, "--metrics")
     for name in names:
         METRICS.get(name)
+    if args.out.is_dir():
+        raise UserError(f"--out {args.out}: is a folder; give a JSON file name")
     corpus = load_muse(args.data, required_splits(names))
+    checkpoint = resolve_checkpoint(args.model, "--model", args.allow_pickle)
+    if checkpoint.base is not None:
+        raise UserError("--model: is a PEFT adapter; `llm-unlearn audit` merges adapters into their base")
     ctx = EvalContext(
-        tokenizer=load_tokenizer(args.model, field="--model"),
+        tokenizer=load_tokenizer(checkpoint.path, field="--model"),
         corpus=corpus,
         batch_size=args.batch_size,
         privleak_reference_auc=args.reference_auc,
         limit=args.limit,
     )
-    results = evaluate(load_model(args.model, field="--model"), ctx, names)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1, default=str))
+    results = evaluate(load_model(checkpoint.path, field="--model"), ctx, names)
+    write_json(args.out, results)
     for name, result in results.items():
         print(f"{name}: {result['agg_value']:.2f}")
     return 0
@@ -173,8 +188,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from llm_unlearn.audit.report import write_report
 
-    if not (args.run_dir / "results.jsonl").is_file():
-        raise UserError(f"{args.run_dir}: no results.jsonl here; give the folder a run wrote")
+    if not (args.run_dir / "results.jsonl").is_file() or not (args.run_dir / "results.jsonl").stat().st_size:
+        raise UserError(f"{args.run_dir}: no results in results.jsonl here; give the folder a run wrote")
     print(write_report(args.run_dir))
     return 0
 
@@ -195,7 +210,7 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _diagnose(args: argparse.Namespace) -> int:
-    from llm_unlearn.models import load_model, load_tokenizer
+    from llm_unlearn.models import check_same_model_family, load_model, load_tokenizer
     from llm_unlearn.quant import get_quantizer
     from llm_unlearn.quant.calibration import build_calibration, calibration_texts
     from llm_unlearn.quant.overlap import diagnose, format_table, quantize_with_codes, target_weights
@@ -211,6 +226,7 @@ def _diagnose(args: argparse.Namespace) -> int:
         quantizer.calibration = build_calibration(
             texts, tokenizer, args.calibration, args.samples, args.seq_len, 0
         )
+    check_same_model_family(args.target, args.unlearned, "UNLEARNED", target_field="TARGET")
     found = {}
     for field, path in (("TARGET", args.target), ("UNLEARNED", args.unlearned)):
         model = load_model(path, field=field)
@@ -231,8 +247,38 @@ def _diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line, as every other user error (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _auc(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"an AUC in (0, 1], got {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llm-unlearn", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="llm-unlearn", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     def recipe_command(name: str, func, help: str, with_recipe: bool = True) -> argparse.ArgumentParser:
@@ -278,7 +324,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--relearn", action="append", default=[], help="a relearning column: forget, retain or a mapping"
     )
-    p.add_argument("--batch-size", type=int, help="evaluation batch size (default 16)")
+    p.add_argument("--batch-size", type=_at_least(1), help="evaluation batch size (default 16)")
+    p.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     fail_above(p)
     recipe_command("check", _check, "validate a recipe and print it resolved, without running it")
     p = recipe_command("demo", _demo, "the offline demo audit (recipes/demo.yaml)", with_recipe=False)
@@ -295,9 +342,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="MUSE-layout folder, Hub id, or 'demo'")
     p.add_argument("--metrics", default="verbmem,knowmem_forget,knowmem_retain,privleak")
     p.add_argument("--out", type=Path, required=True, help="JSON file for the results")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--reference-auc", type=float, help="the retrain model's AUC, PrivLeak's reference")
-    p.add_argument("--limit", type=int, help="examples per metric (smoke runs only)")
+    p.add_argument("--batch-size", type=_at_least(1), default=16)
+    p.add_argument(
+        "--reference-auc", type=_auc, help="the retrain model's AUC in (0, 1], PrivLeak's reference"
+    )
+    p.add_argument("--limit", type=_at_least(1), help="examples per metric (smoke runs only)")
+    p.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser(

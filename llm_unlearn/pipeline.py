@@ -9,6 +9,7 @@ the numbers are those of one process); the main process alone writes the run fol
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from llm_unlearn.models import (
     load_model,
     load_tokenizer,
     materialize,
+    model_skeleton,
     resolve_checkpoint,
     save_checkpoint,
 )
@@ -74,6 +76,7 @@ def run(recipe: Recipe) -> Path:
     for field, checkpoint in sources.items():
         if field != "model.target":
             check_same_model_family(target, checkpoint.model, field)
+    check_quantizers(recipe, target)
 
     with state.main_process_first():  # one writer; the others then read what it wrote
         if state.is_main_process:
@@ -120,10 +123,14 @@ def check_run_folder(recipe: Recipe, folder: RunFolder) -> None:
     reused as if this recipe had produced them. Reads only; the folder is claimed once the inputs
     are checked. A re-run may add audited models, not change the path of one already audited."""
     resolved = recipe.model_dump(mode="json")
+    if folder.root.exists() and not folder.root.is_dir():
+        raise UserError(f"output.dir: {folder.root} is a file; give a folder for the run")
+    existing = next((p for p in (folder.root, *folder.root.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"output.dir: {existing} is not writable; choose a folder you can write to")
     before = folder.read_recipe()
-    if before is None:
-        if folder.root.is_file():
-            raise UserError(f"output.dir {folder.root} is a file; give a folder for the run")
+    # A run that failed before it made a checkpoint or a result leaves nothing to protect
+    if before is None or not (folder.results.exists() or any(folder.models.glob("*@*"))):
         return
     changed = [
         k for k in resolved if k not in (*RESUMABLE_CHANGES, "models") and before.get(k) != resolved[k]
@@ -139,6 +146,23 @@ def check_run_folder(recipe: Recipe, folder: RunFolder) -> None:
         )
 
 
+def check_quantizers(recipe: Recipe, target: Path) -> None:
+    """Every quantizer the recipe names can quantize the target (shapes only, on the meta device):
+    found now rather than after the models are trained."""
+    skeleton = model_skeleton(target)
+    named = [("quantize", name) for name in recipe.quantize]
+    if recipe.model.grid_align:
+        named.append(("model.grid_align", recipe.model.grid_align))
+    named += [
+        (f"method.{i}.quail.quantizer", m.quail.quantizer) for i, m in enumerate(recipe.method) if m.quail
+    ]
+    for field, name in named:
+        try:
+            get_quantizer(name).check_model(skeleton)
+        except UserError as err:
+            raise UserError(f"{field}: {err}") from None
+
+
 def resolve_sources(recipe: Recipe) -> dict[str, Checkpoint]:
     """Every model the recipe names, by recipe field, resolved to local files (downloaded, GGUF
     converted, the demo models built, as needed): model.target, model.retrain, models.<i>."""
@@ -150,7 +174,7 @@ def resolve_sources(recipe: Recipe) -> dict[str, Checkpoint]:
         path = gguf_checkpoint(target, recipe.model.gguf_file)
         sources = {"model.target": Checkpoint(f"{target}/{recipe.model.gguf_file}", path)}
     else:
-        sources = {"model.target": resolve_checkpoint(target, "model.target")}
+        sources = {"model.target": resolve_checkpoint(target, "model.target", recipe.model.allow_pickle)}
     if sources["model.target"].base is not None:
         raise UserError("model.target: is a PEFT adapter; give the full model (or the adapter's base)")
     retrain = recipe.model.retrain
@@ -158,13 +182,13 @@ def resolve_sources(recipe: Recipe) -> dict[str, Checkpoint]:
         found = (
             Checkpoint(DEMO, demo["retrain"])
             if retrain == DEMO
-            else resolve_checkpoint(retrain, "model.retrain")
+            else resolve_checkpoint(retrain, "model.retrain", recipe.model.allow_pickle)
         )
         if found.base is not None:
             raise UserError("model.retrain: is a PEFT adapter; give the full retrain model")
         sources["model.retrain"] = found
     for i, entry in enumerate(recipe.models):
-        sources[f"models.{i}"] = resolve_checkpoint(entry.path, f"models.{i}.path")
+        sources[f"models.{i}"] = resolve_checkpoint(entry.path, f"models.{i}.path", recipe.model.allow_pickle)
     return sources
 
 

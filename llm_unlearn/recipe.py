@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from functools import cache
 from pathlib import Path
@@ -100,6 +101,11 @@ class ModelSection(_Section):
 
     lora: LoraSection | None = Field(
         default=None, description="Unlearn a LoRA adapter instead of all weights; merged before quantizing."
+    )
+    allow_pickle: bool = Field(
+        default=False,
+        description="Accept checkpoints whose weights are only pickles (pytorch_model.bin): loading a pickle "
+        "can run code, so only for files you trust; each is converted once to a cached safetensors copy.",
     )
 
     @field_validator("grid_align")
@@ -348,7 +354,8 @@ class Recipe(_Section):
             try:
                 checked[key] = fields[key].validate_python(value)
             except ValidationError as err:
-                raise ValueError(f"{key}: {err.errors()[0]['msg']} (got {value!r})") from None
+                raise ValueError(f"{key}: {err.errors()[0]['msg']} (got {_quote(value)})") from None
+            _check_range(key, checked[key])
         return checked
 
     @model_validator(mode="after")
@@ -433,6 +440,39 @@ class Recipe(_Section):
             raise RecipeError(f"train: {str(err).splitlines()[0]}") from None
 
 
+#: ranges TrainingArguments does not check; outside them a run fails late or trains nothing
+TRAIN_RANGES: dict[str, tuple[str, float]] = {
+    "learning_rate": (">", 0),
+    "num_train_epochs": (">", 0),
+    "per_device_train_batch_size": (">=", 1),
+    "per_device_eval_batch_size": (">=", 1),
+    "gradient_accumulation_steps": (">=", 1),
+    "warmup_steps": (">=", 0),
+    "weight_decay": (">=", 0),
+    "max_grad_norm": (">=", 0),
+    "logging_steps": (">", 0),
+    "seed": (">=", 0),
+}
+
+
+def _check_range(key: str, value: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{key}: must be a finite number (got {value})")
+    if key == "max_steps" and value != -1 and value < 1:
+        raise ValueError(f"max_steps: must be -1 (use num_train_epochs) or >= 1 (got {value})")
+    if key in TRAIN_RANGES and isinstance(value, int | float):
+        op, bound = TRAIN_RANGES[key]
+        if not (value > bound if op == ">" else value >= bound):
+            raise ValueError(f"{key}: must be {op} {bound:g} (got {value})")
+
+
+def _quote(value: Any, limit: int = 200) -> str:
+    """`value` as a message quotes it: repr, cut to `limit` characters (YAML aliases can make a
+    300-byte recipe hold a value whose repr is megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
 @cache
 def _training_fields() -> dict[str, TypeAdapter]:
     hints = typing.get_type_hints(UnlearningConfig)
@@ -454,10 +494,16 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(node, dict):
                 raise RecipeError(f"--set {path}: {'.'.join(parents[:depth]) or 'recipe'} is not a section")
             node = node.setdefault(key, {})
+        try:
+            value = yaml.load(raw, Loader=_StrictLoader)
+        except yaml.YAMLError as err:
+            raise RecipeError(
+                f"--set {path}: value {_quote(raw)} is not valid YAML: {_problem(err)}"
+            ) from None
         if isinstance(node, list) and leaf.isdigit() and int(leaf) < len(node):
-            node[int(leaf)] = yaml.safe_load(raw)
+            node[int(leaf)] = value
         elif isinstance(node, dict):
-            node[leaf] = yaml.safe_load(raw)
+            node[leaf] = value
         else:
             raise RecipeError(f"--set {path}: {'.'.join(parents) or 'recipe'} is not a section")
     return data
@@ -477,16 +523,37 @@ def read_recipe_file(path: str | Path, overrides: list[str], shape: str) -> dict
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {err.start}); save the recipe as UTF-8") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise RecipeError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+        raise RecipeError(f"{path}: not valid YAML{where}: {_problem(err)}") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: {shape}")
     data = apply_overrides(data, list(overrides))
     data.setdefault("name", path.stem)
     return data
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml's safe loader that refuses a key given twice in one mapping (yaml keeps the last one
+    silently, so a recipe could run with a setting its author thought was overridden)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice (line {line})")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _problem(err: yaml.YAMLError) -> str:
+    return str(getattr(err, "problem", None) or err).splitlines()[0][:200]
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
@@ -524,7 +591,7 @@ def _one_line(err: ValidationError, model: type[BaseModel]) -> str:
     elif kind == "missing":
         msg = "required field is missing"
     else:
-        msg = f"{msg} (got {first.get('input')!r})"
+        msg = f"{msg} (got {_quote(first.get('input'))})"
     more = len(err.errors()) - 1
     suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
     return f"{loc}: {msg}{suffix}" if loc else f"{msg}{suffix}"

@@ -68,6 +68,12 @@ class Quantizer(ABC):
     def quantize_model(self, model: nn.Module) -> nn.Module:
         """Quantize `model` in place and return it, ready for a forward pass on CPU."""
 
+    def check_model(self, model: nn.Module) -> None:
+        """Raise a one-line UserError if this quantizer cannot quantize `model` (a model on the meta
+        device will do: only shapes are read), so a run refuses before it trains anything.
+        Quantizers that take any shape keep this default."""
+        return None
+
     @abstractmethod
     def config(self) -> dict[str, Any]:
         """Everything needed to reproduce the quantization; stored with every result."""
