@@ -44,17 +44,18 @@ def _run(args: argparse.Namespace) -> int:
 def _run_recipe(recipe, fail_above: float | None) -> int:
     """Run `recipe`, print where its files are and its verdict; 1 when a cell's recovery is above
     `fail_above` percent (the release gate), else 0."""
-    from llm_unlearn.audit.stats import failing_cells
     from llm_unlearn.pipeline import run
     from llm_unlearn.runfolder import RunFolder, read_json
 
     folder = RunFolder(run(recipe))
-    verdict = read_json(folder.verdict)
+    verdict = read_json(folder.verdict) if folder.verdict.is_file() else {"cells": []}
     counts = Counter(cell["verdict"] for cell in verdict["cells"])
     print(f"results: {folder.results}\nreport:  {folder.report_md}, {folder.report_html}")
     print(f"verdict: {folder.verdict}: " + (", ".join(f"{n} {v}" for v, n in counts.items()) or "no cells"))
     if fail_above is None:
         return 0
+    from llm_unlearn.audit.stats import failing_cells
+
     failing = failing_cells(verdict, fail_above)
     for cell in failing:
         print(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
@@ -215,6 +215,14 @@ def resolve_checkpoint(spec: str | Path, field: str, allow_pickle: bool = False)
         if not allow_pickle:
             _refuse_pickle_only(folder, field)
         folder = _safetensors_copy(folder, field)
+    for weights in folder.glob("*.safetensors"):  # headers only: a truncated or foreign file fails here
+        try:
+            with safe_open(str(weights), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise UserError(
+                f"{field}: {weights} is not a readable safetensors file: {_first_line(err)}"
+            ) from None
     return Checkpoint(text, folder)
 
 

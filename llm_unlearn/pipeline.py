@@ -90,7 +90,7 @@ def run(recipe: Recipe) -> Path:
             models.append(AuditModel("retrain", NO_TARGET, sources["model.retrain"].path))
         for i, entry in enumerate(recipe.models):
             name = f"{entry.name}@natural"
-            path = materialize(sources[f"models.{i}"], folder.checkpoint(name))
+            path = materialize(sources[f"models.{i}.path"], folder.checkpoint(name))
             models.append(AuditModel(entry.name, "natural", path))
     ctx = EvalContext(tokenizer=tokenizer, corpus=corpus, batch_size=_eval_batch_size(recipe))
     for method in recipe.method:
@@ -165,7 +165,7 @@ def check_quantizers(recipe: Recipe, target: Path) -> None:
 
 def resolve_sources(recipe: Recipe) -> dict[str, Checkpoint]:
     """Every model the recipe names, by recipe field, resolved to local files (downloaded, GGUF
-    converted, the demo models built, as needed): model.target, model.retrain, models.<i>."""
+    converted, the demo models built, as needed): model.target, model.retrain, models.<i>.path."""
     demo = demo_checkpoints() if DEMO in (recipe.model.target, recipe.model.retrain) else {}
     target = recipe.model.target
     if target == DEMO:
@@ -188,7 +188,9 @@ def resolve_sources(recipe: Recipe) -> dict[str, Checkpoint]:
             raise UserError("model.retrain: is a PEFT adapter; give the full retrain model")
         sources["model.retrain"] = found
     for i, entry in enumerate(recipe.models):
-        sources[f"models.{i}"] = resolve_checkpoint(entry.path, f"models.{i}.path", recipe.model.allow_pickle)
+        sources[f"models.{i}.path"] = resolve_checkpoint(
+            entry.path, f"models.{i}.path", recipe.model.allow_pickle
+        )
     return sources
 
 
