@@ -36,7 +36,7 @@ from huggingface_hub import (
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from llm_unlearn.audit.report import TITLES, recovery
+from llm_unlearn.audit.report import TITLES, AuditCells, verdict_markdown, verdict_settings
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.data.corpora import DEMO, is_hub_id
 from llm_unlearn.errors import UserError
@@ -180,6 +180,7 @@ def model_card(run_dir: Path, model: str, repo_id: str, with_adapter: bool = Fal
     rows = [r for r in results if r["model"] == run and r["target"] == target]
     if not rows:
         raise UserError(f"{run_dir / 'results.jsonl'}: no audit results for {model}; run the audit first")
+    cells = AuditCells(results, verdict_settings(recipe, str(run_dir / "recipe.yaml")))
     source = recipe["data"]["source"]
     base = recipe["model"]["target"]
     data = ModelCardData(
@@ -200,6 +201,7 @@ def model_card(run_dir: Path, model: str, repo_id: str, with_adapter: bool = Fal
         f"{METHODS.get(section.name).description}), then audited for whether the forgetting survives "
         "quantization.",
         "",
+        *verdict_markdown(cells, run, target),
         "## Unlearning",
         "",
         "| | |",
@@ -212,7 +214,7 @@ def model_card(run_dir: Path, model: str, repo_id: str, with_adapter: bool = Fal
         "|---|---|",
         *[f"| `{key}` | `{value}` |" for key, value in _hyper_parameters(recipe, section, resolved).items()],
         "",
-        *_audit_table(results, run, target),
+        *_audit_table(cells, rows, run, target),
         "## Files",
         "",
         "- the model (safetensors) and its tokenizer, as the run saved them"
@@ -233,43 +235,31 @@ def model_card(run_dir: Path, model: str, repo_id: str, with_adapter: bool = Fal
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
 
 
-def _audit_table(results: ResultsFile, run: str, target: str) -> list[str]:
+def _audit_table(cells: AuditCells, rows: list[dict[str, Any]], run: str, target: str) -> list[str]:
     """Per metric: the target and retrain model at full precision, then this model under each quantizer
-    with its recovery ratio (report.py's definition)."""
-    rows = [r for r in results if r["model"] == run and r["target"] == target]
+    with its recovery ratio (report.py's cells)."""
     quantizers = list(dict.fromkeys(r["quantizer"] for r in rows))
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
     lines = [
         "## Quantization-robustness audit",
         "",
-        "Each metric of this model at full precision (`fp`) and quantized, next to the model before",
-        "unlearning (target) and a model never trained on the forget set (retrain). In brackets, the",
-        "recovery ratio: the share of the forgotten amount that quantization brings back (0 % = the",
-        "forgetting holds, 100 % = back at the target; blank where unlearning moved the metric < 1 point).",
+        "Each metric [its interval] of this model at full precision (`fp`) and quantized, next to the",
+        "model before unlearning (target) and a model never trained on the forget set (retrain). In",
+        "brackets, the recovery ratio [its interval]: the share of the forgotten amount that quantization",
+        "brings back (0 % = the forgetting holds, 100 % = back at the target; blank where undefined).",
         "",
         "| metric | target | retrain | " + " | ".join(quantizers) + " |",
         "|---|---|---|" + "---|" * len(quantizers),
     ]
     for metric in metrics:
-        base = results.get("target", target, "fp", metric)
-        retrain = results.get("retrain", "-", "fp", metric)
-        fp = results.get(run, target, "fp", metric)
-        cells = [_cell(base), _cell(retrain)]
-        for q in quantizers:
-            cell = results.get(run, target, q, metric)
-            ratio = None
-            if q != "fp" and None not in (cell, fp, base):
-                ratio = recovery(cell["agg_value"], fp["agg_value"], base["agg_value"])
-            cells.append(_cell(cell) + (f" ({ratio:.0%})" if ratio is not None else ""))
-        lines.append(f"| {TITLES.get(metric, metric)} | " + " | ".join(cells) + " |")
+        found = [cells.get("target", target, "fp", metric), cells.get("retrain", "-", "fp", metric)]
+        found += [cells.get(run, target, q, metric) for q in quantizers]
+        texts = ["–" if c is None else c.text() for c in found]
+        lines.append(f"| {TITLES.get(metric, metric)} | " + " | ".join(texts) + " |")
     lines += ["", "Quantizers:", ""]
     configs = {r["quantizer"]: r.get("quantizer_config", {}) for r in rows}
     lines += [f"- `{q}`: `{json.dumps(configs[q], sort_keys=True)}`" for q in quantizers]
     return [*lines, ""]
-
-
-def _cell(record: dict[str, Any] | None) -> str:
-    return "–" if record is None else f"{record['agg_value']:.1f}"
 
 
 def _eval_result(record: dict[str, Any], source: str) -> EvalResult:

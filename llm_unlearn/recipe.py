@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from llm_unlearn.audit import stats
 from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS
@@ -293,6 +294,36 @@ class RelearnSection(_Section):
         return self.label or f"relearn-{self.split}-{self.steps}"
 
 
+class VerdictSection(_Section):
+    """The release verdict of each forget-metric recovery (`audit/stats.py`) and its bootstrap."""
+
+    holds_below: float = Field(
+        default=stats.HOLDS_BELOW,
+        gt=0,
+        lt=100,
+        description="'holds' when the whole recovery interval is below this percentage.",
+    )
+    fails_from: float = Field(
+        default=stats.FAILS_FROM,
+        gt=0,
+        le=100,
+        description="'fails' when the whole recovery interval is at or above this percentage.",
+    )
+    resamples: int = Field(
+        default=stats.RESAMPLES, ge=100, le=100_000, description="Bootstrap resamples of every interval."
+    )
+    confidence: float = Field(
+        default=stats.CONFIDENCE, gt=0, lt=1, description="Coverage of every interval (0.95 = 95 %)."
+    )
+    seed: int = Field(default=stats.SEED, ge=0, description="Seeds the bootstrap resamples.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VerdictSection:
+        if self.fails_from <= self.holds_below:
+            raise ValueError(f"fails_from ({self.fails_from}) must be above holds_below ({self.holds_below})")
+        return self
+
+
 class OutputSection(_Section):
     dir: Annotated[Path, AfterValidator(Path.expanduser)] = Field(
         description="Run folder: checkpoints, results.jsonl, report.md."
@@ -317,6 +348,7 @@ class Recipe(_Section):
         default=(),
         description="Relearning checks, each one audit column beside the quantizers; none by default.",
     )
+    verdict: VerdictSection = VerdictSection()
     output: OutputSection
 
     @field_validator("method", "models", "relearn", mode="before")

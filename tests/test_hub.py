@@ -106,6 +106,10 @@ def test_card_has_metadata_model_index_and_the_models_audit(run_dir) -> None:
         in text
     )
     assert "| 80.0 | 20.0 | 30.0 | 30.5 (1%) |" in text
+    # the card opens with this model's verdict rows (no per-example values here: the point decides)
+    verdict = "| fails | ga_gdr+quail | natural | rtn-w4-g32 | knowmem_forget | 50% |"
+    assert text.index(verdict) < text.index("## Unlearning")
+    assert "| holds | ga_gdr+quail | natural | rtn-w4-g32 | verbmem | 1% |" in text
     assert "muse-bench/MUSE-News`, raw split `forget`" in text
     # the learning rate the method ran with (its override), not the recipe's train default
     assert "| `learning_rate` | `0.0002` |" in text and "| `hinge_margin` | `0.5` |" in text

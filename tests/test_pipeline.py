@@ -15,8 +15,9 @@ import pytest
 import yaml
 from conftest import demo_bench_subset, tiny_llama
 
-from llm_unlearn.audit.report import recovery, render_markdown
+from llm_unlearn.audit.report import render_markdown
 from llm_unlearn.audit.results import ResultsFile
+from llm_unlearn.audit.stats import recovery
 from llm_unlearn.cli import main
 from llm_unlearn.errors import UserError
 from llm_unlearn.models import save_checkpoint

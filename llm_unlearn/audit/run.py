@@ -27,6 +27,7 @@ from transformers import PreTrainedModel
 
 from llm_unlearn.audit.relearn import Relearning, relearned
 from llm_unlearn.audit.results import ResultsFile
+from llm_unlearn.audit.stats import metric_ci
 from llm_unlearn.errors import UserError
 from llm_unlearn.metrics import EvalContext, evaluate
 from llm_unlearn.metrics.privleak import privleak_value
@@ -232,6 +233,7 @@ def _evaluate_cell(
             # The retrain model at full precision defines the reference: its PrivLeak is 0 by definition.
             value.update(agg_value=privleak_value(value["auc"], value["auc"]), reference_auc=value["auc"])
             value["reference"] = "retrain"
+            value["ci"] = metric_ci(value)  # the interval of the re-referenced value
         results.add(
             {
                 "model": model.name,

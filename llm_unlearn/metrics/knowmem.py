@@ -54,7 +54,7 @@ def _knowmem(model: nn.Module, ctx: EvalContext, qa_split: str, icl_split: str) 
     }
 
 
-@register_metric("knowmem_forget", requires={"knowmem": ("forget_qa", "forget_qa_icl")})
+@register_metric("knowmem_forget", requires={"knowmem": ("forget_qa", "forget_qa_icl")}, forget=True)
 def knowmem_forget(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """KnowMem on the forget QA (M2): lower = more forgotten."""
     return _knowmem(model, ctx, "forget_qa", "forget_qa_icl")

@@ -40,14 +40,18 @@ class Metric:
     fn: MetricFn
     #: the MUSE configs and splits the metric reads: {"knowmem": ("forget_qa", "forget_qa_icl")}
     requires: Mapping[str, tuple[str, ...]]
+    #: a forget metric (lower once forgotten, or PrivLeak): its recoveries get a release verdict
+    forget: bool = False
 
 
 METRICS: Registry[Metric] = Registry("metric")
 
 
-def register_metric(name: str, requires: Mapping[str, tuple[str, ...]]) -> Callable[[MetricFn], MetricFn]:
+def register_metric(
+    name: str, requires: Mapping[str, tuple[str, ...]], forget: bool = False
+) -> Callable[[MetricFn], MetricFn]:
     def add(fn: MetricFn) -> MetricFn:
-        METRICS.register(name)(Metric(name, fn, dict(requires)))
+        METRICS.register(name)(Metric(name, fn, dict(requires), forget))
         return fn
 
     return add
