@@ -54,7 +54,7 @@ def _run_recipe(recipe, fail_above: float | None) -> int:
     print(f"verdict: {folder.verdict}: " + (", ".join(f"{n} {v}" for v, n in counts.items()) or "no cells"))
     if fail_above is None:
         return 0
-    from llm_unlearn.audit.stats import failing_cells
+    from llm_unlearn.audit.report import failing_cells
 
     failing = failing_cells(verdict, fail_above)
     for cell in failing:

@@ -155,6 +155,7 @@ def test_a_hub_id_at_a_revision_loads_from_a_hub_layout_folder(tmp_path, target,
     snapshot = repo / "snapshots" / REVISION
     assert cells(tmp_path / "run", "hub")[("fp", "verbmem")]["checkpoint"] == str(snapshot)
     command[command.index("hub=lab/unlearned@v1")] = "hub=lab/unlearned@v2"
+    command[-1] = str(tmp_path / "run2")
     missing = subprocess.run(command, env=env, capture_output=True, text=True)
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines() == [missing.stderr.strip()]
