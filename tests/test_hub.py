@@ -72,7 +72,18 @@ def run_dir(tmp_path_factory, tok) -> Path:
     }
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     save_checkpoint(tiny_llama(tok), tok, root / "models" / MODEL)
-    resolved = {"method": "ga_gdr", "learning_rate": 2e-4, "hinge_margin": 0.5, "projection": None}
+    terms = {
+        "ga": {"weight": 1.0, "params": {}},
+        "hinge": {"weight": 1.0, "params": {"margin": 0.5, "distance": "mean_abs"}},
+        "gdr": {"weight": 1.0, "params": {}},
+    }
+    resolved = {
+        "method": "ga_gdr",
+        "learning_rate": 2e-4,
+        "terms": terms,
+        "hinge_margin": 0.5,
+        "projection": None,
+    }
     (root / "models" / f"{MODEL}.method.json").write_text(
         json.dumps({**resolved, "lora": None, "sure": None})
     )

@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import tiny_llama
 
-from llm_unlearn import objectives
+from llm_unlearn import terms as objectives
 from llm_unlearn.data.collate import ForgetRetainDataset, UnlearningCollator, chunk_texts
 from llm_unlearn.methods import METHODS
 from llm_unlearn.trainer import UnlearningConfig, UnlearningTrainer
