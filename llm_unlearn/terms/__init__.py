@@ -1,8 +1,12 @@
 """Loss terms, the unit of extension: one file per term, registered by name with `register_term`.
 
 A method (methods.py) names a forget term and a retain term; the trainer sums `weight · term`.
-The pure functions are exported here too, for tests and for code that composes them by hand.
+Every module of this package is imported here, so a new term file registers itself. The pure
+functions of the baselines' terms are exported too, for code that composes them by hand.
 """
+
+import importlib
+import pkgutil
 
 from llm_unlearn.terms import entropy as _entropy
 from llm_unlearn.terms import ga as _ga
@@ -22,6 +26,9 @@ from llm_unlearn.terms.base import (
     sequence_nll,
     token_nll,
 )
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 ga, gdr, npo, klr, entropy = _ga.ga, _gdr.gdr, _npo.npo, _klr.klr, _entropy.entropy
 quail_hinge, HINGE_DISTANCES = _hinge.quail_hinge, _hinge.HINGE_DISTANCES
