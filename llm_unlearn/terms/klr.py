@@ -30,8 +30,9 @@ def klr_muse(logits: torch.Tensor, ref_logits: torch.Tensor) -> torch.Tensor:
 
     i.e. `F.kl_div(z_θ, z_θ₀, reduction="batchmean", log_target=True)` with raw logits z in the
     places of log-probabilities: no softmax, no shift, padding included, summed over positions and
-    vocabulary and divided by the batch size (muse_bench `baselines/iterative.py`). It is not a
-    divergence: it is not zero at θ = θ₀'s shift-invariant equivalents and can be negative.
+    vocabulary and divided by the batch size (muse_bench `baselines/iterative.py`). It is zero at
+    θ = θ₀ but is not a divergence: it can be negative, and it changes when the logits of a
+    position shift by a constant, which leaves both distributions unchanged.
     """
     ref = ref_logits.float()
     return (ref.exp() * (ref - logits.float())).sum() / logits.shape[0]
