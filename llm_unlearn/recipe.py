@@ -182,7 +182,10 @@ class _MethodCommon(_Section):
         description="This run's name in results and report; default: name, plus +sure / +quail / +global.",
     )
     beta: float = Field(
-        default=0.1, gt=0, description="β of the method's terms that have one (NPO, SimNPO, IdkDPO)."
+        default=0.1,
+        gt=0,
+        description="β, the inverse temperature of every term of the method that has one (NPO, SimNPO, "
+        "IdkDPO); unused by the others (the baseline recipes state the papers' 0.1 for all six).",
     )
     retain_weight: float = Field(default=1.0, ge=0, description="λ, the weight of the retain term.")
     learning_rate: float | None = Field(
@@ -218,7 +221,7 @@ class _MethodCommon(_Section):
         return self
 
     def term_values(self) -> dict[str, Any]:
-        """The term parameters this section sets (β always; the others where given)."""
+        """The term parameters this section sets (β always); a term takes its own default for the others."""
         given = {key: getattr(self, key) for key in _TERM_FIELDS if getattr(self, key) is not None}
         return {"beta": self.beta, **given}
 
@@ -235,7 +238,8 @@ class _MethodCommon(_Section):
 
 def _term_fields() -> dict[str, tuple[Any, FieldInfo]]:
     """Every parameter a method's terms declare, as an optional method field (None: the term's
-    default). QUAIL's hinge is configured by the `quail:` section, β by the common field."""
+    default); one name means one thing in every term. β is the common field above; QUAIL's hinge
+    is configured by the `quail:` section."""
     fields: dict[str, tuple[Any, FieldInfo]] = {}
     for name in TERMS.names():
         term = TERMS.get(name)
