@@ -60,5 +60,6 @@ for _method in (
     Method(
         "oeu", "entropy", "gdr", "entropy + GDR, forget gradient orthogonal to retain", projection="layer"
     ),
+    Method("simnpo", "simnpo", "gdr", "SimNPO (reference-free, length-normalised NPO) + GDR"),
 ):
     METHODS.register(_method.name)(_method)
