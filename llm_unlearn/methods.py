@@ -60,6 +60,7 @@ for _method in (
     Method(
         "oeu", "entropy", "gdr", "entropy + GDR, forget gradient orthogonal to retain", projection="layer"
     ),
+    Method("undial", "undial", None, "UNDIAL, self-distillation toward θ₀ with the forget token lowered"),
     Method("simnpo", "simnpo", "gdr", "SimNPO (reference-free, length-normalised NPO) + GDR"),
 ):
     METHODS.register(_method.name)(_method)
