@@ -61,6 +61,9 @@ for _method in (
         "oeu", "entropy", "gdr", "entropy + GDR, forget gradient orthogonal to retain", projection="layer"
     ),
     Method("undial", "undial", None, "UNDIAL, self-distillation toward θ₀ with the forget token lowered"),
+    Method(
+        "rmu", "rmu", "rmu_retain", "RMU, forget hidden states steered to a random direction at one layer"
+    ),
     Method("simnpo", "simnpo", "gdr", "SimNPO (reference-free, length-normalised NPO) + GDR"),
 ):
     METHODS.register(_method.name)(_method)
