@@ -65,6 +65,7 @@ for _method in (
         "rmu", "rmu", "rmu_retain", "RMU, forget hidden states steered to a random direction at one layer"
     ),
     Method("idknll", "idknll", "gdr", "IdkNLL, a refusal as the forget answer + GDR"),
+    Method("idkdpo", "idkdpo", "gdr", "IdkDPO, a refusal preferred over the forget answer + GDR"),
     Method("simnpo", "simnpo", "gdr", "SimNPO (reference-free, length-normalised NPO) + GDR"),
 ):
     METHODS.register(_method.name)(_method)
