@@ -44,6 +44,7 @@ from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS
 from llm_unlearn.models import adapter_folder
 from llm_unlearn.recipe import MethodSection
+from llm_unlearn.terms import TERMS
 
 CARD_FILE = "README.md"
 #: the run's own files, under this folder of the repo
@@ -212,7 +213,7 @@ def model_card(run_dir: Path, model: str, repo_id: str, with_adapter: bool = Fal
         "",
         "| parameter | value |",
         "|---|---|",
-        *[f"| `{key}` | `{value}` |" for key, value in _hyper_parameters(recipe, section, resolved).items()],
+        *[f"| `{key}` | `{value}` |" for key, value in _hyper_parameters(recipe, resolved).items()],
         "",
         *_audit_table(cells, rows, run, target),
         "## Files",
@@ -282,13 +283,18 @@ def _eval_result(record: dict[str, Any], source: str) -> EvalResult:
 def _unlearning_facts(
     recipe: dict[str, Any], section: MethodSection, resolved: dict[str, Any], target: str
 ) -> list[tuple[str, str]]:
-    spec = METHODS.get(section.name)
+    """What the card says about the unlearning, from what the run resolved (`.method.json`)."""
+    if "terms" not in resolved:
+        raise UserError(
+            f"{section.run_name}: its .method.json predates recorded term settings; delete that checkpoint "
+            "and re-run to write them"
+        )
+    terms = resolved["terms"]
+    forget = next(t for t in terms if TERMS.get(t).part == "forget" and not TERMS.get(t).regulariser)
+    retain = next((t for t in terms if TERMS.get(t).part == "retain"), None)
     data = recipe["data"]
     facts = [
-        (
-            "method",
-            f"`{section.name}`: forget term `{spec.forget_loss}`, retain term `{spec.retain_loss or 'none'}`",
-        ),
+        ("method", f"`{section.name}`: forget term `{forget}`, retain term `{retain or 'none'}`"),
         ("base model", _base_description(recipe, target)),
         ("forget set", f"{_dataset_label(data['source'])}, raw split `{data['forget_split']}`"),
         ("retain set", f"{_dataset_label(data['source'])}, raw split `{data['retain_split']}`"),
@@ -302,8 +308,16 @@ def _unlearning_facts(
                 f"{sure['param_share']:.1%} of the parameters); every other weight is unchanged",
             )
         )
-    if section.quail is not None:
-        facts.append(("QUAIL", f"logit hinge, margin {resolved.get('hinge_margin')}"))
+    if resolved.get("trained"):
+        trained = resolved["trained"]
+        facts.append(
+            (
+                "trained parameters",
+                f"{trained['count']} tensors ({trained['param_share']:.1%}); the rest unchanged",
+            )
+        )
+    if "hinge" in terms:
+        facts.append(("QUAIL", f"logit hinge, margin {terms['hinge']['params']['margin']}"))
     if resolved.get("projection"):
         facts.append(("OEU projection", f"scope `{resolved['projection']}`"))
     if resolved.get("lora"):
@@ -318,27 +332,23 @@ def _unlearning_facts(
     return facts
 
 
-def _hyper_parameters(
-    recipe: dict[str, Any], section: MethodSection, resolved: dict[str, Any]
-) -> dict[str, Any]:
-    """The recipe's train section with this method's overrides and what the run resolved."""
-    spec = METHODS.get(section.name)
+def _hyper_parameters(recipe: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's train section with what the run resolved: lr, each term's weight and parameters."""
     params: dict[str, Any] = {**recipe.get("train", {}), "learning_rate": resolved["learning_rate"]}
     params["max_length"] = recipe["data"]["max_length"]
-    if spec.forget_loss == "npo":
-        params["beta"] = section.beta
-    if spec.retain_loss is not None:
-        params["retain_weight"] = section.retain_weight
-    if section.quail is not None:
-        params.update(
-            hinge_weight=section.quail.weight,
-            hinge_margin=resolved.get("hinge_margin"),
-            hinge_distance=section.quail.distance,
-        )
-    if section.sure is not None:
-        params["saliency_percentile"] = section.sure.percentile
-    if section.projection is not None:
-        params.update(projection=section.projection.scope, projection_alpha=section.projection.alpha)
+    for term, entry in resolved["terms"].items():
+        spec = TERMS.get(term)
+        if spec.regulariser:  # QUAIL's hinge: hinge_weight, hinge_margin, hinge_distance
+            params[f"{term}_weight"] = entry["weight"]
+            params.update({f"{term}_{key}": value for key, value in entry["params"].items()})
+            continue
+        if spec.part == "retain":
+            params["retain_weight"] = entry["weight"]
+        params.update(entry["params"])
+    if resolved.get("sure"):
+        params["saliency_percentile"] = resolved["sure"]["percentile"]
+    if resolved.get("projection"):
+        params.update(projection=resolved["projection"], projection_alpha=resolved["projection_alpha"])
     return params
 
 

@@ -229,6 +229,8 @@ def unlearn(
     if method.quail is not None and method.quail.margin == "auto":
         margin = get_quantizer(method.quail.quantizer).mean_step(model) / 2
     args = recipe.training_config(method, dest.with_name(dest.name + ".trainer"), hinge_margin=margin)
+    # What the trainer would refuse (OEU under FSDP, a layer the model lacks, ...) as one line, now.
+    UnlearningTrainer.check(args, model, PartialState().distributed_type.value)
     lora = recipe.model.lora
     if lora is not None:
         modules = lora.target_modules
@@ -257,13 +259,21 @@ def unlearn(
         # The training log (losses, and the stop metric when one is set) sits beside the checkpoint,
         # with what the method resolved at run time (QUAIL's margin, SURE's modules).
         dest.with_name(dest.name + ".log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        # The terms as they trained (weight and every parameter, defaults included): the model card
+        # reads them from here, so it cannot drift from the run.
+        weights, params = dict(args.weighted_terms()), args.resolved_params()
         resolved = {
             "method": method.name,
             "learning_rate": args.learning_rate,
+            "terms": {
+                t: {"weight": weights[t], "params": p.model_dump(mode="json")} for t, p in params.items()
+            },
             "hinge_margin": args.hinge_margin if method.quail else None,
             "projection": args.projection,
+            "projection_alpha": args.projection_alpha if args.projection else None,
             "lora": lora.model_dump() if lora else None,
             "sure": trainer.saliency,
+            "trained": trainer.trained,
         }
         dest.with_name(dest.name + ".method.json").write_text(json.dumps(resolved, indent=1))
         # A LoRA run is audited as the model it would ship: the adapter merged into the base weights.

@@ -22,9 +22,12 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
+from transformers import TrainingArguments
 
 from llm_unlearn.audit import stats
 from llm_unlearn.errors import UserError
@@ -33,14 +36,15 @@ from llm_unlearn.metrics import METRICS
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.quant.rtn import RTNQuantizer
 from llm_unlearn.registry import Registry
+from llm_unlearn.terms import TERMS
 from llm_unlearn.trainer import UnlearningConfig
 
 TARGETS = ("natural", "grid")
-# Set by the method section or by the run itself, so a `train:` entry would be silently ignored.
-RESERVED_TRAIN_FIELDS = {
-    "output_dir", "forget_loss", "retain_loss", "retain_weight", "beta", "saliency_percentile",
-    "hinge_weight", "hinge_margin", "hinge_distance", "projection", "projection_alpha",
-}  # fmt: skip
+# Set by the method section or by the run itself, so a `train:` entry would be silently ignored:
+# every field UnlearningConfig adds to TrainingArguments, and the output folder.
+RESERVED_TRAIN_FIELDS = {"output_dir"} | {f.name for f in dataclasses.fields(UnlearningConfig) if f.init} - {
+    f.name for f in dataclasses.fields(TrainingArguments)
+}
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -175,16 +179,21 @@ class ProjectionSection(_Section):
     scope: Literal["layer", "global"] = Field(default="layer", description="'global' is the ablation.")
 
 
-class MethodSection(_Section):
+class _MethodCommon(_Section):
     name: Annotated[str, registered(METHODS)] = Field(
-        description="One of the registered methods (ga, ga_gdr, ga_klr, npo, npo_gdr, npo_klr, oeu)."
+        description=f"One of the registered methods ({', '.join(METHODS.names())})."
     )
     label: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9_.+-]+$",
         description="This run's name in results and report; default: name, plus +sure / +quail / +global.",
     )
-    beta: float = Field(default=0.1, gt=0, description="NPO's β.")
+    beta: float = Field(
+        default=0.1,
+        gt=0,
+        description="β, the inverse temperature of every term of the method that has one (NPO, SimNPO, "
+        "IdkDPO); unused by the others (the baseline recipes state the papers' 0.1 for all six).",
+    )
     retain_weight: float = Field(default=1.0, ge=0, description="λ, the weight of the retain term.")
     learning_rate: float | None = Field(
         default=None,
@@ -202,10 +211,26 @@ class MethodSection(_Section):
     )
 
     @model_validator(mode="after")
-    def _projection_needs_oeu(self) -> MethodSection:
+    def _projection_needs_oeu(self) -> _MethodCommon:
         if self.projection is not None and METHODS.get(self.name).projection is None:
             raise ValueError(f"projection applies to methods that project gradients (oeu), not {self.name!r}")
         return self
+
+    @model_validator(mode="after")
+    def _term_parameters_apply(self) -> _MethodCommon:
+        declared = METHODS.get(self.name).parameter_fields()
+        for key in _TERM_FIELDS:
+            if getattr(self, key) is not None and key not in declared:
+                users = sorted(t for t in TERMS.names() if key in TERMS.get(t).params.model_fields)
+                raise ValueError(
+                    f"{key} is a parameter of the terms {', '.join(users)}; {self.name!r} has none"
+                )
+        return self
+
+    def term_values(self) -> dict[str, Any]:
+        """The term parameters this section sets (β always); a term takes its own default for the others."""
+        given = {key: getattr(self, key) for key in _TERM_FIELDS if getattr(self, key) is not None}
+        return {"beta": self.beta, **given}
 
     @property
     def run_name(self) -> str:
@@ -216,6 +241,28 @@ class MethodSection(_Section):
         suffix += "+quail" if self.quail else ""
         suffix += "+global" if self.projection and self.projection.scope == "global" else ""
         return self.name + suffix
+
+
+def _term_fields() -> dict[str, tuple[Any, FieldInfo]]:
+    """Every parameter a method's terms declare, as an optional method field (None: the term's
+    default); one name means one thing in every term. β is the common field above; QUAIL's hinge
+    is configured by the `quail:` section."""
+    fields: dict[str, tuple[Any, FieldInfo]] = {}
+    for name in TERMS.names():
+        term = TERMS.get(name)
+        for key, info in [] if term.regulariser else term.params.model_fields.items():
+            if key in _MethodCommon.model_fields:
+                continue
+            if key in fields and fields[key][0] != info.annotation | None:
+                raise TypeError(f"term parameter {key!r} has two types ({name} and another term)")
+            optional = FieldInfo.merge_field_infos(info, default=None)
+            fields[key] = (info.annotation | None, optional)
+    return fields
+
+
+_TERM_FIELDS = _term_fields()
+#: a method entry: the common fields and every registered term's parameters, derived from the registry
+MethodSection = create_model("MethodSection", __base__=_MethodCommon, **_TERM_FIELDS)
 
 
 class AuditedModelSection(_Section):
@@ -429,6 +476,21 @@ class Recipe(_Section):
         return self
 
     @model_validator(mode="after")
+    def _oeu_fits_the_training_setup(self) -> Recipe:
+        for i, method in enumerate(self.method):
+            if METHODS.get(method.name).projection is None:
+                continue
+            if self.train.get("fp16"):
+                raise ValueError(
+                    f"method.{i}: OEU's hand-written update bypasses fp16's loss scaler; use train.bf16"
+                )
+            if self.train.get("fsdp") or self.train.get("deepspeed"):
+                raise ValueError(
+                    f"method.{i}: OEU projects whole per-layer gradients; FSDP/DeepSpeed shard them: use DDP"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _grid_targets_need_grid(self) -> Recipe:
         for i, method in enumerate(self.method):
             if method.targets and "grid" in method.targets and self.model.grid_align is None:
@@ -445,7 +507,7 @@ class Recipe(_Section):
     ) -> UnlearningConfig:
         """The method's `UnlearningConfig`; `hinge_margin` resolves a QUAIL margin of 'auto'."""
         spec = METHODS.get(method.name)
-        settings = {"report_to": "none", "save_strategy": "no", **self.train}
+        settings: dict[str, Any] = {"report_to": "none", "save_strategy": "no", **self.train}
         if method.learning_rate is not None:
             settings["learning_rate"] = method.learning_rate
         if method.quail is not None:
@@ -463,7 +525,7 @@ class Recipe(_Section):
                 output_dir=str(output_dir),
                 forget_loss=spec.forget_loss,
                 retain_loss=spec.retain_loss,
-                beta=method.beta,
+                term_params={t: p.model_dump() for t, p in spec.resolve(method.term_values()).items()},
                 retain_weight=method.retain_weight,
                 saliency_percentile=method.sure.percentile if method.sure else None,
                 **settings,
