@@ -82,6 +82,7 @@ class Quantizer(ABC):
     def save_artifacts(self, folder: Path) -> None:
         """Keep, beside a saved quantized checkpoint in `folder`, what the last quantization wrote
         that the checkpoint does not hold (llama.cpp's GGUF file); nothing by default."""
+        return None  # most quantizers leave nothing but the checkpoint
 
 
 QUANTIZER_FAMILIES: Registry[Callable[[str], Quantizer]] = Registry("quantizer")
