@@ -156,6 +156,7 @@ def quantized(
         codes = quantize_with_codes(quantizer, network)
         if state.is_main_process:  # another process that gets here quantizes in memory only
             save_checkpoint(network, load_tokenizer(model.path), folder)
+            quantizer.save_artifacts(folder)
             _save_codes(codes, folder / "codes.safetensors")
             saved.write_text(json.dumps(config, indent=1))  # last: a folder without it is recomputed
         return network, codes

@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -83,6 +84,11 @@ class Quantizer(ABC):
         weight by module name; {} for quantizers without integer codes (`fp`)."""
         self.quantize_model(model)
         return {}
+
+    def save_artifacts(self, folder: Path) -> None:
+        """Keep, beside a saved quantized checkpoint in `folder`, what the last quantization wrote
+        that the checkpoint does not hold (llama.cpp's GGUF file); nothing by default."""
+        return None  # most quantizers leave nothing but the checkpoint
 
 
 QUANTIZER_FAMILIES: Registry[Callable[[str], Quantizer]] = Registry("quantizer")
