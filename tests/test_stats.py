@@ -79,21 +79,25 @@ def test_privleak_interval_is_the_exact_stratified_distributions_percentiles() -
 def test_privleak_resamples_keep_both_classes_and_the_reference_fixed() -> None:
     cell = privleak_cell([0.1, 0.5, 0.2], [0.4, 0.9], reference_auc=0.6)
     found = stats.examples(cell)
-    indices = found.resample(500, seed=3)
-    assert found.member[indices[:, :3]].all() and not found.member[indices[:, 3:]].any()
-    values = found.statistic(indices)
-    aucs = [roc_auc_score([1, 1, 1, 0, 0], found.scores[row]) for row in indices[:20]]
-    assert values[:20] == pytest.approx([(a - 0.6) / 0.6 * 100 for a in aucs])
+    counts = found.resample(500, seed=3)  # how often each passage is drawn, per resample
+    assert (counts[:, found.member].sum(1) == 3).all() and (counts[:, ~found.member].sum(1) == 2).all()
+    values = found.statistic(counts)
+    for row, value in zip(counts[:20], values[:20], strict=True):  # each resample as a sample, by sklearn
+        row = row.astype(int)
+        auc = roc_auc_score(np.repeat(found.member, row), np.repeat(found.scores, row))
+        assert value == pytest.approx((auc - 0.6) / 0.6 * 100)
     # a cell without one of the classes has no interval (no AUC)
     members_only = {str(i): {"score": s, "member": True} for i, s in enumerate([0.1, 0.2])}
     assert stats.metric_ci({"agg_value": 0.0, "reference_auc": 0.5, "value_by_index": members_only}) is None
 
 
-def test_rank_auc_equals_sklearn_with_ties() -> None:
+def test_weighted_auc_equals_sklearn_on_the_repeated_sample_with_ties() -> None:
     rng = np.random.default_rng(0)
-    scores = rng.integers(0, 4, size=(50, 9)).astype(float)  # many ties
-    expected = [roc_auc_score([1] * 4 + [0] * 5, row) for row in scores]
-    assert stats.rank_auc(scores, 4) == pytest.approx(expected)
+    scores = rng.integers(0, 4, size=9).astype(float)  # many ties
+    member = np.arange(9) < 4
+    counts = rng.integers(1, 4, size=(30, 9))
+    expected = [roc_auc_score(np.repeat(member, row), np.repeat(scores, row)) for row in counts]
+    assert stats.weighted_auc(scores, member, counts) == pytest.approx(expected)
 
 
 def test_constant_metric_has_a_zero_width_interval() -> None:
@@ -142,8 +146,8 @@ def test_resamples_with_a_zero_denominator_are_dropped() -> None:
     # first example (p = 5^-5 each) has M(t) = M(u) and no ratio
     t, u = [0.0, 30, 30, 30, 30], [0.0] * 5
     cells = [mean_cell(t), mean_cell(u), mean_cell([x / 2 for x in t])]
-    indices = stats.examples(cells[0]).resample(20_000, stats.SEED)
-    assert (indices == 0).all(axis=1).any()  # there are such resamples under this seed
+    counts = stats.examples(cells[0]).resample(20_000, stats.SEED)
+    assert (counts[:, 0] == 5).any()  # there are such resamples under this seed
     found = stats.paired_recovery(*cells, resamples=20_000)
     assert found.ci == pytest.approx((0.5, 0.5))
     assert stats.percentile_interval(np.array([np.nan, np.inf])) is None

@@ -5,16 +5,17 @@ Every interval is a percentile bootstrap: B resamples (default 1,000) of a cell'
 replacement, drawn by `numpy.random.default_rng(seed)` created afresh in each call (so an interval
 depends only on its inputs and the seed, not on what was computed before), and the (1 − c)/2 and
 (1 + c)/2 percentiles (numpy's linear interpolation) of the B resampled statistics, c = 0.95.
+Resamples are count matrices (`Examples`), so every statistic is vectorised over all B at once.
 
 - VerbMem, KnowMem: the statistic is the cell's agg_value by its own definition, the mean of the
   per-example `score` (ROUGE-L F1 × 100).
 - PrivLeak: passages are resampled within each class (forget members and holdout non-members, each
   to its own count), so both classes are present in every resample; the statistic is
-  PrivLeak = (AUC − AUC_ref) / AUC_ref × 100, the AUC recomputed on the resample (rank-based, as
-  sklearn's roc_auc_score: ties count ½) and AUC_ref held FIXED at the cell's `reference_auc`: the
+  PrivLeak = (AUC − AUC_ref) / AUC_ref × 100, the AUC recomputed on the resample (as sklearn's
+  roc_auc_score: ties count ½) and AUC_ref held FIXED at the cell's `reference_auc`: the
   interval is the uncertainty of this model's AUC on these passages, not that of the retrain model.
 - Recovery r = (M(q) − M(u)) / (M(t) − M(u)) (t: target at fp, u: unlearned at fp, q: u quantized
-  or relearned): a PAIRED bootstrap, one index matrix applied to the three cells alike, r computed
+  or relearned): a PAIRED bootstrap, one resample matrix applied to the three cells alike, r computed
   from each resample's three aggregates. A resample whose denominator M(t) − M(u) is 0 has no
   ratio: it is dropped, and the interval is the percentiles of the other resamples.
 - r is undefined (None) when unlearning moved the metric by less than `MIN_FORGOTTEN` = 1 point,
@@ -28,10 +29,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from scipy.stats import rankdata
 
 from llm_unlearn.metrics.privleak import privleak_value
 
@@ -48,7 +49,12 @@ Interval = tuple[float, float]
 @dataclass(frozen=True)
 class Examples:
     """A cell's per-example values in index order. PrivLeak cells: `member` marks the forget passages
-    and `reference_auc` is the fixed AUC_ref; mean cells have neither."""
+    and `reference_auc` is the fixed AUC_ref; mean cells have neither.
+
+    A resample is kept as counts: how often each example is among the n indices drawn with
+    replacement ([B, n]), so a statistic is a matrix product over all B resamples at once, and one
+    count matrix applied to several cells is an exactly paired resampling.
+    """
 
     keys: tuple[str, ...]
     scores: np.ndarray
@@ -56,36 +62,50 @@ class Examples:
     reference_auc: float | None = None
 
     def resample(self, resamples: int, seed: int) -> np.ndarray:
-        """[resamples, n] indices: uniform for a mean; PrivLeak: within each class, members first."""
-        rng = np.random.default_rng(seed)
+        """[resamples, n] counts; PrivLeak: members and non-members drawn apart, each to its own number."""
         if self.member is None:
-            return rng.integers(0, len(self.scores), size=(resamples, len(self.scores)))
-        members, others = np.flatnonzero(self.member), np.flatnonzero(~self.member)
-        draw_members = members[rng.integers(0, len(members), size=(resamples, len(members)))]
-        draw_others = others[rng.integers(0, len(others), size=(resamples, len(others)))]
-        return np.concatenate([draw_members, draw_others], axis=1)
+            return _counts((len(self.scores),), resamples, seed)
+        k = int(self.member.sum())
+        drawn = _counts((k, len(self.scores) - k), resamples, seed)
+        counts = np.empty_like(drawn)
+        counts[:, self.member], counts[:, ~self.member] = drawn[:, :k], drawn[:, k:]
+        return counts
 
-    def statistic(self, indices: np.ndarray) -> np.ndarray:
-        """The cell's aggregate on each row of `indices` ([B, n] from `resample`, or one row)."""
+    def statistic(self, counts: np.ndarray) -> np.ndarray:
+        """The cell's aggregate on each row of `counts` ([B, n] from `resample`; ones = the sample)."""
         if self.member is None:
-            return self.scores[indices].mean(axis=-1)
-        auc = rank_auc(self.scores[indices], int(self.member.sum()))
-        return privleak_value(auc, self.reference_auc)
-
-    def identity(self) -> np.ndarray:
-        """The original sample as one row of indices (members first for PrivLeak)."""
-        if self.member is None:
-            return np.arange(len(self.scores))[None]
-        return np.concatenate([np.flatnonzero(self.member), np.flatnonzero(~self.member)])[None]
+            return counts @ self.scores / len(self.scores)
+        return privleak_value(weighted_auc(self.scores, self.member, counts), self.reference_auc)
 
 
-def rank_auc(scores: np.ndarray, members: int) -> np.ndarray:
-    """Per row of `scores` [B, n] whose first `members` columns are members: ROC AUC of the scores
-    with members labelled 1 = (rank sum of the members − m(m+1)/2) / (m·(n − m)) (Mann–Whitney U,
-    average ranks for ties)."""
-    ranks = rankdata(scores, axis=-1)
-    others = scores.shape[-1] - members
-    return (ranks[..., :members].sum(axis=-1) - members * (members + 1) / 2) / (members * others)
+@lru_cache(maxsize=32)
+def _counts(sizes: tuple[int, ...], resamples: int, seed: int) -> np.ndarray:
+    """[resamples, Σ sizes] float counts (for BLAS products): each block of `sizes` columns is k indices
+    drawn with replacement among its own k, counted. Cached: every cell of one shape shares it."""
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for k in sizes:
+        drawn = rng.integers(0, k, size=(resamples, k)) + k * np.arange(resamples)[:, None]
+        blocks.append(np.bincount(drawn.ravel(), minlength=resamples * k).reshape(resamples, k))
+    counts = np.concatenate(blocks, axis=1).astype(float)
+    counts.flags.writeable = False
+    return counts
+
+
+def weighted_auc(scores: np.ndarray, member: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per row of `counts`: the ROC AUC (members labelled 1, ties counting ½, as sklearn's
+    roc_auc_score) of the sample holding example i counts[i] times, i.e.
+    Σ_i c_i (w(o < s_i) + w(o ≤ s_i)) / 2 / (m·o) over members i, w(·) the drawn weight of the
+    non-members below (not above) s_i, m and o the numbers of members and non-members drawn;
+    w from cumulative counts over the sorted non-member scores: O(B·n), no B × m × o product."""
+    members, others = scores[member], scores[~member]
+    order = np.argsort(others)
+    co = counts[..., ~member][..., order]
+    cumulative = np.concatenate([np.zeros((*co.shape[:-1], 1)), np.cumsum(co, axis=-1)], axis=-1)
+    below = cumulative[..., np.searchsorted(others[order], members, side="left")]
+    not_above = cumulative[..., np.searchsorted(others[order], members, side="right")]
+    cm = counts[..., member]
+    return (cm * (below + not_above) / 2).sum(axis=-1) / (cm.sum(axis=-1) * co.sum(axis=-1))
 
 
 def examples(result: Mapping[str, Any]) -> Examples | None:
@@ -107,7 +127,7 @@ def examples(result: Mapping[str, Any]) -> Examples | None:
         if member.all() or not member.any():
             return None
         found = Examples(found.keys, scores, member, float(result["reference_auc"]))
-    point = float(found.statistic(found.identity())[0])
+    point = float(found.statistic(np.ones(len(scores))))
     return found if abs(point - agg) <= 1e-6 * max(1.0, abs(agg)) else None
 
 
@@ -168,8 +188,8 @@ def paired_recovery(
     cells = [examples(r) for r in (target, unlearned, other)]
     if None in cells or not _same_examples(*cells):
         return Recovery(point, None, forgotten, None)
-    indices = cells[0].resample(resamples, seed)
-    at, au, aq = (cell.statistic(indices) for cell in cells)
+    counts = cells[0].resample(resamples, seed)
+    at, au, aq = (cell.statistic(counts) for cell in cells)
     forgotten_ci = percentile_interval(at - au, confidence)
     if point is None or forgotten_ci is None or abs(forgotten) < forgotten_ci[1] - forgotten_ci[0]:
         return Recovery(None, None, forgotten, forgotten_ci)
