@@ -11,7 +11,7 @@ those batches and every process gets all results (`_sharded`); every call is the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -21,7 +21,18 @@ from accelerate.utils import gather_object
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from llm_unlearn.context import context_length, cut_left, cut_right, prompt_budget, special_prefix_length
+
 T = TypeVar("T")
+#: texts, or their token ids as the tokenizer gives them (special tokens included)
+Inputs = Sequence[str] | Sequence[list[int]]
+
+
+def token_rows(tokenizer: PreTrainedTokenizerBase, inputs: Inputs) -> list[list[int]]:
+    """Token ids of each input: strings are tokenized (with special tokens), id rows pass through."""
+    if inputs and isinstance(inputs[0], str):
+        return tokenizer(list(inputs))["input_ids"]
+    return [list(r) for r in inputs]
 
 
 def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
@@ -91,15 +102,21 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 def generate_greedy(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str],
+    prompts: Inputs,
     max_new_tokens: int,
     batch_size: int,
 ) -> list[str]:
-    """Greedy continuation of each prompt: only the new tokens, decoded without special tokens."""
+    """Greedy continuation of each prompt: only the new tokens, decoded without special tokens.
+
+    A prompt longer than the model's context minus `max_new_tokens` is cut from the left: its
+    end (what the model continues) and the tokenizer's leading special tokens (BOS) stay.
+    """
     if not prompts:
         return []
     pad_id = _pad_id(tokenizer)
-    ids = tokenizer(prompts)["input_ids"]
+    keep = special_prefix_length(tokenizer)
+    budget = prompt_budget(model, max_new_tokens, keep, "generation")
+    ids = [r if budget is None else cut_left(r, budget, keep) for r in token_rows(tokenizer, prompts)]
 
     def run_batch(idx: list[int]) -> list[str]:
         input_ids, mask = _pad([ids[i] for i in idx], pad_id, left=True, device=_device(model))
@@ -121,19 +138,22 @@ def generate_greedy(
 def _per_token(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    texts: list[str],
+    texts: Inputs,
     batch_size: int,
     max_length: int | None,
     reduce: Callable[[torch.Tensor, torch.Tensor], T],
 ) -> list[T]:
     """One right-padded forward pass per batch; `reduce(log_probs[n-1, V], targets[n-1])` per text.
 
-    Row t of log_probs is log p(· | x_<=t), the distribution of token t+1, in float32.
+    Row t of log_probs is log p(· | x_<=t), the distribution of token t+1, in float32. Texts are
+    cut to their first `max_length` tokens and to the model's context, whichever is shorter.
     """
     if not texts:
         return []
     pad_id = _pad_id(tokenizer)
-    ids = [row[:max_length] for row in tokenizer(texts)["input_ids"]]
+    limits = [n for n in (max_length, context_length(model)) if n is not None]
+    limit = min(limits) if limits else None
+    ids = [cut_right(row, limit) for row in token_rows(tokenizer, texts)]
 
     def run_batch(idx: list[int]) -> list[T]:
         input_ids, mask = _pad([ids[i] for i in idx], pad_id, left=False, device=_device(model))
@@ -157,14 +177,14 @@ def _gather(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def token_logprobs(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    texts: list[str],
+    texts: Inputs,
     batch_size: int,
     max_length: int | None = None,
 ) -> list[torch.Tensor]:
     """Per text, the 1-D float32 tensor of log p(x_t | x_<t) for every token t >= 1.
 
-    Tokens are the tokenizer's (with its special tokens, e.g. Llama's BOS), cut to `max_length`;
-    a text of n tokens gives n-1 values.
+    Tokens are the tokenizer's (with its special tokens, e.g. Llama's BOS), cut to `max_length`
+    and to the model's context; a text of n tokens gives n-1 values.
     """
     return _per_token(model, tokenizer, texts, batch_size, max_length, _gather)
 
@@ -190,7 +210,7 @@ def min_k_plus_plus_zscores(log_probs: torch.Tensor, targets: torch.Tensor) -> t
 def token_min_k_plus_plus_zscores(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    texts: list[str],
+    texts: Inputs,
     batch_size: int,
     max_length: int | None = None,
 ) -> list[torch.Tensor]:
