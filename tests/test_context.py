@@ -26,7 +26,9 @@ from llm_unlearn.metrics.generation import generate_greedy
 CONTEXT = 256
 
 
-def tiny_gpt2(tok: PreTrainedTokenizerFast, n_positions: int = CONTEXT) -> GPT2LMHeadModel:
+def tiny_gpt2(
+    tok: PreTrainedTokenizerFast, n_positions: int = CONTEXT, **overrides: object
+) -> GPT2LMHeadModel:
     torch.manual_seed(0)
     config = GPT2Config(
         vocab_size=len(tok),
@@ -37,6 +39,7 @@ def tiny_gpt2(tok: PreTrainedTokenizerFast, n_positions: int = CONTEXT) -> GPT2L
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
+        **overrides,
     )
     return GPT2LMHeadModel(config).eval()
 
@@ -92,14 +95,14 @@ def test_fit_prompt_drops_shots_then_cuts_the_question(tok: PreTrainedTokenizerF
     icl = [{"question": "q", "answer": "a"}, {"question": "r", "answer": "b"}]
     full = tok(knowmem.build_prompt(icl, "Q?"))["input_ids"]
     assert len(full) == 1 + 2 * 23 + 21
-    assert knowmem.fit_prompt(tok, icl, "Q?", 68) == (full, False)  # fits: unchanged
-    assert knowmem.fit_prompt(tok, icl, "Q?", None) == (full, False)
+    assert knowmem.fit_prompt(tok, icl, "Q?", 68) == (full, 0, False)  # fits: unchanged
+    assert knowmem.fit_prompt(tok, icl, "Q?", None) == (full, 0, False)
     one_shot = tok(knowmem.build_prompt(icl[1:], "Q?"))["input_ids"]  # the FIRST shot goes
-    assert knowmem.fit_prompt(tok, icl, "Q?", 67) == (one_shot, True)
-    assert knowmem.fit_prompt(tok, icl, "Q?", 45) == (one_shot, True)
-    assert knowmem.fit_prompt(tok, icl, "Q?", 44)[0] == tok("Question: Q?\nAnswer: ")["input_ids"]
-    ids, cut = knowmem.fit_prompt(tok, icl, "Q?", 10)  # the question alone is 22: BOS + its last 9
-    assert cut and ids[0] == tok.bos_token_id and tok.decode(ids[1:]) == "\nAnswer: "
+    assert knowmem.fit_prompt(tok, icl, "Q?", 67) == (one_shot, 1, True)
+    assert knowmem.fit_prompt(tok, icl, "Q?", 45) == (one_shot, 1, True)
+    assert knowmem.fit_prompt(tok, icl, "Q?", 44) == (tok("Question: Q?\nAnswer: ")["input_ids"], 2, True)
+    ids, dropped, cut = knowmem.fit_prompt(tok, icl, "Q?", 10)  # the question alone is 22: BOS + its last 9
+    assert cut and dropped == 2 and ids[0] == tok.bos_token_id and tok.decode(ids[1:]) == "\nAnswer: "
 
 
 # --- every MUSE metric on 256-position models ------------------------------------------------

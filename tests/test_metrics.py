@@ -207,8 +207,8 @@ def test_verbmem_scores_cut_gold(monkeypatch: pytest.MonkeyPatch, tok: PreTraine
 def test_knowmem_cuts_and_scores(monkeypatch: pytest.MonkeyPatch, tok: PreTrainedTokenizerFast) -> None:
     seen = []
 
-    def fake_generate(model, tokenizer, prompts, max_new_tokens, batch_size):
-        seen.append((prompts, max_new_tokens))
+    def fake_generate(model, tokenizer, prompts, max_new_tokens, batch_size, share_prefix):
+        seen.append((prompts, max_new_tokens, share_prefix))
         return [" the cat\n\nQuestion: more", "a dog"]
 
     monkeypatch.setattr(knowmem, "generate_greedy", fake_generate)
@@ -218,7 +218,7 @@ def test_knowmem_cuts_and_scores(monkeypatch: pytest.MonkeyPatch, tok: PreTraine
         None, EvalContext(tok, corpus(knowmem={"forget_qa": qa, "forget_qa_icl": icl}))
     )
     prompts = [knowmem.build_prompt(icl, "Q1"), knowmem.build_prompt(icl, "Q2")]
-    assert seen == [(tok(prompts)["input_ids"], 32)]
+    assert seen == [(tok(prompts)["input_ids"], 32, True)]
     first = result["value_by_index"][0]
     # "the cat" vs "the cat sat": P = 1, R = 2/3, F1 = 0.8
     assert first == {

@@ -11,6 +11,8 @@ those batches and every process gets all results (`_sharded`); every call is the
 
 from __future__ import annotations
 
+import copy
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
@@ -99,17 +101,50 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every row has in common, leaving each row at least one of its own.
+
+    The last prompt token must go through the model with the row's own pass: its logits give
+    the first new token.
+    """
+    if not rows:
+        return 0
+    n = min(len(r) for r in rows) - 1
+    first = rows[0]
+    for row in rows[1:]:
+        n = next((t for t in range(n) if row[t] != first[t]), n)
+    return max(n, 0)
+
+
+def _cache_name(model: nn.Module) -> str:
+    # transformers >= 5.2x calls the key/value cache `cache`; earlier 5.x `past_key_values`
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _prefill(model: nn.Module, prefix: list[int]) -> object:
+    """The key/value cache of `prefix` (one row), computed once for every prompt that starts with it."""
+    name = _cache_name(model)
+    kwargs = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    ids = torch.tensor([prefix], device=_device(model))
+    return getattr(model(input_ids=ids, use_cache=True, **kwargs), name)
+
+
 def generate_greedy(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
     prompts: Inputs,
     max_new_tokens: int,
     batch_size: int,
+    share_prefix: bool = False,
 ) -> list[str]:
     """Greedy continuation of each prompt: only the new tokens, decoded without special tokens.
 
     A prompt longer than the model's context minus `max_new_tokens` is cut from the left: its
     end (what the model continues) and the tokenizer's leading special tokens (BOS) stay.
+    `share_prefix`: the tokens all prompts start with (KnowMem's in-context pairs) go through
+    the model once; each batch continues from a copy of their key/value cache, its own tokens
+    left-padded after them, [prefix | pad.. | own tokens], with positions from the mask as in the
+    plain [pad.. | prefix | own tokens]: the same numbers at a fraction of the prefill.
     """
     if not prompts:
         return []
@@ -117,10 +152,20 @@ def generate_greedy(
     keep = special_prefix_length(tokenizer)
     budget = prompt_budget(model, max_new_tokens, keep, "generation")
     ids = [r if budget is None else cut_left(r, budget, keep) for r in token_rows(tokenizer, prompts)]
+    shared = shared_prefix_length(ids) if share_prefix else 0
+    device = _device(model)
 
     def run_batch(idx: list[int]) -> list[str]:
-        input_ids, mask = _pad([ids[i] for i in idx], pad_id, left=True, device=_device(model))
-        # generate derives position ids from the mask, so left padding leaves positions unchanged
+        input_ids, mask = _pad([ids[i][shared:] for i in idx], pad_id, left=True, device=device)
+        kwargs = {}
+        if shared:
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(idx))
+            kwargs[_cache_name(model)] = cache
+            head = torch.tensor([ids[idx[0]][:shared]], device=device).expand(len(idx), -1)
+            input_ids = torch.cat([head, input_ids], dim=1)
+            mask = torch.cat([torch.ones_like(head), mask], dim=1)
+        # generate derives position ids from the mask, so padding leaves positions unchanged
         gen = model.generate(
             input_ids=input_ids,
             attention_mask=mask,
@@ -128,10 +173,12 @@ def generate_greedy(
             num_beams=1,
             max_new_tokens=max_new_tokens,
             pad_token_id=pad_id,
+            **kwargs,
         )
         return tokenizer.batch_decode(gen[:, input_ids.shape[1] :], skip_special_tokens=True)
 
     with _eval_mode(model):
+        prefix_cache = _prefill(model, ids[0][:shared]) if shared else None
         return _sharded(ids, batch_size, run_batch)
 
 

@@ -37,8 +37,8 @@ def cut_answer(output: str) -> str:
 
 def fit_prompt(
     tokenizer: PreTrainedTokenizerBase, icl: list[dict[str, str]], question: str, budget: int | None
-) -> tuple[list[int], bool]:
-    """The prompt's token ids within `budget` tokens, and whether anything was cut.
+) -> tuple[list[int], int, bool]:
+    """The prompt's token ids within `budget` tokens, how many ICL pairs it lost, whether it was cut.
 
     Drops the fewest ICL pairs from the front that make it fit; with every pair gone and the
     question still too long, cuts the question from the left, keeping the leading BOS.
@@ -46,8 +46,8 @@ def fit_prompt(
     for dropped in range(len(icl) + 1):
         ids = tokenizer(build_prompt(icl[dropped:], question))["input_ids"]
         if budget is None or len(ids) <= budget:
-            return ids, dropped > 0
-    return cut_left(ids, budget, special_prefix_length(tokenizer)), True
+            return ids, dropped, dropped > 0
+    return cut_left(ids, budget, special_prefix_length(tokenizer)), len(icl), True
 
 
 def _knowmem(model: nn.Module, ctx: EvalContext, qa_split: str, icl_split: str) -> MetricResult:
@@ -56,8 +56,16 @@ def _knowmem(model: nn.Module, ctx: EvalContext, qa_split: str, icl_split: str) 
     tok = ctx.tokenizer
     budget = prompt_budget(model, MAX_NEW_TOKENS, special_prefix_length(tok), f"knowmem ({qa_split})")
     fitted = [fit_prompt(tok, icl, r["question"], budget) for r in records]
-    prompts = [ids for ids, _ in fitted]
-    outputs = [cut_answer(o) for o in generate_greedy(model, tok, prompts, MAX_NEW_TOKENS, ctx.batch_size)]
+    # prompts that kept the same ICL pairs share them as a prefix, whose cache is computed once
+    groups: dict[int, list[int]] = {}
+    for i, (_, dropped, _) in enumerate(fitted):
+        groups.setdefault(dropped, []).append(i)
+    outputs = [""] * len(records)
+    for idx in groups.values():
+        prompts = [fitted[i][0] for i in idx]
+        generated = generate_greedy(model, tok, prompts, MAX_NEW_TOKENS, ctx.batch_size, share_prefix=True)
+        for i, out in zip(idx, generated, strict=True):
+            outputs[i] = cut_answer(out)
     by_index = {}
     for i, (r, out) in enumerate(zip(records, outputs, strict=True)):
         score = rouge_l(r["answer"], out)
@@ -71,7 +79,7 @@ def _knowmem(model: nn.Module, ctx: EvalContext, qa_split: str, icl_split: str) 
     return {
         "agg_value": mean_or_nan([v["score"] for v in by_index.values()]),
         "recall": mean_or_nan([v["recall"] for v in by_index.values()]),
-        **cut_record(model, sum(cut for _, cut in fitted)),
+        **cut_record(model, sum(cut for _, _, cut in fitted)),
         "value_by_index": by_index,
     }
 
