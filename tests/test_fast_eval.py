@@ -1,8 +1,9 @@
-"""KnowMem's shared in-context prefix, prefilled once: the very same generations as without it."""
+"""Evaluation speed-ups that must not change a number: the shared prefix cache, padding-bounded batches."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 from conftest import tiny_llama
 from test_context import CONTEXT, tiny_gpt2
 from torch import nn
@@ -10,7 +11,7 @@ from transformers import PreTrainedTokenizerFast
 
 from llm_unlearn.data.corpora import MuseCorpus
 from llm_unlearn.metrics import EvalContext, knowmem
-from llm_unlearn.metrics.generation import generate_greedy, shared_prefix_length
+from llm_unlearn.metrics.generation import _batches, generate_greedy, shared_prefix_length, token_logprobs
 
 ICL = "Question: Who wrote it?\nAnswer: Ann Bell\n\nQuestion: Where?\nAnswer: Rome\n\n"
 QUESTIONS = ["Who?", "When was the bridge built, and by whom?", "Why", "Which town lies by the river?"]
@@ -73,3 +74,24 @@ def test_knowmem_cached_equals_plain_with_and_without_cuts(
     plain = knowmem.knowmem_forget(model, ctx)
     assert cached == plain
     assert cached["cut_inputs"] == 4
+
+
+def test_scoring_batches_bound_the_padding() -> None:
+    ids = [[0] * n for n in (50, 100, 95, 89, 91, 10)]
+    # longest first: 100, 95, 91 | 89 (more than 10 % below 100) | 50 | 10
+    assert list(_batches(ids, 8, max_padding=0.1)) == [[1, 2, 4], [3], [0], [5]]
+    # 2 a batch: 100, 95 | 91, 89 (2 % below 91) | 50 | 10
+    assert list(_batches(ids, 2, max_padding=0.1)) == [[1, 2], [4, 3], [0], [5]]
+    assert list(_batches(ids, 4)) == [[1, 2, 4, 3], [0, 5]]  # generation: any padding
+
+
+def test_scores_without_padding_mask_equal_unbatched(tok: PreTrainedTokenizerFast) -> None:
+    model = lively(tok, "llama")
+    texts = ["a" * 40, "b" * 38, "short one", "c" * 39, "d" * 200]
+    one = token_logprobs(model, tok, texts, batch_size=1)
+    many = token_logprobs(model, tok, texts, batch_size=5)
+    for a, b in zip(one, many, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    ids = tok(texts[1], return_tensors="pt")["input_ids"]
+    ref = model(ids).logits[0, :-1].log_softmax(-1).gather(-1, ids[0, 1:, None])[:, 0]
+    torch.testing.assert_close(many[1], ref, atol=1e-5, rtol=0)
