@@ -198,7 +198,7 @@ def test_verbmem_scores_cut_gold(monkeypatch: pytest.MonkeyPatch, tok: PreTraine
     records = [{"prompt": f"p{i}", "gt": gt} for i in range(4)]
     ctx = EvalContext(tok, corpus(verbmem={"forget": records}), batch_size=5, limit=3)
     result = verbmem.verbmem(None, ctx)
-    assert calls == [(["p0", "p1", "p2"], 128, 5)]
+    assert calls == [(tok(["p0", "p1", "p2"])["input_ids"], 128, 5)]
     assert [v["score"] for v in result["value_by_index"].values()] == [100.0, 0.0, 0.0]
     assert result["agg_value"] == pytest.approx(100 / 3)
     assert result["value_by_index"][0] == {"score": 100.0, "prompt": "p0", "gold": gold, "output": gold}
@@ -207,8 +207,8 @@ def test_verbmem_scores_cut_gold(monkeypatch: pytest.MonkeyPatch, tok: PreTraine
 def test_knowmem_cuts_and_scores(monkeypatch: pytest.MonkeyPatch, tok: PreTrainedTokenizerFast) -> None:
     seen = []
 
-    def fake_generate(model, tokenizer, prompts, max_new_tokens, batch_size):
-        seen.append((prompts, max_new_tokens))
+    def fake_generate(model, tokenizer, prompts, max_new_tokens, batch_size, share_prefix):
+        seen.append((prompts, max_new_tokens, share_prefix))
         return [" the cat\n\nQuestion: more", "a dog"]
 
     monkeypatch.setattr(knowmem, "generate_greedy", fake_generate)
@@ -217,7 +217,8 @@ def test_knowmem_cuts_and_scores(monkeypatch: pytest.MonkeyPatch, tok: PreTraine
     result = knowmem.knowmem_forget(
         None, EvalContext(tok, corpus(knowmem={"forget_qa": qa, "forget_qa_icl": icl}))
     )
-    assert seen == [([knowmem.build_prompt(icl, "Q1"), knowmem.build_prompt(icl, "Q2")], 32)]
+    prompts = [knowmem.build_prompt(icl, "Q1"), knowmem.build_prompt(icl, "Q2")]
+    assert seen == [(tok(prompts)["input_ids"], 32, True)]
     first = result["value_by_index"][0]
     # "the cat" vs "the cat sat": P = 1, R = 2/3, F1 = 0.8
     assert first == {

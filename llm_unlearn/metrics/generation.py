@@ -1,9 +1,11 @@
 """Batched model calls shared by the metrics: greedy decoding and per-token log-probabilities.
 
 Batching must not change a number: prompts are padded on the left for decoding (so every row's
-next token sits in the last column) and texts on the right for scoring, with an attention mask
-either way; the tests compare each function against batch_size=1. Inputs are sorted by length so
-a batch holds similar lengths and pays for little padding; results come back in input order.
+next token sits in the last column), with an attention mask, and texts on the right for scoring,
+where causal attention alone keeps every real token from seeing the padding after it; the tests
+compare each function against batch_size=1. Inputs are sorted by length so a batch holds similar
+lengths and pays for little padding (scoring batches pad at most `SCORE_PADDING` of a row: on a
+CPU a padded token costs as much as a real one); results come back in input order.
 Padding is done here, not by the tokenizer, so a shared tokenizer's `padding_side` is never touched.
 Under `accelerate launch` / `torchrun` with several processes, each process runs every n-th of
 those batches and every process gets all results (`_sharded`); every call is then collective.
@@ -11,7 +13,9 @@ those batches and every process gets all results (`_sharded`); every call is the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import copy
+import inspect
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
@@ -21,7 +25,21 @@ from accelerate.utils import gather_object
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from llm_unlearn.context import context_length, cut_left, cut_right, prompt_budget, special_prefix_length
+
 T = TypeVar("T")
+#: a scoring batch takes a next (shorter) text only while its padding stays within this share of
+#: the batch's width; generation batches take any length (decoding costs per row, not per token)
+SCORE_PADDING = 0.1
+#: texts, or their token ids as the tokenizer gives them (special tokens included)
+Inputs = Sequence[str] | Sequence[list[int]]
+
+
+def token_rows(tokenizer: PreTrainedTokenizerBase, inputs: Inputs) -> list[list[int]]:
+    """Token ids of each input: strings are tokenized (with special tokens), id rows pass through."""
+    if inputs and isinstance(inputs[0], str):
+        return tokenizer(list(inputs))["input_ids"]
+    return [list(r) for r in inputs]
 
 
 def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
@@ -32,16 +50,31 @@ def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return pad
 
 
-def _batches(ids: list[list[int]], batch_size: int) -> Iterator[list[int]]:
-    """Indices into `ids`, longest first, in chunks of `batch_size`."""
+def _batches(ids: list[list[int]], batch_size: int, max_padding: float = 1.0) -> Iterator[list[int]]:
+    """Indices into `ids`, longest first, in chunks of at most `batch_size`.
+
+    A chunk ends early where the next row would be padded by more than `max_padding` × the
+    chunk's width (that of its first, longest row).
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
-    for start in range(0, len(order), batch_size):
-        yield order[start : start + batch_size]
+    batch: list[int] = []
+    for i in order:
+        if batch and (len(batch) == batch_size or len(ids[i]) < (1 - max_padding) * len(ids[batch[0]])):
+            yield batch
+            batch = []
+        batch.append(i)
+    if batch:
+        yield batch
 
 
-def _sharded(ids: list[list[int]], batch_size: int, run_batch: Callable[[list[int]], list[T]]) -> list[T]:
+def _sharded(
+    ids: list[list[int]],
+    batch_size: int,
+    run_batch: Callable[[list[int]], list[T]],
+    max_padding: float = 1.0,
+) -> list[T]:
     """`run_batch(indices)` on each batch of `_batches`; all its results, in input order.
 
     With several processes each runs every n-th batch and the results are gathered on every
@@ -49,7 +82,7 @@ def _sharded(ids: list[list[int]], batch_size: int, run_batch: Callable[[list[in
     pads and runs, so every number is the same whatever the process count.
     """
     state = PartialState()
-    mine = list(_batches(ids, batch_size))[state.process_index :: state.num_processes]
+    mine = list(_batches(ids, batch_size, max_padding))[state.process_index :: state.num_processes]
     found = [pair for idx in mine for pair in zip(idx, run_batch(idx), strict=True)]
     if state.num_processes > 1:
         found = gather_object(found)  # every process's (index, result) pairs, in rank order
@@ -88,22 +121,74 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every row has in common, leaving each row at least one of its own.
+
+    The last prompt token must go through the model with the row's own pass: its logits give
+    the first new token.
+    """
+    if not rows:
+        return 0
+    n = min(len(r) for r in rows) - 1
+    first = rows[0]
+    for row in rows[1:]:
+        n = next((t for t in range(n) if row[t] != first[t]), n)
+    return max(n, 0)
+
+
+def _cache_name(model: nn.Module) -> str:
+    # transformers >= 5.2x calls the key/value cache `cache`; earlier 5.x `past_key_values`
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _prefill(model: nn.Module, prefix: list[int]) -> object:
+    """The key/value cache of `prefix` (one row), computed once for every prompt that starts with it."""
+    name = _cache_name(model)
+    kwargs = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    ids = torch.tensor([prefix], device=_device(model))
+    return getattr(model(input_ids=ids, use_cache=True, **kwargs), name)
+
+
 def generate_greedy(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str],
+    prompts: Inputs,
     max_new_tokens: int,
     batch_size: int,
+    share_prefix: bool = False,
 ) -> list[str]:
-    """Greedy continuation of each prompt: only the new tokens, decoded without special tokens."""
+    """Greedy continuation of each prompt: only the new tokens, decoded without special tokens.
+
+    A prompt longer than the model's context minus `max_new_tokens` is cut from the left: its
+    end (what the model continues) and the tokenizer's leading special tokens (BOS) stay.
+    `share_prefix`: the tokens all prompts start with (KnowMem's in-context pairs) go through
+    the model once; each batch continues from a copy of their key/value cache, its own tokens
+    left-padded after them, [prefix | pad.. | own tokens], with positions from the mask as in the
+    plain [pad.. | prefix | own tokens]: the same numbers at a fraction of the prefill.
+    """
     if not prompts:
         return []
     pad_id = _pad_id(tokenizer)
-    ids = tokenizer(prompts)["input_ids"]
+    keep = special_prefix_length(tokenizer)
+    budget = prompt_budget(model, max_new_tokens, keep, "generation")
+    ids = [r if budget is None else cut_left(r, budget, keep) for r in token_rows(tokenizer, prompts)]
+    shared = shared_prefix_length(ids) if share_prefix else 0
+    device = _device(model)
 
     def run_batch(idx: list[int]) -> list[str]:
-        input_ids, mask = _pad([ids[i] for i in idx], pad_id, left=True, device=_device(model))
-        # generate derives position ids from the mask, so left padding leaves positions unchanged
+        input_ids, mask = _pad([ids[i][shared:] for i in idx], pad_id, left=True, device=device)
+        # a static cache is written in place; a dynamic one is copied whole at every new token
+        # (a fifth of VerbMem's time on a CPU). No torch.compile: it would stall the first call.
+        kwargs: dict[str, object] = {"cache_implementation": "static", "disable_compile": True}
+        if shared:
+            kwargs = {}
+            cache = copy.deepcopy(prefix_cache)
+            cache.batch_repeat_interleave(len(idx))
+            kwargs[_cache_name(model)] = cache
+            head = torch.tensor([ids[idx[0]][:shared]], device=device).expand(len(idx), -1)
+            input_ids = torch.cat([head, input_ids], dim=1)
+            mask = torch.cat([torch.ones_like(head), mask], dim=1)
+        # generate derives position ids from the mask, so padding leaves positions unchanged
         gen = model.generate(
             input_ids=input_ids,
             attention_mask=mask,
@@ -111,60 +196,67 @@ def generate_greedy(
             num_beams=1,
             max_new_tokens=max_new_tokens,
             pad_token_id=pad_id,
+            **kwargs,
         )
         return tokenizer.batch_decode(gen[:, input_ids.shape[1] :], skip_special_tokens=True)
 
     with _eval_mode(model):
+        prefix_cache = _prefill(model, ids[0][:shared]) if shared else None
         return _sharded(ids, batch_size, run_batch)
 
 
 def _per_token(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    texts: list[str],
+    texts: Inputs,
     batch_size: int,
     max_length: int | None,
     reduce: Callable[[torch.Tensor, torch.Tensor], T],
 ) -> list[T]:
-    """One right-padded forward pass per batch; `reduce(log_probs[n-1, V], targets[n-1])` per text.
+    """One right-padded forward pass per batch; `reduce(logits[n-1, V], targets[n-1])` per text.
 
-    Row t of log_probs is log p(· | x_<=t), the distribution of token t+1, in float32.
+    Row t of logits scores token t+1 given x_<=t, in float32. Texts are cut to their first
+    `max_length` tokens and to the model's context, whichever is shorter.
     """
     if not texts:
         return []
     pad_id = _pad_id(tokenizer)
-    ids = [row[:max_length] for row in tokenizer(texts)["input_ids"]]
+    limits = [n for n in (max_length, context_length(model)) if n is not None]
+    limit = min(limits) if limits else None
+    ids = [cut_right(row, limit) for row in token_rows(tokenizer, texts)]
 
     def run_batch(idx: list[int]) -> list[T]:
-        input_ids, mask = _pad([ids[i] for i in idx], pad_id, left=False, device=_device(model))
-        logits = model(input_ids=input_ids, attention_mask=mask).logits
+        input_ids, _ = _pad([ids[i] for i in idx], pad_id, left=False, device=_device(model))
+        # no padding mask: under causal attention a real token never sees the pads after it, and
+        # without a mask the attention kernel takes its fast causal path
+        logits = model(input_ids=input_ids, attention_mask=None).logits
         out = []
         for j, i in enumerate(idx):
             n = len(ids[i])
             # one row at a time: a float32 copy of the whole batch's logits can be gigabytes
-            log_probs = logits[j, : n - 1].float().log_softmax(-1)
-            out.append(reduce(log_probs, input_ids[j, 1:n]))
+            out.append(reduce(logits[j, : n - 1].float(), input_ids[j, 1:n]))
         return out
 
     with _eval_mode(model):
-        return _sharded(ids, batch_size, run_batch)
+        return _sharded(ids, batch_size, run_batch, max_padding=SCORE_PADDING)
 
 
-def _gather(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return log_probs.gather(-1, targets[:, None]).squeeze(-1).cpu()
+def _gather(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    # log_softmax at the targets only: no [n, V] tensor of log-probs is written
+    return (logits.gather(-1, targets[:, None]).squeeze(-1) - logits.logsumexp(-1)).cpu()
 
 
 def token_logprobs(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    texts: list[str],
+    texts: Inputs,
     batch_size: int,
     max_length: int | None = None,
 ) -> list[torch.Tensor]:
     """Per text, the 1-D float32 tensor of log p(x_t | x_<t) for every token t >= 1.
 
-    Tokens are the tokenizer's (with its special tokens, e.g. Llama's BOS), cut to `max_length`;
-    a text of n tokens gives n-1 values.
+    Tokens are the tokenizer's (with its special tokens, e.g. Llama's BOS), cut to `max_length`
+    and to the model's context; a text of n tokens gives n-1 values.
     """
     return _per_token(model, tokenizer, texts, batch_size, max_length, _gather)
 
@@ -190,11 +282,16 @@ def min_k_plus_plus_zscores(log_probs: torch.Tensor, targets: torch.Tensor) -> t
 def token_min_k_plus_plus_zscores(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    texts: list[str],
+    texts: Inputs,
     batch_size: int,
     max_length: int | None = None,
 ) -> list[torch.Tensor]:
     """Like `token_logprobs`, but each token's Min-K%++ z-score (`min_k_plus_plus_zscores`)."""
     return _per_token(
-        model, tokenizer, texts, batch_size, max_length, lambda lp, tg: min_k_plus_plus_zscores(lp, tg).cpu()
+        model,
+        tokenizer,
+        texts,
+        batch_size,
+        max_length,
+        lambda logits, tg: min_k_plus_plus_zscores(logits.log_softmax(-1), tg).cpu(),
     )

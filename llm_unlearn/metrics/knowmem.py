@@ -4,12 +4,17 @@ Prompt = every ICL pair as `Question: {q}\\nAnswer: {a}\\n\\n`, then `Question: 
 greedy, 32 new tokens; the output is cut before the first `\\n\\n`, `\\nQuestion` or `Question:`
 and stripped; ROUGE-L F1 against the answer. KnowMem = mean F1 × 100 (MUSE's number); the mean
 ROUGE-L recall × 100 is reported too. Keep the formats: they make the numbers comparable with MUSE's.
+A prompt that leaves no room for the 32 new tokens in the model's context loses whole ICL pairs
+from the front, so the question stays intact; only a question that does not fit alone is cut from
+the left (BOS kept). `cut_inputs` counts the prompts cut either way.
 """
 
 from __future__ import annotations
 
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
+from llm_unlearn.context import cut_left, cut_record, prompt_budget, special_prefix_length
 from llm_unlearn.metrics.generation import generate_greedy
 from llm_unlearn.metrics.registry import EvalContext, MetricResult, register_metric
 from llm_unlearn.metrics.verbmem import mean_or_nan, rouge_l
@@ -30,13 +35,37 @@ def cut_answer(output: str) -> str:
     return output[:end].strip()
 
 
+def fit_prompt(
+    tokenizer: PreTrainedTokenizerBase, icl: list[dict[str, str]], question: str, budget: int | None
+) -> tuple[list[int], int, bool]:
+    """The prompt's token ids within `budget` tokens, how many ICL pairs it lost, whether it was cut.
+
+    Drops the fewest ICL pairs from the front that make it fit; with every pair gone and the
+    question still too long, cuts the question from the left, keeping the leading BOS.
+    """
+    for dropped in range(len(icl) + 1):
+        ids = tokenizer(build_prompt(icl[dropped:], question))["input_ids"]
+        if budget is None or len(ids) <= budget:
+            return ids, dropped, dropped > 0
+    return cut_left(ids, budget, special_prefix_length(tokenizer)), len(icl), True
+
+
 def _knowmem(model: nn.Module, ctx: EvalContext, qa_split: str, icl_split: str) -> MetricResult:
     icl = ctx.corpus.get("knowmem", icl_split)
     records = ctx.corpus.get("knowmem", qa_split)[: ctx.limit]
-    prompts = [build_prompt(icl, r["question"]) for r in records]
-    outputs = [
-        cut_answer(o) for o in generate_greedy(model, ctx.tokenizer, prompts, MAX_NEW_TOKENS, ctx.batch_size)
-    ]
+    tok = ctx.tokenizer
+    budget = prompt_budget(model, MAX_NEW_TOKENS, special_prefix_length(tok), f"knowmem ({qa_split})")
+    fitted = [fit_prompt(tok, icl, r["question"], budget) for r in records]
+    # prompts that kept the same ICL pairs share them as a prefix, whose cache is computed once
+    groups: dict[int, list[int]] = {}
+    for i, (_, dropped, _) in enumerate(fitted):
+        groups.setdefault(dropped, []).append(i)
+    outputs = [""] * len(records)
+    for idx in groups.values():
+        prompts = [fitted[i][0] for i in idx]
+        generated = generate_greedy(model, tok, prompts, MAX_NEW_TOKENS, ctx.batch_size, share_prefix=True)
+        for i, out in zip(idx, generated, strict=True):
+            outputs[i] = cut_answer(out)
     by_index = {}
     for i, (r, out) in enumerate(zip(records, outputs, strict=True)):
         score = rouge_l(r["answer"], out)
@@ -50,6 +79,7 @@ def _knowmem(model: nn.Module, ctx: EvalContext, qa_split: str, icl_split: str) 
     return {
         "agg_value": mean_or_nan([v["score"] for v in by_index.values()]),
         "recall": mean_or_nan([v["recall"] for v in by_index.values()]),
+        **cut_record(model, sum(cut for _, _, cut in fitted)),
         "value_by_index": by_index,
     }
 

@@ -11,7 +11,7 @@ AUC = roc_auc_score(y, s) with y = 1 for privleak/forget and 0 for privleak/hold
 model that memorised the forget set has AUC near 0 and one that never saw it about 0.5.
 PrivLeak = (AUC - AUC_ref) / AUC_ref × 100, AUC_ref = the retrain model's AUC (ideal 0.5 without
 one): near 0 is ideal, large negative = under-unlearned, large positive = over-unlearned.
-Passages are cut to the model's max_position_embeddings tokens.
+Passages are cut to their first `context_length(model)` tokens (BOS kept); `cut_inputs` counts them.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from llm_unlearn.metrics.generation import token_logprobs, token_min_k_plus_plus_zscores
+from llm_unlearn.context import context_length, count_over, cut_record
+from llm_unlearn.metrics.generation import token_logprobs, token_min_k_plus_plus_zscores, token_rows
 from llm_unlearn.metrics.registry import EvalContext, MetricResult, register_metric
 
 K = 0.4
@@ -76,8 +77,8 @@ def _privleak(model: nn.Module, ctx: EvalContext, kind: str) -> MetricResult:
     holdout = ctx.corpus.get("privleak", "holdout")[: ctx.limit]
     texts = [*forget, *holdout]
     per_token, reduce = _SCORES[kind]
-    max_length = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-    values = per_token(model, ctx.tokenizer, texts, ctx.batch_size, max_length)
+    ids = token_rows(ctx.tokenizer, texts)
+    values = per_token(model, ctx.tokenizer, ids, ctx.batch_size)  # cuts each passage to the context
     scores = [reduce(v, text) for v, text in zip(values, texts, strict=True)]
     auc = membership_auc(scores[: len(forget)], scores[len(forget) :])
     ref = ctx.privleak_reference_auc
@@ -88,6 +89,7 @@ def _privleak(model: nn.Module, ctx: EvalContext, kind: str) -> MetricResult:
         "reference_auc": ref_auc,
         "reference": "ideal-0.5" if ref is None else "retrain",
         "mia_score": kind,
+        **cut_record(model, count_over(ids, context_length(model))),
         "value_by_index": {i: {"score": s, "member": i < len(forget)} for i, s in enumerate(scores)},
     }
 

@@ -2,7 +2,8 @@
 
 For each verbmem/forget record, greedy-decode 128 new tokens from `prompt` and score them against
 `gt` cut to its first 128 tokens: ROUGE-L F1 (rouge_score, no stemming, as MUSE).
-VerbMem = mean F1 × 100; lower = more forgotten.
+VerbMem = mean F1 × 100; lower = more forgotten. A prompt that leaves no room for the 128 new
+tokens in the model's context is cut from the left (BOS kept); `cut_inputs` counts them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from rouge_score import rouge_scorer
 from rouge_score.scoring import Score
 from torch import nn
 
-from llm_unlearn.metrics.generation import generate_greedy
+from llm_unlearn.context import count_over, cut_record, prompt_budget, special_prefix_length
+from llm_unlearn.metrics.generation import generate_greedy, token_rows
 from llm_unlearn.metrics.registry import EvalContext, MetricResult, register_metric
 
 MAX_NEW_TOKENS = 128
@@ -44,9 +46,15 @@ def verbmem(model: nn.Module, ctx: EvalContext) -> MetricResult:
         )
         for r in records
     ]
-    outputs = generate_greedy(model, tok, prompts, MAX_NEW_TOKENS, ctx.batch_size)
+    ids = token_rows(tok, prompts)
+    budget = prompt_budget(model, MAX_NEW_TOKENS, special_prefix_length(tok), "verbmem")
+    outputs = generate_greedy(model, tok, ids, MAX_NEW_TOKENS, ctx.batch_size)
     by_index = {
         i: {"score": rouge_l(gold, out).fmeasure * 100, "prompt": prompt, "gold": gold, "output": out}
         for i, (prompt, gold, out) in enumerate(zip(prompts, golds, outputs, strict=True))
     }
-    return {"agg_value": mean_or_nan([v["score"] for v in by_index.values()]), "value_by_index": by_index}
+    return {
+        "agg_value": mean_or_nan([v["score"] for v in by_index.values()]),
+        **cut_record(model, count_over(ids, budget)),
+        "value_by_index": by_index,
+    }
