@@ -107,7 +107,11 @@ def run(recipe: Recipe) -> Path:
     results = ResultsFile.shared(folder.results)
     with _progress(show=state.is_main_process) as progress:
         calibration = _calibration(recipe, corpus, tokenizer)
-        audit(models, recipe.quantize, recipe.evaluate, ctx, results, progress, calibration, relearn=relearn)
+        kernels = recipe.evaluate_with == "kernels"
+        audit(
+            models, recipe.quantize, recipe.evaluate, ctx, results, progress, calibration, relearn=relearn,
+            kernels=kernels,
+        )  # fmt: skip
     if state.is_main_process:
         write_report(folder.root)
     return folder.root

@@ -31,6 +31,7 @@ from transformers import TrainingArguments
 
 from llm_unlearn.audit import stats
 from llm_unlearn.errors import UserError
+from llm_unlearn.kernels import UNSUPPORTED_FAMILIES, family
 from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS
 from llm_unlearn.quant import get_quantizer
@@ -391,6 +392,11 @@ class Recipe(_Section):
     quantize: tuple[str, ...] = ("fp",)
     calibration: CalibrationSection = CalibrationSection()
     evaluate: tuple[str, ...] = ("verbmem", "knowmem_forget", "knowmem_retain", "privleak")
+    evaluate_with: Literal["simulated", "kernels"] = Field(
+        default="simulated",
+        description="simulated: every quantized cell is its dequantized weights in float32; kernels: "
+        "bitsandbytes cells run on bitsandbytes' own layers (Linear4bit / Linear8bitLt).",
+    )
     relearn: tuple[RelearnSection, ...] = Field(
         default=(),
         description="Relearning checks, each one audit column beside the quantizers; none by default.",
@@ -436,6 +442,17 @@ class Recipe(_Section):
                 raise ValueError(f"{key}: {err.errors()[0]['msg']} (got {_quote(value)})") from None
             _check_range(key, checked[key])
         return checked
+
+    @model_validator(mode="after")
+    def _kernels_exist(self) -> Recipe:
+        if self.evaluate_with == "kernels":
+            for name in self.quantize:
+                if family(name) in UNSUPPORTED_FAMILIES:
+                    raise ValueError(
+                        f"evaluate_with: kernels: {name} would need llama.cpp's inference, not wired yet; "
+                        "use simulated (its dequantized weights) or drop it from quantize"
+                    )
+        return self
 
     @model_validator(mode="after")
     def _something_to_audit(self) -> Recipe:

@@ -6,12 +6,16 @@ import copy
 
 import pytest
 import torch
-from conftest import tiny_llama
+from conftest import demo_bench_subset, tiny_llama
 from torch import nn
 
+from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.errors import UserError
 from llm_unlearn.kernels.bnb import with_bnb_kernels
+from llm_unlearn.models import save_checkpoint
+from llm_unlearn.pipeline import run
 from llm_unlearn.quant import get_quantizer
+from llm_unlearn.recipe import RecipeError, validate_recipe
 
 pytest.importorskip("bitsandbytes")
 
@@ -66,3 +70,32 @@ def test_unknown_kernel_is_one_line(tok):
         UserError, match=r"'rtn-w4': bitsandbytes kernels exist for bnb-nf4, bnb-fp4 and bnb-int8"
     ):
         with_bnb_kernels(tiny_llama(tok), "rtn-w4")
+
+
+def test_a_recipe_evaluates_bnb_cells_on_the_kernels_and_records_it(tmp_path, tok):
+    target = save_checkpoint(tiny_llama(tok, hidden_size=64, intermediate_size=128), tok, tmp_path / "t")
+    muse = demo_bench_subset(tmp_path / "muse", {"raw": 3, "verbmem": 2, "knowmem": 2, "privleak": 3})
+    recipe = {
+        "name": "k",
+        "model": {"target": str(target)},
+        "models": [{"name": "same", "path": str(target)}],
+        "data": {"source": str(muse)},
+        "quantize": ["bnb-int8", "rtn-w4-g32"],
+        "evaluate": ["privleak"],
+    }
+    found = {}
+    for mode in ("simulated", "kernels"):
+        out = tmp_path / mode
+        run(validate_recipe({**recipe, "evaluate_with": mode, "output": {"dir": str(out)}}))
+        found[mode] = {(r["model"], r["quantizer"]): r for r in ResultsFile(out / "results.jsonl")}
+    kernel, simulated = found["kernels"][("same", "bnb-int8")], found["simulated"][("same", "bnb-int8")]
+    assert kernel["evaluation"].startswith("kernels") and simulated["evaluation"].startswith("simulated")
+    assert found["kernels"][("same", "rtn-w4-g32")]["evaluation"].startswith("simulated")
+    # LLM.int8() rounds activations too: the membership scores move, but only a little
+    scores = [[v["score"] for v in r["value_by_index"].values()] for r in (kernel, simulated)]
+    assert scores[0] != scores[1]
+    assert max(abs(a - b) for a, b in zip(*scores, strict=True)) < 0.5
+    with pytest.raises(RecipeError, match="evaluate_with: kernels: gguf-q4_k_m would need llama.cpp"):
+        validate_recipe(
+            {**recipe, "quantize": ["gguf-q4_k_m"], "evaluate_with": "kernels", "output": {"dir": "x"}}
+        )

@@ -29,6 +29,7 @@ from llm_unlearn.audit.relearn import Relearning, relearned
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.audit.stats import metric_ci
 from llm_unlearn.errors import UserError
+from llm_unlearn.kernels import evaluation, kernel_model, uses_kernels
 from llm_unlearn.metrics import EvalContext, evaluate
 from llm_unlearn.metrics.privleak import privleak_value
 from llm_unlearn.models import load_model, load_tokenizer, save_checkpoint
@@ -61,11 +62,14 @@ def audit(
     calibration: Calibration | None = None,
     cache: Path | None = None,
     relearn: Sequence[Relearning] = (),
+    kernels: bool = False,
 ) -> None:
     """Fill every missing cell of `results`; the retrain model goes first (PrivLeak's reference).
 
     `calibration` feeds GPTQ/AWQ; `cache` (default: beside the results) holds quantized models.
     Each of `relearn` is one more column after the quantizers: the model relearned, at full precision.
+    `kernels`: cells of quantizers with a real-kernel backend (`llm_unlearn.kernels`) are evaluated
+    with the backend's own layers instead of the dequantized weights.
     """
     run_folder = RunFolder(results.path.parent)
     cache = cache or run_folder.quantized_root
@@ -79,8 +83,12 @@ def audit(
                 progress.update(task, description=f"audit {model.name}@{model.target} {quantizer_name}")
             if pending:
                 quantizer = _quantizer(quantizer_name, calibration)
-                network, _ = quantized(model, quantizer, cache)
-                _evaluate_cell(model, quantizer, network, pending, ctx, results)
+                if uses_kernels(quantizer_name, kernels):
+                    network = kernel_model(load_model(model.path), quantizer_name)
+                else:
+                    network, _ = quantized(model, quantizer, cache)
+                how = evaluation(quantizer_name, kernels)
+                _evaluate_cell(model, quantizer, network, pending, ctx, results, how)
             if progress:
                 progress.advance(task)
         for relearning in relearn:
@@ -90,7 +98,9 @@ def audit(
             if pending:
                 cached = run_folder.relearned(f"{model.name}@{model.target}", relearning.name)
                 folder = relearned(model.path, relearning, cached)
-                _evaluate_cell(model, relearning, load_model(folder), pending, ctx, results)
+                _evaluate_cell(
+                    model, relearning, load_model(folder), pending, ctx, results, evaluation("fp", False)
+                )
             if progress:
                 progress.advance(task)
     diagnostics = ResultsFile.shared(results.path.with_name(DIAGNOSTICS_FILE))
@@ -221,6 +231,7 @@ def _evaluate_cell(
     metrics: list[str],
     ctx: EvalContext,
     results: ResultsFile,
+    evaluation: str,
 ) -> None:
     quantizer_name = quantizer.name
     for metric in metrics:
@@ -243,6 +254,7 @@ def _evaluate_cell(
                 "metric": metric,
                 "checkpoint": str(model.path),
                 "quantizer_config": quantizer.config(),
+                "evaluation": evaluation,
                 "seconds": round(time.perf_counter() - start, 2),
                 **value,
             }
