@@ -25,11 +25,12 @@ from llm_unlearn.audit.report import write_report
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.audit.run import NO_TARGET, AuditModel, audit
 from llm_unlearn.callbacks import StopOnMetric
+from llm_unlearn.context import prompt_budget, special_prefix_length, window_length
 from llm_unlearn.data.collate import ForgetRetainDataset, chunk_texts
 from llm_unlearn.data.corpora import DEMO, MuseCorpus, load_muse
 from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
-from llm_unlearn.metrics import EvalContext, required_splits
+from llm_unlearn.metrics import METRICS, EvalContext, required_splits
 from llm_unlearn.models import (
     Checkpoint,
     adapter_folder,
@@ -76,7 +77,7 @@ def run(recipe: Recipe) -> Path:
     for field, checkpoint in sources.items():
         if field != "model.target":
             check_same_model_family(target, checkpoint.model, field)
-    check_quantizers(recipe, target)
+    check_target_fits(recipe, target, tokenizer)
 
     with state.main_process_first():  # one writer; the others then read what it wrote
         if state.is_main_process:
@@ -150,10 +151,17 @@ def check_run_folder(recipe: Recipe, folder: RunFolder) -> None:
         )
 
 
-def check_quantizers(recipe: Recipe, target: Path) -> None:
-    """Every quantizer the recipe names can quantize the target (shapes only, on the meta device):
-    found now rather than after the models are trained."""
+def check_target_fits(recipe: Recipe, target: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Every quantizer the recipe names can quantize the target (shapes only, on the meta device),
+    and its context has room for what each metric generates: found now, not after training."""
     skeleton = model_skeleton(target)
+    for name in recipe.evaluate:
+        if METRICS.get(name).new_tokens:
+            keep = special_prefix_length(tokenizer)
+            try:
+                prompt_budget(skeleton, METRICS.get(name).new_tokens, keep, name)
+            except UserError as err:
+                raise UserError(f"evaluate: {err}") from None
     named = [("quantize", name) for name in recipe.quantize]
     if recipe.model.grid_align:
         named.append(("model.grid_align", recipe.model.grid_align))
@@ -223,12 +231,12 @@ def unlearn(
 ) -> None:
     """Unlearn `method` from `target` into the checkpoint `dest` (saved by the main process)."""
     spec = METHODS.get(method.name)
-    max_length = recipe.data.max_length
+    model = load_model(target, field="model.target")
+    max_length = window_length(recipe.data.max_length, model)
     forget = chunk_texts(corpus.get("raw", recipe.data.forget_split), tokenizer, max_length)
     retain = None
     if spec.retain_loss is not None:
         retain = chunk_texts(corpus.get("raw", recipe.data.retain_split), tokenizer, max_length)
-    model = load_model(target, field="model.target")
     margin = None
     if method.quail is not None and method.quail.margin == "auto":
         margin = get_quantizer(method.quail.quantizer).mean_step(model) / 2

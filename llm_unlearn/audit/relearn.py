@@ -25,6 +25,7 @@ from typing import Any
 
 from transformers import PrinterCallback, Trainer, TrainingArguments
 
+from llm_unlearn.context import window_length
 from llm_unlearn.data.collate import LMDataset, UnlearningCollator, chunk_texts
 from llm_unlearn.data.corpora import MuseCorpus
 from llm_unlearn.errors import UserError
@@ -126,10 +127,12 @@ def relearned(source: Path, relearning: Relearning, folder: Path) -> Path:
         return folder
     tokenizer = load_tokenizer(source)
     args = relearning.training_arguments(folder.with_name(folder.name + ".trainer"))
+    model = load_model(source)
+    windows = chunk_texts(relearning.texts, tokenizer, window_length(relearning.max_length, model))
     trainer = Trainer(
-        model=load_model(source),
+        model=model,
         args=args,
-        train_dataset=LMDataset(chunk_texts(relearning.texts, tokenizer, relearning.max_length)),
+        train_dataset=LMDataset(windows),
         data_collator=UnlearningCollator(tokenizer.pad_token_id),
     )
     trainer.remove_callback(PrinterCallback)  # its log lines would break into the audit's progress bar
