@@ -33,7 +33,7 @@ from huggingface_hub import (
     get_token,
     try_to_load_from_cache,
 )
-from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from llm_unlearn.audit.report import TITLES, AuditCells, verdict_markdown, verdict_settings
@@ -44,6 +44,7 @@ from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS
 from llm_unlearn.models import adapter_folder
 from llm_unlearn.recipe import MethodSection
+from llm_unlearn.runfolder import RunFolder
 from llm_unlearn.terms import TERMS
 
 CARD_FILE = "README.md"
@@ -82,9 +83,23 @@ class UploadPlan:
 
 
 def unlearned_models(run_dir: Path) -> list[str]:
-    """The `RUN@TARGET` names of the run's unlearned checkpoints (those with resolved method settings)."""
+    """The `RUN@TARGET` names of the run's unlearned checkpoints: those it made (with resolved
+    method settings) and those it audited from elsewhere (a recipe's `models:`)."""
     models = run_dir / "models"
-    return sorted(p.name for p in models.glob("*@*") if p.is_dir() and _method_file(p).is_file())
+    made = [p.name for p in models.glob("*@*") if p.is_dir() and _method_file(p).is_file()]
+    return sorted(made + list(_audited(run_dir)))
+
+
+def _audited(run_dir: Path) -> dict[str, dict[str, str]]:
+    """The models a run audited from elsewhere, by RUN@TARGET: their checkpoint and source."""
+    folder = RunFolder(run_dir)
+    given = {m["name"] for m in (folder.read_recipe() or {}).get("models", [])}
+    return {f"{e['name']}@{e['target']}": e for e in folder.read_audited() if e["name"] in given}
+
+
+def _checkpoint(run_dir: Path, model: str) -> Path:
+    audited = _audited(run_dir).get(model)
+    return Path(audited["checkpoint"]) if audited else RunFolder(run_dir).checkpoint(model)
 
 
 def plan_push(
@@ -100,19 +115,15 @@ def plan_push(
     if not (run_dir / "results.jsonl").is_file() or not (run_dir / "recipe.yaml").is_file():
         raise UserError(f"{run_dir}: no recipe.yaml and results.jsonl here; give the folder a run wrote")
     model = _choose_model(run_dir, model)
-    checkpoint = run_dir / "models" / model
+    checkpoint = _checkpoint(run_dir, model)
     adapter = _adapter_files(run_dir, checkpoint) if with_adapter else []
     card = model_card(run_dir, model, repo_id, with_adapter)
     card_path = run_dir / "hub" / model / CARD_FILE
     card_file = PlannedFile(CARD_FILE, card_path, len(str(card).encode()))
-    run_files = [
-        PlannedFile(f"{AUDIT_DIR}/{name}", path, path.stat().st_size)
-        for name, path in (
-            ("recipe.yaml", run_dir / "recipe.yaml"),
-            ("results.jsonl", run_dir / "results.jsonl"),
-            ("method.json", _method_file(checkpoint)),
-        )
-    ]
+    own = [("recipe.yaml", run_dir / "recipe.yaml"), ("results.jsonl", run_dir / "results.jsonl")]
+    if model not in _audited(run_dir):
+        own.append(("method.json", _method_file(checkpoint)))
+    run_files = [PlannedFile(f"{AUDIT_DIR}/{name}", path, path.stat().st_size) for name, path in own]
     commits = [Commit("main", (*_checkpoint_files(checkpoint), *adapter, card_file, *run_files))]
     notes = []
     if with_quantized:
@@ -175,6 +186,9 @@ def model_card(run_dir: Path, model: str, repo_id: str, with_adapter: bool = Fal
     `with_adapter`: the repo holds the LoRA adapter too, under `adapter/`."""
     recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
     run, target = model.split("@", 1)
+    audited = _audited(run_dir).get(model)
+    if audited is not None:
+        return _audited_card(run_dir, recipe, audited, repo_id)
     section = _method_section(recipe, run)
     resolved = json.loads(_method_file(run_dir / "models" / model).read_text())
     results = ResultsFile(run_dir / "results.jsonl")
@@ -231,6 +245,47 @@ def model_card(run_dir: Path, model: str, repo_id: str, with_adapter: bool = Fal
             if with_adapter
             else []
         ),
+        "",
+    ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+def _audited_card(run_dir: Path, recipe: dict[str, Any], audited: dict[str, str], repo_id: str) -> ModelCard:
+    """The card of a model unlearned elsewhere and audited here: its source, the verdict and the
+    audit table; how it was unlearned is its maker's to tell."""
+    run, target = audited["name"], audited["target"]
+    results = ResultsFile(run_dir / "results.jsonl")
+    rows = [r for r in results if r["model"] == run and r["target"] == target]
+    if not rows:
+        raise UserError(f"{run_dir / 'results.jsonl'}: no audit results for {run}; run the audit first")
+    cells = AuditCells(results, verdict_settings(recipe, str(run_dir / "recipe.yaml")))
+    source, base = recipe["data"]["source"], recipe["model"]["target"]
+    data = ModelCardData(
+        model_name=repo_id.split("/")[-1],
+        base_model=base if _is_hub(base) else None,
+        datasets=[source] if _is_hub(source) else None,
+        license=_base_license(base),
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=["llm-unlearn", "unlearning", "quantization-robustness-audit"],
+        eval_results=[_eval_result(r, source) for r in rows],
+    )
+    origin = f"`{audited['source']}`" if _is_hub(audited["source"]) else "a local checkpoint"
+    base_text = _base_description(recipe, target)
+    base_text = base_text if base_text.startswith("`") else base_text[0].lower() + base_text[1:]
+    body = [
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"An unlearned version of {base_text}, made elsewhere ({origin}) and "
+        "audited with llm-unlearn for whether its forgetting survives quantization.",
+        "",
+        *verdict_markdown(cells, run, target),
+        *_audit_table(cells, rows, run, target),
+        "## Files",
+        "",
+        "- the model (safetensors) and its tokenizer, as audited",
+        f"- `{AUDIT_DIR}/recipe.yaml`: the audit's recipe (`llm-unlearn audit` it to reproduce the audit)",
+        f"- `{AUDIT_DIR}/results.jsonl`: every audit cell of the run (all its models), per example too",
         "",
     ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
@@ -465,8 +520,11 @@ def _upload(plan: UploadPlan, token: str) -> None:
                 + ("" if commit.revision == "main" else f" quantized with {commit.revision}"),
                 revision=commit.revision,
             )
-    except HfHubHTTPError as err:
-        raise UserError(f"push to {plan.repo_id}: {str(err).splitlines()[0]}") from None
+    # huggingface_hub reports a refused token, a missing network or offline mode with many exception
+    # types (HfHubHTTPError, OfflineModeIsEnabled, httpx's); each is the user's to fix
+    except Exception as err:
+        detail = (str(err).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"push to {plan.repo_id}: {type(err).__name__}: {detail}") from None
 
 
 def _size(n: int) -> str:

@@ -102,6 +102,10 @@ def test_a_plain_hf_checkpoint_is_audited_and_matches_evaluate(tmp_path, target,
     assert entries["plain"]["source"] == str(unlearned) and entries["plain"]["checkpoint"] == str(unlearned)
     assert folder.report_md.is_file() and folder.verdict.is_file()
     assert not any(p.name.startswith("plain@") for p in folder.models.iterdir())  # audited in place
+    # and pushed like a model the run made: its checkpoint where it is, a card with its verdict
+    assert main(["push", str(folder.root), "--repo-id", "org/plain", "--dry-run"]) == 0
+    card = folder.hub_card("plain@natural").read_text()
+    assert "made elsewhere (a local checkpoint)" in card and "## Verdict: does the forgetting survive" in card
 
 
 def test_run_and_audit_give_identical_cells_for_a_model_run_made(tmp_path, target, muse_dir) -> None:
