@@ -332,3 +332,22 @@ def test_card_states_the_terms_as_trained_in_method_json(run_dir) -> None:
     path.write_text(json.dumps(resolved))
     with pytest.raises(UserError, match="predates recorded term settings; delete that checkpoint"):
         model_card(run_dir, MODEL, "my-org/ga-gdr-quail")
+
+
+def test_an_offline_push_with_a_token_is_one_line(run_dir, tmp_path, capsys, monkeypatch) -> None:
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+
+    def offline(self, *args, **kwargs):
+        raise OfflineModeIsEnabled(
+            "Cannot reach https://huggingface.co/api/repos/create: offline mode is enabled."
+        )
+
+    monkeypatch.setattr(HfApi, "create_repo", offline)
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    assert main(["push", str(copy), "--repo-id", "my-org/x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "push to my-org/x: OfflineModeIsEnabled: Cannot reach" in err
+    assert FAKE_TOKEN not in err
