@@ -40,9 +40,8 @@ from llm_unlearn.runfolder import RunFolder
 
 #: the target column of rows that belong to no target (the retrain model)
 NO_TARGET = "-"
-#: the metric column of the weight diagnostics (bucket overlap, update kept, ...), and their file
+#: the metric column of the weight diagnostics (bucket overlap, update kept, ...)
 DIAGNOSTICS = "diagnostics"
-DIAGNOSTICS_FILE = "diagnostics.jsonl"
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ def audit(
                 )
             if progress:
                 progress.advance(task)
-    diagnostics = ResultsFile.shared(results.path.with_name(DIAGNOSTICS_FILE))
+    diagnostics = ResultsFile.shared(run_folder.diagnostics)
     targets = {m.target: m for m in models if m.name == "target"}
     for model in ordered:
         if model.target not in targets or model.name in ("target", "retrain"):
