@@ -182,7 +182,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     results = evaluate(load_model(checkpoint.path, field="--model"), ctx, names)
     write_json(args.out, results)
     for name, result in results.items():
-        print(f"{name}: {result['agg_value']:.2f}")
+        ci = result.get("ci")
+        interval = f" [{ci[0]:.2f}, {ci[1]:.2f}] (95 % bootstrap)" if ci else ""
+        print(f"{name}: {result['agg_value']:.2f}{interval}")
     return 0
 
 
