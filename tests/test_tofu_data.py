@@ -10,7 +10,7 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from conftest import char_tokenizer
+from conftest import char_tokenizer, tiny_llama
 
 from llm_unlearn.data.benchmark import detect_benchmark, load_benchmark
 from llm_unlearn.data.collate import (
@@ -36,7 +36,9 @@ from llm_unlearn.data.tofu import (
     training_windows,
 )
 from llm_unlearn.data.tofu_demo import generate_demo_tofu
-from llm_unlearn.recipe import RecipeError, validate_recipe
+from llm_unlearn.metrics.tofu import answer_logprobs
+from llm_unlearn.recipe import RecipeError, load_recipe, validate_recipe
+from llm_unlearn.trainer import UnlearningConfig, UnlearningTrainer
 
 PERTURBED = {
     "question": "Q?",
@@ -273,3 +275,48 @@ def test_recipe_lm_eval_section() -> None:
     assert validate_recipe(_recipe()).lm_eval is None
     with pytest.raises(RecipeError, match=r"lm_eval.tasks"):
         validate_recipe({**_recipe(), "lm_eval": {"tasks": []}})
+
+
+def test_unlearning_on_tofu_windows_scores_the_answers_only(tmp_path: Path) -> None:
+    tok = char_tokenizer()
+    corpus = load_tofu(DEMO_TOFU, {TOFU: ["forget", "retain"]}, "forget01")
+    forget = training_windows(corpus, "forget", tok, max_length=256)
+    retain = training_windows(corpus, "retain", tok, max_length=256)[:8]
+    settings = dict(max_steps=1, per_device_train_batch_size=2, report_to="none", save_strategy="no")
+    args = UnlearningConfig(
+        output_dir=str(tmp_path),
+        forget_loss="npo",
+        retain_loss="gdr",
+        disable_tqdm=True,
+        use_cpu=True,
+        **settings,
+    )
+    model = tiny_llama(tok).eval()
+    # NPO's cached nll(θ₀, x_f) is the answer-only NLL: -Σ log p over the answer tokens and EOS
+    expected = [-total for total, _ in answer_logprobs(model, tok, forget, batch_size=3)]
+    trainer = UnlearningTrainer(
+        model=model, args=args, train_dataset=ForgetRetainDataset(forget, retain), processing_class=tok
+    )
+    torch.testing.assert_close(trainer._ref_nll, torch.tensor(expected), rtol=1e-4, atol=1e-4)
+    trainer.train()
+    assert trainer.state.global_step == 1
+
+
+def test_tofu_recipes_use_the_published_settings() -> None:
+    recipes = Path(__file__).parents[1] / "recipes"
+    audit = load_recipe(recipes / "tofu_llama32_1b_audit.yaml")
+    assert audit.model.target == "open-unlearning/tofu_Llama-3.2-1B-Instruct_full"
+    assert audit.model.retrain == "open-unlearning/tofu_Llama-3.2-1B-Instruct_retain90"
+    data = audit.data
+    assert (data.source, data.kind, data.template, data.forget_split, data.retain_split, data.max_length) == (
+        "locuslab/TOFU", "tofu", "llama3", "forget10", "retain90", 512,
+    )  # fmt: skip
+    # open-unlearning's NPO: lr 1e-5, wd 0.01, 10 epochs, one of warm-up, effective batch 32, beta 0.1
+    train = audit.train
+    assert (train["learning_rate"], train["weight_decay"], train["num_train_epochs"]) == (1e-5, 0.01, 10)
+    assert train["per_device_train_batch_size"] * train["gradient_accumulation_steps"] == 32
+    assert train["warmup_steps"] == -(-400 // 32)  # one epoch of forget10's 400 pairs
+    assert [(m.name, m.beta, m.retain_weight) for m in audit.method] == [("npo_gdr", 0.1, 1.0)]
+    demo = load_recipe(recipes / "demo_tofu.yaml")
+    assert (demo.data.kind, demo.model.target, demo.model.retrain) == ("tofu", "demo_tofu", "demo_tofu")
+    assert all(name.startswith("tofu_") for name in audit.evaluate + demo.evaluate)
