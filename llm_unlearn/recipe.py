@@ -30,6 +30,8 @@ from pydantic.fields import FieldInfo
 from transformers import TrainingArguments
 
 from llm_unlearn.audit import stats
+from llm_unlearn.data.benchmark import detect_benchmark
+from llm_unlearn.data.tofu import FORGET_SPLITS, role_config
 from llm_unlearn.errors import UserError
 from llm_unlearn.kernels import UNSUPPORTED_FAMILIES, family
 from llm_unlearn.methods import METHODS
@@ -131,11 +133,73 @@ class ModelSection(_Section):
 
 class DataSection(_Section):
     source: Annotated[str, AfterValidator(_home)] = Field(
-        default="demo", description="'demo', a MUSE-layout folder, or a Hub id."
+        default="demo", description="'demo', 'demo_tofu', a MUSE- or TOFU-layout folder, or a Hub id."
     )
-    forget_split: str = "forget"
-    retain_split: str = "retain1"
+    benchmark: Literal["auto", "muse", "tofu"] = Field(
+        default="auto",
+        description="The source's layout; auto: TOFU for demo_tofu, TOFU files or a TOFU Hub id.",
+    )
+    template: Literal["plain", "llama2", "llama3"] = Field(
+        default="plain",
+        description="TOFU: the chat format the models were fine-tuned in (plain = Question:/Answer: lines).",
+    )
+    forget_split: str = Field(default="forget", description="MUSE: a raw split; TOFU: forget01/05/10.")
+    retain_split: str = Field(
+        default="retain1", description="MUSE: a raw split; TOFU: the paired retain99/95/90."
+    )
     max_length: int = Field(default=128, ge=8, description="Tokens per training window.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tofu_defaults(cls, data: Any) -> Any:
+        # TOFU's usual setting, forget10 with its retain90, unless the recipe names another
+        if isinstance(data, dict) and _data_kind(data) == "tofu":
+            data = {"forget_split": "forget10", **data}
+            if data["forget_split"] in FORGET_SPLITS:  # else the after-validator names the mistake
+                data.setdefault("retain_split", role_config("retain", data["forget_split"]))
+        return data
+
+    @model_validator(mode="after")
+    def _tofu_splits(self) -> DataSection:
+        if self.kind != "tofu":
+            return self
+        if self.forget_split not in FORGET_SPLITS:
+            raise ValueError(
+                f"forget_split {self.forget_split!r} is not a TOFU forget split; "
+                f"use {', '.join(FORGET_SPLITS)}"
+            )
+        paired = role_config("retain", self.forget_split)
+        if self.retain_split != paired:
+            raise ValueError(
+                f"retain_split {self.retain_split!r} does not pair with {self.forget_split} (it would share "
+                f"authors with it or leave some out); use {paired}"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        """The benchmark the source holds: muse or tofu."""
+        return detect_benchmark(self.source, self.benchmark)
+
+
+def _data_kind(data: dict[str, Any]) -> str:
+    source = str(data.get("source", "demo"))
+    return detect_benchmark(_home(source) or source, str(data.get("benchmark", "auto")))
+
+
+class LmEvalSection(_Section):
+    """General utility through lm-evaluation-harness (`pip install lm-eval`): the `lm_eval` metric."""
+
+    tasks: tuple[str, ...] = Field(
+        min_length=1, description="lm-eval task names, e.g. mmlu, arc_easy, hellaswag."
+    )
+    limit: int | None = Field(
+        default=None, ge=1, description="Examples per task (None = all); for smoke runs."
+    )
+    include_path: Annotated[str | None, AfterValidator(_home)] = Field(
+        default=None, description="A folder of extra task YAML files (lm-eval's TaskManager include_path)."
+    )
+    num_fewshot: int = Field(default=0, ge=0, description="In-context examples per question.")
 
 
 class StopSection(_Section):
@@ -402,6 +466,7 @@ class Recipe(_Section):
         description="Relearning checks, each one audit column beside the quantizers; none by default.",
     )
     verdict: VerdictSection = VerdictSection()
+    lm_eval: LmEvalSection | None = Field(default=None, description="The tasks of the `lm_eval` metric.")
     output: OutputSection
 
     @field_validator("method", "models", "relearn", mode="before")
