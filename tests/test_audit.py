@@ -191,13 +191,14 @@ def test_a_gguf_target_is_audited(tmp_path, muse_dir, monkeypatch) -> None:
     write_tiny_gguf(tmp_path / "tiny.Q4_1.gguf")
     assert main(["audit", "--target", str(tmp_path / "tiny.Q4_1.gguf"), "--model", "same=" + str(
         tmp_path / "tiny.Q4_1.gguf"), "--data", str(muse_dir), "--quantize", "fp,rtn-w4-g32-min",
-        "--metrics", "verbmem", "--out", str(tmp_path / "run")]) == 0  # fmt: skip
+        "--metrics", "privleak", "--out", str(tmp_path / "run")]) == 0  # fmt: skip
     found = cells(tmp_path / "run", "same")
     target = cells(tmp_path / "run", "target")
-    # the released Q4_1 weights are a fixed point of their grid: quantizing changes no output
-    assert (
-        found[("rtn-w4-g32-min", "verbmem")]["value_by_index"] == target[("fp", "verbmem")]["value_by_index"]
-    )
+    # the released Q4_1 weights are a fixed point of their grid (up to float32 rounding): quantizing
+    # changes no membership score
+    quantized = found[("rtn-w4-g32-min", "privleak")]["value_by_index"]
+    for i, example in target[("fp", "privleak")]["value_by_index"].items():
+        assert quantized[i]["score"] == pytest.approx(example["score"], rel=1e-5), i
 
 
 @pytest.mark.parametrize(
