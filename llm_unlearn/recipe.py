@@ -43,6 +43,7 @@ from llm_unlearn.terms import TERMS
 from llm_unlearn.trainer import UnlearningConfig
 
 TARGETS = ("natural", "grid")
+TOFU_METRICS = ("tofu_forget_quality", "tofu_model_utility", "tofu_truth_ratio", "tofu_prob", "tofu_rouge")
 # Set by the method section or by the run itself, so a `train:` entry would be silently ignored:
 # every field UnlearningConfig adds to TrainingArguments, and the output folder.
 RESERVED_TRAIN_FIELDS = {"output_dir"} | {f.name for f in dataclasses.fields(UnlearningConfig) if f.init} - {
@@ -507,6 +508,33 @@ class Recipe(_Section):
                 raise ValueError(f"{key}: {err.errors()[0]['msg']} (got {_quote(value)})") from None
             _check_range(key, checked[key])
         return checked
+
+    @model_validator(mode="before")
+    @classmethod
+    def _benchmark_metrics_by_default(cls, data: Any) -> Any:
+        # the default metrics are the benchmark's own: MUSE's four, or TOFU's five
+        if isinstance(data, dict) and "evaluate" not in data:
+            section = data.get("data") if isinstance(data.get("data"), dict) else {}
+            if _data_kind(section) == "tofu":
+                data = {**data, "evaluate": TOFU_METRICS}
+        return data
+
+    @model_validator(mode="after")
+    def _metrics_fit_the_benchmark(self) -> Recipe:
+        kind = self.data.kind
+        for name in self.evaluate:
+            configs = set(METRICS.get(name).requires)
+            if configs and (kind == "tofu") != (configs == {"tofu"}):
+                other = "TOFU" if kind == "muse" else "MUSE"
+                raise ValueError(
+                    f"evaluate: {name} reads {other} data but data.source is a {kind.upper()} benchmark; "
+                    f"use {'tofu_* metrics' if kind == 'tofu' else 'verbmem, knowmem_*, privleak*'}"
+                )
+        if "lm_eval" in self.evaluate and self.lm_eval is None:
+            raise ValueError(
+                "evaluate: lm_eval needs an lm_eval section naming its tasks, e.g. {tasks: [arc_easy]}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _kernels_exist(self) -> Recipe:

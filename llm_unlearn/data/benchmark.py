@@ -7,10 +7,15 @@ demo_tofu, a folder of TOFU config files, a Hub id naming TOFU); anything else i
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+from llm_unlearn.data.collate import chunk_texts
 from llm_unlearn.data.corpora import MuseCorpus, load_muse
-from llm_unlearn.data.tofu import TofuCorpus, is_tofu_source, load_tofu
+from llm_unlearn.data.tofu import TofuCorpus, is_tofu_source, load_tofu, qa_texts
+from llm_unlearn.data.tofu import training_windows as qa_windows
+
+if TYPE_CHECKING:  # the recipe validates its data section with this module's detect_benchmark
+    from llm_unlearn.recipe import DataSection
 
 Benchmark = Literal["muse", "tofu"]
 
@@ -34,3 +39,22 @@ def load_benchmark(
     if detect_benchmark(source, benchmark) == "muse":
         return load_muse(source, needs)
     return load_tofu(source, needs, forget_split, template)
+
+
+def training_texts(data: DataSection, corpus: MuseCorpus | TofuCorpus, role: str) -> list[str]:
+    """The whole texts of the forget or retain set (`role`), for relearning slices and calibration:
+    MUSE's raw passages of data.forget_split / retain_split, or TOFU's question-answer pairs in the
+    run's chat template."""
+    if isinstance(corpus, TofuCorpus):
+        return qa_texts(corpus, role)
+    return corpus.get("raw", data.forget_split if role == "forget" else data.retain_split)
+
+
+def training_windows(
+    data: DataSection, corpus: MuseCorpus | TofuCorpus, role: str, tokenizer: Any, length: int
+) -> list[list[int]]:
+    """The forget or retain set as training windows: MUSE's passages cut into `length`-token windows
+    (the loss on every token), or TOFU's QA pairs with the loss on the answer only."""
+    if isinstance(corpus, TofuCorpus):
+        return qa_windows(corpus, role, tokenizer, max_length=length)
+    return chunk_texts(training_texts(data, corpus, role), tokenizer, length)

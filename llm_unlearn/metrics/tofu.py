@@ -40,6 +40,8 @@ from llm_unlearn.metrics.verbmem import mean_or_nan
 
 MAX_NEW_TOKENS = 200  # open-unlearning's generation default for TOFU
 REFERENCE_KEY = "tofu_reference_truth_ratios"
+#: the metric whose reference is the retrain model's forget-set truth ratios
+FORGET_QUALITY = "tofu_forget_quality"
 MEAN_KEY = "tofu_truth_ratio_mean"
 _SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 #: the model-utility sets: name -> (TOFU config, reference answer of the truth ratio, normalised probability)
@@ -168,7 +170,7 @@ def _ratios(model: nn.Module, ctx: EvalContext, records: list[dict[str, Any]], r
 _FORGET = {TOFU: ("forget_perturbed",)}
 
 
-@register_metric("tofu_prob", requires=_FORGET)
+@register_metric("tofu_prob", requires=_FORGET, forget=True)
 def tofu_prob(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """Forget-set answer probability p(a) = P(a|q)^(1/|a|): lower = more forgotten."""
     records = _records(ctx, "forget_perturbed")
@@ -180,7 +182,7 @@ def tofu_prob(model: nn.Module, ctx: EvalContext) -> MetricResult:
     return {"agg_value": mean_or_nan([v["score"] for v in by_index.values()]), "value_by_index": by_index}
 
 
-@register_metric("tofu_rouge", requires=_FORGET)
+@register_metric("tofu_rouge", requires=_FORGET, forget=True, new_tokens=MAX_NEW_TOKENS)
 def tofu_rouge(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """Forget-set ROUGE-L recall of the greedy answer: lower = more forgotten."""
     records = _records(ctx, "forget_perturbed")
@@ -197,7 +199,7 @@ def tofu_rouge(model: nn.Module, ctx: EvalContext) -> MetricResult:
     return {"agg_value": mean_or_nan([v["score"] for v in by_index.values()]), "value_by_index": by_index}
 
 
-@register_metric("tofu_truth_ratio", requires=_FORGET)
+@register_metric("tofu_truth_ratio", requires=_FORGET, forget=True)
 def tofu_truth_ratio(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """Forget-set truth ratio, mean min(R, 1/R): near 1 = the model no longer prefers the truth."""
     records = _records(ctx, "forget_perturbed")
@@ -206,7 +208,7 @@ def tofu_truth_ratio(model: nn.Module, ctx: EvalContext) -> MetricResult:
     return {"agg_value": mean_or_nan([v["score"] for v in by_index.values()]), "value_by_index": by_index}
 
 
-@register_metric("tofu_forget_quality", requires=_FORGET)
+@register_metric(FORGET_QUALITY, requires=_FORGET, forget=True)
 def tofu_forget_quality(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """KS p-value against the retain model's forget-set truth ratios, ctx.extra[REFERENCE_KEY]
     (1 = indistinguishable from the retain model); nan when no reference is given.
@@ -220,6 +222,8 @@ def tofu_forget_quality(model: nn.Module, ctx: EvalContext) -> MetricResult:
     return {
         "agg_value": value,
         "reference": None if reference is None else "retain",
+        # kept with the cell, so its bootstrap can recompute the test on resampled ratios
+        **({} if reference is None else {"reference_truth_ratios": [float(r) for r in reference]}),
         "value_by_index": {
             i: {"truth_ratio": r, "question": q["question"]}
             for i, (r, q) in enumerate(zip(ratios, records, strict=True))
@@ -227,7 +231,11 @@ def tofu_forget_quality(model: nn.Module, ctx: EvalContext) -> MetricResult:
     }
 
 
-@register_metric("tofu_model_utility", requires={TOFU: tuple(c for c, _, _ in UTILITY_SETS.values())})
+@register_metric(
+    "tofu_model_utility",
+    requires={TOFU: tuple(c for c, _, _ in UTILITY_SETS.values())},
+    new_tokens=MAX_NEW_TOKENS,
+)
 def tofu_model_utility(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """Harmonic mean of probability, ROUGE and max(0, 1 − R) on retain, real authors, world facts.
 
