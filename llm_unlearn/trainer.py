@@ -212,7 +212,8 @@ class UnlearningTrainer(Trainer):
             layer = TERMS.get(term).layer(p)
             if layer is not None and layers is not None and not 0 <= layer < layers:
                 raise UserError(
-                    f"method {term}: layer {layer} is not one of the model's layers 0..{layers - 1}"
+                    f"term {term}: layer {layer} is not one of the model's layers 0..{layers - 1}; "
+                    "set the method's `layer`"
                 )
 
     def _forget_batches(
