@@ -514,8 +514,3 @@ def demo_checkpoints() -> dict[str, Path]:
             LlamaForCausalLM(config), tokenizer, texts, paths[name], DEMO_MAX_LENGTH, **DEMO_TRAINING
         )
     return paths
-
-
-def adapter_folder(checkpoint: Path) -> Path:
-    """Where a LoRA run keeps its adapter (peft's `save_pretrained` folder), beside the merged model."""
-    return checkpoint.with_name(checkpoint.name + ".adapter")

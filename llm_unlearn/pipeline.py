@@ -8,9 +8,7 @@ the numbers are those of one process); the main process alone writes the run fol
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from pathlib import Path
 
 from accelerate import PartialState
@@ -18,7 +16,7 @@ from accelerate.utils import parse_flag_from_env
 from peft import LoraConfig, get_peft_model
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llm_unlearn.audit.relearn import relearnings
 from llm_unlearn.audit.report import write_report
@@ -35,7 +33,6 @@ from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS, EvalContext, harness, required_splits
 from llm_unlearn.models import (
     Checkpoint,
-    adapter_folder,
     check_same_model_family,
     demo_checkpoints,
     gguf_checkpoint,
@@ -45,12 +42,12 @@ from llm_unlearn.models import (
     materialize,
     model_skeleton,
     resolve_checkpoint,
-    save_checkpoint,
+    train_and_save,
 )
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.quant.calibration import Calibration, build_calibration, calibration_texts
 from llm_unlearn.recipe import MethodSection, Recipe
-from llm_unlearn.runfolder import RunFolder
+from llm_unlearn.runfolder import RunFolder, write_json
 from llm_unlearn.tofu_checkpoints import demo_tofu_checkpoints
 from llm_unlearn.trainer import UnlearningTrainer
 
@@ -257,7 +254,8 @@ def unlearn(
     margin = None
     if method.quail is not None and method.quail.margin == "auto":
         margin = get_quantizer(method.quail.quantizer).mean_step(model) / 2
-    args = recipe.training_config(method, dest.with_name(dest.name + ".trainer"), hinge_margin=margin)
+    folder, model_name = RunFolder(dest.parents[1]), dest.name
+    args = recipe.training_config(method, folder.trainer_scratch(model_name), hinge_margin=margin)
     # What the trainer would refuse (OEU under FSDP, a layer the model lacks, ...) as one line, now.
     UnlearningTrainer.check(args, model, PartialState().distributed_type.value)
     lora = recipe.model.lora
@@ -281,15 +279,13 @@ def unlearn(
         processing_class=tokenizer,
         callbacks=callbacks,
     )
-    trainer.train()
-    # Every process takes part: under FSDP / ZeRO-3 this gathers the sharded weights.
-    state_dict = trainer.accelerator.get_state_dict(trainer.model)
-    if trainer.is_world_process_zero():
+
+    def finish(network: PreTrainedModel, state_dict: dict | None) -> tuple[PreTrainedModel, dict | None]:
         # The training log (losses, and the stop metric when one is set) sits beside the checkpoint,
-        # with what the method resolved at run time (QUAIL's margin, SURE's modules).
-        dest.with_name(dest.name + ".log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
-        # The terms as they trained (weight and every parameter, defaults included): the model card
-        # reads them from here, so it cannot drift from the run.
+        # with the terms as they trained (weight and every parameter, defaults included) and what the
+        # method resolved at run time (QUAIL's margin, SURE's modules): the model card reads them
+        # from here, so it cannot drift from the run.
+        write_json(folder.training_log(model_name), trainer.state.log_history)
         weights, params = dict(args.weighted_terms()), args.resolved_params()
         resolved = {
             "method": method.name,
@@ -304,17 +300,16 @@ def unlearn(
             "sure": trainer.saliency,
             "trained": trainer.trained,
         }
-        dest.with_name(dest.name + ".method.json").write_text(json.dumps(resolved, indent=1))
-        # A LoRA run is audited as the model it would ship: the adapter merged into the base weights.
-        network = trainer.accelerator.unwrap_model(trainer.model)
-        if lora is not None:
-            # The adapter alone as well (for `push --with-adapter`), from the gathered weights, before
-            # merging consumes it; written before the checkpoint, whose existence marks the run done.
-            network.save_pretrained(adapter_folder(dest), state_dict=state_dict)
-            network, state_dict = network.merge_and_unload(), None
-        save_checkpoint(network, tokenizer, dest, state_dict)
-        shutil.rmtree(args.output_dir, ignore_errors=True)  # the Trainer's scratch folder, unused
-    trainer.accelerator.wait_for_everyone()
+        write_json(folder.method_file(model_name), resolved)
+        if lora is None:
+            return network, state_dict
+        # A LoRA run is audited as the model it would ship: the adapter merged into the base weights;
+        # the adapter alone as well (for `push --with-adapter`), from the gathered weights, before
+        # merging consumes it, and before the checkpoint, whose existence marks the run done.
+        network.save_pretrained(folder.adapter(model_name), state_dict=state_dict)
+        return network.merge_and_unload(), None
+
+    train_and_save(trainer, tokenizer, dest, finish)
 
 
 def _calibration(

@@ -128,12 +128,10 @@ def _audit_recipe(tmp_path: Path, name: str) -> Path:
         "name": "sharded",
         "model": {"target": str(tmp_path / "target"), "retrain": str(tmp_path / "retrain")},
         "data": {"source": str(muse), "max_length": 64},
-        "method": [{"name": "ga"}],
-        # learning rate 0: the unlearned model is the target whatever batches each process trained
-        # on, so every cell, the unlearned model's too, must come out the same
+        # a checkpoint audited as it is (the target itself): every cell must come out the same
+        "models": [{"name": "ga", "path": str(tmp_path / "target")}],
         "train": {
             "max_steps": 1,
-            "learning_rate": 0.0,
             "per_device_train_batch_size": 1,
             "per_device_eval_batch_size": 2,
             "disable_tqdm": True,

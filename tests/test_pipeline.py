@@ -201,7 +201,7 @@ def test_cli_evaluate_and_report(tmp_path, checkpoints, muse_dir, capsys) -> Non
     )
     assert "not found" in capsys.readouterr().err
     assert main(["report", str(tmp_path)]) == 2
-    assert "no results.jsonl" in capsys.readouterr().err
+    assert "no results in results.jsonl" in capsys.readouterr().err
 
 
 def test_stop_on_metric_ends_unlearning_early(tmp_path, checkpoints, muse_dir) -> None:
