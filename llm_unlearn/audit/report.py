@@ -36,12 +36,23 @@ TITLES = {
     "knowmem_forget": "KnowMem on forget (ROUGE-L F1 × 100, lower = more forgotten)",
     "knowmem_retain": "KnowMem on retain (ROUGE-L F1 × 100, higher = more utility kept)",
     "privleak": "PrivLeak (Min-K% Prob AUC vs the retrain model, %, near 0 is ideal)",
+    "tofu_forget_quality": "TOFU forget quality (KS p-value vs the retrain model, higher = more forgotten)",
+    "tofu_model_utility": "TOFU model utility (harmonic mean of nine, higher = more utility kept)",
+    "tofu_prob": "TOFU answer probability on forget (lower = more forgotten)",
+    "tofu_rouge": "TOFU ROUGE-L recall on forget (lower = more forgotten)",
+    "tofu_truth_ratio": "TOFU truth ratio on forget (mean min(R, 1/R), near 1 = forgotten)",
+    "lm_eval": "lm-evaluation-harness (mean accuracy over the recipe's tasks)",
 }
 TARGET_LABELS = {"natural": "natural", "grid": "grid-aligned", "-": "–"}
 #: worst first
 VERDICT_ORDER = (stats.FAILS, stats.PARTLY, stats.HOLDS, stats.UNDEFINED)
 #: marks a recovery whose interval crosses a verdict threshold
 CROSSES = "~"
+
+
+def metric_point(metric: str) -> float:
+    """One point of `metric`'s scale (the registry's `point`; 1 for a name no longer registered)."""
+    return METRICS.get(metric).point if metric in METRICS else stats.MIN_FORGOTTEN
 
 
 def is_forget_metric(metric: str) -> bool:
@@ -67,7 +78,9 @@ class Cell:
 
     def text(self) -> str:
         """`value [lo, hi]`, then `(r% [lo%, hi%])` where a recovery is defined, `~` if it crosses."""
-        out = f"{self.value:.1f}" + (f" [{self.ci[0]:.1f}, {self.ci[1]:.1f}]" if self.ci else "")
+        # one decimal for MUSE's ×100 scores, three for values in [0, 1] (TOFU, lm-eval)
+        d = 3 if metric_point(self.metric) < 1 else 1
+        out = f"{self.value:.{d}f}" + (f" [{self.ci[0]:.{d}f}, {self.ci[1]:.{d}f}]" if self.ci else "")
         if self.recovery is not None and self.recovery.value is not None:
             out += f" ({self.recovery_text()})"
         return out
@@ -119,7 +132,7 @@ class AuditCells:
         fp = self.records.get((model, target, "fp", metric))
         if not is_unlearned(model) or quantizer == "fp" or base is None or fp is None:
             return cell
-        found = stats.paired_recovery(base, fp, record, **bootstrap)
+        found = stats.paired_recovery(base, fp, record, **bootstrap, min_forgotten=metric_point(metric))
         if not is_forget_metric(metric):
             return replace(cell, recovery=found)
         ci = found.ci if found.value is not None else None

@@ -18,7 +18,8 @@ Resamples are count matrices (`Examples`), so every statistic is vectorised over
   or relearned): a PAIRED bootstrap, one resample matrix applied to the three cells alike, r computed
   from each resample's three aggregates. A resample whose denominator M(t) − M(u) is 0 has no
   ratio: it is dropped, and the interval is the percentiles of the other resamples.
-- r is undefined (None) when unlearning moved the metric by less than `MIN_FORGOTTEN` = 1 point,
+- r is undefined (None) when unlearning moved the metric by less than one point of its scale
+  (`MIN_FORGOTTEN` = 1 for the ×100 MUSE scores, 0.01 for TOFU's [0, 1] values: `Metric.point`),
   or by less than the width of the paired-bootstrap interval of the forgotten amount M(t) − M(u)
   (same resamples as r): a ratio whose denominator is indistinguishable from noise says nothing.
 - Verdict of r with interval [lo, hi]: `holds` if hi < 25 %, `fails` if lo ≥ 50 %, else
@@ -203,10 +204,12 @@ def metric_ci(
     return None if interval is None else list(interval)
 
 
-def recovery(quantized: float, unlearned: float, target: float) -> float | None:
+def recovery(
+    quantized: float, unlearned: float, target: float, min_forgotten: float = MIN_FORGOTTEN
+) -> float | None:
     """(M_q(u) − M(u)) / (M(t) − M(u)) as a fraction, or None when unlearning moved the metric by
     less than MIN_FORGOTTEN points (the point rule; `paired_recovery` adds the interval rule)."""
-    if abs(target - unlearned) < MIN_FORGOTTEN:
+    if abs(target - unlearned) < min_forgotten:
         return None
     return (quantized - unlearned) / (target - unlearned)
 
@@ -229,13 +232,14 @@ def paired_recovery(
     resamples: int = RESAMPLES,
     confidence: float = CONFIDENCE,
     seed: int = SEED,
+    min_forgotten: float = MIN_FORGOTTEN,
 ) -> Recovery:
     """The recovery of `unlearned` (fp) under `other` (quantized or relearned) against `target` (fp),
     each a metric result. The interval needs all three with per-example values on the same examples
     (and, for PrivLeak, the same classes); otherwise it is None and only the 1-point rule applies."""
     t, u, q = (float(r["agg_value"]) for r in (target, unlearned, other))
     forgotten = t - u
-    point = recovery(q, u, t)
+    point = recovery(q, u, t, min_forgotten)
     cells = [examples(r) for r in (target, unlearned, other)]
     if None in cells or not _same_examples(*cells):
         return Recovery(point, None, forgotten, None)

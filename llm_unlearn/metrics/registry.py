@@ -45,16 +45,23 @@ class Metric:
     #: tokens the metric generates after each prompt (0: it only scores), so a run can refuse a
     #: model whose context has no room for them before it trains anything
     new_tokens: int = 0
+    #: one point of the metric's scale (1 for MUSE's ×100 scores, 0.01 for values in [0, 1]): a
+    #: recovery is undefined when unlearning moved the metric by less
+    point: float = 1.0
 
 
 METRICS: Registry[Metric] = Registry("metric")
 
 
 def register_metric(
-    name: str, requires: Mapping[str, tuple[str, ...]], forget: bool = False, new_tokens: int = 0
+    name: str,
+    requires: Mapping[str, tuple[str, ...]],
+    forget: bool = False,
+    new_tokens: int = 0,
+    point: float = 1.0,
 ) -> Callable[[MetricFn], MetricFn]:
     def add(fn: MetricFn) -> MetricFn:
-        METRICS.register(name)(Metric(name, fn, dict(requires), forget, new_tokens))
+        METRICS.register(name)(Metric(name, fn, dict(requires), forget, new_tokens, point))
         return fn
 
     return add

@@ -38,7 +38,9 @@ from llm_unlearn.metrics.generation import _device, _eval_mode, _pad, _pad_id, _
 from llm_unlearn.metrics.registry import EvalContext, MetricResult, register_metric
 from llm_unlearn.metrics.verbmem import mean_or_nan
 
-MAX_NEW_TOKENS = 200  # open-unlearning's generation default for TOFU
+MAX_NEW_TOKENS = 200
+#: TOFU's values lie in [0, 1]: one point of that scale (MUSE's ×100 scores have 1)
+UNIT_POINT = 0.01  # open-unlearning's generation default for TOFU
 REFERENCE_KEY = "tofu_reference_truth_ratios"
 #: the metric whose reference is the retrain model's forget-set truth ratios
 FORGET_QUALITY = "tofu_forget_quality"
@@ -170,7 +172,7 @@ def _ratios(model: nn.Module, ctx: EvalContext, records: list[dict[str, Any]], r
 _FORGET = {TOFU: ("forget_perturbed",)}
 
 
-@register_metric("tofu_prob", requires=_FORGET, forget=True)
+@register_metric("tofu_prob", requires=_FORGET, forget=True, point=UNIT_POINT)
 def tofu_prob(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """Forget-set answer probability p(a) = P(a|q)^(1/|a|): lower = more forgotten."""
     records = _records(ctx, "forget_perturbed")
@@ -182,7 +184,7 @@ def tofu_prob(model: nn.Module, ctx: EvalContext) -> MetricResult:
     return {"agg_value": mean_or_nan([v["score"] for v in by_index.values()]), "value_by_index": by_index}
 
 
-@register_metric("tofu_rouge", requires=_FORGET, forget=True, new_tokens=MAX_NEW_TOKENS)
+@register_metric("tofu_rouge", requires=_FORGET, forget=True, new_tokens=MAX_NEW_TOKENS, point=UNIT_POINT)
 def tofu_rouge(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """Forget-set ROUGE-L recall of the greedy answer: lower = more forgotten."""
     records = _records(ctx, "forget_perturbed")
@@ -199,7 +201,7 @@ def tofu_rouge(model: nn.Module, ctx: EvalContext) -> MetricResult:
     return {"agg_value": mean_or_nan([v["score"] for v in by_index.values()]), "value_by_index": by_index}
 
 
-@register_metric("tofu_truth_ratio", requires=_FORGET, forget=True)
+@register_metric("tofu_truth_ratio", requires=_FORGET, forget=True, point=UNIT_POINT)
 def tofu_truth_ratio(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """Forget-set truth ratio, mean min(R, 1/R): near 1 = the model no longer prefers the truth."""
     records = _records(ctx, "forget_perturbed")
@@ -208,7 +210,7 @@ def tofu_truth_ratio(model: nn.Module, ctx: EvalContext) -> MetricResult:
     return {"agg_value": mean_or_nan([v["score"] for v in by_index.values()]), "value_by_index": by_index}
 
 
-@register_metric(FORGET_QUALITY, requires=_FORGET, forget=True)
+@register_metric(FORGET_QUALITY, requires=_FORGET, forget=True, point=UNIT_POINT)
 def tofu_forget_quality(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """KS p-value against the retain model's forget-set truth ratios, ctx.extra[REFERENCE_KEY]
     (1 = indistinguishable from the retain model); nan when no reference is given.
@@ -235,6 +237,7 @@ def tofu_forget_quality(model: nn.Module, ctx: EvalContext) -> MetricResult:
     "tofu_model_utility",
     requires={TOFU: tuple(c for c, _, _ in UTILITY_SETS.values())},
     new_tokens=MAX_NEW_TOKENS,
+    point=UNIT_POINT,
 )
 def tofu_model_utility(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """Harmonic mean of probability, ROUGE and max(0, 1 − R) on retain, real authors, world facts.
