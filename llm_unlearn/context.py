@@ -35,6 +35,12 @@ def context_length(model: nn.Module | None) -> int | None:
     return None
 
 
+def window_length(max_length: int, model: nn.Module | None) -> int:
+    """The length of a training window: `max_length` (data.max_length), cut to the model's context."""
+    context = context_length(model)
+    return max_length if context is None else min(max_length, context)
+
+
 def special_prefix_length(tokenizer: PreTrainedTokenizerBase) -> int:
     """How many special tokens the tokenizer puts before a text (1 for Llama's BOS, 0 for GPT-2)."""
     plain = tokenizer("x", add_special_tokens=False)["input_ids"]

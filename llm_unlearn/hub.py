@@ -36,7 +36,7 @@ from huggingface_hub import (
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from llm_unlearn.audit.report import TITLES, recovery
+from llm_unlearn.audit.report import TITLES, AuditCells, verdict_markdown, verdict_settings
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.data.corpora import DEMO, is_hub_id
 from llm_unlearn.errors import UserError
@@ -44,6 +44,7 @@ from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS
 from llm_unlearn.models import adapter_folder
 from llm_unlearn.recipe import MethodSection
+from llm_unlearn.terms import TERMS
 
 CARD_FILE = "README.md"
 #: the run's own files, under this folder of the repo
@@ -180,6 +181,7 @@ def model_card(run_dir: Path, model: str, repo_id: str, with_adapter: bool = Fal
     rows = [r for r in results if r["model"] == run and r["target"] == target]
     if not rows:
         raise UserError(f"{run_dir / 'results.jsonl'}: no audit results for {model}; run the audit first")
+    cells = AuditCells(results, verdict_settings(recipe, str(run_dir / "recipe.yaml")))
     source = recipe["data"]["source"]
     base = recipe["model"]["target"]
     data = ModelCardData(
@@ -200,6 +202,7 @@ def model_card(run_dir: Path, model: str, repo_id: str, with_adapter: bool = Fal
         f"{METHODS.get(section.name).description}), then audited for whether the forgetting survives "
         "quantization.",
         "",
+        *verdict_markdown(cells, run, target),
         "## Unlearning",
         "",
         "| | |",
@@ -210,9 +213,9 @@ def model_card(run_dir: Path, model: str, repo_id: str, with_adapter: bool = Fal
         "",
         "| parameter | value |",
         "|---|---|",
-        *[f"| `{key}` | `{value}` |" for key, value in _hyper_parameters(recipe, section, resolved).items()],
+        *[f"| `{key}` | `{value}` |" for key, value in _hyper_parameters(recipe, resolved).items()],
         "",
-        *_audit_table(results, run, target),
+        *_audit_table(cells, rows, run, target),
         "## Files",
         "",
         "- the model (safetensors) and its tokenizer, as the run saved them"
@@ -233,43 +236,31 @@ def model_card(run_dir: Path, model: str, repo_id: str, with_adapter: bool = Fal
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
 
 
-def _audit_table(results: ResultsFile, run: str, target: str) -> list[str]:
+def _audit_table(cells: AuditCells, rows: list[dict[str, Any]], run: str, target: str) -> list[str]:
     """Per metric: the target and retrain model at full precision, then this model under each quantizer
-    with its recovery ratio (report.py's definition)."""
-    rows = [r for r in results if r["model"] == run and r["target"] == target]
+    with its recovery ratio (report.py's cells)."""
     quantizers = list(dict.fromkeys(r["quantizer"] for r in rows))
     metrics = list(dict.fromkeys(r["metric"] for r in rows))
     lines = [
         "## Quantization-robustness audit",
         "",
-        "Each metric of this model at full precision (`fp`) and quantized, next to the model before",
-        "unlearning (target) and a model never trained on the forget set (retrain). In brackets, the",
-        "recovery ratio: the share of the forgotten amount that quantization brings back (0 % = the",
-        "forgetting holds, 100 % = back at the target; blank where unlearning moved the metric < 1 point).",
+        "Each metric [its interval] of this model at full precision (`fp`) and quantized, next to the",
+        "model before unlearning (target) and a model never trained on the forget set (retrain). In",
+        "brackets, the recovery ratio [its interval]: the share of the forgotten amount that quantization",
+        "brings back (0 % = the forgetting holds, 100 % = back at the target; blank where undefined).",
         "",
         "| metric | target | retrain | " + " | ".join(quantizers) + " |",
         "|---|---|---|" + "---|" * len(quantizers),
     ]
     for metric in metrics:
-        base = results.get("target", target, "fp", metric)
-        retrain = results.get("retrain", "-", "fp", metric)
-        fp = results.get(run, target, "fp", metric)
-        cells = [_cell(base), _cell(retrain)]
-        for q in quantizers:
-            cell = results.get(run, target, q, metric)
-            ratio = None
-            if q != "fp" and None not in (cell, fp, base):
-                ratio = recovery(cell["agg_value"], fp["agg_value"], base["agg_value"])
-            cells.append(_cell(cell) + (f" ({ratio:.0%})" if ratio is not None else ""))
-        lines.append(f"| {TITLES.get(metric, metric)} | " + " | ".join(cells) + " |")
+        found = [cells.get("target", target, "fp", metric), cells.get("retrain", "-", "fp", metric)]
+        found += [cells.get(run, target, q, metric) for q in quantizers]
+        texts = ["–" if c is None else c.text() for c in found]
+        lines.append(f"| {TITLES.get(metric, metric)} | " + " | ".join(texts) + " |")
     lines += ["", "Quantizers:", ""]
     configs = {r["quantizer"]: r.get("quantizer_config", {}) for r in rows}
     lines += [f"- `{q}`: `{json.dumps(configs[q], sort_keys=True)}`" for q in quantizers]
     return [*lines, ""]
-
-
-def _cell(record: dict[str, Any] | None) -> str:
-    return "–" if record is None else f"{record['agg_value']:.1f}"
 
 
 def _eval_result(record: dict[str, Any], source: str) -> EvalResult:
@@ -292,13 +283,18 @@ def _eval_result(record: dict[str, Any], source: str) -> EvalResult:
 def _unlearning_facts(
     recipe: dict[str, Any], section: MethodSection, resolved: dict[str, Any], target: str
 ) -> list[tuple[str, str]]:
-    spec = METHODS.get(section.name)
+    """What the card says about the unlearning, from what the run resolved (`.method.json`)."""
+    if "terms" not in resolved:
+        raise UserError(
+            f"{section.run_name}: its .method.json predates recorded term settings; delete that checkpoint "
+            "and re-run to write them"
+        )
+    terms = resolved["terms"]
+    forget = next(t for t in terms if TERMS.get(t).part == "forget" and not TERMS.get(t).regulariser)
+    retain = next((t for t in terms if TERMS.get(t).part == "retain"), None)
     data = recipe["data"]
     facts = [
-        (
-            "method",
-            f"`{section.name}`: forget term `{spec.forget_loss}`, retain term `{spec.retain_loss or 'none'}`",
-        ),
+        ("method", f"`{section.name}`: forget term `{forget}`, retain term `{retain or 'none'}`"),
         ("base model", _base_description(recipe, target)),
         ("forget set", f"{_dataset_label(data['source'])}, raw split `{data['forget_split']}`"),
         ("retain set", f"{_dataset_label(data['source'])}, raw split `{data['retain_split']}`"),
@@ -312,8 +308,16 @@ def _unlearning_facts(
                 f"{sure['param_share']:.1%} of the parameters); every other weight is unchanged",
             )
         )
-    if section.quail is not None:
-        facts.append(("QUAIL", f"logit hinge, margin {resolved.get('hinge_margin')}"))
+    if resolved.get("trained"):
+        trained = resolved["trained"]
+        facts.append(
+            (
+                "trained parameters",
+                f"{trained['count']} tensors ({trained['param_share']:.1%}); the rest unchanged",
+            )
+        )
+    if "hinge" in terms:
+        facts.append(("QUAIL", f"logit hinge, margin {terms['hinge']['params']['margin']}"))
     if resolved.get("projection"):
         facts.append(("OEU projection", f"scope `{resolved['projection']}`"))
     if resolved.get("lora"):
@@ -328,27 +332,23 @@ def _unlearning_facts(
     return facts
 
 
-def _hyper_parameters(
-    recipe: dict[str, Any], section: MethodSection, resolved: dict[str, Any]
-) -> dict[str, Any]:
-    """The recipe's train section with this method's overrides and what the run resolved."""
-    spec = METHODS.get(section.name)
+def _hyper_parameters(recipe: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's train section with what the run resolved: lr, each term's weight and parameters."""
     params: dict[str, Any] = {**recipe.get("train", {}), "learning_rate": resolved["learning_rate"]}
     params["max_length"] = recipe["data"]["max_length"]
-    if spec.forget_loss == "npo":
-        params["beta"] = section.beta
-    if spec.retain_loss is not None:
-        params["retain_weight"] = section.retain_weight
-    if section.quail is not None:
-        params.update(
-            hinge_weight=section.quail.weight,
-            hinge_margin=resolved.get("hinge_margin"),
-            hinge_distance=section.quail.distance,
-        )
-    if section.sure is not None:
-        params["saliency_percentile"] = section.sure.percentile
-    if section.projection is not None:
-        params.update(projection=section.projection.scope, projection_alpha=section.projection.alpha)
+    for term, entry in resolved["terms"].items():
+        spec = TERMS.get(term)
+        if spec.regulariser:  # QUAIL's hinge: hinge_weight, hinge_margin, hinge_distance
+            params[f"{term}_weight"] = entry["weight"]
+            params.update({f"{term}_{key}": value for key, value in entry["params"].items()})
+            continue
+        if spec.part == "retain":
+            params["retain_weight"] = entry["weight"]
+        params.update(entry["params"])
+    if resolved.get("sure"):
+        params["saliency_percentile"] = resolved["sure"]["percentile"]
+    if resolved.get("projection"):
+        params.update(projection=resolved["projection"], projection_alpha=resolved["projection_alpha"])
     return params
 
 

@@ -10,12 +10,14 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from rich.console import Console
+from safetensors import SafetensorError, safe_open
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
@@ -64,13 +66,54 @@ def cache_dir() -> Path:
 
 
 def load_model(name_or_path: str | Path, field: str = "model") -> PreTrainedModel:
-    """A causal LM from a local folder or a Hub id, in float32 on CPU (evaluation and RTN)."""
+    """A causal LM from a local folder or a Hub id, in float32 on CPU (evaluation and RTN).
+
+    Weights are read from safetensors only: a pickle (`pytorch_model.bin`) can run code when loaded,
+    so `resolve_checkpoint(..., allow_pickle=True)` converts one once, when the user trusts it.
+    """
     _check_source(name_or_path, field)
+    _refuse_pickle_only(Path(str(name_or_path)).expanduser(), field)
     try:
         with _no_progress_bars():
-            return AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=torch.float32)
-    except (OSError, ValueError) as err:  # a folder or id without a model, or an unreadable one
-        raise UserError(f"{field}: cannot load {name_or_path!r}: {str(err).splitlines()[0]}") from None
+            return AutoModelForCausalLM.from_pretrained(
+                str(name_or_path), dtype=torch.float32, use_safetensors=True
+            )
+    # a folder or id without a model, or an unreadable or corrupt one
+    except (OSError, ValueError, SafetensorError) as err:
+        raise UserError(f"{field}: cannot load {name_or_path!r}: {_first_line(err)}") from None
+
+
+def model_skeleton(path: Path) -> PreTrainedModel:
+    """The architecture of the checkpoint at `path` on the meta device: every shape, no weights, no
+    memory, for checks made before a run trains anything."""
+    from transformers import AutoConfig
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(path)))
+
+
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def _pickle_only(folder: Path) -> list[str]:
+    """The pickle weight files of a folder that has no safetensors weights ([] otherwise)."""
+    if not folder.is_dir() or any(folder.glob("*.safetensors")):
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+
+
+def _refuse_pickle_only(folder: Path, field: str) -> None:
+    pickles = _pickle_only(folder)
+    if pickles:
+        raise UserError(
+            f"{field}: {folder} holds weights only as pickle ({pickles[0]}), which can run code when "
+            "loaded; convert it to safetensors, or allow it once with --allow-pickle (model.allow_pickle)"
+        )
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return (lines[0] if lines else type(err).__name__)[:200]
 
 
 def load_tokenizer(name_or_path: str | Path, field: str = "model") -> PreTrainedTokenizerBase:
@@ -80,9 +123,14 @@ def load_tokenizer(name_or_path: str | Path, field: str = "model") -> PreTrained
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
     except (OSError, ValueError) as err:  # a folder or id without a model, or an unreadable one
         raise UserError(
-            f"{field}: cannot load a tokenizer from {name_or_path!r}: {str(err).splitlines()[0]}"
+            f"{field}: cannot load a tokenizer from {name_or_path!r}: {_first_line(err)}"
         ) from None
     if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise UserError(
+                f"{field}: the tokenizer of {name_or_path!r} has neither a pad nor an eos token; "
+                "set one (e.g. tokenizer.pad_token = ...) and save it"
+            )
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
 
@@ -97,6 +145,174 @@ def _no_progress_bars() -> Iterator[None]:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+#: what a Hub download fetches: weights as safetensors only (never pickles), configs, tokenizer files
+HUB_FILES = ["*.safetensors", "*.safetensors.index.json", "*.json", "*.model", "*.txt", "*.tiktoken"]
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A model a user named, resolved to local files: a full checkpoint folder, or a PEFT adapter
+    folder with the checkpoint of its base model (merged by `materialize` before the audit)."""
+
+    spec: str  # what the user wrote
+    path: Path  # the model folder, or the adapter folder
+    base: Checkpoint | None = None  # the adapter's base model
+
+    @property
+    def model(self) -> Path:
+        """The folder whose config and tokenizer describe the model (the base of an adapter)."""
+        return self.base.model if self.base is not None else self.path
+
+
+def split_revision(spec: str) -> tuple[str, str | None]:
+    """`org/name@rev` -> ("org/name", "rev"); anything else -> (spec, None)."""
+    name, sep, revision = spec.rpartition("@")
+    return (name, revision) if sep and is_hub_id(name) and revision else (spec, None)
+
+
+def resolve_checkpoint(spec: str | Path, field: str, allow_pickle: bool = False) -> Checkpoint:
+    """The local files of `spec`: a checkpoint folder, a Hub id with an optional `@revision`
+    (downloaded once into the Hub cache, safetensors only), a PEFT adapter folder or Hub id (its
+    base read from `adapter_config.json` and resolved the same way), or a `.gguf` file (a local
+    file, or `org/name/FILE.gguf` on the Hub; dequantized once to a cached float32 checkpoint).
+    A checkpoint whose weights are only pickles is refused, or with `allow_pickle` converted once
+    to a cached safetensors copy (everything after this step reads safetensors only).
+    Every problem is a one-line UserError naming `field`."""
+    text = str(spec)
+    local = Path(text).expanduser()
+    if text.endswith(".gguf"):
+        if local.is_file():
+            return Checkpoint(text, gguf_checkpoint(local.parent, local.name))
+        repo, _, file = text.rpartition("/")
+        if not is_hub_id(repo):
+            raise UserError(
+                f"{field}: GGUF file {text!r} not found (nor a Hub file such as org/name/FILE.gguf)"
+            )
+        return Checkpoint(text, gguf_checkpoint(repo, file))
+    if local.is_dir():
+        folder = local
+    elif local.exists():
+        raise UserError(f"{field}: {text!r} is a file; give a checkpoint folder, a Hub id or a .gguf file")
+    else:
+        repo, revision = split_revision(text)
+        if not is_hub_id(repo):
+            raise UserError(
+                f"{field}: folder {text!r} not found (and not a Hub id such as org/name[@revision])"
+            )
+        folder = _download(repo, revision, field, allow_pickle)
+    if (folder / ADAPTER_CONFIG).is_file() and not (folder / "config.json").is_file():
+        base = json.loads((folder / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
+        if not base:
+            raise UserError(f"{field}: {folder / ADAPTER_CONFIG} names no base_model_name_or_path")
+        base_field = f"{field} (the adapter's base model)"
+        return Checkpoint(text, folder, resolve_checkpoint(base, base_field, allow_pickle))
+    if not (folder / "config.json").is_file():
+        raise UserError(f"{field}: {text!r} holds no config.json; give a transformers checkpoint folder")
+    if _pickle_only(folder):
+        if not allow_pickle:
+            _refuse_pickle_only(folder, field)
+        folder = _safetensors_copy(folder, field)
+    for weights in folder.glob("*.safetensors"):  # headers only: a truncated or foreign file fails here
+        try:
+            with safe_open(str(weights), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise UserError(
+                f"{field}: {weights} is not a readable safetensors file: {_first_line(err)}"
+            ) from None
+    return Checkpoint(text, folder)
+
+
+def _safetensors_copy(folder: Path, field: str) -> Path:
+    """A pickle-only checkpoint converted once to safetensors, cached under its files' hash."""
+    digest = hashlib.sha256("".join(_file_hash(folder / n) for n in _pickle_only(folder)).encode())
+    dest = cache_dir() / "from_pickle" / digest.hexdigest()[:12]
+    if not dest.exists():
+        try:
+            with _no_progress_bars():
+                model = AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=False)
+        except (OSError, ValueError, RuntimeError) as err:
+            raise UserError(
+                f"{field}: cannot load the pickle weights of {folder}: {_first_line(err)}"
+            ) from None
+        save_checkpoint(model, load_tokenizer(folder, field=field), dest)
+    return dest
+
+
+def _download(repo: str, revision: str | None, field: str, allow_pickle: bool) -> Path:
+    from huggingface_hub import snapshot_download
+
+    patterns = HUB_FILES + (["*.bin"] if allow_pickle else [])
+    try:
+        return Path(snapshot_download(repo, revision=revision, allow_patterns=patterns))
+    # huggingface_hub signals an unknown repo or revision, no network or no cached copy with many
+    # exception types; each is the user's to fix (the id, the revision, the network or HF_HUB_OFFLINE)
+    except Exception as err:
+        at = f"@{revision}" if revision else ""
+        detail = " ".join(str(err).split())[:200]
+        raise UserError(
+            f"{field}: cannot fetch {repo}{at} from the Hub: {type(err).__name__}: {detail}"
+        ) from None
+
+
+def materialize(checkpoint: Checkpoint, dest: Path) -> Path:
+    """The folder of a full checkpoint for `checkpoint`: the folder itself, or for an adapter the
+    base model with the adapter merged into it, saved once to `dest` (as a LoRA run's model is
+    audited: the adapter merged before quantizing)."""
+    if checkpoint.base is None:
+        return checkpoint.path
+    if not dest.exists():
+        from peft import PeftModel
+
+        base = load_model(materialize(checkpoint.base, dest.with_name(dest.name + ".base")))
+        merged = PeftModel.from_pretrained(base, str(checkpoint.path)).merge_and_unload()
+        own = (checkpoint.path / "tokenizer_config.json").is_file()
+        tokenizer = load_tokenizer(checkpoint.path if own else checkpoint.model)
+        save_checkpoint(merged, tokenizer, dest)
+    return dest
+
+
+#: config fields whose difference makes two checkpoints different architectures
+ARCHITECTURE_FIELDS = (
+    "model_type", "vocab_size", "hidden_size", "num_hidden_layers", "intermediate_size",
+    "num_attention_heads", "num_key_value_heads", "tie_word_embeddings",
+)  # fmt: skip
+
+
+def check_same_model_family(
+    target: Path, other: Path, field: str, target_field: str = "model.target"
+) -> None:
+    """Refuse, in one line, a checkpoint whose architecture or tokenizer differs from the target's:
+    its cells would compare different models token by token."""
+    from transformers import AutoConfig
+
+    configs = []
+    for path, name in ((target, target_field), (other, field)):
+        _check_source(path, name)
+        try:
+            configs.append(AutoConfig.from_pretrained(str(path)))
+        except (OSError, ValueError) as err:
+            raise UserError(f"{name}: cannot read the config of {str(path)!r}: {_first_line(err)}") from None
+    for key in ARCHITECTURE_FIELDS:
+        mine, theirs = (getattr(c, key, None) for c in configs)
+        if mine != theirs:
+            raise UserError(
+                f"{field}: architecture differs from {target_field}'s: {key} {theirs!r} vs {mine!r}; "
+                "compare models made from the same target"
+            )
+    vocabs = [
+        load_tokenizer(target, field=target_field).get_vocab(),
+        load_tokenizer(other, field).get_vocab(),
+    ]
+    if vocabs[0] != vocabs[1]:
+        diff = sorted(set(vocabs[0].items()) ^ set(vocabs[1].items()))
+        raise UserError(
+            f"{field}: tokenizer differs from {target_field}'s: {len(vocabs[1])} vs {len(vocabs[0])} "
+            f"tokens, e.g. {diff[0][0]!r}; compare models that share the target's tokenizer"
+        )
 
 
 def _check_source(name_or_path: str | Path, field: str) -> None:
@@ -207,9 +423,32 @@ def train_causal_lm(
         train_dataset=dataset,
         data_collator=UnlearningCollator(tokenizer.pad_token_id),
     )
+    return train_and_save(trainer, tokenizer, dest)
+
+
+def train_and_save(
+    trainer: Trainer,
+    tokenizer: PreTrainedTokenizerBase,
+    dest: Path,
+    finish: Callable[[PreTrainedModel, dict | None], tuple[PreTrainedModel, dict | None]] | None = None,
+) -> Path:
+    """Train, gather the whole weights and save them to the checkpoint `dest` (main process only).
+
+    Every process of a launch calls this: under FSDP / ZeRO-3 gathering the sharded weights takes
+    all of them. On the main process `finish(model, state_dict)`, when given, runs before the save
+    and returns what to save (a LoRA run saves its adapter, then merges it). The Trainer's scratch
+    folder is removed; the processes wait for the save, so every one may read `dest` afterwards.
+    """
     trainer.train()
-    shutil.rmtree(args.output_dir, ignore_errors=True)
-    return save_checkpoint(model, tokenizer, dest)
+    state_dict = trainer.accelerator.get_state_dict(trainer.model)
+    if trainer.is_world_process_zero():
+        network = trainer.accelerator.unwrap_model(trainer.model)
+        if finish is not None:
+            network, state_dict = finish(network, state_dict)
+        save_checkpoint(network, tokenizer, dest, state_dict)
+        shutil.rmtree(trainer.args.output_dir, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    return dest
 
 
 def build_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:

@@ -9,10 +9,10 @@ the numbers are those of one process); the main process alone writes the run fol
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
-import yaml
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 from peft import LoraConfig, get_peft_model
@@ -25,101 +25,199 @@ from llm_unlearn.audit.report import write_report
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.audit.run import NO_TARGET, AuditModel, audit
 from llm_unlearn.callbacks import StopOnMetric
+from llm_unlearn.context import prompt_budget, special_prefix_length, window_length
 from llm_unlearn.data.collate import ForgetRetainDataset, chunk_texts
 from llm_unlearn.data.corpora import DEMO, MuseCorpus, load_muse
 from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
-from llm_unlearn.metrics import EvalContext, required_splits
+from llm_unlearn.metrics import METRICS, EvalContext, required_splits
 from llm_unlearn.models import (
+    Checkpoint,
     adapter_folder,
+    check_same_model_family,
     demo_checkpoints,
     gguf_checkpoint,
     grid_align,
     load_model,
     load_tokenizer,
+    materialize,
+    model_skeleton,
+    resolve_checkpoint,
     save_checkpoint,
 )
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.quant.calibration import Calibration, build_calibration, calibration_texts
 from llm_unlearn.recipe import MethodSection, Recipe
+from llm_unlearn.runfolder import RunFolder
 from llm_unlearn.trainer import UnlearningTrainer
 
 console = Console(stderr=True)
 
 
 def run(recipe: Recipe) -> Path:
-    """Run the whole recipe; returns the run folder holding results.jsonl and report.md."""
-    out = recipe.output.dir
+    """Run the whole recipe; returns the run folder holding results.jsonl and report.md.
+
+    Everything a user can get wrong (the data, every model named, a run folder of another
+    experiment) is checked before the run folder is written, so a failed start claims nothing.
+    """
+    folder = RunFolder(recipe.output.dir)
     state = _launch_state(recipe)
-    with state.main_process_first():  # one writer, or a process could read the recipe half-written
-        if state.is_main_process:
-            _claim_run_folder(recipe, out)
+    check_run_folder(recipe, folder)
 
     # Data first: a data mistake should surface before minutes of model building.
     needs = required_splits(list(recipe.evaluate))
     needs.setdefault("raw", set()).update({recipe.data.forget_split, recipe.data.retain_split})
     corpus = load_muse(recipe.data.source, needs)
     relearn = relearnings(recipe, corpus)
-    # Building the demo models or a grid copy writes shared folders: once, before the others read.
+    # Downloads, GGUF conversions and the demo models go to shared caches: once, before the others read.
     with state.main_process_first():
-        targets, retrain = resolve_models(recipe, out)
-    tokenizer = load_tokenizer(targets["natural"], field="model.target")
-    ctx = EvalContext(tokenizer=tokenizer, corpus=corpus, batch_size=_eval_batch_size(recipe))
+        sources = resolve_sources(recipe)
+    target = sources["model.target"].path
+    tokenizer = load_tokenizer(target, field="model.target")
+    for field, checkpoint in sources.items():
+        if field != "model.target":
+            check_same_model_family(target, checkpoint.model, field)
+    check_target_fits(recipe, target, tokenizer)
 
-    models = [AuditModel("target", name, path) for name, path in targets.items()]
-    if retrain is not None:
-        models.append(AuditModel("retrain", NO_TARGET, retrain))
+    with state.main_process_first():  # one writer; the others then read what it wrote
+        if state.is_main_process:
+            folder.models.mkdir(parents=True, exist_ok=True)
+            folder.write_recipe(recipe.model_dump(mode="json"))
+        targets: dict[str, Path] = {"natural": target}
+        if recipe.model.grid_align:
+            targets["grid"] = grid_align(target, recipe.model.grid_align, folder.checkpoint("target@grid"))
+        models = [AuditModel("target", name, path) for name, path in targets.items()]
+        if "model.retrain" in sources:
+            models.append(AuditModel("retrain", NO_TARGET, sources["model.retrain"].path))
+        for i, entry in enumerate(recipe.models):
+            name = f"{entry.name}@natural"
+            path = materialize(sources[f"models.{i}.path"], folder.checkpoint(name))
+            models.append(AuditModel(entry.name, "natural", path))
+    ctx = EvalContext(tokenizer=tokenizer, corpus=corpus, batch_size=_eval_batch_size(recipe))
     for method in recipe.method:
-        for target in recipe.targets(method):
-            dest = out / "models" / f"{method.run_name}@{target}"
+        for target_name in recipe.targets(method):
+            dest = folder.checkpoint(f"{method.run_name}@{target_name}")
             if not dest.exists():
-                console.print(f"[bold]unlearning[/] {method.run_name} on the {target} target")
-                unlearn(recipe, method, targets[target], dest, corpus, tokenizer, ctx)
-            models.append(AuditModel(method.run_name, target, dest))
+                console.print(f"[bold]unlearning[/] {method.run_name} on the {target_name} target")
+                unlearn(recipe, method, targets[target_name], dest, corpus, tokenizer, ctx)
+            models.append(AuditModel(method.run_name, target_name, dest))
+    if state.is_main_process:
+        folder.write_audited([_audited_entry(m, recipe) for m in models])
 
     # Every process audits (the metrics split their batches between them); main writes the files.
-    results = ResultsFile.shared(out / "results.jsonl")
+    results = ResultsFile.shared(folder.results)
     with _progress(show=state.is_main_process) as progress:
         calibration = _calibration(recipe, corpus, tokenizer)
-        audit(models, recipe.quantize, recipe.evaluate, ctx, results, progress, calibration, relearn=relearn)
+        kernels = recipe.evaluate_with == "kernels"
+        audit(
+            models, recipe.quantize, recipe.evaluate, ctx, results, progress, calibration, relearn=relearn,
+            kernels=kernels,
+        )  # fmt: skip
     if state.is_main_process:
-        write_report(out)
-    return out
+        write_report(folder.root)
+    return folder.root
 
 
 #: recipe sections a re-run may change: more quantizers, relearn checks or metrics only add cells
 #: to the audit (a relearn entry changed under its old name is recomputed: its cells record settings)
-RESUMABLE_CHANGES = ("name", "quantize", "evaluate", "relearn", "output")
+RESUMABLE_CHANGES = ("name", "quantize", "evaluate", "relearn", "verdict", "output")
 
 
-def _claim_run_folder(recipe: Recipe, out: Path) -> None:
-    """Write the recipe into the run folder, refusing a folder made by a different experiment:
-    its checkpoints and results would be reused as if this recipe had produced them."""
+def check_run_folder(recipe: Recipe, folder: RunFolder) -> None:
+    """Refuse a run folder made by a different experiment: its checkpoints and results would be
+    reused as if this recipe had produced them. Reads only; the folder is claimed once the inputs
+    are checked. A re-run may add audited models, not change the path of one already audited."""
     resolved = recipe.model_dump(mode="json")
-    saved = out / "recipe.yaml"
-    if saved.exists():
-        before = yaml.safe_load(saved.read_text())
-        changed = [k for k in resolved if k not in RESUMABLE_CHANGES and before.get(k) != resolved[k]]
-        if changed:
-            raise UserError(
-                f"output.dir {out} holds a run of a recipe with other {', '.join(changed)}; "
-                "choose another output.dir (or delete that folder to start over)"
-            )
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    saved.write_text(yaml.safe_dump(resolved, sort_keys=False))
+    if folder.root.exists() and not folder.root.is_dir():
+        raise UserError(f"output.dir: {folder.root} is a file; give a folder for the run")
+    existing = next((p for p in (folder.root, *folder.root.parents) if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"output.dir: {existing} is not writable; choose a folder you can write to")
+    before = folder.read_recipe()
+    # A run that failed before it made a checkpoint or a result leaves nothing to protect
+    if before is None or not (folder.results.exists() or any(folder.models.glob("*@*"))):
+        return
+    changed = [
+        k for k in resolved if k not in (*RESUMABLE_CHANGES, "models") and before.get(k) != resolved[k]
+    ]
+    earlier = {m["name"]: m["path"] for m in before.get("models", [])}
+    changed += [
+        f"models ({m['name']})" for m in resolved["models"] if earlier.get(m["name"], m["path"]) != m["path"]
+    ]
+    if changed:
+        raise UserError(
+            f"output.dir {folder.root} holds a run of a recipe with other {', '.join(changed)}; "
+            "choose another output.dir (or delete that folder to start over)"
+        )
 
 
-def resolve_models(recipe: Recipe, out: Path) -> tuple[dict[str, Path | str], Path | str | None]:
-    """The target(s) to unlearn ({"natural": ..., "grid": ...}) and the retrain model, if any."""
-    demo = demo_checkpoints() if DEMO in (recipe.model.target, recipe.model.retrain) else {}
-    natural = demo["target"] if recipe.model.target == DEMO else recipe.model.target
-    if recipe.model.gguf_file:
-        natural = gguf_checkpoint(natural, recipe.model.gguf_file)
-    retrain = demo["retrain"] if recipe.model.retrain == DEMO else recipe.model.retrain
-    targets: dict[str, Path | str] = {"natural": natural}
+def check_target_fits(recipe: Recipe, target: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Every quantizer the recipe names can quantize the target (shapes only, on the meta device),
+    and its context has room for what each metric generates: found now, not after training."""
+    skeleton = model_skeleton(target)
+    for name in recipe.evaluate:
+        if METRICS.get(name).new_tokens:
+            keep = special_prefix_length(tokenizer)
+            try:
+                prompt_budget(skeleton, METRICS.get(name).new_tokens, keep, name)
+            except UserError as err:
+                raise UserError(f"evaluate: {err}") from None
+    named = [("quantize", name) for name in recipe.quantize]
     if recipe.model.grid_align:
-        targets["grid"] = grid_align(natural, recipe.model.grid_align, out / "models" / "target@grid")
-    return targets, retrain
+        named.append(("model.grid_align", recipe.model.grid_align))
+    named += [
+        (f"method.{i}.quail.quantizer", m.quail.quantizer) for i, m in enumerate(recipe.method) if m.quail
+    ]
+    for field, name in named:
+        try:
+            get_quantizer(name).check_model(skeleton)
+        except UserError as err:
+            raise UserError(f"{field}: {err}") from None
+
+
+def resolve_sources(recipe: Recipe) -> dict[str, Checkpoint]:
+    """Every model the recipe names, by recipe field, resolved to local files (downloaded, GGUF
+    converted, the demo models built, as needed): model.target, model.retrain, models.<i>.path."""
+    demo = demo_checkpoints() if DEMO in (recipe.model.target, recipe.model.retrain) else {}
+    target = recipe.model.target
+    if target == DEMO:
+        sources = {"model.target": Checkpoint(DEMO, demo["target"])}
+    elif recipe.model.gguf_file:
+        path = gguf_checkpoint(target, recipe.model.gguf_file)
+        sources = {"model.target": Checkpoint(f"{target}/{recipe.model.gguf_file}", path)}
+    else:
+        sources = {"model.target": resolve_checkpoint(target, "model.target", recipe.model.allow_pickle)}
+    if sources["model.target"].base is not None:
+        raise UserError("model.target: is a PEFT adapter; give the full model (or the adapter's base)")
+    retrain = recipe.model.retrain
+    if retrain is not None:
+        found = (
+            Checkpoint(DEMO, demo["retrain"])
+            if retrain == DEMO
+            else resolve_checkpoint(retrain, "model.retrain", recipe.model.allow_pickle)
+        )
+        if found.base is not None:
+            raise UserError("model.retrain: is a PEFT adapter; give the full retrain model")
+        sources["model.retrain"] = found
+    for i, entry in enumerate(recipe.models):
+        sources[f"models.{i}.path"] = resolve_checkpoint(
+            entry.path, f"models.{i}.path", recipe.model.allow_pickle
+        )
+    return sources
+
+
+def _audited_entry(model: AuditModel, recipe: Recipe) -> dict[str, str]:
+    """One audited model as `audited.json` records it: where its checkpoint is and where it came from."""
+    given = {m.name: m.path for m in recipe.models}
+    if model.name == "target":
+        source = (
+            recipe.model.target if model.target == "natural" else f"grid_align: {recipe.model.grid_align}"
+        )
+    elif model.name == "retrain":
+        source = recipe.model.retrain or ""
+    else:
+        source = given.get(model.name, f"unlearned by this run ({model.name})")
+    return {"name": model.name, "target": model.target, "checkpoint": str(model.path), "source": source}
 
 
 def unlearn(
@@ -133,16 +231,18 @@ def unlearn(
 ) -> None:
     """Unlearn `method` from `target` into the checkpoint `dest` (saved by the main process)."""
     spec = METHODS.get(method.name)
-    max_length = recipe.data.max_length
+    model = load_model(target, field="model.target")
+    max_length = window_length(recipe.data.max_length, model)
     forget = chunk_texts(corpus.get("raw", recipe.data.forget_split), tokenizer, max_length)
     retain = None
     if spec.retain_loss is not None:
         retain = chunk_texts(corpus.get("raw", recipe.data.retain_split), tokenizer, max_length)
-    model = load_model(target, field="model.target")
     margin = None
     if method.quail is not None and method.quail.margin == "auto":
         margin = get_quantizer(method.quail.quantizer).mean_step(model) / 2
     args = recipe.training_config(method, dest.with_name(dest.name + ".trainer"), hinge_margin=margin)
+    # What the trainer would refuse (OEU under FSDP, a layer the model lacks, ...) as one line, now.
+    UnlearningTrainer.check(args, model, PartialState().distributed_type.value)
     lora = recipe.model.lora
     if lora is not None:
         modules = lora.target_modules
@@ -171,13 +271,21 @@ def unlearn(
         # The training log (losses, and the stop metric when one is set) sits beside the checkpoint,
         # with what the method resolved at run time (QUAIL's margin, SURE's modules).
         dest.with_name(dest.name + ".log.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        # The terms as they trained (weight and every parameter, defaults included): the model card
+        # reads them from here, so it cannot drift from the run.
+        weights, params = dict(args.weighted_terms()), args.resolved_params()
         resolved = {
             "method": method.name,
             "learning_rate": args.learning_rate,
+            "terms": {
+                t: {"weight": weights[t], "params": p.model_dump(mode="json")} for t, p in params.items()
+            },
             "hinge_margin": args.hinge_margin if method.quail else None,
             "projection": args.projection,
+            "projection_alpha": args.projection_alpha if args.projection else None,
             "lora": lora.model_dump() if lora else None,
             "sure": trainer.saliency,
+            "trained": trainer.trained,
         }
         dest.with_name(dest.name + ".method.json").write_text(json.dumps(resolved, indent=1))
         # A LoRA run is audited as the model it would ship: the adapter merged into the base weights.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from functools import cache
 from pathlib import Path
@@ -21,24 +22,30 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    create_model,
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
+from transformers import TrainingArguments
 
+from llm_unlearn.audit import stats
 from llm_unlearn.errors import UserError
+from llm_unlearn.kernels import UNSUPPORTED_FAMILIES, family
 from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.quant.rtn import RTNQuantizer
 from llm_unlearn.registry import Registry
+from llm_unlearn.terms import TERMS
 from llm_unlearn.trainer import UnlearningConfig
 
 TARGETS = ("natural", "grid")
-# Set by the method section or by the run itself, so a `train:` entry would be silently ignored.
-RESERVED_TRAIN_FIELDS = {
-    "output_dir", "forget_loss", "retain_loss", "retain_weight", "beta", "saliency_percentile",
-    "hinge_weight", "hinge_margin", "hinge_distance", "projection", "projection_alpha",
-}  # fmt: skip
+# Set by the method section or by the run itself, so a `train:` entry would be silently ignored:
+# every field UnlearningConfig adds to TrainingArguments, and the output folder.
+RESERVED_TRAIN_FIELDS = {"output_dir"} | {f.name for f in dataclasses.fields(UnlearningConfig) if f.init} - {
+    f.name for f in dataclasses.fields(TrainingArguments)
+}
 
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -100,6 +107,11 @@ class ModelSection(_Section):
 
     lora: LoraSection | None = Field(
         default=None, description="Unlearn a LoRA adapter instead of all weights; merged before quantizing."
+    )
+    allow_pickle: bool = Field(
+        default=False,
+        description="Accept checkpoints whose weights are only pickles (pytorch_model.bin): loading a pickle "
+        "can run code, so only for files you trust; each is converted once to a cached safetensors copy.",
     )
 
     @field_validator("grid_align")
@@ -168,16 +180,21 @@ class ProjectionSection(_Section):
     scope: Literal["layer", "global"] = Field(default="layer", description="'global' is the ablation.")
 
 
-class MethodSection(_Section):
+class _MethodCommon(_Section):
     name: Annotated[str, registered(METHODS)] = Field(
-        description="One of the registered methods (ga, ga_gdr, ga_klr, npo, npo_gdr, npo_klr, oeu)."
+        description=f"One of the registered methods ({', '.join(METHODS.names())})."
     )
     label: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9_.+-]+$",
         description="This run's name in results and report; default: name, plus +sure / +quail / +global.",
     )
-    beta: float = Field(default=0.1, gt=0, description="NPO's β.")
+    beta: float = Field(
+        default=0.1,
+        gt=0,
+        description="β, the inverse temperature of every term of the method that has one (NPO, SimNPO, "
+        "IdkDPO); unused by the others (the baseline recipes state the papers' 0.1 for all six).",
+    )
     retain_weight: float = Field(default=1.0, ge=0, description="λ, the weight of the retain term.")
     learning_rate: float | None = Field(
         default=None,
@@ -195,10 +212,26 @@ class MethodSection(_Section):
     )
 
     @model_validator(mode="after")
-    def _projection_needs_oeu(self) -> MethodSection:
+    def _projection_needs_oeu(self) -> _MethodCommon:
         if self.projection is not None and METHODS.get(self.name).projection is None:
             raise ValueError(f"projection applies to methods that project gradients (oeu), not {self.name!r}")
         return self
+
+    @model_validator(mode="after")
+    def _term_parameters_apply(self) -> _MethodCommon:
+        declared = METHODS.get(self.name).parameter_fields()
+        for key in _TERM_FIELDS:
+            if getattr(self, key) is not None and key not in declared:
+                users = sorted(t for t in TERMS.names() if key in TERMS.get(t).params.model_fields)
+                raise ValueError(
+                    f"{key} is a parameter of the terms {', '.join(users)}; {self.name!r} has none"
+                )
+        return self
+
+    def term_values(self) -> dict[str, Any]:
+        """The term parameters this section sets (β always); a term takes its own default for the others."""
+        given = {key: getattr(self, key) for key in _TERM_FIELDS if getattr(self, key) is not None}
+        return {"beta": self.beta, **given}
 
     @property
     def run_name(self) -> str:
@@ -209,6 +242,48 @@ class MethodSection(_Section):
         suffix += "+quail" if self.quail else ""
         suffix += "+global" if self.projection and self.projection.scope == "global" else ""
         return self.name + suffix
+
+
+def _term_fields() -> dict[str, tuple[Any, FieldInfo]]:
+    """Every parameter a method's terms declare, as an optional method field (None: the term's
+    default); one name means one thing in every term. β is the common field above; QUAIL's hinge
+    is configured by the `quail:` section."""
+    fields: dict[str, tuple[Any, FieldInfo]] = {}
+    for name in TERMS.names():
+        term = TERMS.get(name)
+        for key, info in [] if term.regulariser else term.params.model_fields.items():
+            if key in _MethodCommon.model_fields:
+                continue
+            if key in fields and fields[key][0] != info.annotation | None:
+                raise TypeError(f"term parameter {key!r} has two types ({name} and another term)")
+            optional = FieldInfo.merge_field_infos(info, default=None)
+            fields[key] = (info.annotation | None, optional)
+    return fields
+
+
+_TERM_FIELDS = _term_fields()
+#: a method entry: the common fields and every registered term's parameters, derived from the registry
+MethodSection = create_model("MethodSection", __base__=_MethodCommon, **_TERM_FIELDS)
+
+
+class AuditedModelSection(_Section):
+    """A checkpoint unlearned elsewhere (any tool), audited against `model.target` as it is."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9_.+-]+$", description="This model's name in results, report and verdict."
+    )
+    path: Annotated[str, AfterValidator(_home)] = Field(
+        description="A checkpoint folder, a Hub id with an optional @revision (org/name@rev), a PEFT "
+        "adapter folder or Hub id (its base from adapter_config.json, merged before quantizing), or a "
+        ".gguf file (local, or org/name/FILE.gguf on the Hub)."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_reference(cls, name: str) -> str:
+        if name in ("target", "retrain"):
+            raise ValueError(f"{name!r} names the reference rows of the audit; choose another name")
+        return name
 
 
 class CalibrationSection(_Section):
@@ -267,6 +342,36 @@ class RelearnSection(_Section):
         return self.label or f"relearn-{self.split}-{self.steps}"
 
 
+class VerdictSection(_Section):
+    """The release verdict of each forget-metric recovery (`audit/stats.py`) and its bootstrap."""
+
+    holds_below: float = Field(
+        default=stats.HOLDS_BELOW,
+        gt=0,
+        lt=100,
+        description="'holds' when the whole recovery interval is below this percentage.",
+    )
+    fails_from: float = Field(
+        default=stats.FAILS_FROM,
+        gt=0,
+        le=100,
+        description="'fails' when the whole recovery interval is at or above this percentage.",
+    )
+    resamples: int = Field(
+        default=stats.RESAMPLES, ge=100, le=100_000, description="Bootstrap resamples of every interval."
+    )
+    confidence: float = Field(
+        default=stats.CONFIDENCE, gt=0, lt=1, description="Coverage of every interval (0.95 = 95 %)."
+    )
+    seed: int = Field(default=stats.SEED, ge=0, description="Seeds the bootstrap resamples.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VerdictSection:
+        if self.fails_from <= self.holds_below:
+            raise ValueError(f"fails_from ({self.fails_from}) must be above holds_below ({self.holds_below})")
+        return self
+
+
 class OutputSection(_Section):
     dir: Annotated[Path, AfterValidator(Path.expanduser)] = Field(
         description="Run folder: checkpoints, results.jsonl, report.md."
@@ -277,18 +382,29 @@ class Recipe(_Section):
     name: str
     model: ModelSection
     data: DataSection = DataSection()
-    method: tuple[MethodSection, ...] = Field(min_length=1)
+    method: tuple[MethodSection, ...] = Field(
+        default=(), description="Unlearning runs of the target; none in a recipe that only audits `models`."
+    )
+    models: tuple[AuditedModelSection, ...] = Field(
+        default=(), description="Checkpoints unlearned elsewhere, audited against model.target as they are."
+    )
     train: dict[str, Any] = Field(default_factory=dict, description="Any TrainingArguments field.")
     quantize: tuple[str, ...] = ("fp",)
     calibration: CalibrationSection = CalibrationSection()
     evaluate: tuple[str, ...] = ("verbmem", "knowmem_forget", "knowmem_retain", "privleak")
+    evaluate_with: Literal["simulated", "kernels"] = Field(
+        default="simulated",
+        description="simulated: every quantized cell is its dequantized weights in float32; kernels: "
+        "bitsandbytes cells run on bitsandbytes' own layers (Linear4bit / Linear8bitLt).",
+    )
     relearn: tuple[RelearnSection, ...] = Field(
         default=(),
         description="Relearning checks, each one audit column beside the quantizers; none by default.",
     )
+    verdict: VerdictSection = VerdictSection()
     output: OutputSection
 
-    @field_validator("method", "relearn", mode="before")
+    @field_validator("method", "models", "relearn", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, dict) else value
@@ -323,12 +439,38 @@ class Recipe(_Section):
             try:
                 checked[key] = fields[key].validate_python(value)
             except ValidationError as err:
-                raise ValueError(f"{key}: {err.errors()[0]['msg']} (got {value!r})") from None
+                raise ValueError(f"{key}: {err.errors()[0]['msg']} (got {_quote(value)})") from None
+            _check_range(key, checked[key])
         return checked
+
+    @model_validator(mode="after")
+    def _kernels_exist(self) -> Recipe:
+        if self.evaluate_with == "kernels":
+            for name in self.quantize:
+                if family(name) in UNSUPPORTED_FAMILIES:
+                    raise ValueError(
+                        f"evaluate_with: kernels: {name} would need llama.cpp's inference, not wired yet; "
+                        "use simulated (its dequantized weights) or drop it from quantize"
+                    )
+        return self
+
+    @model_validator(mode="after")
+    def _something_to_audit(self) -> Recipe:
+        if not self.method and not self.models:
+            raise ValueError(
+                "nothing to audit: give a method section (unlearn the target) or a models list "
+                "(checkpoints unlearned elsewhere)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _distinct_run_names(self) -> Recipe:
         distinct_run_names([m.run_name for m in self.method], "method")
+        distinct_run_names([m.name for m in self.models], "models")
+        runs = {m.run_name for m in self.method}
+        for i, entry in enumerate(self.models):
+            if entry.name in runs:
+                raise ValueError(f"models.{i}: {entry.name!r} is also a method run's name; rename one")
         return self
 
     @model_validator(mode="after")
@@ -351,6 +493,21 @@ class Recipe(_Section):
         return self
 
     @model_validator(mode="after")
+    def _oeu_fits_the_training_setup(self) -> Recipe:
+        for i, method in enumerate(self.method):
+            if METHODS.get(method.name).projection is None:
+                continue
+            if self.train.get("fp16"):
+                raise ValueError(
+                    f"method.{i}: OEU's hand-written update bypasses fp16's loss scaler; use train.bf16"
+                )
+            if self.train.get("fsdp") or self.train.get("deepspeed"):
+                raise ValueError(
+                    f"method.{i}: OEU projects whole per-layer gradients; FSDP/DeepSpeed shard them: use DDP"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _grid_targets_need_grid(self) -> Recipe:
         for i, method in enumerate(self.method):
             if method.targets and "grid" in method.targets and self.model.grid_align is None:
@@ -367,7 +524,7 @@ class Recipe(_Section):
     ) -> UnlearningConfig:
         """The method's `UnlearningConfig`; `hinge_margin` resolves a QUAIL margin of 'auto'."""
         spec = METHODS.get(method.name)
-        settings = {"report_to": "none", "save_strategy": "no", **self.train}
+        settings: dict[str, Any] = {"report_to": "none", "save_strategy": "no", **self.train}
         if method.learning_rate is not None:
             settings["learning_rate"] = method.learning_rate
         if method.quail is not None:
@@ -385,13 +542,46 @@ class Recipe(_Section):
                 output_dir=str(output_dir),
                 forget_loss=spec.forget_loss,
                 retain_loss=spec.retain_loss,
-                beta=method.beta,
+                term_params={t: p.model_dump() for t, p in spec.resolve(method.term_values()).items()},
                 retain_weight=method.retain_weight,
                 saliency_percentile=method.sure.percentile if method.sure else None,
                 **settings,
             )
         except ValueError as err:  # TrainingArguments' own cross-field checks (e.g. bf16 without a GPU)
             raise RecipeError(f"train: {str(err).splitlines()[0]}") from None
+
+
+#: ranges TrainingArguments does not check; outside them a run fails late or trains nothing
+TRAIN_RANGES: dict[str, tuple[str, float]] = {
+    "learning_rate": (">", 0),
+    "num_train_epochs": (">", 0),
+    "per_device_train_batch_size": (">=", 1),
+    "per_device_eval_batch_size": (">=", 1),
+    "gradient_accumulation_steps": (">=", 1),
+    "warmup_steps": (">=", 0),
+    "weight_decay": (">=", 0),
+    "max_grad_norm": (">=", 0),
+    "logging_steps": (">", 0),
+    "seed": (">=", 0),
+}
+
+
+def _check_range(key: str, value: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{key}: must be a finite number (got {value})")
+    if key == "max_steps" and value != -1 and value < 1:
+        raise ValueError(f"max_steps: must be -1 (use num_train_epochs) or >= 1 (got {value})")
+    if key in TRAIN_RANGES and isinstance(value, int | float):
+        op, bound = TRAIN_RANGES[key]
+        if not (value > bound if op == ">" else value >= bound):
+            raise ValueError(f"{key}: must be {op} {bound:g} (got {value})")
+
+
+def _quote(value: Any, limit: int = 200) -> str:
+    """`value` as a message quotes it: repr, cut to `limit` characters (YAML aliases can make a
+    300-byte recipe hold a value whose repr is megabytes)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
 
 
 @cache
@@ -415,10 +605,16 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(node, dict):
                 raise RecipeError(f"--set {path}: {'.'.join(parents[:depth]) or 'recipe'} is not a section")
             node = node.setdefault(key, {})
+        try:
+            value = yaml.load(raw, Loader=_StrictLoader)
+        except yaml.YAMLError as err:
+            raise RecipeError(
+                f"--set {path}: value {_quote(raw)} is not valid YAML: {_problem(err)}"
+            ) from None
         if isinstance(node, list) and leaf.isdigit() and int(leaf) < len(node):
-            node[int(leaf)] = yaml.safe_load(raw)
+            node[int(leaf)] = value
         elif isinstance(node, dict):
-            node[leaf] = yaml.safe_load(raw)
+            node[leaf] = value
         else:
             raise RecipeError(f"--set {path}: {'.'.join(parents) or 'recipe'} is not a section")
     return data
@@ -438,11 +634,13 @@ def read_recipe_file(path: str | Path, overrides: list[str], shape: str) -> dict
     if not path.is_file():
         raise RecipeError(f"{path}: recipe file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"{path}: not UTF-8 text (byte {err.start}); save the recipe as UTF-8") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
-        raise RecipeError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+        raise RecipeError(f"{path}: not valid YAML{where}: {_problem(err)}") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: {shape}")
     data = apply_overrides(data, list(overrides))
@@ -450,10 +648,29 @@ def read_recipe_file(path: str | Path, overrides: list[str], shape: str) -> dict
     return data
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """yaml's safe loader that refuses a key given twice in one mapping (yaml keeps the last one
+    silently, so a recipe could run with a setting its author thought was overridden)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice (line {line})")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _problem(err: yaml.YAMLError) -> str:
+    return str(getattr(err, "problem", None) or err).splitlines()[0][:200]
+
+
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Read, override and validate a recipe; any problem raises a one-line `RecipeError`."""
     data = read_recipe_file(
-        path, overrides, "a recipe is a YAML mapping with sections model, method, output, ..."
+        path, overrides, "a recipe is a YAML mapping with sections model, method (or models), output, ..."
     )
     if "methods" in data and "method" not in data:
         raise RecipeError(
@@ -485,7 +702,7 @@ def _one_line(err: ValidationError, model: type[BaseModel]) -> str:
     elif kind == "missing":
         msg = "required field is missing"
     else:
-        msg = f"{msg} (got {first.get('input')!r})"
+        msg = f"{msg} (got {_quote(first.get('input'))})"
     more = len(err.errors()) - 1
     suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
     return f"{loc}: {msg}{suffix}" if loc else f"{msg}{suffix}"

@@ -1,9 +1,9 @@
 """`UnlearningConfig` and `UnlearningTrainer`: the Trainer subclass every LLM method runs on.
 
 As in TRL, the method's settings are a `TrainingArguments` subclass and the trainer overrides
-only the hooks it needs (`compute_loss`, `training_step` for OEU, `log`). The maths is in
-`objectives.py`, `saliency.py` and `projection.py`; this file runs the forward passes, owns the
-reference θ₀ and composes
+only the hooks it needs (`compute_loss`, `training_step` for OEU, `log`). The maths is in the
+registered loss terms (`terms/`), `saliency.py` and `projection.py`; this file runs the forward
+passes, builds the references θ₀ the terms declare (the union of their needs) and sums
 
     L = L_forget(θ; x_f) + λ_h · hinge(z_θ, z_θ₀; x_f) + λ · L_retain(θ; x_r)
 
@@ -21,12 +21,17 @@ from typing import Any
 
 import torch
 from accelerate.utils import broadcast_object_list
+from pydantic import BaseModel, ValidationError
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 
-from llm_unlearn import objectives, projection, saliency
+from llm_unlearn import projection, saliency
 from llm_unlearn.data.collate import ForgetRetainDataset, UnlearningCollator, pad_batch
-from llm_unlearn.methods import FORGET_LOSSES, RETAIN_LOSSES
+from llm_unlearn.errors import UserError
+from llm_unlearn.terms import HINGE_DISTANCES, TERMS, TermInput, names, sequence_nll
+
+FORGET_LOSSES = names("forget")
+RETAIN_LOSSES = names("retain")
 
 
 @dataclass
@@ -34,15 +39,19 @@ class UnlearningConfig(TrainingArguments):
     """`TrainingArguments` plus the unlearning objective. Paper defaults: lr 1e-5, β 0.1, λ 1."""
 
     forget_loss: str = field(
-        default="ga",
-        metadata={"help": f"Forget term, one of {FORGET_LOSSES}: gradient ascent, NPO or entropy (OEU)."},
+        default="ga", metadata={"help": f"Forget term, one of {FORGET_LOSSES} (llm_unlearn/terms/)."}
     )
     retain_loss: str | None = field(
-        default=None,
-        metadata={"help": f"Retain term, one of {RETAIN_LOSSES} or None: descent on retain or KL to θ₀."},
+        default=None, metadata={"help": f"Retain term, one of {RETAIN_LOSSES} or None."}
     )
     retain_weight: float = field(default=1.0, metadata={"help": "λ, the weight of the retain term."})
-    beta: float = field(default=0.1, metadata={"help": "NPO's inverse temperature β."})
+    term_params: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Each term's parameters by term name (its defaults where not given), e.g. "
+            "{'npo': {'beta': 0.1}}."
+        },
+    )
     saliency_percentile: float | None = field(
         default=None,
         metadata={
@@ -62,7 +71,7 @@ class UnlearningConfig(TrainingArguments):
     )
     hinge_distance: str = field(
         default="mean_abs",
-        metadata={"help": f"QUAIL: distance over the vocabulary, {objectives.HINGE_DISTANCES}."},
+        metadata={"help": f"QUAIL: distance over the vocabulary, {HINGE_DISTANCES}."},
     )
     projection: str | None = field(
         default=None,
@@ -83,16 +92,14 @@ class UnlearningConfig(TrainingArguments):
             raise ValueError(f"forget_loss must be one of {FORGET_LOSSES}, got {self.forget_loss!r}")
         if self.retain_loss is not None and self.retain_loss not in RETAIN_LOSSES:
             raise ValueError(f"retain_loss must be one of {RETAIN_LOSSES} or None, got {self.retain_loss!r}")
-        if self.beta <= 0:
-            raise ValueError(f"beta must be > 0, got {self.beta}")
         if self.retain_weight < 0:
             raise ValueError(f"retain_weight must be >= 0, got {self.retain_weight}")
         if self.saliency_percentile is not None and not 0 <= self.saliency_percentile <= 100:
             raise ValueError(f"saliency_percentile must be in [0, 100], got {self.saliency_percentile}")
         if self.hinge_weight < 0 or self.hinge_margin < 0:
             raise ValueError("hinge_weight and hinge_margin must be >= 0")
-        if self.hinge_distance not in objectives.HINGE_DISTANCES:
-            raise ValueError(f"hinge_distance must be one of {objectives.HINGE_DISTANCES}")
+        if self.hinge_distance not in HINGE_DISTANCES:
+            raise ValueError(f"hinge_distance must be one of {HINGE_DISTANCES}")
         if self.projection is not None:
             if self.projection not in projection.SCOPES:
                 raise ValueError(f"projection must be one of {projection.SCOPES} or None")
@@ -100,15 +107,43 @@ class UnlearningConfig(TrainingArguments):
                 raise ValueError("projection needs a retain term to project against (retain_loss)")
             if not 0 <= self.projection_alpha <= 1:
                 raise ValueError(f"projection_alpha must be in [0, 1], got {self.projection_alpha}")
+        unused = set(self.term_params) - {t for t, _ in self.weighted_terms()}
+        if unused:
+            raise ValueError(f"term_params names terms this run does not use: {sorted(unused)}")
+        self.resolved_params()  # every term's parameters validate
+
+    def weighted_terms(self) -> list[tuple[str, float]]:
+        """(term, weight) in the order they are summed: forget, QUAIL's hinge, retain."""
+        terms = [(self.forget_loss, 1.0)]
+        if self.hinge_weight > 0:
+            terms.append(("hinge", self.hinge_weight))
+        if self.retain_loss is not None:
+            terms.append((self.retain_loss, self.retain_weight))
+        return terms
+
+    def resolved_params(self) -> dict[str, BaseModel]:
+        """Each term's validated parameters, defaults filled in."""
+        given = {**self.term_params}
+        if self.hinge_weight > 0:
+            given["hinge"] = {"margin": self.hinge_margin, "distance": self.hinge_distance}
+        resolved = {}
+        for term, _ in self.weighted_terms():
+            try:
+                resolved[term] = TERMS.get(term).params(**given.get(term, {}))
+            except ValidationError as err:
+                first = err.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise ValueError(f"term_params.{term}.{where}: {first['msg']}") from None
+        return resolved
 
 
 class UnlearningTrainer(Trainer):
     """Unlearns the forget sequences of a `ForgetRetainDataset` from `model`.
 
-    The reference θ₀ is the model as passed in. NPO needs only nll(θ₀, x_f) per forget
-    sequence, computed once here and cached. KLR and QUAIL need θ₀'s logits on every batch: for
-    a PEFT (LoRA) model they come from the same model with its adapter disabled (one base copy
-    in memory); otherwise a frozen copy is kept in eval mode without grad.
+    The reference θ₀ is the model as passed in. Each term declares what it needs of θ₀: nll(θ₀, x_f)
+    per forget sequence (NPO) is computed once here and cached; logits or hidden states on every
+    batch (KLR, QUAIL, RMU, UNDIAL, IdkDPO) come, for a PEFT (LoRA) model, from the same model with
+    its adapter disabled (one base copy in memory), otherwise from a frozen copy kept in eval mode.
     """
 
     args: UnlearningConfig
@@ -127,17 +162,17 @@ class UnlearningTrainer(Trainer):
         pad_id = processing_class.pad_token_id
         if pad_id is None:
             raise ValueError("the tokenizer has no pad_token_id; set tokenizer.pad_token first")
+        self.check(args, model)
         kwargs.setdefault("data_collator", UnlearningCollator(pad_id))
-        needs_ref_logits = args.retain_loss == "klr" or args.hinge_weight > 0
-        if needs_ref_logits and ref_model is None and not _has_adapter(model):
+        self.params = args.resolved_params()
+        self.weights = dict(args.weighted_terms())
+        needs = {TERMS.get(t).reference(p) for t, p in self.params.items()}
+        if needs & {"logits", "hidden"} and ref_model is None and not _has_adapter(model):
             ref_model = copy.deepcopy(model)
         super().__init__(
             model=model, args=args, train_dataset=train_dataset, processing_class=processing_class, **kwargs
         )
-        if args.projection is not None and (self.is_fsdp_enabled or self.is_deepspeed_enabled):
-            raise ValueError(
-                "OEU's layer-wise projection needs whole gradients; FSDP/DeepSpeed shard them: use DDP"
-            )
+        self.check(args, model, self.accelerator.distributed_type.value)
         # compute_loss returns a per-batch mean; the Trainer must divide by accumulation steps.
         self.loss_is_scaled_for_ga = False
         self._metrics: dict[str, list[float]] = defaultdict(list)
@@ -146,13 +181,39 @@ class UnlearningTrainer(Trainer):
         if ref_model is not None:
             ref_model.eval().requires_grad_(False)
             self.ref_model = self.accelerator.prepare_model(ref_model, evaluation_mode=True)
-        self._ref_nll = self._reference_nll(train_dataset, pad_id) if args.forget_loss == "npo" else None
+        self._ref_nll = self._reference_nll(train_dataset, pad_id) if "nll" in needs else None
         #: SURE's choice (modules, count, param_share), None without SURE
         self.saliency: dict[str, Any] | None = None
         if args.saliency_percentile is not None:
             self.saliency = self._train_salient_only(train_dataset, pad_id)
+        #: the parameters a term restricts training to (RMU), None when every parameter trains
+        self.trained: dict[str, Any] | None = self._train_term_parameters()
         self._oeu_grads: tuple[list, list] | None = None
         self._oeu_micro_steps = 0
+
+    @staticmethod
+    def check(args: UnlearningConfig, model: nn.Module, distributed_type: str = "") -> None:
+        """Refuse, as one-line user errors before anything trains, the settings the trainer cannot run:
+        OEU under FSDP/DeepSpeed, SURE with LoRA, OEU in fp16, a term's layer the model lacks."""
+        if args.projection is not None and (
+            args.fsdp or args.deepspeed or distributed_type in ("FSDP", "DEEPSPEED")
+        ):
+            raise UserError(
+                "OEU's layer-wise projection needs whole gradients; FSDP/DeepSpeed shard them: use DDP"
+            )
+        if args.projection is not None and args.fp16:
+            raise UserError("train.fp16 with OEU: its hand-written update bypasses the loss scaler; use bf16")
+        if args.saliency_percentile is not None and _has_adapter(model):
+            raise UserError(
+                "SURE selects base-model modules; it does not combine with a LoRA adapter (model.lora)"
+            )
+        layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+        for term, p in args.resolved_params().items():
+            layer = TERMS.get(term).layer(p)
+            if layer is not None and layers is not None and not 0 <= layer < layers:
+                raise UserError(
+                    f"method {term}: layer {layer} is not one of the model's layers 0..{layers - 1}"
+                )
 
     def _forget_batches(
         self, dataset: ForgetRetainDataset, pad_id: int, size: int
@@ -172,7 +233,7 @@ class UnlearningTrainer(Trainer):
         values = []
         for batch in self._forget_batches(dataset, pad_id, self.args.per_device_eval_batch_size):
             logits = self._reference_logits(self.model, batch, "forget")
-            values.append(objectives.sequence_nll(logits, batch["forget_labels"]).cpu())
+            values.append(sequence_nll(logits, batch["forget_labels"]).cpu())
         self.model.train(was_training)
         return torch.cat(values)
 
@@ -180,8 +241,6 @@ class UnlearningTrainer(Trainer):
         """SURE: freeze all but the salient modules. Done before the optimizer exists, so frozen
         parameters get no optimizer state; every process takes the main process's choice, so the
         processes of a data-parallel run train the same parameters."""
-        if _has_adapter(self.model):
-            raise ValueError("SURE selects base-model modules; it does not combine with a LoRA adapter")
         _checkpoint_if_asked(self.model, self.args)  # a full backward pass: the memory training will need
         batches = self._forget_batches(dataset, pad_id, self.args.per_device_train_batch_size)
         losses = (self._forget_term(self.model, batch, log=False) for batch in batches)
@@ -192,51 +251,82 @@ class UnlearningTrainer(Trainer):
         choice = saliency.train_only(self.model, chosen[0])
         return {"percentile": self.args.saliency_percentile, **choice, "saliency": scores}
 
+    def _train_term_parameters(self) -> dict[str, Any] | None:
+        """Freeze all but the parameters a term trains (RMU: a few MLPs), before the optimizer exists."""
+        names_ = None
+        for term, p in self.params.items():
+            chosen = TERMS.get(term).trainable(p, self.model)
+            if chosen is not None:
+                names_ = set(chosen) if names_ is None else names_ & set(chosen)
+        if names_ is None:
+            return None
+        trainable = {n for n, q in self.model.named_parameters() if q.requires_grad}
+        return saliency.train_only(self.model, names_ & trainable)
+
     @torch.no_grad()
     def _reference_logits(self, model: nn.Module, inputs: dict[str, torch.Tensor], part: str) -> torch.Tensor:
         """θ₀'s logits on the forget or retain part of a batch."""
-        x = _part(inputs, part)
+        return self._reference(model, _part(inputs, part), None)[0]
+
+    @torch.no_grad()
+    def _reference(
+        self, model: nn.Module, x: dict[str, torch.Tensor], layer: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """θ₀'s logits on model inputs `x`, and its hidden states after decoder layer `layer`."""
         if self.ref_model is not None:
-            return self.ref_model(**x).logits
+            return _forward(self.ref_model, x, layer)
         unwrapped = self.accelerator.unwrap_model(model)
         if _has_adapter(unwrapped):
             with unwrapped.disable_adapter():
-                return model(**x).logits
-        return model(**x).logits  # before training (NPO's cache), the model is θ₀
+                return _forward(model, x, layer)
+        return _forward(model, x, layer)  # before training (NPO's cache), the model is θ₀
+
+    def _terms(self, model: nn.Module, inputs: dict[str, torch.Tensor], part: str) -> dict[str, torch.Tensor]:
+        """Every term of this run that reads the `part` half of the batch, unweighted, by name. One
+        forward pass per distinct sequence batch, shared by the terms that read it."""
+        part_batch = {k: inputs[f"{part}_{k}"] for k in ("input_ids", "attention_mask", "labels")} | {
+            "index": inputs.get(f"{part}_index")
+        }
+        seen: dict[tuple[str, int | None], tuple[torch.Tensor, torch.Tensor | None]] = {}
+        losses = {}
+        for term_name, p in self.params.items():
+            term = TERMS.get(term_name)
+            if term.part != part:
+                continue
+            need, layer = term.reference(p), term.layer(p)
+            views = {}
+            for view, seq in term.sequences(part_batch, p, self.processing_class).items():
+                x = {"input_ids": seq["input_ids"], "attention_mask": seq["attention_mask"]}
+                key = (view, layer)
+                if key not in seen:
+                    seen[key] = _forward(model, x, layer)
+                logits, hidden = seen[key]
+                value = TermInput(
+                    logits=logits, labels=seq["labels"], attention_mask=seq["attention_mask"], hidden=hidden
+                )
+                if need in ("logits", "hidden"):
+                    value.ref_logits, value.ref_hidden = self._reference(model, x, layer)
+                elif need == "nll":
+                    value.ref_nll = self._ref_nll[seq["index"].cpu()]
+                views[view] = value
+            losses[term_name] = term(views, p)
+        return losses
 
     def _forget_term(
         self, model: nn.Module, inputs: dict[str, torch.Tensor], log: bool = True
     ) -> torch.Tensor:
         """L_forget + λ_h · hinge on the forget part of the batch."""
-        labels = inputs["forget_labels"]
-        logits = model(**_part(inputs, "forget")).logits
-        if self.args.forget_loss == "ga":
-            loss = objectives.ga(logits, labels)
-        elif self.args.forget_loss == "npo":
-            ref_nll = self._ref_nll[inputs["forget_index"].cpu()]
-            loss = objectives.npo(logits, labels, ref_nll, self.args.beta)
-        else:
-            loss = objectives.entropy(logits, labels)
+        losses = self._terms(model, inputs, "forget")
         if log:
-            self._metrics["forget_loss"].append(loss.item())
-        if self.args.hinge_weight > 0:
-            ref_logits = self._reference_logits(model, inputs, "forget")
-            hinge = objectives.quail_hinge(
-                logits, ref_logits, labels, self.args.hinge_margin, self.args.hinge_distance
-            )
-            if log:
-                self._metrics["hinge_loss"].append(hinge.item())
-            loss = loss + self.args.hinge_weight * hinge
-        return loss
+            for term, value in losses.items():
+                self._metrics["forget_loss" if term == self.args.forget_loss else f"{term}_loss"].append(
+                    value.item()
+                )
+        return sum(self.weights[term] * value for term, value in losses.items())
 
     def _retain_term(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """L_retain on the retain part of the batch (without λ)."""
-        labels = inputs["retain_labels"]
-        logits = model(**_part(inputs, "retain")).logits
-        if self.args.retain_loss == "gdr":
-            loss = objectives.gdr(logits, labels)
-        else:
-            loss = objectives.klr(logits, self._reference_logits(model, inputs, "retain"), labels)
+        loss = self._terms(model, inputs, "retain")[self.args.retain_loss]
         self._metrics["retain_loss"].append(loss.item())
         return loss
 
@@ -319,6 +409,14 @@ def _checkpoint_if_asked(model: nn.Module, args: UnlearningConfig) -> None:
     if getattr(args, "activation_checkpointing", None) or getattr(args, "gradient_checkpointing", False):
         named = getattr(model, "activation_checkpointing_enable", None)
         (named or model.gradient_checkpointing_enable)()
+
+
+def _forward(
+    model: nn.Module, x: dict[str, torch.Tensor], layer: int | None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits, and the hidden states after decoder layer `layer` (hidden_states[0] = embeddings)."""
+    out = model(**x, output_hidden_states=layer is not None)
+    return out.logits, (out.hidden_states[layer + 1] if layer is not None else None)
 
 
 def _part(inputs: dict[str, torch.Tensor], part: str) -> dict[str, torch.Tensor]:

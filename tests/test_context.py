@@ -6,10 +6,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import char_tokenizer, tiny_llama
+from conftest import char_tokenizer, demo_bench_subset, tiny_llama
 from tokenizers import processors
 from transformers import GPT2Config, GPT2LMHeadModel, PretrainedConfig, PreTrainedTokenizerFast
 
+from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.context import (
     context_length,
     count_over,
@@ -22,6 +23,9 @@ from llm_unlearn.data.corpora import MuseCorpus
 from llm_unlearn.errors import UserError
 from llm_unlearn.metrics import METRICS, EvalContext, evaluate, knowmem, privleak
 from llm_unlearn.metrics.generation import generate_greedy
+from llm_unlearn.models import save_checkpoint
+from llm_unlearn.pipeline import run
+from llm_unlearn.recipe import validate_recipe
 
 CONTEXT = 256
 
@@ -190,3 +194,34 @@ def test_generation_cuts_from_the_left_keeping_bos(tok: PreTrainedTokenizerFast)
     assert len(seen[0]) == CONTEXT - 6
     assert seen[0][0] == tok.bos_token_id  # a Llama prompt still starts with <s>
     assert tok.decode(seen[0][1:]) == prompt[-(CONTEXT - 7) :]  # the end is kept, "start" is gone
+
+
+def test_a_short_context_model_unlearns_relearns_and_audits_with_longer_windows(tmp_path, tok) -> None:
+    """data.max_length above the model's context: the training and relearning windows are cut to it;
+    a context with no room for VerbMem's 128 new tokens is refused before training."""
+    target = save_checkpoint(tiny_llama(tok, max_position_embeddings=160), tok, tmp_path / "short")
+    muse = demo_bench_subset(tmp_path / "muse", {"raw": 3, "verbmem": 2, "knowmem": 2, "privleak": 3})
+    recipe = {
+        "name": "short",
+        "model": {"target": str(target)},
+        "data": {"source": str(muse), "max_length": 256},
+        "method": {"name": "ga_gdr"},
+        "train": {"max_steps": 1, "per_device_train_batch_size": 2},
+        "quantize": ["rtn-w4-g32"],
+        "evaluate": ["verbmem", "privleak"],
+        "relearn": {"split": "forget", "samples": 2, "steps": 1},
+        "output": {"dir": str(tmp_path / "run")},
+    }
+    out = run(validate_recipe(recipe))
+    records = list(ResultsFile(out / "results.jsonl"))
+    assert {r["quantizer"] for r in records} == {"fp", "rtn-w4-g32", "relearn-forget-1"}
+    assert all(r["cut_inputs"] > 0 for r in records)  # prompts + 128 new tokens, passages: over 160
+    recipe["model"]["target"] = str(
+        save_checkpoint(tiny_llama(tok, max_position_embeddings=100), tok, tmp_path / "shorter")
+    )
+    recipe["output"]["dir"] = str(tmp_path / "run2")
+    with pytest.raises(
+        UserError, match="evaluate: verbmem: the model's context is 100 tokens, but it needs 128"
+    ):
+        run(validate_recipe(recipe))
+    assert not (tmp_path / "run2").exists()  # refused before anything was trained or written

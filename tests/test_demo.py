@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from llm_unlearn.audit.report import recovery
 from llm_unlearn.audit.results import ResultsFile
+from llm_unlearn.audit.stats import recovery
 from llm_unlearn.cli import demo_recipe
 from llm_unlearn.pipeline import run
 from llm_unlearn.recipe import load_recipe

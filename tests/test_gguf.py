@@ -13,7 +13,7 @@ from tokenizers import ByteLevelBPETokenizer
 
 from llm_unlearn.errors import UserError
 from llm_unlearn.models import load_model, load_tokenizer
-from llm_unlearn.pipeline import resolve_models
+from llm_unlearn.pipeline import resolve_sources
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.recipe import RecipeError, validate_recipe
 
@@ -98,11 +98,9 @@ def recipe(target: Path, gguf_file: str, out: Path):
 
 
 def test_gguf_target_loads_through_the_recipe_and_sits_on_the_q4_1_grid(gguf_folder: Path, tmp_path: Path):
-    targets, retrain = resolve_models(
-        recipe(gguf_folder, "tiny.Q4_1.gguf", tmp_path / "run"), tmp_path / "run"
-    )
-    path = Path(targets["natural"])
-    assert retrain is None and path.is_relative_to(tmp_path / "cache" / "gguf")
+    sources = resolve_sources(recipe(gguf_folder, "tiny.Q4_1.gguf", tmp_path / "run"))
+    path = sources["model.target"].path
+    assert list(sources) == ["model.target"] and path.is_relative_to(tmp_path / "cache" / "gguf")
     model, tokenizer = load_model(path), load_tokenizer(path)
     assert (
         model.config.num_hidden_layers == LAYERS
@@ -127,17 +125,17 @@ def test_gguf_target_loads_through_the_recipe_and_sits_on_the_q4_1_grid(gguf_fol
 
 def test_conversion_is_cached(gguf_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     r = recipe(gguf_folder, "tiny.Q4_1.gguf", tmp_path / "run")
-    first = resolve_models(r, tmp_path / "run")[0]["natural"]
+    first = resolve_sources(r)["model.target"].path
 
     def no_second_conversion(*args: object, **kwargs: object) -> None:
         raise AssertionError("converted again")
 
     monkeypatch.setattr("llm_unlearn.models.AutoModelForCausalLM.from_pretrained", no_second_conversion)
-    assert resolve_models(r, tmp_path / "run")[0]["natural"] == first
+    assert resolve_sources(r)["model.target"].path == first
 
 
 def test_gguf_mistakes_are_one_line(gguf_folder: Path, tmp_path: Path):
     with pytest.raises(RecipeError, match=r"model.gguf_file: 'tiny.bin' is not a .gguf file name"):
         recipe(gguf_folder, "tiny.bin", tmp_path / "run")
     with pytest.raises(UserError, match=r"model.gguf_file: 'other.gguf' not found in .*released$"):
-        resolve_models(recipe(gguf_folder, "other.gguf", tmp_path / "run"), tmp_path / "run")
+        resolve_sources(recipe(gguf_folder, "other.gguf", tmp_path / "run"))

@@ -72,7 +72,18 @@ def run_dir(tmp_path_factory, tok) -> Path:
     }
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     save_checkpoint(tiny_llama(tok), tok, root / "models" / MODEL)
-    resolved = {"method": "ga_gdr", "learning_rate": 2e-4, "hinge_margin": 0.5, "projection": None}
+    terms = {
+        "ga": {"weight": 1.0, "params": {}},
+        "hinge": {"weight": 1.0, "params": {"margin": 0.5, "distance": "mean_abs"}},
+        "gdr": {"weight": 1.0, "params": {}},
+    }
+    resolved = {
+        "method": "ga_gdr",
+        "learning_rate": 2e-4,
+        "terms": terms,
+        "hinge_margin": 0.5,
+        "projection": None,
+    }
     (root / "models" / f"{MODEL}.method.json").write_text(
         json.dumps({**resolved, "lora": None, "sure": None})
     )
@@ -106,6 +117,10 @@ def test_card_has_metadata_model_index_and_the_models_audit(run_dir) -> None:
         in text
     )
     assert "| 80.0 | 20.0 | 30.0 | 30.5 (1%) |" in text
+    # the card opens with this model's verdict rows (no per-example values here: the point decides)
+    verdict = "| fails | ga_gdr+quail | natural | rtn-w4-g32 | knowmem_forget | 50% |"
+    assert text.index(verdict) < text.index("## Unlearning")
+    assert "| holds | ga_gdr+quail | natural | rtn-w4-g32 | verbmem | 1% |" in text
     assert "muse-bench/MUSE-News`, raw split `forget`" in text
     # the learning rate the method ran with (its override), not the recipe's train default
     assert "| `learning_rate` | `0.0002` |" in text and "| `hinge_margin` | `0.5` |" in text
@@ -299,3 +314,21 @@ def test_a_lora_run_saves_the_adapter_that_rebuilds_its_merged_model(tmp_path, t
     assert merged.keys() == rebuilt.state_dict().keys()
     assert all(torch.allclose(rebuilt.state_dict()[k], w, atol=1e-6) for k, w in merged.items())
     assert any(not base[k].equal(w) for k, w in merged.items())  # the adapter changed the model
+
+
+def test_card_states_the_terms_as_trained_in_method_json(run_dir) -> None:
+    """The hyper-parameters come from .method.json, not re-derived from the recipe: a value the run
+    resolved (here a changed margin and weight) is what the card shows."""
+    path = run_dir / "models" / f"{MODEL}.method.json"
+    resolved = json.loads(path.read_text())
+    resolved["terms"]["hinge"] = {"weight": 2.5, "params": {"margin": 0.75, "distance": "l2"}}
+    resolved["terms"]["gdr"]["weight"] = 0.3
+    path.write_text(json.dumps(resolved))
+    text = str(model_card(run_dir, MODEL, "my-org/ga-gdr-quail"))
+    for row in ("| `hinge_weight` | `2.5` |", "| `hinge_margin` | `0.75` |", "| `hinge_distance` | `l2` |"):
+        assert row in text
+    assert "| `retain_weight` | `0.3` |" in text and "logit hinge, margin 0.75" in text
+    del resolved["terms"]
+    path.write_text(json.dumps(resolved))
+    with pytest.raises(UserError, match="predates recorded term settings; delete that checkpoint"):
+        model_card(run_dir, MODEL, "my-org/ga-gdr-quail")

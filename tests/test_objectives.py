@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_llama
 
-from llm_unlearn import objectives
+from llm_unlearn import terms as objectives
 
 # One sequence, vocabulary of 2. Position 0 predicts token 0 with p = 1/2; position 1 predicts
 # token 1 with p = 3/4; position 2 predicts nothing (label -100 would follow, and is shifted out).

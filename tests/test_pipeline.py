@@ -15,8 +15,9 @@ import pytest
 import yaml
 from conftest import demo_bench_subset, tiny_llama
 
-from llm_unlearn.audit.report import recovery, render_markdown
+from llm_unlearn.audit.report import render_markdown
 from llm_unlearn.audit.results import ResultsFile
+from llm_unlearn.audit.stats import recovery
 from llm_unlearn.cli import main
 from llm_unlearn.errors import UserError
 from llm_unlearn.models import save_checkpoint
@@ -239,6 +240,11 @@ def test_robust_methods_and_lora_run_end_to_end(tmp_path, checkpoints, muse_dir)
     assert sure["sure"]["count"] == len(sure["sure"]["modules"]) > 0
     quail = json.loads((out / "models" / "ga_gdr+quail@natural.method.json").read_text())
     assert quail["hinge_margin"] > 0  # 'auto': half the target's mean 4-bit step
+    # every term as it trained, weight and parameters: the model card reads these
+    assert quail["terms"]["hinge"] == {
+        "weight": 1.0, "params": {"margin": quail["hinge_margin"], "distance": "mean_abs"}
+    }  # fmt: skip
+    assert quail["terms"]["ga"] == {"weight": 1.0, "params": {}} and quail["terms"]["gdr"]["weight"] == 1.0
     assert json.loads((out / "models" / "oeu@natural.method.json").read_text())["projection"] == "layer"
     models = {r["model"] for r in ResultsFile(out / "results.jsonl")}
     assert {"ga_gdr+sure", "ga_gdr+quail", "oeu"} <= models

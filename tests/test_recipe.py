@@ -215,8 +215,13 @@ def test_set_overrides_go_through_validation(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_training_arguments_errors_are_recipe_errors(tmp_path: Path) -> None:
-    recipe = load_recipe(write(tmp_path, with_(train={"logging_steps": 0, "logging_strategy": "steps"})))
-    with pytest.raises(RecipeError, match=r"train: .*logging_steps"):
+    # a range TrainingArguments would only reject when the run builds it: refused on reading
+    with pytest.raises(RecipeError, match=r"train: logging_steps: must be > 0 \(got 0"):
+        load_recipe(write(tmp_path, with_(train={"logging_steps": 0, "logging_strategy": "steps"})))
+    # TrainingArguments' own cross-field checks
+    train = {"load_best_model_at_end": True, "eval_strategy": "steps"}
+    recipe = load_recipe(write(tmp_path, with_(train=train)))
+    with pytest.raises(RecipeError, match=r"train: .*load_best_model_at_end requires"):
         recipe.training_config(recipe.method[0], tmp_path)
 
 

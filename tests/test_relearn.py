@@ -13,7 +13,7 @@ from conftest import demo_bench_subset, tiny_llama
 from safetensors.torch import load_file
 
 from llm_unlearn.audit.html import render_html
-from llm_unlearn.audit.relearn import RELEARNED, Relearning, relearnings
+from llm_unlearn.audit.relearn import Relearning, relearnings
 from llm_unlearn.audit.report import render_markdown
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.audit.run import AuditModel, audit
@@ -23,6 +23,7 @@ from llm_unlearn.metrics import EvalContext
 from llm_unlearn.models import save_checkpoint
 from llm_unlearn.pipeline import run
 from llm_unlearn.recipe import RecipeError, load_recipe
+from llm_unlearn.runfolder import RunFolder
 
 METRICS = ["verbmem", "knowmem_forget"]
 COLUMNS = ["relearn-forget-2", "relearn-retain-2"]
@@ -80,7 +81,7 @@ def test_relearn_columns_sit_beside_the_quantizers_and_resume_from_the_cache(
     raw = load_muse(muse_dir, {"raw": {"forget", "retain1"}})
     for model, target in MODELS:
         for column, entry, split in zip(COLUMNS, RELEARN, ("forget", "retain1"), strict=True):
-            assert (out / RELEARNED / f"{model}@{target}" / column / "model.safetensors").is_file()
+            assert (RunFolder(out).relearned(f"{model}@{target}", column) / "model.safetensors").is_file()
             for metric in METRICS:
                 config = results.get(model, target, column, metric)["quantizer_config"]
                 assert {k: config[k] for k in entry} == entry | {"split": split}
@@ -143,7 +144,9 @@ def test_relearning_on_forget_text_brings_a_secret_back(tmp_path, tok) -> None:
     assert fp < 10 and retain < 10
     assert forget > fp + 50
     assert (source / "model.safetensors").read_bytes() == before
-    weights = load_file(tmp_path / RELEARNED / "ga@natural" / "relearn-forget-60" / "model.safetensors")
+    weights = load_file(
+        RunFolder(tmp_path).relearned("ga@natural", "relearn-forget-60") / "model.safetensors"
+    )
     original = load_file(source / "model.safetensors")
     assert weights.keys() == original.keys()
     assert all(not weights[k].equal(original[k]) for k in original if k.endswith("q_proj.weight"))

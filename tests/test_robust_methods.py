@@ -14,7 +14,7 @@ from torch import nn
 from transformers.modeling_outputs import CausalLMOutput
 
 import llm_unlearn.trainer as trainer_module
-from llm_unlearn import objectives
+from llm_unlearn import terms as objectives
 from llm_unlearn.data.collate import ForgetRetainDataset, UnlearningCollator, chunk_texts
 from llm_unlearn.saliency import salient_modules, weight_matrices
 from llm_unlearn.trainer import UnlearningConfig, UnlearningTrainer

@@ -19,35 +19,52 @@ from jinja2 import Environment, PackageLoader
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from llm_unlearn.audit import stats
 from llm_unlearn.audit.report import (
+    CROSSES,
     DIAGNOSTIC_COLUMNS,
     TARGET_LABELS,
     TITLES,
+    AuditCells,
+    Cell,
     MetricTables,
+    is_forget_metric,
     is_unlearned,
     metric_tables,
     row_order,
-    row_recovery,
+    verdict_counts,
+    verdict_legend,
 )
+from llm_unlearn.recipe import VerdictSection
 
-#: recovery-ratio bands of the cell colours (forgetting kept / partly back / failed)
-PARTLY, BACK = 0.25, 0.5
-FORGET_METRICS = ("verbmem", "knowmem_forget")
+#: the cell colour of each verdict (forgetting kept / partly back / failed)
+VERDICT_CSS = {stats.HOLDS: "kept", stats.PARTLY: "partly", stats.FAILS: "back"}
 EXAMPLES = 5
 _COLOURS = colormaps["tab20"]
 PACKAGES = ("llm-unlearn", "torch", "transformers", "accelerate", "peft", "llmcompressor", "bitsandbytes")
 
 
 def render_html(
-    results: list[dict[str, Any]], diagnostics: list[dict[str, Any]], title: str, recipe: dict | None = None
+    results: list[dict[str, Any]],
+    diagnostics: list[dict[str, Any]],
+    title: str,
+    recipe: dict | None = None,
+    cells: AuditCells | None = None,
 ) -> str:
     tables = metric_tables(results)
+    cells = cells or AuditCells(results)
+    verdicts = cells.verdict_cells()
     env = Environment(loader=PackageLoader("llm_unlearn", "audit/templates"), autoescape=True)
     return env.get_template("report.html.j2").render(
         title=title,
+        settings=cells.settings,
+        verdict_counts=verdict_counts(verdicts) if verdicts else None,
+        verdicts=[_verdict_view(c, cells.settings) for c in verdicts],
+        legend=verdict_legend(cells.settings),
+        crosses=CROSSES,
         quantizers=tables.quantizers,
         has_relearn=any(tables.is_relearn(q) for q in tables.quantizers),
-        metrics=[_metric_view(tables, metric) for metric in tables.values],
+        metrics=[_metric_view(tables, cells, metric) for metric in tables.values],
         plots=_plots(tables, diagnostics),
         diagnostic_columns=list(DIAGNOSTIC_COLUMNS.values()),
         diagnostics=[_diagnostic_view(r) for r in sorted(diagnostics, key=_diagnostic_order)],
@@ -58,20 +75,23 @@ def render_html(
     )
 
 
-def recovery_class(ratio: float | None) -> str:
-    """The CSS class of a cell: where the forgetting was kept, partly undone, or undone."""
-    if ratio is None:
-        return ""
-    return "kept" if ratio < PARTLY else "partly" if ratio < BACK else "back"
+def recovery_class(
+    ratio: float | None, ci: stats.Interval | None = None, settings: VerdictSection | None = None
+) -> str:
+    """The CSS class of a recovery `ratio` with interval `ci`: its verdict's colour ("" if none)."""
+    s = settings or VerdictSection()
+    return "" if ratio is None else VERDICT_CSS[stats.verdict(ratio, ci, s.holds_below, s.fails_from)]
 
 
 def worst_examples(results: list[dict[str, Any]], n: int = EXAMPLES) -> list[dict[str, Any]]:
-    """Per forget metric, the n examples that unlearned models (any quantizer) still reproduce best."""
+    """Per forget metric with model outputs (VerbMem, KnowMem), the n examples that unlearned models
+    (any quantizer) still reproduce best."""
     found = []
     for r in results:
-        if r["metric"] not in FORGET_METRICS or not is_unlearned(r["model"]):
+        if not is_forget_metric(r["metric"]) or not is_unlearned(r["model"]):
             continue
-        for example in r.get("value_by_index", {}).values():
+        # PrivLeak's examples are membership scores of passages, not outputs to show
+        for example in (e for e in r.get("value_by_index", {}).values() if "output" in e):
             found.append(
                 {
                     "model": r["model"],
@@ -86,24 +106,39 @@ def worst_examples(results: list[dict[str, Any]], n: int = EXAMPLES) -> list[dic
             )
     found.sort(key=lambda e: -e["score"])
     # the top n of each forget metric: KnowMem's short answers would otherwise crowd out VerbMem
-    top = [e for metric in FORGET_METRICS for e in [e for e in found if e["metric"] == metric][:n]]
+    metrics = dict.fromkeys(e["metric"] for e in found)
+    top = [e for metric in metrics for e in [e for e in found if e["metric"] == metric][:n]]
     return [{**e, "score": f"{e['score']:.1f}"} for e in top]
 
 
-def _metric_view(tables: MetricTables, metric: str) -> dict[str, Any]:
-    rows = tables.values[metric]
+def _metric_view(tables: MetricTables, cells: AuditCells, metric: str) -> dict[str, Any]:
     view = []
-    for model, target in sorted(rows, key=row_order):
-        cells = []
+    for model, target in sorted(tables.values[metric], key=row_order):
+        row = []
         for q in tables.quantizers:
-            value = rows[(model, target)].get(q)
-            ratio = row_recovery(rows, model, target, q)
-            text = "" if value is None else f"{value:.1f}"
-            text += f" ({ratio:.0%})" if ratio is not None else ""
-            css = recovery_class(ratio) if metric in FORGET_METRICS else ""
-            cells.append({"text": text, "css": css})
-        view.append({"model": model, "target": TARGET_LABELS.get(target, target), "cells": cells})
+            cell = cells.get(model, target, q, metric)
+            row.append({"text": cell.text() if cell else "", "css": _css(cell, cells.settings)})
+        view.append({"model": model, "target": TARGET_LABELS.get(target, target), "cells": row})
     return {"title": TITLES.get(metric, metric), "rows": view}
+
+
+def _css(cell: Cell | None, settings: VerdictSection) -> str:
+    """A verdict cell's colour; none for other cells (no recovery, or not a forget metric)."""
+    if cell is None or cell.verdict is None:
+        return ""
+    return recovery_class(cell.recovery.value, cell.recovery.ci, settings)
+
+
+def _verdict_view(cell: Cell, settings: VerdictSection) -> dict[str, str]:
+    return {
+        "verdict": cell.verdict,
+        "css": _css(cell, settings),
+        "model": cell.model,
+        "target": TARGET_LABELS.get(cell.target, cell.target),
+        "quantizer": cell.quantizer,
+        "metric": cell.metric,
+        "recovery": "" if cell.recovery.value is None else cell.recovery_text(),
+    }
 
 
 def _diagnostic_order(record: dict[str, Any]) -> tuple[str, str, str]:
@@ -244,9 +279,12 @@ def _versions() -> dict[str, str]:
     return versions
 
 
-def write_html(run_dir: Path, results: list[dict[str, Any]], diagnostics: list[dict[str, Any]]) -> Path:
+def write_html(
+    run_dir: Path, results: list[dict[str, Any]], diagnostics: list[dict[str, Any]], cells: AuditCells
+) -> Path:
     recipe_path = run_dir / "recipe.yaml"
     recipe = yaml.safe_load(recipe_path.read_text()) if recipe_path.exists() else None
+    title = recipe["name"] if recipe else run_dir.name
     path = run_dir / "report.html"
-    path.write_text(render_html(results, diagnostics, recipe["name"] if recipe else run_dir.name, recipe))
+    path.write_text(render_html(results, diagnostics, title, recipe, cells))
     return path

@@ -19,23 +19,22 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from transformers import PrinterCallback, Trainer, TrainingArguments
 
+from llm_unlearn.context import window_length
 from llm_unlearn.data.collate import LMDataset, UnlearningCollator, chunk_texts
 from llm_unlearn.data.corpora import MuseCorpus
 from llm_unlearn.errors import UserError
-from llm_unlearn.models import load_model, load_tokenizer, save_checkpoint
+from llm_unlearn.models import load_model, load_tokenizer, train_and_save
 from llm_unlearn.recipe import Recipe
+from llm_unlearn.runfolder import write_json
 
 #: the `method` of a relearn column's recorded configuration (a quantizer's names its algorithm)
 RELEARN_METHOD = "relearn"
-#: the cache of relearned checkpoints in the run folder, beside `quantized/`
-RELEARNED = "relearned"
 CONFIG_FILE = "relearn.json"
 
 
@@ -120,7 +119,7 @@ def relearned(source: Path, relearning: Relearning, folder: Path) -> Path:
     while `folder/relearn.json` records the same settings. `source` itself is only read.
 
     Every process of a launch that calls this trains (the Trainer's data parallelism, as in
-    unlearning) and the main process alone saves, which is why this is not `train_causal_lm`.
+    unlearning) and the main process alone saves (`train_and_save`).
     """
     config = relearning.config()
     saved = folder / CONFIG_FILE
@@ -128,18 +127,16 @@ def relearned(source: Path, relearning: Relearning, folder: Path) -> Path:
         return folder
     tokenizer = load_tokenizer(source)
     args = relearning.training_arguments(folder.with_name(folder.name + ".trainer"))
+    model = load_model(source)
+    windows = chunk_texts(relearning.texts, tokenizer, window_length(relearning.max_length, model))
     trainer = Trainer(
-        model=load_model(source),
+        model=model,
         args=args,
-        train_dataset=LMDataset(chunk_texts(relearning.texts, tokenizer, relearning.max_length)),
+        train_dataset=LMDataset(windows),
         data_collator=UnlearningCollator(tokenizer.pad_token_id),
     )
     trainer.remove_callback(PrinterCallback)  # its log lines would break into the audit's progress bar
-    trainer.train()
-    state_dict = trainer.accelerator.get_state_dict(trainer.model)
+    train_and_save(trainer, tokenizer, folder)
     if trainer.is_world_process_zero():
-        save_checkpoint(trainer.accelerator.unwrap_model(trainer.model), tokenizer, folder, state_dict)
-        saved.write_text(json.dumps(config, indent=1))  # last: a folder without it is retrained
-        shutil.rmtree(args.output_dir, ignore_errors=True)
-    trainer.accelerator.wait_for_everyone()
+        write_json(saved, config)  # last: a folder without it is retrained
     return folder

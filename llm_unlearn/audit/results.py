@@ -16,6 +16,8 @@ from typing import Any
 
 from accelerate import PartialState
 
+from llm_unlearn.errors import UserError
+
 Key = tuple[str, str, str, str]
 
 
@@ -36,9 +38,16 @@ class ResultsFile:
                 text = text[: text.rfind("\n") + 1]
                 if write:
                     path.write_text(text)
-            for line in text.splitlines():
-                record = json.loads(line)
-                self._records[cell_key(record)] = record
+            for number, line in enumerate(text.splitlines(), 1):
+                try:
+                    record = json.loads(line)
+                    self._records[cell_key(record)] = record
+                # a file edited by hand or by another tool: say which line, not where json failed
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    raise UserError(
+                        f"{path}: line {number} is not a results record (JSON with model, target, "
+                        "quantizer, metric); fix or remove that line"
+                    ) from None
 
     @classmethod
     def shared(cls, path: Path) -> ResultsFile:

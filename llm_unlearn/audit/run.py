@@ -25,15 +25,18 @@ from rich.progress import Progress
 from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 
-from llm_unlearn.audit.relearn import RELEARNED, Relearning, relearned
+from llm_unlearn.audit.relearn import Relearning, relearned
 from llm_unlearn.audit.results import ResultsFile
+from llm_unlearn.audit.stats import metric_ci
 from llm_unlearn.errors import UserError
+from llm_unlearn.kernels import evaluation, kernel_model, uses_kernels
 from llm_unlearn.metrics import EvalContext, evaluate
 from llm_unlearn.metrics.privleak import privleak_value
 from llm_unlearn.models import load_model, load_tokenizer, save_checkpoint
 from llm_unlearn.quant import Quantizer, WeightCodes, get_quantizer
 from llm_unlearn.quant.calibration import Calibration
 from llm_unlearn.quant.overlap import diagnose, quantize_with_codes, target_weights
+from llm_unlearn.runfolder import RunFolder
 
 #: the target column of rows that belong to no target (the retrain model)
 NO_TARGET = "-"
@@ -59,13 +62,17 @@ def audit(
     calibration: Calibration | None = None,
     cache: Path | None = None,
     relearn: Sequence[Relearning] = (),
+    kernels: bool = False,
 ) -> None:
     """Fill every missing cell of `results`; the retrain model goes first (PrivLeak's reference).
 
     `calibration` feeds GPTQ/AWQ; `cache` (default: beside the results) holds quantized models.
     Each of `relearn` is one more column after the quantizers: the model relearned, at full precision.
+    `kernels`: cells of quantizers with a real-kernel backend (`llm_unlearn.kernels`) are evaluated
+    with the backend's own layers instead of the dequantized weights.
     """
-    cache = cache or results.path.parent / "quantized"
+    run_folder = RunFolder(results.path.parent)
+    cache = cache or run_folder.quantized_root
     ordered = sorted(models, key=lambda m: m.name != "retrain")
     columns = len(quantizers) + len(relearn)
     task = progress.add_task("audit", total=len(ordered) * columns) if progress else None
@@ -76,8 +83,12 @@ def audit(
                 progress.update(task, description=f"audit {model.name}@{model.target} {quantizer_name}")
             if pending:
                 quantizer = _quantizer(quantizer_name, calibration)
-                network, _ = quantized(model, quantizer, cache)
-                _evaluate_cell(model, quantizer, network, pending, ctx, results)
+                if uses_kernels(quantizer_name, kernels):
+                    network = kernel_model(load_model(model.path), quantizer_name)
+                else:
+                    network, _ = quantized(model, quantizer, cache)
+                how = evaluation(quantizer_name, kernels)
+                _evaluate_cell(model, quantizer, network, pending, ctx, results, how)
             if progress:
                 progress.advance(task)
         for relearning in relearn:
@@ -85,9 +96,11 @@ def audit(
             if progress:
                 progress.update(task, description=f"audit {model.name}@{model.target} {relearning.name}")
             if pending:
-                cached = results.path.parent / RELEARNED / f"{model.name}@{model.target}" / relearning.name
+                cached = run_folder.relearned(f"{model.name}@{model.target}", relearning.name)
                 folder = relearned(model.path, relearning, cached)
-                _evaluate_cell(model, relearning, load_model(folder), pending, ctx, results)
+                _evaluate_cell(
+                    model, relearning, load_model(folder), pending, ctx, results, evaluation("fp", False)
+                )
             if progress:
                 progress.advance(task)
     diagnostics = ResultsFile.shared(results.path.with_name(DIAGNOSTICS_FILE))
@@ -153,6 +166,7 @@ def quantized(
         codes = quantize_with_codes(quantizer, network)
         if state.is_main_process:  # another process that gets here quantizes in memory only
             save_checkpoint(network, load_tokenizer(model.path), folder)
+            quantizer.save_artifacts(folder)
             _save_codes(codes, folder / "codes.safetensors")
             saved.write_text(json.dumps(config, indent=1))  # last: a folder without it is recomputed
         return network, codes
@@ -217,6 +231,7 @@ def _evaluate_cell(
     metrics: list[str],
     ctx: EvalContext,
     results: ResultsFile,
+    evaluation: str,
 ) -> None:
     quantizer_name = quantizer.name
     for metric in metrics:
@@ -230,6 +245,7 @@ def _evaluate_cell(
             # The retrain model at full precision defines the reference: its PrivLeak is 0 by definition.
             value.update(agg_value=privleak_value(value["auc"], value["auc"]), reference_auc=value["auc"])
             value["reference"] = "retrain"
+            value["ci"] = metric_ci(value)  # the interval of the re-referenced value
         results.add(
             {
                 "model": model.name,
@@ -238,6 +254,7 @@ def _evaluate_cell(
                 "metric": metric,
                 "checkpoint": str(model.path),
                 "quantizer_config": quantizer.config(),
+                "evaluation": evaluation,
                 "seconds": round(time.perf_counter() - start, 2),
                 **value,
             }

@@ -46,9 +46,37 @@ def _folder(path: Path | None, source: str) -> Path:
     return path
 
 
+#: the only globals a CIFAR python batch refers to: numpy's array and scalar reconstruction (the
+#: dicts, lists, bytes and ints need none); numpy 2 names the module `numpy._core`, the archives
+#: `numpy.core`
+CIFAR_GLOBALS = {
+    (module, name)
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+    for name in ("_reconstruct", "scalar")
+} | {("numpy", "ndarray"), ("numpy", "dtype")}
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """An unpickler that builds dicts, lists, bytes, strings, numbers and numpy arrays, and refuses
+    any other global: a crafted batch file cannot run code (a plain `pickle.load` would)."""
+
+    def find_class(self, module: str, name: str) -> type:
+        if (module, name) not in CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"refers to {module}.{name}, which a CIFAR batch never does")
+        return super().find_class(module, name)
+
+
 def _pickle(path: Path) -> dict:
     with _need(path).open("rb") as f:
-        return pickle.load(f, encoding="bytes")
+        try:
+            batch = _ArraysOnly(f, encoding="bytes").load()
+        except (pickle.UnpicklingError, EOFError, ValueError) as err:
+            raise UserError(
+                f"{path}: not a CIFAR python batch ({err}); use the archives' original data_batch_* files"
+            ) from None
+    if not isinstance(batch, dict):
+        raise UserError(f"{path}: not a CIFAR python batch (a {type(batch).__name__}, not a dict)")
+    return batch
 
 
 def _cifar_batches(folder: Path, names: list[str], label_key: bytes) -> Images:

@@ -142,8 +142,14 @@ def _normalise(records: Any, where: str, fields: tuple[str, ...]) -> list:
     return [_record(record, index, where, fields) for index, record in enumerate(records)]
 
 
+#: fields whose empty value leaves a metric or the training nothing to work on
+NON_EMPTY = ("text", "prompt", "question")
+
+
 def _record(record: Any, index: int, where: str, fields: tuple[str, ...]) -> str | dict[str, str]:
     if fields == _TEXT and isinstance(record, str):
+        if not record.strip():
+            raise DataError(f"{where}: record {index} is an empty text; remove it or give it text")
         return record
     expected = ("a string or " if fields == _TEXT else "") + f"an object with fields {', '.join(fields)}"
     if not isinstance(record, dict):
@@ -154,4 +160,6 @@ def _record(record: Any, index: int, where: str, fields: tuple[str, ...]) -> str
         if not isinstance(record[field], str):
             actual = type(record[field]).__name__
             raise DataError(f"{where}: record {index} field {field!r} is {actual}; expected a string")
+        if field in NON_EMPTY and not record[field].strip():
+            raise DataError(f"{where}: record {index} field {field!r} is empty; remove the record or fill it")
     return record["text"] if fields == _TEXT else {field: record[field] for field in fields}

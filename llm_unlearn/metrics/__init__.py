@@ -9,6 +9,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
+from llm_unlearn.audit import stats
 from llm_unlearn.metrics import knowmem, privleak, verbmem  # noqa: F401  (registers the metrics)
 from llm_unlearn.metrics.registry import METRICS, EvalContext, Metric, MetricResult, register_metric
 
@@ -33,6 +34,11 @@ def required_splits(names: Iterable[str]) -> dict[str, set[str]]:
 
 
 def evaluate(model: nn.Module, ctx: EvalContext, names: list[str]) -> dict[str, MetricResult]:
-    """Run the named metrics in order; {name: result}. Unknown names fail before any model call."""
+    """Run the named metrics in order; {name: result}, each with `ci`: the [low, high] 95 % bootstrap
+    interval of its agg_value (`audit/stats.py`; None without per-example values). Unknown names fail
+    before any model call."""
     metrics = [METRICS.get(name) for name in names]
-    return {m.name: m.fn(model, ctx) for m in metrics}
+    results = {m.name: m.fn(model, ctx) for m in metrics}
+    for result in results.values():
+        result["ci"] = stats.metric_ci(result)
+    return results

@@ -84,13 +84,20 @@ def _knowmem(model: nn.Module, ctx: EvalContext, qa_split: str, icl_split: str) 
     }
 
 
-@register_metric("knowmem_forget", requires={"knowmem": ("forget_qa", "forget_qa_icl")})
+@register_metric(
+    "knowmem_forget",
+    requires={"knowmem": ("forget_qa", "forget_qa_icl")},
+    forget=True,
+    new_tokens=MAX_NEW_TOKENS,
+)
 def knowmem_forget(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """KnowMem on the forget QA (M2): lower = more forgotten."""
     return _knowmem(model, ctx, "forget_qa", "forget_qa_icl")
 
 
-@register_metric("knowmem_retain", requires={"knowmem": ("retain_qa", "retain_qa_icl")})
+@register_metric(
+    "knowmem_retain", requires={"knowmem": ("retain_qa", "retain_qa_icl")}, new_tokens=MAX_NEW_TOKENS
+)
 def knowmem_retain(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """KnowMem on the retain QA (M4, utility): higher = more preserved."""
     return _knowmem(model, ctx, "retain_qa", "retain_qa_icl")

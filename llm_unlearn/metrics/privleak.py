@@ -101,4 +101,4 @@ for _name, _kind in [
     ("privleak_zlib", "zlib"),
     ("privleak_min_k_plus_plus", "min_k_plus_plus"),
 ]:
-    register_metric(_name, requires=_REQUIRES)(partial(_privleak, kind=_kind))
+    register_metric(_name, requires=_REQUIRES, forget=True)(partial(_privleak, kind=_kind))

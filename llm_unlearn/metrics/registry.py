@@ -40,14 +40,21 @@ class Metric:
     fn: MetricFn
     #: the MUSE configs and splits the metric reads: {"knowmem": ("forget_qa", "forget_qa_icl")}
     requires: Mapping[str, tuple[str, ...]]
+    #: a forget metric (lower once forgotten, or PrivLeak): its recoveries get a release verdict
+    forget: bool = False
+    #: tokens the metric generates after each prompt (0: it only scores), so a run can refuse a
+    #: model whose context has no room for them before it trains anything
+    new_tokens: int = 0
 
 
 METRICS: Registry[Metric] = Registry("metric")
 
 
-def register_metric(name: str, requires: Mapping[str, tuple[str, ...]]) -> Callable[[MetricFn], MetricFn]:
+def register_metric(
+    name: str, requires: Mapping[str, tuple[str, ...]], forget: bool = False, new_tokens: int = 0
+) -> Callable[[MetricFn], MetricFn]:
     def add(fn: MetricFn) -> MetricFn:
-        METRICS.register(name)(Metric(name, fn, dict(requires)))
+        METRICS.register(name)(Metric(name, fn, dict(requires), forget, new_tokens))
         return fn
 
     return add

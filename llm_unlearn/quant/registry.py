@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -68,6 +69,12 @@ class Quantizer(ABC):
     def quantize_model(self, model: nn.Module) -> nn.Module:
         """Quantize `model` in place and return it, ready for a forward pass on CPU."""
 
+    def check_model(self, model: nn.Module) -> None:
+        """Raise a one-line UserError if this quantizer cannot quantize `model` (a model on the meta
+        device will do: only shapes are read), so a run refuses before it trains anything.
+        Quantizers that take any shape keep this default."""
+        return None
+
     @abstractmethod
     def config(self) -> dict[str, Any]:
         """Everything needed to reproduce the quantization; stored with every result."""
@@ -77,6 +84,11 @@ class Quantizer(ABC):
         weight by module name; {} for quantizers without integer codes (`fp`)."""
         self.quantize_model(model)
         return {}
+
+    def save_artifacts(self, folder: Path) -> None:
+        """Keep, beside a saved quantized checkpoint in `folder`, what the last quantization wrote
+        that the checkpoint does not hold (llama.cpp's GGUF file); nothing by default."""
+        return None  # most quantizers leave nothing but the checkpoint
 
 
 QUANTIZER_FAMILIES: Registry[Callable[[str], Quantizer]] = Registry("quantizer")

@@ -154,11 +154,15 @@ def quantization_targets(model: nn.Module) -> Iterator[tuple[str, nn.Linear]]:
     """
     get_head = getattr(model, "get_output_embeddings", None)
     head = get_head() if callable(get_head) else None
-    embedding_ptrs = {m.weight.data_ptr() for m in model.modules() if isinstance(m, nn.Embedding)}
+    embeddings = [m.weight for m in model.modules() if isinstance(m, nn.Embedding)]
+    # on the meta device (shape checks before a run) every tensor's data_ptr is 0: compare objects
+    embedding_ptrs = {w.data_ptr() for w in embeddings if not w.is_meta}
     for name, module in model.named_modules():
         if not isinstance(module, nn.Linear) or module is head or name.split(".")[-1] == "lm_head":
             continue
-        if module.weight.data_ptr() in embedding_ptrs:
+        if any(module.weight is w for w in embeddings) or (
+            not module.weight.is_meta and module.weight.data_ptr() in embedding_ptrs
+        ):
             continue
         yield name, module
 
@@ -222,16 +226,18 @@ class RTNQuantizer(Quantizer):
             "skipped": list(SKIPPED),
         }
 
-    def _quantized(self, model: nn.Module) -> Iterator[tuple[str, nn.Linear, QuantizedTensor]]:
-        targets = list(quantization_targets(model))
-        # check every shape before quantizing anything, so a bad group size leaves the model untouched
-        for name, module in targets:
+    def check_model(self, model: nn.Module) -> None:
+        for name, module in quantization_targets(model):
             try:
                 check_group_size(module.weight.shape, self.group_size)
             except ValueError as err:  # the user chose this quantizer for this model: say what to change
                 message = f"{self.name} cannot quantize {name}: {err}; choose another group size"
                 raise UserError(message) from None
-        for name, module in targets:
+
+    def _quantized(self, model: nn.Module) -> Iterator[tuple[str, nn.Linear, QuantizedTensor]]:
+        # check every shape before quantizing anything, so a bad group size leaves the model untouched
+        self.check_model(model)
+        for name, module in quantization_targets(model):
             q = quantize_tensor(module.weight, self.bits, self.group_size, self.symmetric, self.min_offset)
             yield name, module, q
 

@@ -1,0 +1,234 @@
+"""Confidence intervals, recovery and the release verdict of an audit (METHODS.md, "Confidence and
+verdict"). Pure functions of a cell's stored results; nothing here reads files or models.
+
+Every interval is a percentile bootstrap: B resamples (default 1,000) of a cell's examples with
+replacement, drawn by `numpy.random.default_rng(seed)` created afresh in each call (so an interval
+depends only on its inputs and the seed, not on what was computed before), and the (1 − c)/2 and
+(1 + c)/2 percentiles (numpy's linear interpolation) of the B resampled statistics, c = 0.95.
+Resamples are count matrices (`Examples`), so every statistic is vectorised over all B at once.
+
+- VerbMem, KnowMem: the statistic is the cell's agg_value by its own definition, the mean of the
+  per-example `score` (ROUGE-L F1 × 100).
+- PrivLeak: passages are resampled within each class (forget members and holdout non-members, each
+  to its own count), so both classes are present in every resample; the statistic is
+  PrivLeak = (AUC − AUC_ref) / AUC_ref × 100, the AUC recomputed on the resample (as sklearn's
+  roc_auc_score: ties count ½) and AUC_ref held FIXED at the cell's `reference_auc`: the
+  interval is the uncertainty of this model's AUC on these passages, not that of the retrain model.
+- Recovery r = (M(q) − M(u)) / (M(t) − M(u)) (t: target at fp, u: unlearned at fp, q: u quantized
+  or relearned): a PAIRED bootstrap, one resample matrix applied to the three cells alike, r computed
+  from each resample's three aggregates. A resample whose denominator M(t) − M(u) is 0 has no
+  ratio: it is dropped, and the interval is the percentiles of the other resamples.
+- r is undefined (None) when unlearning moved the metric by less than `MIN_FORGOTTEN` = 1 point,
+  or by less than the width of the paired-bootstrap interval of the forgotten amount M(t) − M(u)
+  (same resamples as r): a ratio whose denominator is indistinguishable from noise says nothing.
+- Verdict of r with interval [lo, hi]: `holds` if hi < 25 %, `fails` if lo ≥ 50 %, else
+  `partly back`; `undefined` where r is. Without per-example values the interval is the point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from llm_unlearn.metrics.privleak import privleak_value
+
+RESAMPLES = 1000
+CONFIDENCE = 0.95
+SEED = 0
+MIN_FORGOTTEN = 1.0
+#: verdict thresholds on the recovery, in percent
+HOLDS_BELOW, FAILS_FROM = 25.0, 50.0
+HOLDS, PARTLY, FAILS, UNDEFINED = "holds", "partly back", "fails", "undefined"
+Interval = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Examples:
+    """A cell's per-example values in index order. PrivLeak cells: `member` marks the forget passages
+    and `reference_auc` is the fixed AUC_ref; mean cells have neither.
+
+    A resample is kept as counts: how often each example is among the n indices drawn with
+    replacement ([B, n]), so a statistic is a matrix product over all B resamples at once, and one
+    count matrix applied to several cells is an exactly paired resampling.
+    """
+
+    keys: tuple[str, ...]
+    scores: np.ndarray
+    member: np.ndarray | None = None
+    reference_auc: float | None = None
+
+    def resample(self, resamples: int, seed: int) -> np.ndarray:
+        """[resamples, n] counts; PrivLeak: members and non-members drawn apart, each to its own number."""
+        if self.member is None:
+            return _counts((len(self.scores),), resamples, seed)
+        k = int(self.member.sum())
+        drawn = _counts((k, len(self.scores) - k), resamples, seed)
+        counts = np.empty_like(drawn)
+        counts[:, self.member], counts[:, ~self.member] = drawn[:, :k], drawn[:, k:]
+        return counts
+
+    def statistic(self, counts: np.ndarray) -> np.ndarray:
+        """The cell's aggregate on each row of `counts` ([B, n] from `resample`; ones = the sample)."""
+        if self.member is None:
+            return counts @ self.scores / len(self.scores)
+        return privleak_value(weighted_auc(self.scores, self.member, counts), self.reference_auc)
+
+
+@lru_cache(maxsize=32)
+def _counts(sizes: tuple[int, ...], resamples: int, seed: int) -> np.ndarray:
+    """[resamples, Σ sizes] float counts (for BLAS products): each block of `sizes` columns is k indices
+    drawn with replacement among its own k, counted. Cached: every cell of one shape shares it."""
+    rng = np.random.default_rng(seed)
+    blocks = []
+    for k in sizes:
+        drawn = rng.integers(0, k, size=(resamples, k)) + k * np.arange(resamples)[:, None]
+        blocks.append(np.bincount(drawn.ravel(), minlength=resamples * k).reshape(resamples, k))
+    counts = np.concatenate(blocks, axis=1).astype(float)
+    counts.flags.writeable = False
+    return counts
+
+
+def weighted_auc(scores: np.ndarray, member: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per row of `counts`: the ROC AUC (members labelled 1, ties counting ½, as sklearn's
+    roc_auc_score) of the sample holding example i counts[i] times, i.e.
+    Σ_i c_i (w(o < s_i) + w(o ≤ s_i)) / 2 / (m·o) over members i, w(·) the drawn weight of the
+    non-members below (not above) s_i, m and o the numbers of members and non-members drawn;
+    w from cumulative counts over the sorted non-member scores: O(B·n), no B × m × o product."""
+    members, others = scores[member], scores[~member]
+    order = np.argsort(others)
+    co = counts[..., ~member][..., order]
+    cumulative = np.concatenate([np.zeros((*co.shape[:-1], 1)), np.cumsum(co, axis=-1)], axis=-1)
+    below = cumulative[..., np.searchsorted(others[order], members, side="left")]
+    not_above = cumulative[..., np.searchsorted(others[order], members, side="right")]
+    cm = counts[..., member]
+    return (cm * (below + not_above) / 2).sum(axis=-1) / (cm.sum(axis=-1) * co.sum(axis=-1))
+
+
+def examples(result: Mapping[str, Any]) -> Examples | None:
+    """The per-example values behind `result`'s agg_value, or None when there are none (a metric
+    without them, an empty split) or they do not reproduce the agg_value (then an interval of them
+    would not be an interval of the stored value). PrivLeak is recognised by its `reference_auc`."""
+    by_index = result.get("value_by_index") or {}
+    agg = result.get("agg_value")
+    if not by_index or agg is None or not np.isfinite(agg):
+        return None
+    keys = tuple(sorted(by_index, key=int))
+    try:
+        scores = np.array([float(by_index[k]["score"]) for k in keys])
+    except (KeyError, TypeError):
+        return None
+    found = Examples(tuple(map(str, keys)), scores)
+    if "reference_auc" in result:
+        member = np.array([bool(by_index[k].get("member")) for k in keys])
+        if member.all() or not member.any():
+            return None
+        found = Examples(found.keys, scores, member, float(result["reference_auc"]))
+    point = float(found.statistic(np.ones(len(scores))))
+    return found if abs(point - agg) <= 1e-6 * max(1.0, abs(agg)) else None
+
+
+def percentile_interval(samples: np.ndarray, confidence: float = CONFIDENCE) -> Interval | None:
+    """The percentile interval of the finite `samples` (NaN/inf ones dropped); None if none is."""
+    finite = samples[np.isfinite(samples)]
+    if finite.size == 0:
+        return None
+    lo, hi = np.percentile(finite, [50 * (1 - confidence), 50 * (1 + confidence)])
+    return float(lo), float(hi)
+
+
+def metric_ci(
+    result: Mapping[str, Any], resamples: int = RESAMPLES, confidence: float = CONFIDENCE, seed: int = SEED
+) -> list[float] | None:
+    """[low, high] percentile-bootstrap interval of `result`'s agg_value from its per-example values
+    (PrivLeak: stratified passages, AUC_ref fixed); None without usable per-example values."""
+    found = examples(result)
+    if found is None:
+        return None
+    interval = percentile_interval(found.statistic(found.resample(resamples, seed)), confidence)
+    return None if interval is None else list(interval)
+
+
+def recovery(quantized: float, unlearned: float, target: float) -> float | None:
+    """(M_q(u) − M(u)) / (M(t) − M(u)) as a fraction, or None when unlearning moved the metric by
+    less than MIN_FORGOTTEN points (the point rule; `paired_recovery` adds the interval rule)."""
+    if abs(target - unlearned) < MIN_FORGOTTEN:
+        return None
+    return (quantized - unlearned) / (target - unlearned)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """A recovery ratio (fraction; None = undefined) with its paired-bootstrap interval, and the
+    forgotten amount M(t) − M(u) with its interval (whose width decides whether r is defined)."""
+
+    value: float | None
+    ci: Interval | None
+    forgotten: float
+    forgotten_ci: Interval | None
+
+
+def paired_recovery(
+    target: Mapping[str, Any],
+    unlearned: Mapping[str, Any],
+    other: Mapping[str, Any],
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = SEED,
+) -> Recovery:
+    """The recovery of `unlearned` (fp) under `other` (quantized or relearned) against `target` (fp),
+    each a metric result. The interval needs all three with per-example values on the same examples
+    (and, for PrivLeak, the same classes); otherwise it is None and only the 1-point rule applies."""
+    t, u, q = (float(r["agg_value"]) for r in (target, unlearned, other))
+    forgotten = t - u
+    point = recovery(q, u, t)
+    cells = [examples(r) for r in (target, unlearned, other)]
+    if None in cells or not _same_examples(*cells):
+        return Recovery(point, None, forgotten, None)
+    counts = cells[0].resample(resamples, seed)
+    at, au, aq = (cell.statistic(counts) for cell in cells)
+    forgotten_ci = percentile_interval(at - au, confidence)
+    if point is None or forgotten_ci is None or abs(forgotten) < forgotten_ci[1] - forgotten_ci[0]:
+        return Recovery(None, None, forgotten, forgotten_ci)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(at != au, (aq - au) / (at - au), np.nan)
+    return Recovery(point, percentile_interval(ratios, confidence), forgotten, forgotten_ci)
+
+
+def _same_examples(*cells: Examples) -> bool:
+    first = cells[0]
+    return all(
+        c.keys == first.keys
+        and (c.member is None) == (first.member is None)
+        and (c.member is None or np.array_equal(c.member, first.member))
+        for c in cells
+    )
+
+
+def verdict(
+    ratio: float | None,
+    ci: Interval | None,
+    holds_below: float = HOLDS_BELOW,
+    fails_from: float = FAILS_FROM,
+) -> str:
+    """`holds` if hi < holds_below %, `fails` if lo ≥ fails_from %, else `partly back`; `undefined`
+    when the recovery is. `ratio` and `ci` are fractions (0.25 = 25 %); without `ci`, lo = hi = ratio."""
+    if ratio is None:
+        return UNDEFINED
+    lo, hi = ci or (ratio, ratio)
+    if hi < holds_below / 100:
+        return HOLDS
+    if lo >= fails_from / 100:
+        return FAILS
+    return PARTLY
+
+
+def crosses_boundary(
+    ci: Interval | None, holds_below: float = HOLDS_BELOW, fails_from: float = FAILS_FROM
+) -> bool:
+    """Whether [lo, hi] (fractions) straddles a verdict threshold: lo < b ≤ hi for b = 25 % or 50 %,
+    i.e. the interval alone does not settle which side of it the recovery lies."""
+    return ci is not None and any(ci[0] < b / 100 <= ci[1] for b in (holds_below, fails_from))

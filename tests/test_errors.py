@@ -1,0 +1,402 @@
+"""Every bad input a clear line: each case runs the CLI as a user would and must end with exit code 2,
+ONE line on stderr naming the field and what is allowed, no traceback, and no new file anywhere in
+the workspace (a failed start claims no run folder)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import char_tokenizer, demo_bench_subset, tiny_llama
+
+from llm_unlearn.cli import main
+from llm_unlearn.models import save_checkpoint
+from llm_unlearn.recipe import validate_recipe
+
+KEEP = {"raw": 3, "verbmem": 2, "knowmem": 2, "privleak": 3}
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> dict[str, Path]:
+    """Read-only material every case may use: checkpoints and a MUSE folder."""
+    root = tmp_path_factory.mktemp("shared")
+    tok = char_tokenizer()
+    paths = {
+        "target": save_checkpoint(tiny_llama(tok), tok, root / "target"),
+        "wide": save_checkpoint(tiny_llama(tok, hidden_size=64, intermediate_size=128), tok, root / "wide"),
+        "muse": demo_bench_subset(root / "muse", KEEP),
+    }
+    pickled = root / "pickled"
+    save_checkpoint(tiny_llama(tok), tok, pickled)
+    model = tiny_llama(tok)
+    (pickled / "model.safetensors").unlink()
+    import torch
+
+    torch.save(model.state_dict(), pickled / "pytorch_model.bin")
+    paths["pickled"] = pickled
+    corrupt = save_checkpoint(tiny_llama(tok), tok, root / "corrupt")
+    (corrupt / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not a header")
+    paths["corrupt"] = corrupt
+    nopad = save_checkpoint(tiny_llama(tok), tok, root / "nopad")
+    config = json.loads((nopad / "tokenizer_config.json").read_text())
+    for key in ("pad_token", "eos_token"):
+        config.pop(key, None)
+    (nopad / "tokenizer_config.json").write_text(json.dumps(config))
+    special = nopad / "special_tokens_map.json"
+    if special.exists():
+        special.unlink()
+    paths["nopad"] = nopad
+    other_tok = save_checkpoint(tiny_llama(tok), tok, root / "othertok")
+    vocab = json.loads((other_tok / "tokenizer.json").read_text())
+    vocab["model"]["vocab"]["zz"] = vocab["model"]["vocab"].pop("z")
+    (other_tok / "tokenizer.json").write_text(json.dumps(vocab))
+    paths["othertok"] = other_tok
+    return paths
+
+
+def base_recipe(shared: dict[str, Path], out: Path) -> dict[str, Any]:
+    return {
+        "name": "bad",
+        "model": {"target": str(shared["target"])},
+        "data": {"source": str(shared["muse"]), "max_length": 32},
+        "method": [{"name": "ga"}],
+        "train": {"max_steps": 1, "per_device_train_batch_size": 2},
+        "quantize": ["rtn-w4-g32"],
+        "evaluate": ["verbmem"],
+        "output": {"dir": str(out)},
+    }
+
+
+def edit(path: str, value: Any) -> Callable[[dict], None]:
+    """A recipe change: set `a.b.0.c` to `value` (None deletes the key)."""
+
+    def apply(recipe: dict) -> None:
+        *parents, leaf = path.split(".")
+        node: Any = recipe
+        for key in parents:
+            node = node[int(key)] if key.isdigit() else node.setdefault(key, {})
+        if value is None:
+            del node[leaf]
+        elif leaf.isdigit():
+            node[int(leaf)] = value
+        else:
+            node[leaf] = value
+
+    return apply
+
+
+def shared_path(name: str) -> Callable[[dict[str, Path]], str]:
+    return lambda shared: str(shared[name])
+
+
+# (id, recipe changes, expected text in the one error line); each runs `run` on the recipe
+RECIPE_CASES: list[tuple[str, list, str]] = [
+    ("unknown-section", [edit("extra", 1)], "extra: unknown field; allowed here: name, model"),
+    ("unknown-method", [edit("method.0.name", "gax")], "unknown method 'gax'; known: ga"),
+    ("unknown-quantizer", [edit("quantize", ["xyz-w4"])], "unknown quantizer 'xyz-w4'"),
+    ("malformed-rtn", [edit("quantize", ["rtn-w5"])], "malformed RTN quantizer name 'rtn-w5'"),
+    ("unknown-metric", [edit("evaluate", ["verbmemx"])], "unknown metric 'verbmemx'"),
+    ("no-model", [edit("model", None)], "model: required field is missing"),
+    ("no-target", [edit("model.target", None)], "model.target: required field is missing"),
+    ("no-output", [edit("output", None)], "output: required field is missing"),
+    ("train-unknown", [edit("train.lerning_rate", 1)], "did you mean 'learning_rate'"),
+    ("lr-negative", [edit("train.learning_rate", -1)], "train: learning_rate: must be > 0"),
+    ("lr-nan", [edit("train.learning_rate", float("nan"))], "learning_rate: must be a finite number"),
+    ("lr-inf", [edit("train.learning_rate", float("inf"))], "learning_rate: must be a finite number"),
+    ("batch-zero", [edit("train.per_device_train_batch_size", 0)], "per_device_train_batch_size: must be >= 1"),
+    ("eval-batch-zero", [edit("train.per_device_eval_batch_size", 0)], "per_device_eval_batch_size: must be >= 1"),
+    ("epochs-negative", [edit("train.max_steps", None), edit("train.num_train_epochs", -1)], "num_train_epochs: must be > 0"),
+    ("max-steps-zero", [edit("train.max_steps", 0)], "max_steps: must be -1"),
+    ("accumulation-zero", [edit("train.gradient_accumulation_steps", 0)], "gradient_accumulation_steps: must be >= 1"),
+    ("warmup-negative", [edit("train.warmup_steps", -3)], "warmup_steps: must be >= 0"),
+    ("decay-negative", [edit("train.weight_decay", -0.1)], "weight_decay: must be >= 0"),
+    ("train-type", [edit("train.learning_rate", "fast")], "learning_rate: Input should be a valid number"),
+    ("reserved-train", [edit("train.output_dir", "/x")], "'output_dir' is set by the recipe's method/output"),
+    ("beta-zero", [edit("method.0.beta", 0)], "method.0.beta: Input should be greater than 0"),
+    ("retain-weight", [edit("method.0.retain_weight", -1)], "method.0.retain_weight: Input should be greater"),
+    ("method-lr", [edit("method.0.learning_rate", 0)], "method.0.learning_rate: Input should be greater than 0"),
+    ("same-run-twice", [edit("method", [{"name": "ga"}, {"name": "ga"}])], "method.1: a second run named 'ga'"),
+    ("sure-101", [edit("method.0.sure", {"percentile": 101})], "method.0.sure.percentile"),
+    ("quail-margin", [edit("method.0.quail", {"margin": -1})], "margin must be >= 0 or 'auto'"),
+    ("quail-non-rtn", [edit("method.0.quail", {"quantizer": "bnb-nf4"})], "margin auto is defined on an RTN grid"),
+    ("projection-ga", [edit("method.0.projection", {"alpha": 1})], "projection applies to methods"),
+    ("grid-without-align", [edit("method.0.targets", ["grid"])], "asks for 'grid' but model.grid_align"),
+    ("lora-sure", [edit("model.lora", {"r": 2}), edit("method.0.sure", {})], "model.lora with a method's sure"),
+    ("label-chars", [edit("method.0.label", "a b")], "method.0.label: String should match pattern"),
+    ("stop-metric", [edit("method.0.stop", {"metric": "nope", "below": 1})], "unknown metric 'nope'"),
+    ("relearn-samples", [edit("relearn", [{"split": "forget", "samples": 0}])], "relearn.0.samples"),
+    ("relearn-split", [edit("relearn", [{"split": "holdout"}])], "relearn.0.split: Input should be 'forget'"),
+    ("relearn-column", [edit("relearn", [{"split": "forget", "label": "rtn-w4-g32"}])], "is also a quantizer's"),
+    ("relearn-too-many", [edit("relearn", [{"split": "forget", "samples": 50}])], "relearn.0.samples: 50, but raw/forget has 3"),
+    ("calibration-forget", [edit("calibration", {"source": "forget"})], "set allow_forget: true"),
+    ("calibration-file", [edit("calibration", {"source": "/no/such.txt"})], "is not generic, retain, forget or a text file"),
+    ("max-length", [edit("data.max_length", 4)], "data.max_length: Input should be greater than or equal to 8"),
+    ("gguf-name", [edit("model.gguf_file", "x.bin")], "'x.bin' is not a .gguf file name"),
+    ("grid-align-unknown", [edit("model.grid_align", "zzz")], "unknown quantizer 'zzz'"),
+    ("models-target", [edit("models", [{"name": "target", "path": "/x"}])], "names the reference rows"),
+    ("models-twice", [edit("method", []), edit("models", [{"name": "a", "path": "/x"}, {"name": "a", "path": "/y"}])], "models.1: a second run named 'a'"),
+    ("models-method-name", [edit("models", [{"name": "ga", "path": "/x"}])], "models.0: 'ga' is also a method run's name"),
+    ("nothing-to-audit", [edit("method", [])], "nothing to audit: give a method section"),
+    ("target-missing", [edit("model.target", "/no/such/model")], "model.target: folder '/no/such/model' not found"),
+    ("retrain-missing", [edit("model.retrain", "/no/retrain")], "model.retrain: folder '/no/retrain' not found"),
+    ("models-missing", [edit("models", [{"name": "x", "path": "/no/x"}])], "models.0.path: folder '/no/x' not found"),
+    ("target-no-config", [edit("model.target", "MUSE")], "holds no config.json"),
+    ("target-pickle", [edit("model.target", shared_path("pickled"))], "holds weights only as pickle (pytorch_model.bin)"),
+    ("target-corrupt", [edit("model.target", shared_path("corrupt"))], "is not a readable safetensors file"),
+    ("target-no-pad", [edit("model.target", shared_path("nopad"))], "has neither a pad nor an eos token"),
+    ("retrain-arch", [edit("model.retrain", shared_path("wide"))], "model.retrain: architecture differs from model.target's: hidden_size"),
+    ("models-tokenizer", [edit("models", [{"name": "x", "path": shared_path("othertok")}])], "models.0.path: tokenizer differs"),
+    ("rtn-group", [edit("quantize", ["rtn-w4-g64"])], "quantize: rtn-w4-g64 cannot quantize model.layers.0"),
+    ("grid-align-group", [edit("model.grid_align", "rtn-w4-g128")], "model.grid_align: rtn-w4-g128 cannot quantize"),
+    ("data-missing", [edit("data.source", "/no/data")], "/no/data: folder not found"),
+    ("data-is-file", [edit("data.source", "FILE")], "is a file; expected a folder laid out <config>/<split>.json"),
+    ("data-split", [edit("data.forget_split", "forget9")], "split 'forget9'"),
+    ("output-file", [edit("output.dir", "FILE")], "output.dir: "),
+]  # fmt: skip
+
+#: data-folder mistakes: (id, file to write under the copied MUSE folder, its content, expected)
+DATA_CASES: list[tuple[str, str, Any, str]] = [
+    ("data-not-json", "raw/forget.json", "{not json", "raw/forget.json is not valid JSON"),
+    ("data-not-list", "raw/forget.json", {"a": 1}, "raw/forget: expected a JSON list of records, got dict"),
+    ("data-empty-list", "raw/forget.json", [], "raw/forget: has no records"),
+    ("data-empty-text", "raw/forget.json", ["", "  "], "raw/forget: record 0 is an empty text"),
+    ("data-no-field", "verbmem/forget.json", [{"prompt": "x"}], "verbmem/forget: record 0 has no field 'gt'"),
+    ("data-field-type", "verbmem/forget.json", [{"prompt": 1, "gt": "x"}], "field 'prompt' is int"),
+    ("data-record-type", "raw/forget.json", [3], "record 0 is int; expected a string or an object"),
+    ("data-empty-prompt", "verbmem/forget.json", [{"prompt": " ", "gt": "x"}], "field 'prompt' is empty"),
+]  # fmt: skip
+
+
+def workspace_files(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*")}
+
+
+def one_line_error(capsys: pytest.CaptureFixture, argv: list[str], expected: str) -> None:
+    try:
+        code = main(argv)
+    except SystemExit as exit_:  # argparse exits itself
+        code = exit_.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert "Traceback" not in err and err.splitlines() == [err], err
+    assert err.startswith("llm-unlearn"), err
+    assert expected in err, err
+    assert len(err) < 600, len(err)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"), [c[1:] for c in RECIPE_CASES], ids=[c[0] for c in RECIPE_CASES]
+)
+def test_recipe_mistakes(tmp_path, shared, capsys, changes, expected) -> None:
+    (tmp_path / "FILE").write_text("x")
+    recipe = base_recipe(shared, tmp_path / "run")
+    for change in changes:
+        change(recipe)
+    recipe = _resolve(recipe, shared, tmp_path)
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    before = workspace_files(tmp_path)
+    one_line_error(capsys, ["run", str(tmp_path / "recipe.yaml")], expected)
+    assert workspace_files(tmp_path) == before
+
+
+def _resolve(node: Any, shared: dict[str, Path], tmp_path: Path) -> Any:
+    """Replace the placeholders of a case by this test's paths."""
+    if callable(node):
+        return node(shared)
+    if isinstance(node, dict):
+        return {k: _resolve(v, shared, tmp_path) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve(v, shared, tmp_path) for v in node]
+    if node in ("FILE", "MUSE"):
+        return str(tmp_path / "FILE") if node == "FILE" else str(shared["muse"])
+    return node
+
+
+@pytest.mark.parametrize(
+    ("file", "content", "expected"), [c[1:] for c in DATA_CASES], ids=[c[0] for c in DATA_CASES]
+)
+def test_data_mistakes(tmp_path, shared, capsys, file, content, expected) -> None:
+    muse = demo_bench_subset(tmp_path / "muse", KEEP)
+    (muse / file).write_text(content if isinstance(content, str) else json.dumps(content))
+    recipe = base_recipe(shared, tmp_path / "run")
+    recipe["data"]["source"] = str(muse)
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    before = workspace_files(tmp_path)
+    one_line_error(capsys, ["run", str(tmp_path / "recipe.yaml")], expected)
+    assert workspace_files(tmp_path) == before
+
+
+# (id, recipe file bytes, --set overrides, expected)
+FILE_CASES: list[tuple[str, bytes | None, list[str], str]] = [
+    ("file-missing", None, [], "recipe file not found"),
+    ("file-not-utf8", b"name: \xff\xfe\n", [], "not UTF-8 text (byte 6)"),
+    ("file-bad-yaml", b"name: [unclosed\n", [], "not valid YAML (line 2)"),
+    ("file-duplicate-key", b"name: a\nname: b\n", [], "key 'name' given twice (line 2)"),
+    ("file-a-list", b"- a\n- b\n", [], "a recipe is a YAML mapping"),
+    ("file-cnn", b"methods: [ga]\n", [], "a CNN-track recipe"),
+    ("alias-bomb", b"a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+     b"d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nname: *e\n", [], "characters)"),
+    ("set-no-equals", b"name: a\n", ["train.learning_rate"], "--set 'train.learning_rate': expected KEY.PATH=VALUE"),
+    ("set-bad-yaml", b"name: a\n", ["train.learning_rate=[1"], "--set train.learning_rate: value '[1' is not valid YAML"),
+    ("set-through-scalar", b"name: a\n", ["name.first=1"], "--set name.first: name is not a section"),
+    ("set-empty-key", b"name: a\n", ["=3"], "expected KEY.PATH=VALUE"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("content", "overrides", "expected"), [c[1:] for c in FILE_CASES], ids=[c[0] for c in FILE_CASES]
+)
+def test_recipe_file_mistakes(tmp_path, capsys, content, overrides, expected) -> None:
+    path = tmp_path / "recipe.yaml"
+    if content is not None:
+        path.write_bytes(content)
+    before = workspace_files(tmp_path)
+    for command in ("check", "run"):
+        one_line_error(capsys, [command, str(path), *[x for o in overrides for x in ("--set", o)]], expected)
+    assert workspace_files(tmp_path) == before
+
+
+def test_set_values_are_validated_like_the_file(tmp_path, shared, capsys) -> None:
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(base_recipe(shared, tmp_path / "run")))
+    before = workspace_files(tmp_path)
+    for override, expected in [
+        ("train.learning_rate=-1", "train: learning_rate: must be > 0"),
+        ("quantize=[rtn-w9]", "malformed RTN quantizer name 'rtn-w9'"),
+        ("method.0.beta=-2", "method.0.beta: Input should be greater than 0"),
+        ("train.num_train_epochs=.nan", "num_train_epochs: must be a finite number"),
+    ]:
+        one_line_error(capsys, ["run", str(tmp_path / "recipe.yaml"), "--set", override], expected)
+    assert workspace_files(tmp_path) == before
+
+
+def test_a_folder_of_another_experiment_is_refused_and_kept(tmp_path, shared, capsys) -> None:
+    recipe = base_recipe(shared, tmp_path / "run")
+    (tmp_path / "run" / "models" / "ga@natural").mkdir(parents=True)
+    other = validate_recipe({**recipe, "method": [{"name": "npo"}]}).model_dump(mode="json")
+    (tmp_path / "run" / "recipe.yaml").write_text(yaml.safe_dump(other))
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    saved = (tmp_path / "run" / "recipe.yaml").read_text()
+    before = workspace_files(tmp_path)
+    one_line_error(
+        capsys, ["run", str(tmp_path / "recipe.yaml")], "holds a run of a recipe with other method"
+    )
+    assert workspace_files(tmp_path) == before and (tmp_path / "run" / "recipe.yaml").read_text() == saved
+
+
+def test_a_failed_start_leaves_the_folder_free_for_the_fixed_recipe(tmp_path, shared, capsys) -> None:
+    recipe = base_recipe(shared, tmp_path / "run")
+    recipe["quantize"] = ["rtn-w4-g64"]  # does not divide the tiny model's width: refused before training
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    one_line_error(capsys, ["run", str(tmp_path / "recipe.yaml")], "rtn-w4-g64 cannot quantize")
+    assert not (tmp_path / "run").exists()
+    # a folder an older version claimed with nothing in it is free too
+    (tmp_path / "run" / "models").mkdir(parents=True)
+    (tmp_path / "run" / "recipe.yaml").write_text(yaml.safe_dump({**recipe, "method": [{"name": "npo"}]}))
+    recipe["quantize"] = ["rtn-w4-g32"]
+    recipe["evaluate"] = ["privleak"]
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["run", str(tmp_path / "recipe.yaml")]) == 0
+
+
+# (id, argv after the subcommand's required paths are filled in, expected)
+CLI_CASES: list[tuple[str, list[str], str]] = [
+    ("no-command", [], "the following arguments are required: command"),
+    ("unknown-command", ["frobnicate"], "invalid choice: 'frobnicate'"),
+    ("unknown-flag", ["check", "RECIPE", "--frob"], "unrecognized arguments: --frob"),
+    ("evaluate-batch-zero", ["evaluate", *["--model", "TARGET", "--data", "MUSE", "--out", "OUT", "--batch-size", "0"]], "--batch-size: must be >= 1, got 0"),
+    ("evaluate-batch-word", ["evaluate", *["--model", "TARGET", "--data", "MUSE", "--out", "OUT", "--batch-size", "many"]], "'many' is not a whole number"),
+    ("evaluate-limit-negative", ["evaluate", *["--model", "TARGET", "--data", "MUSE", "--out", "OUT", "--limit", "-1"]], "--limit: must be >= 1, got -1"),
+    ("evaluate-limit-zero", ["evaluate", *["--model", "TARGET", "--data", "MUSE", "--out", "OUT", "--limit", "0"]], "--limit: must be >= 1, got 0"),
+    ("evaluate-auc-nan", ["evaluate", *["--model", "TARGET", "--data", "MUSE", "--out", "OUT", "--reference-auc", "nan"]], "an AUC in (0, 1], got nan"),
+    ("evaluate-auc-big", ["evaluate", *["--model", "TARGET", "--data", "MUSE", "--out", "OUT", "--reference-auc", "2"]], "an AUC in (0, 1], got 2"),
+    ("evaluate-metrics-empty", ["evaluate", "--model", "TARGET", "--data", "MUSE", "--out", "OUT", "--metrics", ""], "--metrics '': expected comma-separated names"),
+    ("evaluate-metric-unknown", ["evaluate", *["--model", "TARGET", "--data", "MUSE", "--out", "OUT", "--metrics", "foo"]], "unknown metric 'foo'"),
+    ("evaluate-model-missing", ["evaluate", *["--model", "/no/model", "--data", "MUSE", "--out", "OUT"]], "--model: folder '/no/model' not found"),
+    ("evaluate-data-missing", ["evaluate", *["--model", "TARGET", "--data", "/no/data", "--out", "OUT"]], "/no/data: folder not found"),
+    ("evaluate-out-folder", ["evaluate", *["--model", "TARGET", "--data", "MUSE", "--out", "WORK"]], "is a folder; give a JSON file name"),
+    ("evaluate-no-out", ["evaluate", *["--model", "TARGET", "--data", "MUSE"]], "the following arguments are required: --out"),
+    ("evaluate-pickle", ["evaluate", *["--model", "PICKLED", "--data", "MUSE", "--out", "OUT"]], "holds weights only as pickle"),
+    ("report-no-results", ["report", "WORK"], "no results in results.jsonl here"),
+    ("report-empty-results", ["report", "EMPTYRUN"], "no results in results.jsonl here"),
+    ("report-bad-results", ["report", "BADRUN"], "results.jsonl: line 2 is not a results record"),
+    ("diagnose-shapes", ["diagnose", "TARGET", "WIDE"], "UNLEARNED: architecture differs from TARGET's: hidden_size"),
+    ("diagnose-missing", ["diagnose", "/no/target", "TARGET"], "TARGET: folder '/no/target' not found"),
+    ("diagnose-quantizer", ["diagnose", "TARGET", "TARGET", "--quantizer", "rtn-w7"], "malformed RTN quantizer name 'rtn-w7'"),
+    ("push-no-run", ["push", "WORK", "--repo-id", "org/name", "--dry-run"], "no recipe.yaml and results.jsonl here"),
+    ("push-bad-repo", ["push", "WORK", "--repo-id", "not a repo", "--dry-run"], "--repo-id 'not a repo': give ORG/NAME"),
+    ("audit-recipe-and-flags", ["audit", "RECIPE", "--target", "TARGET"], "audit: give a recipe file or --target, not both"),
+    ("audit-no-target", ["audit", "--model", "a=TARGET", "--data", "MUSE", "--out", "WORK/run"], "audit: --target is required"),
+    ("cnn-recipe-missing", ["cnn", "/no/cnn.yaml"], "recipe file not found"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("argv", "expected"), [c[1:] for c in CLI_CASES], ids=[c[0] for c in CLI_CASES])
+def test_command_line_mistakes(tmp_path, shared, capsys, monkeypatch, argv, expected) -> None:
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(base_recipe(shared, work / "run")))
+    for name, lines in (
+        ("emptyrun", ""),
+        ("badrun", '{"model": "a", "target": "b", "quantizer": "fp", "metric": "m"}\n[1]\n'),
+    ):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.jsonl").write_text(lines)
+    places = {
+        "TARGET": shared["target"], "WIDE": shared["wide"], "PICKLED": shared["pickled"], "MUSE": shared["muse"],
+        "OUT": work / "out.json", "WORK": work, "RECIPE": tmp_path / "recipe.yaml",
+        "EMPTYRUN": tmp_path / "emptyrun", "BADRUN": tmp_path / "badrun",
+    }  # fmt: skip
+    argv = [str(places.get(a, a)) if a in places else a.replace("WORK", str(work)) for a in argv]
+    before = workspace_files(tmp_path)
+    one_line_error(capsys, argv, expected)
+    assert workspace_files(tmp_path) == before
+
+
+def test_push_without_a_token_touches_nothing(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    before = workspace_files(tmp_path)
+    one_line_error(capsys, ["push", str(tmp_path), "--repo-id", "org/name"], "no Hugging Face token")
+    assert workspace_files(tmp_path) == before
+
+
+class _RunsCode:
+    """What a crafted batch file would hold: unpickling it calls os.system."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_cifar_batch_is_refused_without_running_code(tmp_path, capsys) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    marker = tmp_path / "code-ran"
+    for name in [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch"]:
+        (folder / name).write_bytes(pickle.dumps({b"data": _RunsCode(marker), b"labels": [0]}))
+    recipe = tmp_path / "cnn.yaml"
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "c",
+                "data": {"source": "cifar10", "path": str(tmp_path)},
+                "model": {"arch": "resnet18", "width": 8},
+                "original": {"epochs": 1, "lr": 0.1},
+                "retrain": {"epochs": 1, "lr": 0.1},
+                "methods": [{"name": "ga", "epochs": 1, "lr": 0.001}],
+                "output": {"dir": str(tmp_path / "run")},
+            }
+        )
+    )
+    before = workspace_files(tmp_path)
+    one_line_error(capsys, ["cnn", str(recipe)], "refers to posix.system, which a CIFAR batch never does")
+    assert not marker.exists() and workspace_files(tmp_path) == before

@@ -1,0 +1,224 @@
+"""audit/stats.py: bootstrap intervals against exactly enumerated bootstrap distributions, the paired
+recovery, PrivLeak's stratified resampling, the undefined rule and the verdict."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from llm_unlearn.audit import stats
+from llm_unlearn.data.corpora import MuseCorpus
+from llm_unlearn.metrics import EvalContext, evaluate
+
+
+def mean_cell(scores: list[float]) -> dict:
+    """A VerbMem/KnowMem-like result: agg_value = mean of the per-example scores."""
+    by_index = {str(i): {"score": s} for i, s in enumerate(scores)}
+    return {"agg_value": float(np.mean(scores)), "value_by_index": by_index}
+
+
+def privleak_cell(members: list[float], others: list[float], reference_auc: float = 0.5) -> dict:
+    scores = [*members, *others]
+    auc = roc_auc_score([1] * len(members) + [0] * len(others), scores)
+    by_index = {str(i): {"score": s, "member": i < len(members)} for i, s in enumerate(scores)}
+    return {
+        "agg_value": (auc - reference_auc) / reference_auc * 100,
+        "auc": auc,
+        "reference_auc": reference_auc,
+        "value_by_index": by_index,
+    }
+
+
+def exact_quantile(distribution: dict[float, Fraction], p: float) -> float:
+    """The p-quantile of an exact (enumerated) distribution: the smallest value whose CDF reaches p.
+    A Monte-Carlo percentile converges to it when no CDF step sits at p."""
+    total = Fraction(0)
+    for value in sorted(distribution):
+        total += distribution[value]
+        if total >= p:
+            return value
+    raise AssertionError("probabilities do not sum to 1")
+
+
+def test_mean_interval_is_the_exact_bootstrap_distributions_percentiles() -> None:
+    # Resamples of [0, 3, 6]: 27 equally likely ordered triples; their mean = the sum of three draws
+    # from {0, 1, 2}, so mean k ∈ 0..6 has counts 1, 3, 6, 7, 6, 3, 1 (of 27). CDF: 1/27 = 3.7 % at 0,
+    # 4/27 = 14.8 % at 1: the 10th percentile is 1, by symmetry the 90th is 5; at 95 % the 2.5th
+    # percentile is 0 (3.7 % > 2.5 %) and the 97.5th is 6.
+    counts = Counter(sum(t) / 3 for t in itertools.product([0, 3, 6], repeat=3))
+    assert [counts[k] for k in range(7)] == [1, 3, 6, 7, 6, 3, 1]
+    exact = {k: Fraction(c, 27) for k, c in counts.items()}
+    assert (exact_quantile(exact, 0.1), exact_quantile(exact, 0.9)) == (1, 5)
+    cell = mean_cell([0, 3, 6])
+    assert stats.metric_ci(cell, resamples=10_000, confidence=0.8) == [1.0, 5.0]
+    assert stats.metric_ci(cell, resamples=10_000) == [0.0, 6.0]
+
+
+def test_privleak_interval_is_the_exact_stratified_distributions_percentiles() -> None:
+    # members [1, 3], non-members [2, 4]: each class resampled on its own, 4 × 4 equally likely pairs
+    # of resamples. AUC = share of (member, non-member) pairs with member > non-member; only 3 > 2.
+    members, others = [1.0, 3.0], [2.0, 4.0]
+    aucs = Counter()
+    for m in itertools.product(members, repeat=2):
+        for o in itertools.product(others, repeat=2):
+            aucs[sum(a > b for a in m for b in o) / 4] += 1
+    # AUC 0: 7/16, 0.25: 4/16, 0.5: 4/16, 1: 1/16 -> 10th percentile 0, 90th 0.5 (CDF 15/16)
+    assert dict(aucs) == {0.0: 7, 0.25: 4, 0.5: 4, 1.0: 1}
+    exact = {(auc - 0.5) / 0.5 * 100: Fraction(c, 16) for auc, c in aucs.items()}  # PrivLeak, AUC_ref 0.5
+    cell = privleak_cell(members, others)
+    assert cell["agg_value"] == -50.0  # AUC 1/4
+    low, high = exact_quantile(exact, 0.1), exact_quantile(exact, 0.9)
+    assert stats.metric_ci(cell, resamples=10_000, confidence=0.8) == [low, high] == [-100.0, 0.0]
+
+
+def test_privleak_resamples_keep_both_classes_and_the_reference_fixed() -> None:
+    cell = privleak_cell([0.1, 0.5, 0.2], [0.4, 0.9], reference_auc=0.6)
+    found = stats.examples(cell)
+    counts = found.resample(500, seed=3)  # how often each passage is drawn, per resample
+    assert (counts[:, found.member].sum(1) == 3).all() and (counts[:, ~found.member].sum(1) == 2).all()
+    values = found.statistic(counts)
+    for row, value in zip(counts[:20], values[:20], strict=True):  # each resample as a sample, by sklearn
+        row = row.astype(int)
+        auc = roc_auc_score(np.repeat(found.member, row), np.repeat(found.scores, row))
+        assert value == pytest.approx((auc - 0.6) / 0.6 * 100)
+    # a cell without one of the classes has no interval (no AUC)
+    members_only = {str(i): {"score": s, "member": True} for i, s in enumerate([0.1, 0.2])}
+    assert stats.metric_ci({"agg_value": 0.0, "reference_auc": 0.5, "value_by_index": members_only}) is None
+
+
+def test_weighted_auc_equals_sklearn_on_the_repeated_sample_with_ties() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 4, size=9).astype(float)  # many ties
+    member = np.arange(9) < 4
+    counts = rng.integers(1, 4, size=(30, 9))
+    expected = [roc_auc_score(np.repeat(member, row), np.repeat(scores, row)) for row in counts]
+    assert stats.weighted_auc(scores, member, counts) == pytest.approx(expected)
+
+
+def test_constant_metric_has_a_zero_width_interval() -> None:
+    assert stats.metric_ci(mean_cell([40.0] * 7)) == [40.0, 40.0]
+    # every member scores below every non-member in every resample: AUC 0, PrivLeak −100
+    assert stats.metric_ci(privleak_cell([0.1, 0.2], [0.8, 0.9])) == [-100.0, -100.0]
+
+
+def test_seed_reproduces_and_another_seed_differs() -> None:
+    cell = mean_cell(list(np.random.default_rng(1).uniform(0, 100, size=20)))
+    assert stats.metric_ci(cell, seed=0) == stats.metric_ci(cell, seed=0)
+    assert stats.metric_ci(cell, seed=0) != stats.metric_ci(cell, seed=1)
+
+
+def test_values_that_do_not_reproduce_the_agg_value_give_no_interval() -> None:
+    assert stats.metric_ci(mean_cell([1.0, 2.0]) | {"agg_value": 52.0}) is None
+    assert stats.metric_ci({"agg_value": 3.0, "value_by_index": {}}) is None
+    assert stats.metric_ci({"agg_value": float("nan"), "value_by_index": {}}) is None
+
+
+def test_paired_recovery_is_exact_when_every_example_moves_alike() -> None:
+    # t_i = u_i + 10 and q_i = u_i + 5: every paired resample has ratio 5 / 10 whatever u_i are
+    u = [0.0, 40.0, 80.0, 20.0, 60.0]
+    t, q = [x + 10 for x in u], [x + 5 for x in u]
+    found = stats.paired_recovery(mean_cell(t), mean_cell(u), mean_cell(q))
+    assert found.value == pytest.approx(0.5) and found.ci == pytest.approx((0.5, 0.5))
+    assert found.forgotten == pytest.approx(10) and found.forgotten_ci == pytest.approx((10, 10))
+    # resampling the three cells independently instead would mix the u_i spread into the ratio
+    rng = np.random.default_rng(0)
+    means = [np.array(x)[rng.integers(0, 5, size=(1000, 5))].mean(1) for x in (t, u, q)]
+    unpaired = (means[2] - means[1]) / (means[0] - means[1])
+    assert np.percentile(unpaired, 97.5) - np.percentile(unpaired, 2.5) > 1
+
+
+def test_paired_recovery_by_hand() -> None:
+    # u = [0, 0], t = [10, 20], q = [5, 0]. Resampled index pairs: (0, 0) with p 1/4 -> t 10, q 5,
+    # r = 0.5; (1, 1) p 1/4 -> t 20, q 0, r = 0; mixed p 1/2 -> t 15, q 2.5, r = 1/6. The 2.5th
+    # percentile is 0, the 97.5th 0.5. Forgotten: 15, interval [10, 20] of width 10 < 15: defined.
+    found = stats.paired_recovery(mean_cell([10, 20]), mean_cell([0, 0]), mean_cell([5, 0]))
+    assert found.value == pytest.approx(1 / 6) and found.ci == (0.0, 0.5)
+    assert found.forgotten == 15 and found.forgotten_ci == (10.0, 20.0)
+
+
+def test_resamples_with_a_zero_denominator_are_dropped() -> None:
+    # t = [0, 30, 30, 30, 30], u = 0, q = t / 2: r = 0.5 wherever defined; a resample of only the
+    # first example (p = 5^-5 each) has M(t) = M(u) and no ratio
+    t, u = [0.0, 30, 30, 30, 30], [0.0] * 5
+    cells = [mean_cell(t), mean_cell(u), mean_cell([x / 2 for x in t])]
+    counts = stats.examples(cells[0]).resample(20_000, stats.SEED)
+    assert (counts[:, 0] == 5).any()  # there are such resamples under this seed
+    found = stats.paired_recovery(*cells, resamples=20_000)
+    assert found.ci == pytest.approx((0.5, 0.5))
+    assert stats.percentile_interval(np.array([np.nan, np.inf])) is None
+
+
+def test_recovery_undefined_below_one_point_or_below_its_interval_width() -> None:
+    u = [0.0] * 10
+    # moved by 0.5 point everywhere: below 1 point
+    assert stats.paired_recovery(mean_cell([0.5] * 10), mean_cell(u), mean_cell(u)).value is None
+    # moved by 2 points on average, all of it on one example of ten: a resample misses it with
+    # p = 0.9^10 = 35 %, so the forgotten amount's interval reaches 0 and is wider than 2
+    found = stats.paired_recovery(mean_cell([0.0] * 9 + [20.0]), mean_cell(u), mean_cell(u))
+    assert found.forgotten == 2 and found.forgotten_ci[0] == 0 and found.forgotten_ci[1] > 2
+    assert found.value is None and found.ci is None
+    assert stats.verdict(found.value, found.ci) == stats.UNDEFINED
+    # the same 2 points moved on every example: interval [2, 2], defined
+    found = stats.paired_recovery(mean_cell([2.0] * 10), mean_cell(u), mean_cell([1.0] * 10))
+    assert found.value == 0.5 and found.ci == (0.5, 0.5)
+    # without per-example values only the point rule applies
+    assert stats.paired_recovery({"agg_value": 60}, {"agg_value": 10}, {"agg_value": 35}).value == 0.5
+
+
+def test_paired_recovery_of_privleak_resamples_passages_once() -> None:
+    # quantized scores halfway between the target's and the unlearned model's on every passage
+    members_t, members_u = [0.1, 0.2, 0.3], [0.6, 0.8, 0.9]
+    others = [0.5, 0.7, 0.4]
+    target, unlearned = privleak_cell(members_t, others), privleak_cell(members_u, others)
+    quantized = privleak_cell([(a + b) / 2 for a, b in zip(members_t, members_u, strict=True)], others)
+    found = stats.paired_recovery(target, unlearned, quantized)
+    # AUC over the 9 (member, non-member) pairs: target 0; unlearned 0.6 > 2, 0.8 > 3, 0.9 > 3: 8/9;
+    # quantized 0.35 > 0, 0.5 > 1 and ties 1 (½), 0.6 > 2: 3.5/9. PrivLeak's reference cancels out.
+    assert found.value == pytest.approx((3.5 - 8) / (0 - 8))
+    assert found.ci is not None and found.ci[0] <= found.value <= found.ci[1]
+
+
+@pytest.mark.parametrize(
+    ("ratio", "ci", "expected"),
+    [
+        (0.1, (0.05, 0.2), stats.HOLDS),
+        (0.1, (0.05, 0.25), stats.PARTLY),  # hi = 25 % is not below 25 %
+        (0.6, (0.5, 0.7), stats.FAILS),  # lo = 50 % is at 50 %
+        (0.6, (0.49, 0.7), stats.PARTLY),
+        (0.3, None, stats.PARTLY),  # no interval: the point
+        (0.1, None, stats.HOLDS),
+        (None, None, stats.UNDEFINED),
+    ],
+)
+def test_verdict_thresholds(ratio, ci, expected) -> None:
+    assert stats.verdict(ratio, ci) == expected
+
+
+def test_verdict_with_other_thresholds_and_the_boundary_flag() -> None:
+    assert stats.verdict(0.2, (0.15, 0.25), holds_below=30, fails_from=60) == stats.HOLDS
+    assert stats.verdict(0.2, (0.15, 0.25), holds_below=10, fails_from=15) == stats.FAILS
+    crossing = [(0.1, 0.25), (0.2, 0.3), (0.45, 0.55), (0.2, 0.6)]
+    settled = [(0.1, 0.2), (0.3, 0.45), (0.5, 0.6), (0.25, 0.49)]
+    assert all(stats.crosses_boundary(ci) for ci in crossing)
+    assert not any(stats.crosses_boundary(ci) for ci in settled) and not stats.crosses_boundary(None)
+    assert stats.crosses_boundary((0.2, 0.3), holds_below=10, fails_from=40) is False
+
+
+def test_evaluate_adds_the_interval_of_every_metric(llama, tok) -> None:
+    data = MuseCorpus(
+        "test",
+        {
+            "verbmem": {
+                "forget": [{"prompt": "Once upon", "gt": "a time there was"}, {"prompt": "ab", "gt": "ab"}]
+            },
+            "privleak": {"forget": ["alpha beta", "gamma delta"], "holdout": ["zeta eta", "theta iota"]},
+        },
+    )
+    results = evaluate(llama, EvalContext(tok, data, batch_size=2), ["verbmem", "privleak"])
+    for result in results.values():
+        assert result["ci"] == stats.metric_ci(result) and result["ci"][0] <= result["ci"][1]

@@ -1,0 +1,143 @@
+"""The term registry: what the recipe and the trainer derive from it, and the refusals it implies."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_llama
+from test_recipe import with_, write
+from test_trainer import make_trainer
+
+from llm_unlearn.recipe import RESERVED_TRAIN_FIELDS, MethodSection, RecipeError, load_recipe
+from llm_unlearn.terms import TERMS, klr_muse, npo_muse
+from llm_unlearn.trainer import UnlearningConfig, UnlearningTrainer
+
+
+def test_method_fields_and_reserved_train_fields_derive_from_the_registry(tmp_path) -> None:
+    for name in TERMS.names():
+        for key in TERMS.get(name).params.model_fields:
+            assert key in MethodSection.model_fields or TERMS.get(name).regulariser, (name, key)
+    assert {
+        "output_dir",
+        "forget_loss",
+        "retain_loss",
+        "term_params",
+        "hinge_margin",
+    } <= RESERVED_TRAIN_FIELDS
+    assert "learning_rate" not in RESERVED_TRAIN_FIELDS
+    with pytest.raises(
+        RecipeError, match=r"method\.0: muse_compat is a parameter of the terms klr, npo; 'ga'"
+    ):
+        load_recipe(write(tmp_path, with_(method=[{"name": "ga", "muse_compat": True}])))
+    with pytest.raises(RecipeError, match=r"train: 'term_params' is set by the recipe's method"):
+        load_recipe(write(tmp_path, with_(train={"term_params": {}})))
+
+
+def test_training_config_carries_every_terms_resolved_parameters(tmp_path) -> None:
+    recipe = load_recipe(write(tmp_path, with_(method=[{"name": "npo_klr", "beta": 0.5}])))
+    config = recipe.training_config(recipe.method[0], tmp_path)
+    assert config.term_params == {"npo": {"beta": 0.5, "muse_compat": False}, "klr": {"muse_compat": False}}
+    assert config.weighted_terms() == [("npo", 1.0), ("klr", 1.0)]
+
+
+def test_config_rejects_a_bad_term_parameter(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"term_params\.npo\.beta: Input should be greater than 0"):
+        UnlearningConfig(output_dir=str(tmp_path), forget_loss="npo", term_params={"npo": {"beta": -1}})
+    with pytest.raises(ValueError, match=r"names terms this run does not use: \['npo'\]"):
+        UnlearningConfig(output_dir=str(tmp_path), forget_loss="ga", term_params={"npo": {}})
+
+
+@pytest.mark.parametrize(
+    ("train", "message"),
+    [
+        (
+            {"fp16": True},
+            r"method\.0: OEU's hand-written update bypasses fp16's loss scaler; use train\.bf16",
+        ),
+        ({"fsdp": "full_shard"}, r"method\.0: OEU projects whole per-layer gradients; .*use DDP"),
+        ({"deepspeed": "ds.json"}, r"method\.0: OEU projects whole per-layer gradients; .*use DDP"),
+    ],
+)
+def test_oeu_refusals_are_one_line_recipe_errors(train, message, tmp_path) -> None:
+    with pytest.raises(RecipeError, match=message) as err:
+        load_recipe(write(tmp_path, with_(method=[{"name": "oeu"}], train=train)))
+    assert "\n" not in str(err.value)
+
+
+def test_the_trainer_refuses_what_it_cannot_run_before_training(tok, tmp_path) -> None:
+    """The same refusals at the start of `unlearn()`, for a launch (FSDP from accelerate) or a model
+    the recipe cannot see."""
+    args = UnlearningConfig(
+        output_dir=str(tmp_path), forget_loss="entropy", retain_loss="gdr", projection="layer", use_cpu=True
+    )
+    with pytest.raises(ValueError, match="FSDP/DeepSpeed shard them: use DDP"):
+        UnlearningTrainer.check(args, tiny_llama(tok), "FSDP")
+    UnlearningTrainer.check(args, tiny_llama(tok), "NO")
+
+
+def test_oeu_in_bf16_takes_the_fp32_step_up_to_bf16_rounding(tok, tmp_path) -> None:
+    """OEU writes its update into `.grad` itself; under bf16 autocast (no loss scaler) the step must be
+    the fp32 one up to bf16's precision: same direction, same size."""
+    deltas = []
+    for bf16 in (False, True):
+        trainer = make_trainer(
+            tok, tmp_path, "oeu", optim="sgd", learning_rate=0.5, max_steps=1, lr_scheduler_type="constant",
+            max_grad_norm=0.0, bf16=bf16,
+        )  # fmt: skip
+        before = torch.cat([p.detach().flatten().clone() for p in trainer.model.parameters()])
+        trainer.train()
+        after = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+        assert torch.isfinite(after).all()
+        deltas.append(after - before)
+    fp32, bf16 = deltas
+    assert torch.nn.functional.cosine_similarity(fp32, bf16, dim=0) > 0.99
+    assert bf16.norm().item() == pytest.approx(fp32.norm().item(), rel=0.05)
+
+
+# muse_compat: one position, vocabulary of 2, z_θ = (0, 1), z_θ₀ = (1, 1).
+Z = torch.tensor([[[0.0, 1.0]]])
+Z0 = torch.tensor([[[1.0, 1.0]]])
+
+
+def test_muse_compat_npo_is_the_raw_logit_form_by_hand() -> None:
+    # z₀ − z = (1, 0): L = −(2/β) · mean(log σ(β), log σ(0)), β = 0.1
+    expected = -(2 / 0.1) * (-math.log(1 + math.exp(-0.1)) + math.log(0.5)) / 2
+    assert npo_muse(Z, Z0, 0.1).item() == pytest.approx(expected, rel=1e-6)
+    assert expected == pytest.approx(13.37544, rel=1e-5)
+
+
+def test_muse_compat_klr_is_kl_div_on_raw_logits_by_hand() -> None:
+    # Σ exp(z₀)(z₀ − z) / B = e·1 + e·0 over one position, B = 1; batch of two identical rows: same value
+    assert klr_muse(Z, Z0).item() == pytest.approx(math.e, rel=1e-6)
+    assert klr_muse(Z.repeat(2, 1, 1), Z0.repeat(2, 1, 1)).item() == pytest.approx(math.e, rel=1e-6)
+    as_torch = torch.nn.functional.kl_div(Z, Z0, reduction="batchmean", log_target=True)
+    assert klr_muse(Z, Z0).item() == pytest.approx(as_torch.item(), rel=1e-6)
+
+
+def test_muse_compat_trains_on_the_raw_logit_forms_and_the_default_stays_correct(tok, tmp_path) -> None:
+    params = {"npo": {"muse_compat": True}, "klr": {"muse_compat": True}}
+    trainer = make_trainer(tok, tmp_path, "npo_klr", term_params=params, ref_model=tiny_llama(tok, seed=1))
+    assert trainer._ref_nll is None  # the raw-logit form reads θ₀'s logits, not the cached NLL
+    batch = next(iter(trainer.get_train_dataloader()))
+    part = {"input_ids": batch["forget_input_ids"], "attention_mask": batch["forget_attention_mask"]}
+    retain = {"input_ids": batch["retain_input_ids"], "attention_mask": batch["retain_attention_mask"]}
+    with torch.no_grad():
+        got = trainer.compute_loss(trainer.model, batch)
+        ref = trainer.ref_model
+        expected = npo_muse(trainer.model(**part).logits, ref(**part).logits, 0.1) + klr_muse(
+            trainer.model(**retain).logits, ref(**retain).logits
+        )
+    torch.testing.assert_close(got, expected)
+    default = make_trainer(tok, tmp_path, "npo_klr")
+    assert default._ref_nll is not None and default.params["npo"].muse_compat is False
+
+
+def test_shipped_recipes_still_resolve_to_the_baselines_terms() -> None:
+    root = Path(__file__).parents[1] / "recipes"
+    recipe = load_recipe(root / "npo_gdr_news.yaml", ["train.bf16=false"])  # no GPU here
+    config = recipe.training_config(recipe.method[0], Path("/tmp/unused"))
+    assert config.weighted_terms() == [("npo", 1.0), ("gdr", 1.0)]
+    assert config.resolved_params()["npo"].beta == 0.1
