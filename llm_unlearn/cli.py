@@ -22,8 +22,9 @@ from llm_unlearn.registry import UnknownNameError
 SUBCOMMANDS = ("run", "audit", "check", "demo", "evaluate", "report", "diagnose", "cnn", "push")
 
 
-def demo_recipe(full: bool = False) -> Path:
-    return Path(str(files("llm_unlearn") / "recipes" / ("demo_full.yaml" if full else "demo.yaml")))
+def demo_recipe(full: bool = False, benchmark: str = "muse") -> Path:
+    name = "demo_tofu.yaml" if benchmark == "tofu" else "demo_full.yaml" if full else "demo.yaml"
+    return Path(str(files("llm_unlearn") / "recipes" / name))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,10 +83,11 @@ def _audit(args: argparse.Namespace) -> int:
         "models": [_name_path(item) for item in args.model],
         "data": {"source": args.data},
         "quantize": _names(args.quantize or AUDIT_QUANTIZERS, "--quantize"),
-        "evaluate": _names(args.metrics or AUDIT_METRICS, "--metrics"),
         "relearn": [_relearn_entry(item) for item in args.relearn],
         "output": {"dir": str(args.out)},
     }
+    if args.metrics is not None:  # else the recipe's default: the benchmark's own metrics
+        data["evaluate"] = _names(args.metrics, "--metrics")
     if args.batch_size is not None:
         data["train"] = {"per_device_eval_batch_size": args.batch_size}
     if args.allow_pickle:
@@ -94,7 +96,7 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 AUDIT_QUANTIZERS = "fp,rtn-w8,rtn-w4-g128"
-AUDIT_METRICS = "verbmem,knowmem_forget,knowmem_retain,privleak"
+MUSE_METRICS = ("verbmem", "knowmem_forget", "knowmem_retain", "privleak")
 #: the flags that build an audit recipe on the command line (beside --set and --fail-above)
 AUDIT_FLAGS = (
     "target", "model", "retrain", "data", "quantize", "metrics", "out", "relearn", "batch_size",
@@ -144,7 +146,11 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    args.recipe = demo_recipe(args.full)
+    if args.full and args.benchmark == "tofu":
+        raise UserError(
+            "demo: --full is the MUSE demo's; the TOFU demo has one recipe (recipes/demo_tofu.yaml)"
+        )
+    args.recipe = demo_recipe(args.full, args.benchmark)
     return _run(args)
 
 
@@ -158,17 +164,22 @@ def _cnn(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from llm_unlearn.data.corpora import load_muse
-    from llm_unlearn.metrics import METRICS, EvalContext, evaluate, required_splits
+    from llm_unlearn.data.benchmark import detect_benchmark, load_benchmark
+    from llm_unlearn.metrics import METRICS, EvalContext, evaluate, required_splits, tofu
     from llm_unlearn.models import load_model, load_tokenizer, resolve_checkpoint
+    from llm_unlearn.recipe import TOFU_METRICS
     from llm_unlearn.runfolder import write_json
 
-    names = _names(args.metrics, "--metrics")
+    kind = detect_benchmark(args.data)
+    names = _names(args.metrics or ",".join(TOFU_METRICS if kind == "tofu" else MUSE_METRICS), "--metrics")
     for name in names:
         METRICS.get(name)
     if args.out.is_dir():
         raise UserError(f"--out {args.out}: is a folder; give a JSON file name")
-    corpus = load_muse(args.data, required_splits(names))
+    corpus = load_benchmark(args.data, required_splits(names), kind, args.forget_split, args.template)
+    extra = {}
+    if args.reference_truth_ratios is not None:
+        extra[tofu.REFERENCE_KEY] = tofu.load_reference_truth_ratios(args.reference_truth_ratios)
     checkpoint = resolve_checkpoint(args.model, "--model", args.allow_pickle)
     if checkpoint.base is not None:
         raise UserError("--model: is a PEFT adapter; `llm-unlearn audit` merges adapters into their base")
@@ -178,11 +189,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         privleak_reference_auc=args.reference_auc,
         limit=args.limit,
+        extra=extra,
     )
     results = evaluate(load_model(checkpoint.path, field="--model"), ctx, names)
     write_json(args.out, results)
     for name, result in results.items():
-        print(f"{name}: {result['agg_value']:.2f}")
+        ci = result.get("ci")
+        interval = f" [{ci[0]:.2f}, {ci[1]:.2f}] (95 % bootstrap)" if ci else ""
+        print(f"{name}: {result['agg_value']:.2f}{interval}")
     return 0
 
 
@@ -320,7 +334,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--retrain", help="a model trained without the forget set (PrivLeak's reference)")
     p.add_argument("--data", help="MUSE-layout folder, Hub id, or 'demo'")
     p.add_argument("--quantize", help=f"comma-separated quantizer names (default {AUDIT_QUANTIZERS})")
-    p.add_argument("--metrics", help=f"comma-separated metric names (default {AUDIT_METRICS})")
+    p.add_argument("--metrics", help="comma-separated metric names (default: the benchmark's own)")
     p.add_argument("--out", type=Path, help="the run folder (resumable)")
     p.add_argument(
         "--relearn", action="append", default=[], help="a relearning column: forget, retain or a mapping"
@@ -332,16 +346,37 @@ def _parser() -> argparse.ArgumentParser:
     p = recipe_command("demo", _demo, "the offline demo audit (recipes/demo.yaml)", with_recipe=False)
     fail_above(p)
     p.add_argument(
+        "--benchmark",
+        choices=("muse", "tofu"),
+        default="muse",
+        help="tofu: the TOFU demo (recipes/demo_tofu.yaml)",
+    )
+    p.add_argument(
         "--full",
         action="store_true",
         help="also GPTQ, AWQ, NF4 and LLM.int8() columns (recipes/demo_full.yaml; needs [gptq,bnb])",
     )
     recipe_command("cnn", _cnn, "the CNN track: train, unlearn and score a quantized CNN (FA/RA/TA/MIA/AG)")
 
-    p = sub.add_parser("evaluate", help="MUSE metrics of one local model on one MUSE-layout dataset")
-    p.add_argument("--model", required=True, help="model folder (or Hub id) with its tokenizer")
-    p.add_argument("--data", required=True, help="MUSE-layout folder, Hub id, or 'demo'")
-    p.add_argument("--metrics", default="verbmem,knowmem_forget,knowmem_retain,privleak")
+    p = sub.add_parser("evaluate", help="MUSE or TOFU metrics of one model on one benchmark")
+    p.add_argument("--model", required=True, help="model folder, Hub id[@rev] or .gguf file")
+    p.add_argument("--data", required=True, help="MUSE- or TOFU-layout folder, Hub id, 'demo' or 'demo_tofu'")
+    p.add_argument("--metrics", help="comma-separated names (default: the benchmark's own metrics)")
+    p.add_argument(
+        "--forget-split",
+        default="forget10",
+        choices=("forget01", "forget05", "forget10"),
+        help="TOFU's forget split",
+    )
+    p.add_argument(
+        "--template", default="plain", choices=("plain", "llama2", "llama3"), help="TOFU's chat format"
+    )
+    p.add_argument(
+        "--reference-truth-ratios",
+        type=Path,
+        help="tofu_forget_quality's reference: the retain model's results JSON (this command's, or "
+        "open-unlearning's TOFU_EVAL.json)",
+    )
     p.add_argument("--out", type=Path, required=True, help="JSON file for the results")
     p.add_argument("--batch-size", type=_at_least(1), default=16)
     p.add_argument(

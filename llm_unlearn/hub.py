@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from huggingface_hub import (
     CommitOperationAdd,
     EvalResult,
@@ -33,7 +32,7 @@ from huggingface_hub import (
     get_token,
     try_to_load_from_cache,
 )
-from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from llm_unlearn.audit.report import TITLES, AuditCells, verdict_markdown, verdict_settings
@@ -42,8 +41,8 @@ from llm_unlearn.data.corpora import DEMO, is_hub_id
 from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS
-from llm_unlearn.models import adapter_folder
 from llm_unlearn.recipe import MethodSection
+from llm_unlearn.runfolder import RunFolder
 from llm_unlearn.terms import TERMS
 
 CARD_FILE = "README.md"
@@ -82,9 +81,23 @@ class UploadPlan:
 
 
 def unlearned_models(run_dir: Path) -> list[str]:
-    """The `RUN@TARGET` names of the run's unlearned checkpoints (those with resolved method settings)."""
-    models = run_dir / "models"
-    return sorted(p.name for p in models.glob("*@*") if p.is_dir() and _method_file(p).is_file())
+    """The `RUN@TARGET` names of the run's unlearned checkpoints: those it made (with resolved
+    method settings) and those it audited from elsewhere (a recipe's `models:`)."""
+    folder = RunFolder(run_dir)
+    made = [p.name for p in folder.models.glob("*@*") if p.is_dir() and folder.method_file(p.name).is_file()]
+    return sorted(made + list(_audited(run_dir)))
+
+
+def _audited(run_dir: Path) -> dict[str, dict[str, str]]:
+    """The models a run audited from elsewhere, by RUN@TARGET: their checkpoint and source."""
+    folder = RunFolder(run_dir)
+    given = {m["name"] for m in (folder.read_recipe() or {}).get("models", [])}
+    return {f"{e['name']}@{e['target']}": e for e in folder.read_audited() if e["name"] in given}
+
+
+def _checkpoint(run_dir: Path, model: str) -> Path:
+    audited = _audited(run_dir).get(model)
+    return Path(audited["checkpoint"]) if audited else RunFolder(run_dir).checkpoint(model)
 
 
 def plan_push(
@@ -97,26 +110,23 @@ def plan_push(
 ) -> UploadPlan:
     """What `push` would upload, read from the run folder only; the card is rendered, not written."""
     _check_repo_id(repo_id)
-    if not (run_dir / "results.jsonl").is_file() or not (run_dir / "recipe.yaml").is_file():
+    folder = RunFolder(run_dir)
+    if not folder.results.is_file() or not folder.recipe.is_file():
         raise UserError(f"{run_dir}: no recipe.yaml and results.jsonl here; give the folder a run wrote")
     model = _choose_model(run_dir, model)
-    checkpoint = run_dir / "models" / model
+    checkpoint = _checkpoint(run_dir, model)
     adapter = _adapter_files(run_dir, checkpoint) if with_adapter else []
     card = model_card(run_dir, model, repo_id, with_adapter)
-    card_path = run_dir / "hub" / model / CARD_FILE
+    card_path = folder.hub_card(model)
     card_file = PlannedFile(CARD_FILE, card_path, len(str(card).encode()))
-    run_files = [
-        PlannedFile(f"{AUDIT_DIR}/{name}", path, path.stat().st_size)
-        for name, path in (
-            ("recipe.yaml", run_dir / "recipe.yaml"),
-            ("results.jsonl", run_dir / "results.jsonl"),
-            ("method.json", _method_file(checkpoint)),
-        )
-    ]
+    own = [("recipe.yaml", folder.recipe), ("results.jsonl", folder.results)]
+    if model not in _audited(run_dir):
+        own.append(("method.json", folder.method_file(model)))
+    run_files = [PlannedFile(f"{AUDIT_DIR}/{name}", path, path.stat().st_size) for name, path in own]
     commits = [Commit("main", (*_checkpoint_files(checkpoint), *adapter, card_file, *run_files))]
     notes = []
     if with_quantized:
-        variants = run_dir / "quantized" / model
+        variants = folder.quantized(model)
         found = sorted(p for p in variants.glob("*") if p.is_dir()) if variants.is_dir() else []
         if not found:
             notes.append(
@@ -173,15 +183,19 @@ def format_plan(plan: UploadPlan, dry_run: bool) -> str:
 def model_card(run_dir: Path, model: str, repo_id: str, with_adapter: bool = False) -> ModelCard:
     """The card of `model` (RUN@TARGET): metadata with model-index, and a body a reader can act on;
     `with_adapter`: the repo holds the LoRA adapter too, under `adapter/`."""
-    recipe = yaml.safe_load((run_dir / "recipe.yaml").read_text())
+    folder = RunFolder(run_dir)
+    recipe = folder.read_recipe()
     run, target = model.split("@", 1)
+    audited = _audited(run_dir).get(model)
+    if audited is not None:
+        return _audited_card(run_dir, recipe, audited, repo_id)
     section = _method_section(recipe, run)
-    resolved = json.loads(_method_file(run_dir / "models" / model).read_text())
-    results = ResultsFile(run_dir / "results.jsonl")
+    resolved = folder.read_method(model)
+    results = ResultsFile(folder.results)
     rows = [r for r in results if r["model"] == run and r["target"] == target]
     if not rows:
-        raise UserError(f"{run_dir / 'results.jsonl'}: no audit results for {model}; run the audit first")
-    cells = AuditCells(results, verdict_settings(recipe, str(run_dir / "recipe.yaml")))
+        raise UserError(f"{folder.results}: no audit results for {model}; run the audit first")
+    cells = AuditCells(results, verdict_settings(recipe, str(RunFolder(run_dir).recipe)))
     source = recipe["data"]["source"]
     base = recipe["model"]["target"]
     data = ModelCardData(
@@ -231,6 +245,47 @@ def model_card(run_dir: Path, model: str, repo_id: str, with_adapter: bool = Fal
             if with_adapter
             else []
         ),
+        "",
+    ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+
+
+def _audited_card(run_dir: Path, recipe: dict[str, Any], audited: dict[str, str], repo_id: str) -> ModelCard:
+    """The card of a model unlearned elsewhere and audited here: its source, the verdict and the
+    audit table; how it was unlearned is its maker's to tell."""
+    run, target = audited["name"], audited["target"]
+    results = ResultsFile(RunFolder(run_dir).results)
+    rows = [r for r in results if r["model"] == run and r["target"] == target]
+    if not rows:
+        raise UserError(f"{RunFolder(run_dir).results}: no audit results for {run}; run the audit first")
+    cells = AuditCells(results, verdict_settings(recipe, str(RunFolder(run_dir).recipe)))
+    source, base = recipe["data"]["source"], recipe["model"]["target"]
+    data = ModelCardData(
+        model_name=repo_id.split("/")[-1],
+        base_model=base if _is_hub(base) else None,
+        datasets=[source] if _is_hub(source) else None,
+        license=_base_license(base),
+        library_name="transformers",
+        pipeline_tag="text-generation",
+        tags=["llm-unlearn", "unlearning", "quantization-robustness-audit"],
+        eval_results=[_eval_result(r, source) for r in rows],
+    )
+    origin = f"`{audited['source']}`" if _is_hub(audited["source"]) else "a local checkpoint"
+    base_text = _base_description(recipe, target)
+    base_text = base_text if base_text.startswith("`") else base_text[0].lower() + base_text[1:]
+    body = [
+        f"# {repo_id.split('/')[-1]}",
+        "",
+        f"An unlearned version of {base_text}, made elsewhere ({origin}) and "
+        "audited with llm-unlearn for whether its forgetting survives quantization.",
+        "",
+        *verdict_markdown(cells, run, target),
+        *_audit_table(cells, rows, run, target),
+        "## Files",
+        "",
+        "- the model (safetensors) and its tokenizer, as audited",
+        f"- `{AUDIT_DIR}/recipe.yaml`: the audit's recipe (`llm-unlearn audit` it to reproduce the audit)",
+        f"- `{AUDIT_DIR}/results.jsonl`: every audit cell of the run (all its models), per example too",
         "",
     ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
@@ -418,8 +473,8 @@ def _checkpoint_files(folder: Path) -> list[PlannedFile]:
 def _adapter_files(run_dir: Path, checkpoint: Path) -> list[PlannedFile]:
     """The LoRA adapter's files, for `adapter/` in the repo; peft's template README is left out
     (the repo's card describes the adapter)."""
-    folder = adapter_folder(checkpoint)
-    if not yaml.safe_load((run_dir / "recipe.yaml").read_text())["model"].get("lora"):
+    folder = RunFolder(run_dir).adapter(checkpoint.name)
+    if not RunFolder(run_dir).read_recipe()["model"].get("lora"):
         raise UserError(f"--with-adapter: {checkpoint.name} is not a LoRA run (its recipe has no model.lora)")
     if not folder.is_dir():
         raise UserError(
@@ -428,10 +483,6 @@ def _adapter_files(run_dir: Path, checkpoint: Path) -> list[PlannedFile]:
         )
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != CARD_FILE)
     return [PlannedFile(f"{ADAPTER_DIR}/{p.name}", p, p.stat().st_size) for p in files]
-
-
-def _method_file(checkpoint: Path) -> Path:
-    return checkpoint.with_name(checkpoint.name + ".method.json")
 
 
 def _check_repo_id(repo_id: str) -> None:
@@ -465,8 +516,11 @@ def _upload(plan: UploadPlan, token: str) -> None:
                 + ("" if commit.revision == "main" else f" quantized with {commit.revision}"),
                 revision=commit.revision,
             )
-    except HfHubHTTPError as err:
-        raise UserError(f"push to {plan.repo_id}: {str(err).splitlines()[0]}") from None
+    # huggingface_hub reports a refused token, a missing network or offline mode with many exception
+    # types (HfHubHTTPError, OfflineModeIsEnabled, httpx's); each is the user's to fix
+    except Exception as err:
+        detail = (str(err).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"push to {plan.repo_id}: {type(err).__name__}: {detail}") from None
 
 
 def _size(n: int) -> str:

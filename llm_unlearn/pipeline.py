@@ -26,11 +26,13 @@ from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.audit.run import NO_TARGET, AuditModel, audit
 from llm_unlearn.callbacks import StopOnMetric
 from llm_unlearn.context import prompt_budget, special_prefix_length, window_length
-from llm_unlearn.data.collate import ForgetRetainDataset, chunk_texts
-from llm_unlearn.data.corpora import DEMO, MuseCorpus, load_muse
+from llm_unlearn.data.benchmark import load_benchmark, training_texts, training_windows
+from llm_unlearn.data.collate import ForgetRetainDataset
+from llm_unlearn.data.corpora import DEMO, MuseCorpus
+from llm_unlearn.data.tofu import DEMO_TOFU, TofuCorpus
 from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
-from llm_unlearn.metrics import METRICS, EvalContext, required_splits
+from llm_unlearn.metrics import METRICS, EvalContext, harness, required_splits
 from llm_unlearn.models import (
     Checkpoint,
     adapter_folder,
@@ -49,6 +51,7 @@ from llm_unlearn.quant import get_quantizer
 from llm_unlearn.quant.calibration import Calibration, build_calibration, calibration_texts
 from llm_unlearn.recipe import MethodSection, Recipe
 from llm_unlearn.runfolder import RunFolder
+from llm_unlearn.tofu_checkpoints import demo_tofu_checkpoints
 from llm_unlearn.trainer import UnlearningTrainer
 
 console = Console(stderr=True)
@@ -65,9 +68,7 @@ def run(recipe: Recipe) -> Path:
     check_run_folder(recipe, folder)
 
     # Data first: a data mistake should surface before minutes of model building.
-    needs = required_splits(list(recipe.evaluate))
-    needs.setdefault("raw", set()).update({recipe.data.forget_split, recipe.data.retain_split})
-    corpus = load_muse(recipe.data.source, needs)
+    corpus = load_corpus(recipe)
     relearn = relearnings(recipe, corpus)
     # Downloads, GGUF conversions and the demo models go to shared caches: once, before the others read.
     with state.main_process_first():
@@ -94,6 +95,8 @@ def run(recipe: Recipe) -> Path:
             path = materialize(sources[f"models.{i}.path"], folder.checkpoint(name))
             models.append(AuditModel(entry.name, "natural", path))
     ctx = EvalContext(tokenizer=tokenizer, corpus=corpus, batch_size=_eval_batch_size(recipe))
+    if recipe.lm_eval is not None:
+        ctx.extra[harness.SETTINGS_KEY] = recipe.lm_eval.model_dump()
     for method in recipe.method:
         for target_name in recipe.targets(method):
             dest = folder.checkpoint(f"{method.run_name}@{target_name}")
@@ -151,6 +154,17 @@ def check_run_folder(recipe: Recipe, folder: RunFolder) -> None:
         )
 
 
+def load_corpus(recipe: Recipe) -> MuseCorpus | TofuCorpus:
+    """The benchmark's splits the metrics and the training need: MUSE's raw forget/retain texts, or
+    TOFU's forget/retain question-answer pairs."""
+    data = recipe.data
+    needs = required_splits(list(recipe.evaluate))
+    training = "tofu" if data.kind == "tofu" else "raw"
+    roles = ("forget", "retain") if data.kind == "tofu" else (data.forget_split, data.retain_split)
+    needs.setdefault(training, set()).update(roles)
+    return load_benchmark(data.source, needs, data.kind, data.forget_split, data.template)
+
+
 def check_target_fits(recipe: Recipe, target: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     """Every quantizer the recipe names can quantize the target (shapes only, on the meta device),
     and its context has room for what each metric generates: found now, not after training."""
@@ -178,10 +192,14 @@ def check_target_fits(recipe: Recipe, target: Path, tokenizer: PreTrainedTokeniz
 def resolve_sources(recipe: Recipe) -> dict[str, Checkpoint]:
     """Every model the recipe names, by recipe field, resolved to local files (downloaded, GGUF
     converted, the demo models built, as needed): model.target, model.retrain, models.<i>.path."""
-    demo = demo_checkpoints() if DEMO in (recipe.model.target, recipe.model.retrain) else {}
+    named = (recipe.model.target, recipe.model.retrain)
+    demo = demo_checkpoints() if DEMO in named else {}
+    if DEMO_TOFU in named:
+        demo |= {f"{DEMO_TOFU}/{k}": v for k, v in demo_tofu_checkpoints(recipe.data.forget_split).items()}
     target = recipe.model.target
-    if target == DEMO:
-        sources = {"model.target": Checkpoint(DEMO, demo["target"])}
+    if target in (DEMO, DEMO_TOFU):
+        key = "target" if target == DEMO else f"{DEMO_TOFU}/target"
+        sources = {"model.target": Checkpoint(target, demo[key])}
     elif recipe.model.gguf_file:
         path = gguf_checkpoint(target, recipe.model.gguf_file)
         sources = {"model.target": Checkpoint(f"{target}/{recipe.model.gguf_file}", path)}
@@ -191,11 +209,10 @@ def resolve_sources(recipe: Recipe) -> dict[str, Checkpoint]:
         raise UserError("model.target: is a PEFT adapter; give the full model (or the adapter's base)")
     retrain = recipe.model.retrain
     if retrain is not None:
-        found = (
-            Checkpoint(DEMO, demo["retrain"])
-            if retrain == DEMO
-            else resolve_checkpoint(retrain, "model.retrain", recipe.model.allow_pickle)
-        )
+        if retrain in (DEMO, DEMO_TOFU):
+            found = Checkpoint(retrain, demo["retrain" if retrain == DEMO else f"{DEMO_TOFU}/retrain"])
+        else:
+            found = resolve_checkpoint(retrain, "model.retrain", recipe.model.allow_pickle)
         if found.base is not None:
             raise UserError("model.retrain: is a PEFT adapter; give the full retrain model")
         sources["model.retrain"] = found
@@ -233,10 +250,10 @@ def unlearn(
     spec = METHODS.get(method.name)
     model = load_model(target, field="model.target")
     max_length = window_length(recipe.data.max_length, model)
-    forget = chunk_texts(corpus.get("raw", recipe.data.forget_split), tokenizer, max_length)
+    forget = training_windows(recipe.data, corpus, "forget", tokenizer, max_length)
     retain = None
     if spec.retain_loss is not None:
-        retain = chunk_texts(corpus.get("raw", recipe.data.retain_split), tokenizer, max_length)
+        retain = training_windows(recipe.data, corpus, "retain", tokenizer, max_length)
     margin = None
     if method.quail is not None and method.quail.margin == "auto":
         margin = get_quantizer(method.quail.quantizer).mean_step(model) / 2
@@ -306,10 +323,9 @@ def _calibration(
     """GPTQ/AWQ's calibration windows, as the recipe's calibration section says; None if unused."""
     if not any(get_quantizer(name).needs_calibration for name in recipe.quantize):
         return None
-    c, data = recipe.calibration, recipe.data
-    texts = calibration_texts(
-        c.source, corpus.get("raw", data.forget_split), corpus.get("raw", data.retain_split)
-    )
+    c = recipe.calibration
+    forget, retain = (training_texts(recipe.data, corpus, role) for role in ("forget", "retain"))
+    texts = calibration_texts(c.source, forget, retain)
     return build_calibration(texts, tokenizer, c.source, c.samples, c.seq_len, c.seed)
 
 

@@ -30,6 +30,8 @@ from pydantic.fields import FieldInfo
 from transformers import TrainingArguments
 
 from llm_unlearn.audit import stats
+from llm_unlearn.data.benchmark import detect_benchmark
+from llm_unlearn.data.tofu import FORGET_SPLITS, role_config
 from llm_unlearn.errors import UserError
 from llm_unlearn.kernels import UNSUPPORTED_FAMILIES, family
 from llm_unlearn.methods import METHODS
@@ -41,6 +43,7 @@ from llm_unlearn.terms import TERMS
 from llm_unlearn.trainer import UnlearningConfig
 
 TARGETS = ("natural", "grid")
+TOFU_METRICS = ("tofu_forget_quality", "tofu_model_utility", "tofu_truth_ratio", "tofu_prob", "tofu_rouge")
 # Set by the method section or by the run itself, so a `train:` entry would be silently ignored:
 # every field UnlearningConfig adds to TrainingArguments, and the output folder.
 RESERVED_TRAIN_FIELDS = {"output_dir"} | {f.name for f in dataclasses.fields(UnlearningConfig) if f.init} - {
@@ -131,11 +134,73 @@ class ModelSection(_Section):
 
 class DataSection(_Section):
     source: Annotated[str, AfterValidator(_home)] = Field(
-        default="demo", description="'demo', a MUSE-layout folder, or a Hub id."
+        default="demo", description="'demo', 'demo_tofu', a MUSE- or TOFU-layout folder, or a Hub id."
     )
-    forget_split: str = "forget"
-    retain_split: str = "retain1"
+    benchmark: Literal["auto", "muse", "tofu"] = Field(
+        default="auto",
+        description="The source's layout; auto: TOFU for demo_tofu, TOFU files or a TOFU Hub id.",
+    )
+    template: Literal["plain", "llama2", "llama3"] = Field(
+        default="plain",
+        description="TOFU: the chat format the models were fine-tuned in (plain = Question:/Answer: lines).",
+    )
+    forget_split: str = Field(default="forget", description="MUSE: a raw split; TOFU: forget01/05/10.")
+    retain_split: str = Field(
+        default="retain1", description="MUSE: a raw split; TOFU: the paired retain99/95/90."
+    )
     max_length: int = Field(default=128, ge=8, description="Tokens per training window.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _tofu_defaults(cls, data: Any) -> Any:
+        # TOFU's usual setting, forget10 with its retain90, unless the recipe names another
+        if isinstance(data, dict) and _data_kind(data) == "tofu":
+            data = {"forget_split": "forget10", **data}
+            if data["forget_split"] in FORGET_SPLITS:  # else the after-validator names the mistake
+                data.setdefault("retain_split", role_config("retain", data["forget_split"]))
+        return data
+
+    @model_validator(mode="after")
+    def _tofu_splits(self) -> DataSection:
+        if self.kind != "tofu":
+            return self
+        if self.forget_split not in FORGET_SPLITS:
+            raise ValueError(
+                f"forget_split {self.forget_split!r} is not a TOFU forget split; "
+                f"use {', '.join(FORGET_SPLITS)}"
+            )
+        paired = role_config("retain", self.forget_split)
+        if self.retain_split != paired:
+            raise ValueError(
+                f"retain_split {self.retain_split!r} does not pair with {self.forget_split} (it would share "
+                f"authors with it or leave some out); use {paired}"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        """The benchmark the source holds: muse or tofu."""
+        return detect_benchmark(self.source, self.benchmark)
+
+
+def _data_kind(data: dict[str, Any]) -> str:
+    source = str(data.get("source", "demo"))
+    return detect_benchmark(_home(source) or source, str(data.get("benchmark", "auto")))
+
+
+class LmEvalSection(_Section):
+    """General utility through lm-evaluation-harness (`pip install lm-eval`): the `lm_eval` metric."""
+
+    tasks: tuple[str, ...] = Field(
+        min_length=1, description="lm-eval task names, e.g. mmlu, arc_easy, hellaswag."
+    )
+    limit: int | None = Field(
+        default=None, ge=1, description="Examples per task (None = all); for smoke runs."
+    )
+    include_path: Annotated[str | None, AfterValidator(_home)] = Field(
+        default=None, description="A folder of extra task YAML files (lm-eval's TaskManager include_path)."
+    )
+    num_fewshot: int = Field(default=0, ge=0, description="In-context examples per question.")
 
 
 class StopSection(_Section):
@@ -402,6 +467,7 @@ class Recipe(_Section):
         description="Relearning checks, each one audit column beside the quantizers; none by default.",
     )
     verdict: VerdictSection = VerdictSection()
+    lm_eval: LmEvalSection | None = Field(default=None, description="The tasks of the `lm_eval` metric.")
     output: OutputSection
 
     @field_validator("method", "models", "relearn", mode="before")
@@ -442,6 +508,33 @@ class Recipe(_Section):
                 raise ValueError(f"{key}: {err.errors()[0]['msg']} (got {_quote(value)})") from None
             _check_range(key, checked[key])
         return checked
+
+    @model_validator(mode="before")
+    @classmethod
+    def _benchmark_metrics_by_default(cls, data: Any) -> Any:
+        # the default metrics are the benchmark's own: MUSE's four, or TOFU's five
+        if isinstance(data, dict) and "evaluate" not in data:
+            section = data.get("data") if isinstance(data.get("data"), dict) else {}
+            if _data_kind(section) == "tofu":
+                data = {**data, "evaluate": TOFU_METRICS}
+        return data
+
+    @model_validator(mode="after")
+    def _metrics_fit_the_benchmark(self) -> Recipe:
+        kind = self.data.kind
+        for name in self.evaluate:
+            configs = set(METRICS.get(name).requires)
+            if configs and (kind == "tofu") != (configs == {"tofu"}):
+                other = "TOFU" if kind == "muse" else "MUSE"
+                raise ValueError(
+                    f"evaluate: {name} reads {other} data but data.source is a {kind.upper()} benchmark; "
+                    f"use {'tofu_* metrics' if kind == 'tofu' else 'verbmem, knowmem_*, privleak*'}"
+                )
+        if "lm_eval" in self.evaluate and self.lm_eval is None:
+            raise ValueError(
+                "evaluate: lm_eval needs an lm_eval section naming its tasks, e.g. {tasks: [arc_easy]}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _kernels_exist(self) -> Recipe:

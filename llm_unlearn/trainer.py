@@ -212,7 +212,8 @@ class UnlearningTrainer(Trainer):
             layer = TERMS.get(term).layer(p)
             if layer is not None and layers is not None and not 0 <= layer < layers:
                 raise UserError(
-                    f"method {term}: layer {layer} is not one of the model's layers 0..{layers - 1}"
+                    f"term {term}: layer {layer} is not one of the model's layers 0..{layers - 1}; "
+                    "set the method's `layer`"
                 )
 
     def _forget_batches(
@@ -283,11 +284,13 @@ class UnlearningTrainer(Trainer):
 
     def _terms(self, model: nn.Module, inputs: dict[str, torch.Tensor], part: str) -> dict[str, torch.Tensor]:
         """Every term of this run that reads the `part` half of the batch, unweighted, by name. One
-        forward pass per distinct sequence batch, shared by the terms that read it."""
+        forward pass of θ (and of θ₀ where needed) per distinct sequence batch, shared by the terms
+        that read it; sequences of one view name are the same for every term (`Term.sequences`)."""
         part_batch = {k: inputs[f"{part}_{k}"] for k in ("input_ids", "attention_mask", "labels")} | {
             "index": inputs.get(f"{part}_index")
         }
         seen: dict[tuple[str, int | None], tuple[torch.Tensor, torch.Tensor | None]] = {}
+        ref_seen: dict[tuple[str, int | None], tuple[torch.Tensor, torch.Tensor | None]] = {}
         losses = {}
         for term_name, p in self.params.items():
             term = TERMS.get(term_name)
@@ -305,7 +308,9 @@ class UnlearningTrainer(Trainer):
                     logits=logits, labels=seq["labels"], attention_mask=seq["attention_mask"], hidden=hidden
                 )
                 if need in ("logits", "hidden"):
-                    value.ref_logits, value.ref_hidden = self._reference(model, x, layer)
+                    if key not in ref_seen:
+                        ref_seen[key] = self._reference(model, x, layer)
+                    value.ref_logits, value.ref_hidden = ref_seen[key]
                 elif need == "nll":
                     value.ref_nll = self._ref_nll[seq["index"].cpu()]
                 views[view] = value

@@ -102,6 +102,10 @@ def test_a_plain_hf_checkpoint_is_audited_and_matches_evaluate(tmp_path, target,
     assert entries["plain"]["source"] == str(unlearned) and entries["plain"]["checkpoint"] == str(unlearned)
     assert folder.report_md.is_file() and folder.verdict.is_file()
     assert not any(p.name.startswith("plain@") for p in folder.models.iterdir())  # audited in place
+    # and pushed like a model the run made: its checkpoint where it is, a card with its verdict
+    assert main(["push", str(folder.root), "--repo-id", "org/plain", "--dry-run"]) == 0
+    card = folder.hub_card("plain@natural").read_text()
+    assert "made elsewhere (a local checkpoint)" in card and "## Verdict: does the forgetting survive" in card
 
 
 def test_run_and_audit_give_identical_cells_for_a_model_run_made(tmp_path, target, muse_dir) -> None:
@@ -187,13 +191,14 @@ def test_a_gguf_target_is_audited(tmp_path, muse_dir, monkeypatch) -> None:
     write_tiny_gguf(tmp_path / "tiny.Q4_1.gguf")
     assert main(["audit", "--target", str(tmp_path / "tiny.Q4_1.gguf"), "--model", "same=" + str(
         tmp_path / "tiny.Q4_1.gguf"), "--data", str(muse_dir), "--quantize", "fp,rtn-w4-g32-min",
-        "--metrics", "verbmem", "--out", str(tmp_path / "run")]) == 0  # fmt: skip
+        "--metrics", "privleak", "--out", str(tmp_path / "run")]) == 0  # fmt: skip
     found = cells(tmp_path / "run", "same")
     target = cells(tmp_path / "run", "target")
-    # the released Q4_1 weights are a fixed point of their grid: quantizing changes no output
-    assert (
-        found[("rtn-w4-g32-min", "verbmem")]["value_by_index"] == target[("fp", "verbmem")]["value_by_index"]
-    )
+    # the released Q4_1 weights are a fixed point of their grid (up to float32 rounding): quantizing
+    # changes no membership score
+    quantized = found[("rtn-w4-g32-min", "privleak")]["value_by_index"]
+    for i, example in target[("fp", "privleak")]["value_by_index"].items():
+        assert quantized[i]["score"] == pytest.approx(example["score"], rel=1e-5), i
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,11 @@ import pytest
 
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.audit.stats import recovery
-from llm_unlearn.cli import demo_recipe
+from llm_unlearn.cli import demo_recipe, main
+from llm_unlearn.models import demo_checkpoints
 from llm_unlearn.pipeline import run
 from llm_unlearn.recipe import load_recipe
+from llm_unlearn.runfolder import RunFolder, read_json
 
 
 @pytest.mark.slow
@@ -49,3 +51,18 @@ def test_demo_shows_recovery_on_the_grid_target_and_robust_methods_resist(tmp_pa
         assert grid < 0.25, (method, grid)
         retain = value(method, "grid", "fp", "knowmem_retain")
         assert retain > value("ga_gdr", "grid", "fp", "knowmem_retain") - 10, (method, retain)
+
+
+@pytest.mark.slow
+def test_fail_above_gates_the_grid_target_and_passes_a_model_whose_forgetting_holds(tmp_path) -> None:
+    """`--fail-above 25`: exit 1 on the demo (its grid-aligned baselines come back at 4 bits), exit 0
+    on an audit of a model whose forgetting holds (OEU on the natural target)."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--fail-above", "25", "--set", f"output.dir={out}"]) == 1
+    failing = [c for c in read_json(RunFolder(out).verdict)["cells"] if c["recovery"] and c["recovery"] > 25]
+    assert {c["target"] for c in failing} == {"grid"}
+    target = demo_checkpoints()["target"]
+    oeu = RunFolder(out).checkpoint("oeu@natural")
+    audit = ["audit", "--target", str(target), "--model", f"oeu={oeu}", "--data", "demo"]
+    audit += ["--quantize", "fp,rtn-w8,rtn-w4-g32", "--out", str(tmp_path / "oeu"), "--fail-above", "25"]
+    assert main(audit) == 0

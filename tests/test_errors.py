@@ -133,7 +133,7 @@ RECIPE_CASES: list[tuple[str, list, str]] = [
     ("relearn-samples", [edit("relearn", [{"split": "forget", "samples": 0}])], "relearn.0.samples"),
     ("relearn-split", [edit("relearn", [{"split": "holdout"}])], "relearn.0.split: Input should be 'forget'"),
     ("relearn-column", [edit("relearn", [{"split": "forget", "label": "rtn-w4-g32"}])], "is also a quantizer's"),
-    ("relearn-too-many", [edit("relearn", [{"split": "forget", "samples": 50}])], "relearn.0.samples: 50, but raw/forget has 3"),
+    ("relearn-too-many", [edit("relearn", [{"split": "forget", "samples": 50}])], "relearn.0.samples: 50, but forget has 3"),
     ("calibration-forget", [edit("calibration", {"source": "forget"})], "set allow_forget: true"),
     ("calibration-file", [edit("calibration", {"source": "/no/such.txt"})], "is not generic, retain, forget or a text file"),
     ("max-length", [edit("data.max_length", 4)], "data.max_length: Input should be greater than or equal to 8"),

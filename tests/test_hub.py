@@ -19,9 +19,10 @@ from llm_unlearn.data.corpora import MuseCorpus
 from llm_unlearn.errors import UserError
 from llm_unlearn.hub import model_card, plan_push
 from llm_unlearn.metrics import EvalContext
-from llm_unlearn.models import adapter_folder, load_model, save_checkpoint
+from llm_unlearn.models import load_model, save_checkpoint
 from llm_unlearn.pipeline import unlearn
 from llm_unlearn.recipe import validate_recipe
+from llm_unlearn.runfolder import RunFolder
 
 MODEL = "ga_gdr+quail@natural"
 CHECKPOINT_FILES = {
@@ -309,16 +310,19 @@ def test_a_lora_run_saves_the_adapter_that_rebuilds_its_merged_model(tmp_path, t
     corpus = MuseCorpus("hand-built", {"raw": {"forget": ["Zorbl's code is 4417."] * 4}})
     dest = tmp_path / "run" / "models" / "ga@natural"
     unlearn(recipe, recipe.method[0], target, dest, corpus, tok, EvalContext(tok, corpus))
-    rebuilt = PeftModel.from_pretrained(load_model(target), adapter_folder(dest)).merge_and_unload()
+    rebuilt = PeftModel.from_pretrained(
+        load_model(target), RunFolder(dest.parents[1]).adapter(dest.name)
+    ).merge_and_unload()
     merged, base = load_model(dest).state_dict(), load_model(target).state_dict()
     assert merged.keys() == rebuilt.state_dict().keys()
     assert all(torch.allclose(rebuilt.state_dict()[k], w, atol=1e-6) for k, w in merged.items())
     assert any(not base[k].equal(w) for k, w in merged.items())  # the adapter changed the model
 
 
-def test_card_states_the_terms_as_trained_in_method_json(run_dir) -> None:
+def test_card_states_the_terms_as_trained_in_method_json(run_dir, tmp_path) -> None:
     """The hyper-parameters come from .method.json, not re-derived from the recipe: a value the run
     resolved (here a changed margin and weight) is what the card shows."""
+    run_dir = Path(shutil.copytree(run_dir, tmp_path / "run"))  # the module's run folder stays as made
     path = run_dir / "models" / f"{MODEL}.method.json"
     resolved = json.loads(path.read_text())
     resolved["terms"]["hinge"] = {"weight": 2.5, "params": {"margin": 0.75, "distance": "l2"}}
@@ -332,3 +336,22 @@ def test_card_states_the_terms_as_trained_in_method_json(run_dir) -> None:
     path.write_text(json.dumps(resolved))
     with pytest.raises(UserError, match="predates recorded term settings; delete that checkpoint"):
         model_card(run_dir, MODEL, "my-org/ga-gdr-quail")
+
+
+def test_an_offline_push_with_a_token_is_one_line(run_dir, tmp_path, capsys, monkeypatch) -> None:
+    from huggingface_hub.errors import OfflineModeIsEnabled
+
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+
+    def offline(self, *args, **kwargs):
+        raise OfflineModeIsEnabled(
+            "Cannot reach https://huggingface.co/api/repos/create: offline mode is enabled."
+        )
+
+    monkeypatch.setattr(HfApi, "create_repo", offline)
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    assert main(["push", str(copy), "--repo-id", "my-org/x"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "push to my-org/x: OfflineModeIsEnabled: Cannot reach" in err
+    assert FAKE_TOKEN not in err

@@ -102,5 +102,8 @@ def test_a_layer_the_model_lacks_is_a_user_error(tok, tmp_path) -> None:
         output_dir=str(tmp_path), forget_loss="rmu", retain_loss="rmu_retain", use_cpu=True,
         term_params={"rmu": {"layer": 7}, "rmu_retain": {"layer": 7}},
     )  # fmt: skip
-    with pytest.raises(UserError, match=r"method rmu: layer 7 is not one of the model's layers 0\.\.1"):
+    with pytest.raises(
+        UserError,
+        match=r"term rmu: layer 7 is not one of the model's layers 0\.\.1; set the method's `layer`",
+    ):
         UnlearningTrainer.check(args, tiny_llama(tok))

@@ -80,11 +80,13 @@ def test_privleak_resamples_keep_both_classes_and_the_reference_fixed() -> None:
     cell = privleak_cell([0.1, 0.5, 0.2], [0.4, 0.9], reference_auc=0.6)
     found = stats.examples(cell)
     counts = found.resample(500, seed=3)  # how often each passage is drawn, per resample
-    assert (counts[:, found.member].sum(1) == 3).all() and (counts[:, ~found.member].sum(1) == 2).all()
+    assert (counts[:, found.strata == 1].sum(1) == 3).all() and (
+        counts[:, found.strata == 0].sum(1) == 2
+    ).all()
     values = found.statistic(counts)
     for row, value in zip(counts[:20], values[:20], strict=True):  # each resample as a sample, by sklearn
         row = row.astype(int)
-        auc = roc_auc_score(np.repeat(found.member, row), np.repeat(found.scores, row))
+        auc = roc_auc_score(np.repeat(found.strata, row), np.repeat(found.scores, row))
         assert value == pytest.approx((auc - 0.6) / 0.6 * 100)
     # a cell without one of the classes has no interval (no AUC)
     members_only = {str(i): {"score": s, "member": True} for i, s in enumerate([0.1, 0.2])}
@@ -222,3 +224,49 @@ def test_evaluate_adds_the_interval_of_every_metric(llama, tok) -> None:
     results = evaluate(llama, EvalContext(tok, data, batch_size=2), ["verbmem", "privleak"])
     for result in results.values():
         assert result["ci"] == stats.metric_ci(result) and result["ci"][0] <= result["ci"][1]
+
+
+def test_tofu_forget_quality_resamples_the_truth_ratios_against_the_fixed_reference() -> None:
+    from scipy.stats import ks_2samp
+
+    ratios, reference = [0.1, 0.2, 0.35, 0.9], [0.5, 0.6, 0.7]
+    result = {
+        "agg_value": ks_2samp(ratios, reference).pvalue,
+        "reference_truth_ratios": reference,
+        "value_by_index": {str(i): {"truth_ratio": r} for i, r in enumerate(ratios)},
+    }
+    found = stats.examples(result)
+    assert found.kind == "ks"
+    # one resample, by hand: example 0 twice, 1 not, 2 once, 3 once -> [0.1, 0.1, 0.35, 0.9]
+    row = np.array([[2.0, 0.0, 1.0, 1.0]])
+    assert found.statistic(row)[0] == pytest.approx(ks_2samp([0.1, 0.1, 0.35, 0.9], reference).pvalue)
+    ci = stats.metric_ci(result, resamples=200, seed=3)
+    assert (
+        ci == stats.metric_ci(result, resamples=200, seed=3)
+        and 0 <= ci[0] <= result["agg_value"] <= ci[1] <= 1
+    )
+
+
+def test_tofu_model_utility_resamples_within_each_set() -> None:
+    from llm_unlearn.metrics.tofu import utility_from_examples
+
+    values = {
+        "retain/0": (0.9, 0.8, 0.5), "retain/1": (0.5, 0.4, 0.7),
+        "real_authors/0": (0.6, 1.0, 0.2), "real_authors/1": (0.4, 0.5, 0.3),
+        "world_facts/0": (0.7, 0.9, 0.6), "world_facts/1": (0.3, 0.2, 0.1),
+    }  # fmt: skip
+    by_index = {
+        k: {"set": k.split("/")[0], "probability": p, "rouge": r, "truth_ratio_stat": t}
+        for k, (p, r, t) in values.items()
+    }
+    result = {"agg_value": utility_from_examples(by_index), "components": {}, "value_by_index": by_index}
+    found = stats.examples(result)
+    assert found.kind == "utility"
+    counts = found.resample(50, seed=0)
+    for g in np.unique(found.strata):  # each set keeps its own size in every resample
+        assert (counts[:, found.strata == g].sum(axis=1) == 2).all()
+    # a resample that draws retain/0 twice (and not retain/1) is the utility of that sample
+    row = np.array([[1.0 if k != "retain/1" else 0.0 for k in found.keys]])
+    row[0, found.keys.index("retain/0")] = 2.0
+    doubled = {**by_index, "retain/1": by_index["retain/0"]}
+    assert found.statistic(row)[0] == pytest.approx(utility_from_examples(doubled))

@@ -7,8 +7,9 @@ import json
 import pytest
 import yaml
 
-from llm_unlearn.audit.report import VERDICT_FILE, AuditCells, failing_cells, render_markdown, write_report
+from llm_unlearn.audit.report import AuditCells, failing_cells, render_markdown, write_report
 from llm_unlearn.errors import UserError
+from llm_unlearn.runfolder import RunFolder
 
 TARGET = [50.0, 60.0, 70.0, 80.0, 90.0]
 UNLEARNED = [0.0, 10.0, 20.0, 30.0, 40.0]  # t_i − u_i = 50 on every example
@@ -51,7 +52,7 @@ def run_dir(tmp_path):
 
 def test_verdict_json_has_the_settings_and_every_forget_cell_worst_first(run_dir) -> None:
     write_report(run_dir)
-    verdict = json.loads((run_dir / VERDICT_FILE).read_text())
+    verdict = json.loads(RunFolder(run_dir).verdict.read_text())
     assert verdict["settings"] == {
         "holds_below": 20,
         "fails_from": 50,
@@ -102,7 +103,7 @@ def test_report_opens_with_the_verdict_and_shows_intervals(run_dir) -> None:
 def test_without_a_verdict_section_the_defaults_apply(run_dir) -> None:
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump({"name": "t"}))
     write_report(run_dir)
-    verdict = json.loads((run_dir / VERDICT_FILE).read_text())
+    verdict = json.loads(RunFolder(run_dir).verdict.read_text())
     assert verdict["settings"]["holds_below"] == 25 and verdict["settings"]["resamples"] == 1000
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump({"name": "t", "verdict": {"fails_from": 10}}))
     with pytest.raises(UserError, match=r"recipe.yaml: verdict: fails_from \(10.0\) must be above"):

@@ -11,7 +11,6 @@ import base64
 import io
 import json
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -277,14 +276,3 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
-
-
-def write_html(
-    run_dir: Path, results: list[dict[str, Any]], diagnostics: list[dict[str, Any]], cells: AuditCells
-) -> Path:
-    recipe_path = run_dir / "recipe.yaml"
-    recipe = yaml.safe_load(recipe_path.read_text()) if recipe_path.exists() else None
-    title = recipe["name"] if recipe else run_dir.name
-    path = run_dir / "report.html"
-    path.write_text(render_html(results, diagnostics, title, recipe, cells))
-    return path

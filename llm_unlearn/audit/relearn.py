@@ -26,8 +26,10 @@ from typing import Any
 from transformers import PrinterCallback, Trainer, TrainingArguments
 
 from llm_unlearn.context import window_length
+from llm_unlearn.data.benchmark import training_texts
 from llm_unlearn.data.collate import LMDataset, UnlearningCollator, chunk_texts
 from llm_unlearn.data.corpora import MuseCorpus
+from llm_unlearn.data.tofu import TofuCorpus
 from llm_unlearn.errors import UserError
 from llm_unlearn.models import load_model, load_tokenizer, train_and_save
 from llm_unlearn.recipe import Recipe
@@ -85,16 +87,16 @@ class Relearning:
         return TrainingArguments(output_dir=str(output_dir), **settings)
 
 
-def relearnings(recipe: Recipe, corpus: MuseCorpus) -> list[Relearning]:
+def relearnings(recipe: Recipe, corpus: MuseCorpus | TofuCorpus) -> list[Relearning]:
     """The recipe's relearn entries, each with `samples` texts drawn by `random.Random(seed)` from
-    raw/<forget_split> or raw/<retain_split>."""
+    the forget or retain set (`data.benchmark.training_texts`)."""
     found = []
     for i, entry in enumerate(recipe.relearn):
         split = recipe.data.forget_split if entry.split == "forget" else recipe.data.retain_split
-        texts = corpus.get("raw", split)
+        texts = training_texts(recipe.data, corpus, entry.split)
         if entry.samples > len(texts):
             raise UserError(
-                f"relearn.{i}.samples: {entry.samples}, but raw/{split} has {len(texts)} texts; "
+                f"relearn.{i}.samples: {entry.samples}, but {split} has {len(texts)} texts; "
                 "ask for at most that many"
             )
         chosen = tuple(random.Random(entry.seed).sample(texts, entry.samples))

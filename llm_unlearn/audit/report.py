@@ -15,8 +15,6 @@ view (report.md, report.html, verdict.json, the Hub card).
 
 from __future__ import annotations
 
-import json
-import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -28,9 +26,10 @@ import yaml
 from llm_unlearn.audit import stats
 from llm_unlearn.audit.relearn import RELEARN_METHOD
 from llm_unlearn.audit.results import Key, ResultsFile, cell_key
-from llm_unlearn.audit.run import DIAGNOSTICS, DIAGNOSTICS_FILE
+from llm_unlearn.audit.run import DIAGNOSTICS
 from llm_unlearn.metrics import METRICS
 from llm_unlearn.recipe import VerdictSection, validate_model
+from llm_unlearn.runfolder import RunFolder, write_atomic, write_json
 
 TITLES = {
     "verbmem": "VerbMem on forget (ROUGE-L F1 × 100, lower = more forgotten)",
@@ -39,7 +38,6 @@ TITLES = {
     "privleak": "PrivLeak (Min-K% Prob AUC vs the retrain model, %, near 0 is ideal)",
 }
 TARGET_LABELS = {"natural": "natural", "grid": "grid-aligned", "-": "–"}
-VERDICT_FILE = "verdict.json"
 #: worst first
 VERDICT_ORDER = (stats.FAILS, stats.PARTLY, stats.HOLDS, stats.UNDEFINED)
 #: marks a recovery whose interval crosses a verdict threshold
@@ -181,31 +179,23 @@ def verdict_settings(recipe: dict[str, Any] | None, where: str = "recipe.yaml") 
 
 def write_report(run_dir: Path) -> Path:
     """Write run_dir/report.md, report.html and verdict.json from the run's result files, under the
-    recipe's verdict settings (the defaults without one); return the .md path."""
-    results = list(ResultsFile(run_dir / "results.jsonl"))
-    diagnostics_path = run_dir / DIAGNOSTICS_FILE
-    diagnostics = list(ResultsFile(diagnostics_path)) if diagnostics_path.is_file() else []
-    recipe_path = run_dir / "recipe.yaml"
-    recipe = yaml.safe_load(recipe_path.read_text()) if recipe_path.exists() else None
-    cells = AuditCells(results, verdict_settings(recipe, str(recipe_path)))
+    recipe's verdict settings (the defaults without one); return the .md path. Each file is written
+    atomically: a reader (a CI gate on verdict.json) never sees half of one."""
+    folder = RunFolder(run_dir)
+    results = list(ResultsFile(folder.results))
+    diagnostics = list(ResultsFile(folder.diagnostics)) if folder.diagnostics.is_file() else []
+    recipe = folder.read_recipe()
+    cells = AuditCells(results, verdict_settings(recipe, str(folder.recipe)))
     title = recipe["name"] if recipe else run_dir.name
     text = render_markdown(results + diagnostics, title, cells)
     if recipe:
         text += "\n## Recipe\n\n```yaml\n" + yaml.safe_dump(recipe, sort_keys=False) + "```\n"
-    path = run_dir / "report.md"
-    path.write_text(text)
-    _write_atomic(run_dir / VERDICT_FILE, json.dumps(cells.verdict(), indent=1) + "\n")
-    from llm_unlearn.audit.html import write_html  # html imports this module's tables
+    write_atomic(folder.report_md, text)
+    write_json(folder.verdict, cells.verdict())
+    from llm_unlearn.audit.html import render_html  # html imports this module's tables
 
-    write_html(run_dir, results, diagnostics, cells)
-    return path
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    # a reader (a CI gate on verdict.json) never sees a half-written file
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_atomic(folder.report_html, render_html(results, diagnostics, title, recipe, cells))
+    return folder.report_md
 
 
 @dataclass

@@ -30,7 +30,7 @@ from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.audit.stats import metric_ci
 from llm_unlearn.errors import UserError
 from llm_unlearn.kernels import evaluation, kernel_model, uses_kernels
-from llm_unlearn.metrics import EvalContext, evaluate
+from llm_unlearn.metrics import EvalContext, evaluate, tofu
 from llm_unlearn.metrics.privleak import privleak_value
 from llm_unlearn.models import load_model, load_tokenizer, save_checkpoint
 from llm_unlearn.quant import Quantizer, WeightCodes, get_quantizer
@@ -40,9 +40,8 @@ from llm_unlearn.runfolder import RunFolder
 
 #: the target column of rows that belong to no target (the retrain model)
 NO_TARGET = "-"
-#: the metric column of the weight diagnostics (bucket overlap, update kept, ...), and their file
+#: the metric column of the weight diagnostics (bucket overlap, update kept, ...)
 DIAGNOSTICS = "diagnostics"
-DIAGNOSTICS_FILE = "diagnostics.jsonl"
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ def audit(
                 )
             if progress:
                 progress.advance(task)
-    diagnostics = ResultsFile.shared(results.path.with_name(DIAGNOSTICS_FILE))
+    diagnostics = ResultsFile.shared(run_folder.diagnostics)
     targets = {m.target: m for m in models if m.name == "target"}
     for model in ordered:
         if model.target not in targets or model.name in ("target", "retrain"):
@@ -238,14 +237,24 @@ def _evaluate_cell(
         start = time.perf_counter()
         is_privleak = metric.startswith("privleak")
         reference = _reference_auc(results, metric) if is_privleak else None
-        value = evaluate(network, dataclasses.replace(ctx, privleak_reference_auc=reference), [metric])[
-            metric
-        ]
+        extra = dict(ctx.extra)
+        retrain_fp = results.get("retrain", NO_TARGET, "fp", metric)
+        if metric == tofu.FORGET_QUALITY and retrain_fp is not None:
+            extra[tofu.REFERENCE_KEY] = tofu.reference_truth_ratios(retrain_fp)
+        cell_ctx = dataclasses.replace(ctx, privleak_reference_auc=reference, extra=extra)
+        value = evaluate(network, cell_ctx, [metric])[metric]
         if is_privleak and model.name == "retrain" and reference is None:
             # The retrain model at full precision defines the reference: its PrivLeak is 0 by definition.
             value.update(agg_value=privleak_value(value["auc"], value["auc"]), reference_auc=value["auc"])
             value["reference"] = "retrain"
             value["ci"] = metric_ci(value)  # the interval of the re-referenced value
+        if metric == tofu.FORGET_QUALITY and model.name == "retrain" and retrain_fp is None:
+            # likewise forget quality: the retrain model's own truth ratios are the reference (p = 1)
+            own = tofu.reference_truth_ratios(value)
+            value.update(
+                agg_value=tofu.forget_quality(own, own), reference="retrain", reference_truth_ratios=own
+            )
+            value["ci"] = metric_ci(value)
         results.add(
             {
                 "model": model.name,

@@ -33,8 +33,12 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from scipy.stats import ks_2samp
 
 from llm_unlearn.metrics.privleak import privleak_value
+
+#: the per-question values of TOFU's model utility, in the order its nine means take them
+UTILITY_FIELDS = ("probability", "rouge", "truth_ratio_stat")
 
 RESAMPLES = 1000
 CONFIDENCE = 0.95
@@ -48,34 +52,63 @@ Interval = tuple[float, float]
 
 @dataclass(frozen=True)
 class Examples:
-    """A cell's per-example values in index order. PrivLeak cells: `member` marks the forget passages
-    and `reference_auc` is the fixed AUC_ref; mean cells have neither.
+    """A cell's per-example values in index order, and how its aggregate is computed from them:
 
-    A resample is kept as counts: how often each example is among the n indices drawn with
+    - `mean` (VerbMem, KnowMem, TOFU's probability, ROUGE, truth ratio): the mean of `scores`;
+    - `privleak`: `strata` marks the forget passages (1) and holdout ones (0), `reference_auc` is the
+      fixed AUC_ref;
+    - `ks` (TOFU forget quality): the KS-test p-value of `scores` (the truth ratios) against the fixed
+      `reference` ratios of the retain model;
+    - `utility` (TOFU model utility): `scores` [n, 3] holds each question's probability, ROUGE and
+      truth-ratio statistic, `strata` its set; the harmonic mean of the nine set × field means.
+
+    Examples are resampled within each stratum (each to its own count), so every class or set stays
+    present. A resample is kept as counts: how often each example is among the indices drawn with
     replacement ([B, n]), so a statistic is a matrix product over all B resamples at once, and one
     count matrix applied to several cells is an exactly paired resampling.
     """
 
     keys: tuple[str, ...]
     scores: np.ndarray
-    member: np.ndarray | None = None
+    kind: str = "mean"
+    strata: np.ndarray | None = None
     reference_auc: float | None = None
+    reference: np.ndarray | None = None
 
     def resample(self, resamples: int, seed: int) -> np.ndarray:
-        """[resamples, n] counts; PrivLeak: members and non-members drawn apart, each to its own number."""
-        if self.member is None:
+        """[resamples, n] counts, drawn within each stratum."""
+        if self.strata is None:
             return _counts((len(self.scores),), resamples, seed)
-        k = int(self.member.sum())
-        drawn = _counts((k, len(self.scores) - k), resamples, seed)
-        counts = np.empty_like(drawn)
-        counts[:, self.member], counts[:, ~self.member] = drawn[:, :k], drawn[:, k:]
+        groups = np.unique(self.strata)
+        drawn = _counts(tuple(int((self.strata == g).sum()) for g in groups), resamples, seed)
+        counts, start = np.empty_like(drawn), 0
+        for g in groups:
+            where = self.strata == g
+            counts[:, where] = drawn[:, start : start + int(where.sum())]
+            start += int(where.sum())
         return counts
 
     def statistic(self, counts: np.ndarray) -> np.ndarray:
         """The cell's aggregate on each row of `counts` ([B, n] from `resample`; ones = the sample)."""
-        if self.member is None:
-            return counts @ self.scores / len(self.scores)
-        return privleak_value(weighted_auc(self.scores, self.member, counts), self.reference_auc)
+        if self.kind == "privleak":
+            member = self.strata.astype(bool)
+            return privleak_value(weighted_auc(self.scores, member, counts), self.reference_auc)
+        if self.kind == "ks":
+            rows = np.atleast_2d(counts).astype(int)
+            found = [ks_2samp(np.repeat(self.scores, row), self.reference).pvalue for row in rows]
+            return np.array(found).reshape(np.shape(counts)[:-1])
+        if self.kind == "utility":
+            rows = np.atleast_2d(counts)
+            means = []
+            for g in np.unique(self.strata):
+                where = self.strata == g
+                means.append(rows[:, where] @ self.scores[where] / rows[:, where].sum(axis=1)[:, None])
+            values = np.concatenate(means, axis=1)  # [B, 9]
+            with np.errstate(divide="ignore"):
+                harmonic = values.shape[1] / (1 / values).sum(axis=1)
+            harmonic = np.where((values > 0).all(axis=1), harmonic, 0.0)
+            return harmonic.reshape(np.shape(counts)[:-1])
+        return counts @ self.scores / len(self.scores)
 
 
 @lru_cache(maxsize=32)
@@ -111,24 +144,42 @@ def weighted_auc(scores: np.ndarray, member: np.ndarray, counts: np.ndarray) -> 
 def examples(result: Mapping[str, Any]) -> Examples | None:
     """The per-example values behind `result`'s agg_value, or None when there are none (a metric
     without them, an empty split) or they do not reproduce the agg_value (then an interval of them
-    would not be an interval of the stored value). PrivLeak is recognised by its `reference_auc`."""
+    would not be an interval of the stored value). PrivLeak is recognised by its `reference_auc`,
+    TOFU's forget quality by its `reference_truth_ratios`, model utility by its `components`."""
     by_index = result.get("value_by_index") or {}
     agg = result.get("agg_value")
     if not by_index or agg is None or not np.isfinite(agg):
         return None
-    keys = tuple(sorted(by_index, key=int))
+    keys = tuple(sorted(by_index, key=_index_order))
+    rows = [by_index[k] for k in keys]
     try:
-        scores = np.array([float(by_index[k]["score"]) for k in keys])
-    except (KeyError, TypeError):
+        if "components" in result:
+            sets = sorted({r["set"] for r in rows})
+            scores = np.array([[float(r[f]) for f in UTILITY_FIELDS] for r in rows])
+            strata = np.array([sets.index(r["set"]) for r in rows])
+            found = Examples(keys, scores, "utility", strata)
+        elif "reference_truth_ratios" in result:
+            scores = np.array([float(r["truth_ratio"]) for r in rows])
+            found = Examples(keys, scores, "ks", reference=np.array(result["reference_truth_ratios"], float))
+        elif "reference_auc" in result:
+            member = np.array([bool(r.get("member")) for r in rows])
+            if member.all() or not member.any():
+                return None
+            scores = np.array([float(r["score"]) for r in rows])
+            found = Examples(keys, scores, "privleak", member.astype(int), float(result["reference_auc"]))
+        else:
+            found = Examples(keys, np.array([float(r["score"]) for r in rows]))
+    except (KeyError, TypeError, ValueError):
         return None
-    found = Examples(tuple(map(str, keys)), scores)
-    if "reference_auc" in result:
-        member = np.array([bool(by_index[k].get("member")) for k in keys])
-        if member.all() or not member.any():
-            return None
-        found = Examples(found.keys, scores, member, float(result["reference_auc"]))
-    point = float(found.statistic(np.ones(len(scores))))
+    point = float(found.statistic(np.ones(len(keys))))
     return found if abs(point - agg) <= 1e-6 * max(1.0, abs(agg)) else None
+
+
+def _index_order(key: Any) -> tuple[str, int]:
+    # value_by_index keys are example numbers, or "<set>/<number>" for TOFU's model utility
+    text = str(key)
+    prefix, _, number = text.rpartition("/")
+    return (prefix, int(number))
 
 
 def percentile_interval(samples: np.ndarray, confidence: float = CONFIDENCE) -> Interval | None:
@@ -202,8 +253,9 @@ def _same_examples(*cells: Examples) -> bool:
     first = cells[0]
     return all(
         c.keys == first.keys
-        and (c.member is None) == (first.member is None)
-        and (c.member is None or np.array_equal(c.member, first.member))
+        and c.kind == first.kind
+        and (c.strata is None) == (first.strata is None)
+        and (c.strata is None or np.array_equal(c.strata, first.strata))
         for c in cells
     )
 

@@ -1,8 +1,9 @@
 """Token windows, datasets and the collator that feed target training and unlearning.
 
 Batches are right-padded (training scores every position; generation does its own left padding)
-and labels are -100 exactly on padding. Padding is found by position, not by id, so a pad token
-that doubles as EOS still leaves the real EOS tokens trained.
+and labels are -100 exactly on padding, or, for a `LabeledWindow`, also where the window says
+(a question-answer pair trains on its answer only). Padding is found by position, not by id, so a
+pad token that doubles as EOS still leaves the real EOS tokens trained.
 """
 
 from __future__ import annotations
@@ -15,6 +16,20 @@ import torch
 from torch.utils.data import Dataset
 
 IGNORE_INDEX = -100
+
+
+class LabeledWindow(list):
+    """Token ids that carry their own labels: `labels[t]` is -100 where no loss is taken (a QA pair's
+    prompt) and the token id elsewhere. A list of ids, so every dataset and collator takes it where
+    it takes a plain window; `pad_batch` uses its labels. Slicing gives a plain list (no labels)."""
+
+    def __init__(self, ids: Sequence[int], labels: Sequence[int]) -> None:
+        if len(ids) != len(labels):
+            raise ValueError(
+                f"a window of {len(ids)} ids has {len(labels)} labels; expected one label per id"
+            )
+        super().__init__(ids)
+        self.labels = list(labels)
 
 
 def chunk_texts(texts: Sequence[str], tokenizer: Any, max_length: int) -> list[list[int]]:
@@ -40,15 +55,16 @@ def chunk_texts(texts: Sequence[str], tokenizer: Any, max_length: int) -> list[l
 
 def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int, prefix: str = "") -> dict[str, torch.Tensor]:
     """Right-pad `seqs` -> {prefix+"input_ids", prefix+"attention_mask", prefix+"labels"}, where
-    labels are the ids with -100 on padding."""
+    labels are the ids (a `LabeledWindow`'s own labels) with -100 on padding."""
     if not seqs:
         raise ValueError("pad_batch needs at least one sequence")
     ids = torch.full((len(seqs), max(len(s) for s in seqs)), pad_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, IGNORE_INDEX)
     for row, seq in enumerate(seqs):
         ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
         mask[row, : len(seq)] = 1
-    labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
+        labels[row, : len(seq)] = torch.as_tensor(getattr(seq, "labels", seq), dtype=torch.long)
     return {f"{prefix}input_ids": ids, f"{prefix}attention_mask": mask, f"{prefix}labels": labels}
 
 

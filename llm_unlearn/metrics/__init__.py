@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from torch import nn
 
 from llm_unlearn.audit import stats
-from llm_unlearn.metrics import knowmem, privleak, verbmem  # noqa: F401  (registers the metrics)
+from llm_unlearn.metrics import harness, knowmem, privleak, tofu, verbmem  # noqa: F401  (registers the metrics)
 from llm_unlearn.metrics.registry import METRICS, EvalContext, Metric, MetricResult, register_metric
 
 __all__ = [

@@ -1,0 +1,95 @@
+"""TOFU through the pipeline: answer-only unlearning, the TOFU metrics under quantizers with their
+intervals, forget quality referenced to the retrain model, verdicts, and `evaluate` on a TOFU folder."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from conftest import tiny_llama
+
+from llm_unlearn.audit.results import ResultsFile
+from llm_unlearn.cli import main
+from llm_unlearn.models import save_checkpoint
+from llm_unlearn.pipeline import run
+from llm_unlearn.recipe import RecipeError, validate_recipe
+from llm_unlearn.runfolder import RunFolder, read_json
+
+METRICS = ["tofu_forget_quality", "tofu_model_utility", "tofu_prob", "tofu_truth_ratio"]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory, tok):
+    root = tmp_path_factory.mktemp("tofu")
+    return {
+        name: save_checkpoint(tiny_llama(tok, seed=seed), tok, root / name)
+        for name, seed in (("t", 0), ("r", 1))
+    }
+
+
+def test_a_tofu_recipe_unlearns_and_audits_with_intervals_and_verdicts(tmp_path, checkpoints) -> None:
+    recipe = validate_recipe(
+        {
+            "name": "tofu",
+            "model": {"target": str(checkpoints["t"]), "retrain": str(checkpoints["r"])},
+            "data": {"source": "demo_tofu", "forget_split": "forget01", "max_length": 96},
+            "method": {"name": "npo_gdr"},
+            "train": {"max_steps": 2, "per_device_train_batch_size": 2, "learning_rate": 1e-2},
+            "quantize": ["rtn-w4-g32"],
+            "evaluate": METRICS,
+            "relearn": {"split": "forget", "samples": 2, "steps": 1},
+            "output": {"dir": str(tmp_path / "run")},
+        }
+    )
+    assert recipe.data.retain_split == "retain99"
+    out = run(recipe)
+    results = ResultsFile(RunFolder(out).results)
+    # the retrain model at full precision is forget quality's reference: p = 1 against itself
+    assert results.get("retrain", "-", "fp", "tofu_forget_quality")["agg_value"] == 1.0
+    for quantizer in ("fp", "rtn-w4-g32", "relearn-forget-1"):
+        for metric in METRICS:
+            cell = results.get("npo_gdr", "natural", quantizer, metric)
+            assert math.isfinite(cell["agg_value"]), (quantizer, metric)
+            lo, hi = cell["ci"]
+            assert lo <= cell["agg_value"] + 1e-9 and cell["agg_value"] <= hi + 1e-9, (quantizer, metric)
+        quality = results.get("npo_gdr", "natural", quantizer, "tofu_forget_quality")
+        assert quality["reference"] == "retain" and len(quality["reference_truth_ratios"]) == 6
+    cells = read_json(RunFolder(out).verdict)["cells"]
+    assert {c["metric"] for c in cells} == {"tofu_forget_quality", "tofu_prob", "tofu_truth_ratio"}
+    assert "tofu_model_utility" in RunFolder(out).report_md.read_text()
+
+
+def test_evaluate_reads_a_tofu_folder_and_a_saved_reference(tmp_path, checkpoints, capsys) -> None:
+    out = tmp_path / "retrain.json"
+    command = [
+        "evaluate",
+        "--model",
+        str(checkpoints["r"]),
+        "--data",
+        "demo_tofu",
+        "--forget-split",
+        "forget01",
+    ]
+    assert main([*command, "--metrics", "tofu_truth_ratio,tofu_forget_quality", "--out", str(out)]) == 0
+    assert math.isnan(json.loads(out.read_text())["tofu_forget_quality"]["agg_value"])  # no reference given
+    again = tmp_path / "again.json"
+    command += ["--metrics", "tofu_forget_quality", "--reference-truth-ratios", str(out), "--out", str(again)]
+    # the reference file holds the retrain model's own truth ratios: the same model scores p = 1
+    saved = json.loads(out.read_text())
+    out.write_text(json.dumps(saved["tofu_truth_ratio"]))
+    assert main(command) == 0
+    assert json.loads(again.read_text())["tofu_forget_quality"]["agg_value"] == 1.0
+    assert "tofu_forget_quality: 1.00" in capsys.readouterr().out
+
+
+def test_metrics_must_fit_the_benchmark(checkpoints) -> None:
+    base = {"name": "x", "model": {"target": "demo_tofu"}, "method": {"name": "ga"}, "output": {"dir": "x"}}
+    with pytest.raises(RecipeError, match="evaluate: verbmem reads MUSE data but data.source is a TOFU"):
+        validate_recipe({**base, "data": {"source": "demo_tofu"}, "evaluate": ["verbmem"]})
+    with pytest.raises(RecipeError, match="evaluate: tofu_prob reads TOFU data but data.source is a MUSE"):
+        validate_recipe({**base, "data": {"source": "demo"}, "evaluate": ["tofu_prob"]})
+    with pytest.raises(RecipeError, match="retain_split 'retain90' does not pair with forget05"):
+        validate_recipe(
+            {**base, "data": {"source": "demo_tofu", "forget_split": "forget05", "retain_split": "retain90"}}
+        )
