@@ -7,7 +7,7 @@ import torch
 from conftest import tiny_llama
 from test_context import CONTEXT, tiny_gpt2
 from torch import nn
-from transformers import PreTrainedTokenizerFast
+from transformers import MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast
 
 from llm_unlearn.data.corpora import MuseCorpus
 from llm_unlearn.metrics import EvalContext, knowmem
@@ -21,6 +21,20 @@ def lively(tok: PreTrainedTokenizerFast, arch: str) -> nn.Module:
     # at the default init scale a random tiny model repeats one token whatever the prompt
     if arch == "gpt2":
         return tiny_gpt2(tok, initializer_range=0.2)
+    if arch == "mistral":  # sliding windows count padding as positions: no shared prefix there
+        torch.manual_seed(0)
+        config = MistralConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            sliding_window=48,
+            initializer_range=0.2,
+            pad_token_id=tok.pad_token_id,
+        )
+        return MistralForCausalLM(config).eval()
     return tiny_llama(tok, max_position_embeddings=CONTEXT, initializer_range=0.2).eval()
 
 
@@ -33,7 +47,7 @@ def test_shared_prefix_length_by_hand() -> None:
     assert shared_prefix_length([]) == 0
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "mistral"])
 @pytest.mark.parametrize("batch_size", [1, 3])
 def test_cached_prefix_generates_the_same(arch: str, batch_size: int, tok: PreTrainedTokenizerFast) -> None:
     model = lively(tok, arch)

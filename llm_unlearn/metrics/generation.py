@@ -13,7 +13,6 @@ those batches and every process gets all results (`_sharded`); every call is the
 
 from __future__ import annotations
 
-import copy
 import inspect
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -23,7 +22,7 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object
 from torch import nn
-from transformers import PreTrainedTokenizerBase
+from transformers import DynamicCache, PreTrainedTokenizerBase, StaticCache
 
 from llm_unlearn.context import context_length, cut_left, cut_right, prompt_budget, special_prefix_length
 
@@ -141,12 +140,31 @@ def _cache_name(model: nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def _prefill(model: nn.Module, prefix: list[int]) -> object:
-    """The key/value cache of `prefix` (one row), computed once for every prompt that starts with it."""
-    name = _cache_name(model)
+def _prefill(model: nn.Module, prefix: list[int]) -> DynamicCache | None:
+    """The key/value cache of `prefix` (one row), computed once for every prompt that starts with it.
+
+    None where sharing it would change a number: a model with recurrent layers, or with sliding
+    windows, which count the padding after the prefix as positions.
+    """
     kwargs = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     ids = torch.tensor([prefix], device=_device(model))
-    return getattr(model(input_ids=ids, use_cache=True, **kwargs), name)
+    cache = getattr(model(input_ids=ids, use_cache=True, **kwargs), _cache_name(model), None)
+    if type(cache) is not DynamicCache or any(getattr(cache, "is_linear", ())) or any(cache.is_sliding):
+        return None
+    return cache
+
+
+def _continued(model: nn.Module, prefix: DynamicCache, rows: int, max_len: int) -> StaticCache:
+    """A static cache for `rows` rows of at most `max_len` tokens that holds `prefix`'s keys and values.
+
+    Static: written in place at each new token, where a dynamic cache is copied whole (half of
+    KnowMem's time on a CPU).
+    """
+    static = StaticCache(config=model.config, max_cache_len=max_len)
+    where = {"cache_position": torch.arange(prefix.get_seq_length(), device=_device(model))}
+    for i, layer in enumerate(prefix.layers):
+        static.update(layer.keys.expand(rows, -1, -1, -1), layer.values.expand(rows, -1, -1, -1), i, where)
+    return static
 
 
 def generate_greedy(
@@ -162,7 +180,7 @@ def generate_greedy(
     A prompt longer than the model's context minus `max_new_tokens` is cut from the left: its
     end (what the model continues) and the tokenizer's leading special tokens (BOS) stay.
     `share_prefix`: the tokens all prompts start with (KnowMem's in-context pairs) go through
-    the model once; each batch continues from a copy of their key/value cache, its own tokens
+    the model once; each batch continues from a copy of their keys and values, its own tokens
     left-padded after them, [prefix | pad.. | own tokens], with positions from the mask as in the
     plain [pad.. | prefix | own tokens]: the same numbers at a fraction of the prefill.
     """
@@ -172,23 +190,22 @@ def generate_greedy(
     keep = special_prefix_length(tokenizer)
     budget = prompt_budget(model, max_new_tokens, keep, "generation")
     ids = [r if budget is None else cut_left(r, budget, keep) for r in token_rows(tokenizer, prompts)]
-    shared = shared_prefix_length(ids) if share_prefix else 0
     device = _device(model)
 
     def run_batch(idx: list[int]) -> list[str]:
         input_ids, mask = _pad([ids[i][shared:] for i in idx], pad_id, left=True, device=device)
-        # a static cache is written in place; a dynamic one is copied whole at every new token
-        # (a fifth of VerbMem's time on a CPU). No torch.compile: it would stall the first call.
-        kwargs: dict[str, object] = {"cache_implementation": "static", "disable_compile": True}
         if shared:
-            kwargs = {}
-            cache = copy.deepcopy(prefix_cache)
-            cache.batch_repeat_interleave(len(idx))
-            kwargs[_cache_name(model)] = cache
+            width = shared + input_ids.shape[1] + max_new_tokens
+            cache = {_cache_name(model): _continued(model, prefix_cache, len(idx), width)}
             head = torch.tensor([ids[idx[0]][:shared]], device=device).expand(len(idx), -1)
             input_ids = torch.cat([head, input_ids], dim=1)
             mask = torch.cat([torch.ones_like(head), mask], dim=1)
-        # generate derives position ids from the mask, so padding leaves positions unchanged
+        else:
+            # a static cache is written in place; a dynamic one is copied whole at every new
+            # token (a fifth of VerbMem's time on a CPU)
+            cache = {"cache_implementation": "static"}
+        # generate derives position ids from the mask, so padding leaves positions unchanged.
+        # No torch.compile (generate's default on a GPU with a static cache): it would stall the first call.
         gen = model.generate(
             input_ids=input_ids,
             attention_mask=mask,
@@ -196,12 +213,15 @@ def generate_greedy(
             num_beams=1,
             max_new_tokens=max_new_tokens,
             pad_token_id=pad_id,
-            **kwargs,
+            disable_compile=True,
+            **cache,
         )
         return tokenizer.batch_decode(gen[:, input_ids.shape[1] :], skip_special_tokens=True)
 
     with _eval_mode(model):
+        shared = shared_prefix_length(ids) if share_prefix else 0
         prefix_cache = _prefill(model, ids[0][:shared]) if shared else None
+        shared = shared if prefix_cache is not None else 0
         return _sharded(ids, batch_size, run_batch)
 
 

@@ -1,0 +1,299 @@
+"""Evaluation speed: the batched metrics against a one-example-at-a-time MUSE-style loop, same scores.
+
+    nice -n 10 python eval/scale_benchmark.py [--threads 1] [--out eval/results/scale_benchmark.json]
+
+Data shaped like MUSE-News, built from the embedded demo benchmark's text: a KnowMem in-context
+prefix of about 500 tokens (retain QA pairs) before each forget question, VerbMem prompts of
+200-400 tokens continued for 128 tokens, PrivLeak passages of 300-1,500 tokens. The tokenizer is a
+BPE trained on the demo text and filled up to Llama-2's 32,000 entries with unused tokens, so the
+output layer costs what it costs in a 7B-style vocabulary. The model is a randomly initialised
+Llama (384 wide, 6 layers, 2,048 positions); EOS is disabled so every prompt decodes all its tokens.
+Each speed is a RATIO against the reference loop run in the same process on the same model and
+prompts (one `generate` or one forward pass per example, as MUSE's scripts do), so a busy machine
+moves both sides alike; the script checks that both give the same generations and scores.
+Then the growth of evaluation time with the model's width and with the number of examples.
+Prints and saves JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from llm_unlearn.data.corpora import DEMO, MuseCorpus, load_muse
+from llm_unlearn.metrics import METRICS, EvalContext, knowmem, privleak, verbmem
+from llm_unlearn.models import build_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+VOCAB = 32_000  # Llama-2's
+ICL_TOKENS = 500
+SEED = 0
+
+
+def make_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
+    tok = build_tokenizer(texts, 4096)
+    tok.add_tokens([f"<unused{i}>" for i in range(VOCAB - len(tok))])
+    return tok
+
+
+def make_model(tok: PreTrainedTokenizerFast, hidden: int = 384, layers: int = 6) -> LlamaForCausalLM:
+    torch.manual_seed(SEED)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=hidden * 8 // 3 // 64 * 64,
+        num_hidden_layers=layers,
+        num_attention_heads=hidden // 64,
+        num_key_value_heads=hidden // 64,
+        max_position_embeddings=2048,
+        bos_token_id=tok.bos_token_id,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=None,  # no early stop: each prompt decodes all its new tokens, as a trained model does
+    )
+    model = LlamaForCausalLM(config).eval()
+    model.generation_config.eos_token_id = None
+    return model
+
+
+def muse_news_shaped(
+    tok: PreTrainedTokenizerFast, n_knowmem: int, n_verbmem: int, n_privleak: int
+) -> MuseCorpus:
+    """KnowMem, VerbMem and PrivLeak splits of MUSE-News's shape, from the demo benchmark's text."""
+    demo = load_muse(DEMO, {"raw": ("forget", "retain1", "holdout"), "knowmem": ("forget_qa", "retain_qa")})
+    rng = random.Random(SEED)
+    icl: list[dict[str, str]] = []
+    for pair in demo.get("knowmem", "retain_qa"):
+        if len(tok(knowmem.build_prompt(icl, ""))["input_ids"]) >= ICL_TOKENS:
+            break
+        icl.append(pair)
+
+    def passage(texts: list[str], n_tokens: int) -> str:
+        words: list[int] = []
+        while len(words) < n_tokens:
+            words += tok(rng.choice(texts) + " ", add_special_tokens=False)["input_ids"]
+        return tok.decode(words[:n_tokens])
+
+    forget, holdout = demo.get("raw", "forget"), demo.get("raw", "holdout")
+    verbmem_records = []
+    for _ in range(n_verbmem):
+        text = passage(forget, rng.randint(200, 400) + 128)
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        verbmem_records.append({"prompt": tok.decode(ids[:-128]), "gt": tok.decode(ids[-128:])})
+    splits = {
+        "knowmem": {"forget_qa": demo.get("knowmem", "forget_qa")[:n_knowmem], "forget_qa_icl": icl},
+        "verbmem": {"forget": verbmem_records},
+        "privleak": {
+            "forget": [passage(forget, rng.randint(300, 1500)) for _ in range(n_privleak)],
+            "holdout": [passage(holdout, rng.randint(300, 1500)) for _ in range(n_privleak)],
+        },
+    }
+    return MuseCorpus("muse-news-shaped", splits)
+
+
+def best_of(repeats: int, *runs: Callable[[], Any]) -> list[tuple[float, Any]]:
+    """Each run's fastest wall time over `repeats` interleaved rounds, with its last result."""
+    best = [(float("inf"), None)] * len(runs)
+    for _ in range(repeats):
+        for k, run in enumerate(runs):
+            start = time.perf_counter()
+            result = run()
+            best[k] = (min(best[k][0], time.perf_counter() - start), result)
+    return best
+
+
+def reference_generations(
+    model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, prompts: list[str], new: int
+) -> list[str]:
+    """MUSE's loop: one unpadded `generate` per prompt."""
+    outs = []
+    with torch.inference_mode():
+        for prompt in prompts:
+            ids = tok(prompt, return_tensors="pt")["input_ids"]
+            gen = model.generate(
+                ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=new
+            )
+            outs.append(tok.decode(gen[0, ids.shape[1] :], skip_special_tokens=True))
+    return outs
+
+
+def reference_forwards(
+    model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, texts: list[str]
+) -> tuple[float, list[float]]:
+    """One forward pass per passage (its time alone), and each passage's Min-K% score from it."""
+    seconds, scores = 0.0, []
+    with torch.inference_mode():
+        for text in texts:
+            ids = tok(text, return_tensors="pt")["input_ids"]
+            start = time.perf_counter()
+            logits = model(ids).logits
+            seconds += time.perf_counter() - start
+            lp = logits[0, :-1].log_softmax(-1).gather(-1, ids[0, 1:, None])[:, 0]
+            scores.append(privleak.min_k_score(lp))
+    return seconds, scores
+
+
+def speedups(
+    model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, data: MuseCorpus, batch_size: int, repeats: int
+) -> dict:
+    ctx = EvalContext(tok, data, batch_size=batch_size)
+    icl, qa = data.get("knowmem", "forget_qa_icl"), data.get("knowmem", "forget_qa")
+    knowmem_prompts = [knowmem.build_prompt(icl, r["question"]) for r in qa]
+    (ref_s, ref), (our_s, ours) = best_of(
+        repeats,
+        lambda: [
+            knowmem.cut_answer(o)
+            for o in reference_generations(model, tok, knowmem_prompts, knowmem.MAX_NEW_TOKENS)
+        ],
+        lambda: knowmem.knowmem_forget(model, ctx),
+    )
+    out = {"knowmem": ratio(ref_s, our_s, 5.0, ref == [v["output"] for v in ours["value_by_index"].values()])}
+
+    records = data.get("verbmem", "forget")
+    (ref_s, ref), (our_s, ours) = best_of(
+        repeats,
+        lambda: reference_generations(model, tok, [r["prompt"] for r in records], verbmem.MAX_NEW_TOKENS),
+        lambda: verbmem.verbmem(model, ctx),
+    )
+    out["verbmem"] = ratio(ref_s, our_s, 1.5, ref == [v["output"] for v in ours["value_by_index"].values()])
+
+    texts = data.get("privleak", "forget") + data.get("privleak", "holdout")
+    (_, (ref_s, ref)), (our_s, ours) = best_of(
+        repeats,
+        lambda: reference_forwards(model, tok, texts),
+        lambda: METRICS.get("privleak").fn(model, ctx),
+    )
+    diff = max(abs(a - v["score"]) for a, v in zip(ref, ours["value_by_index"].values(), strict=True))
+    out["privleak"] = {
+        "reference_forward_s": round(ref_s, 3),
+        "metric_s": round(our_s, 3),
+        "time_over_forward_passes": round(our_s / ref_s, 3),
+        "target": "<= 1.1",
+        "met": our_s / ref_s <= 1.1,
+        "max_abs_score_diff": diff,
+        "same_scores": diff < 1e-4,
+    }
+    return out
+
+
+def ratio(reference_s: float, ours_s: float, target: float, same: bool) -> dict:
+    return {
+        "reference_loop_s": round(reference_s, 3),
+        "metric_s": round(ours_s, 3),
+        "speedup": round(reference_s / ours_s, 2),
+        "target": f">= {target}",
+        "met": reference_s / ours_s >= target,
+        "same_outputs": same,
+    }
+
+
+def timed_metrics(
+    model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, data: MuseCorpus, batch_size: int
+) -> dict:
+    ctx = EvalContext(tok, data, batch_size=batch_size)
+    runs = {
+        "knowmem": lambda: knowmem.knowmem_forget(model, ctx),
+        "verbmem": lambda: verbmem.verbmem(model, ctx),
+        "privleak": lambda: METRICS.get("privleak").fn(model, ctx),
+    }
+    return {name: round(best_of(1, run)[0][0], 3) for name, run in runs.items()}
+
+
+def audit_quantized_cache() -> dict:
+    """Cache bytes and peak RSS of the audit's quantized-cell cache: measured by another task (issue 19)."""
+    return {
+        "measured": False,
+        "cache_bytes": None,
+        "peak_rss_bytes": None,
+        "note": "another task of issue 19",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the fastest counts")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--knowmem", type=int, default=32, help="KnowMem questions")
+    parser.add_argument("--verbmem", type=int, default=6, help="VerbMem prompts")
+    parser.add_argument("--privleak", type=int, default=6, help="PrivLeak passages per side")
+    parser.add_argument("--widths", type=int, nargs="+", default=[256, 512, 1024, 2048])
+    parser.add_argument("--out", type=Path, default=ROOT / "eval" / "results" / "scale_benchmark.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    demo = load_muse(DEMO, {"raw": ("forget", "retain1", "holdout")})
+    tok = make_tokenizer(demo.get("raw", "forget") + demo.get("raw", "retain1") + demo.get("raw", "holdout"))
+    data = muse_news_shaped(tok, args.knowmem, args.verbmem, args.privleak)
+    model = make_model(tok)
+    icl = data.get("knowmem", "forget_qa_icl")
+    lengths = lambda texts: [len(r) for r in tok(texts)["input_ids"]]  # noqa: E731
+    result: dict[str, Any] = {
+        "command": "nice -n 10 python eval/scale_benchmark.py " + " ".join(sys.argv[1:]),
+        "what": "wall-clock s, the fastest of `repeats` interleaved rounds; speedup = reference / metric",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "torch_threads": args.threads,
+            "python": platform.python_version(),
+            "load_average_start": os.getloadavg(),
+        },
+        "model": {"hidden": 384, "layers": 6, "vocab": len(tok), "parameters": model.num_parameters()},
+        "data": {
+            "knowmem_questions": args.knowmem,
+            "knowmem_icl_pairs": len(icl),
+            "knowmem_icl_prefix_tokens": len(tok(knowmem.build_prompt(icl, ""))["input_ids"]),
+            "verbmem_prompt_tokens": lengths([r["prompt"] for r in data.get("verbmem", "forget")]),
+            "verbmem_new_tokens": verbmem.MAX_NEW_TOKENS,
+            "privleak_passage_tokens": lengths(
+                data.get("privleak", "forget") + data.get("privleak", "holdout")
+            ),
+        },
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "speedup_vs_muse_loop": speedups(model, tok, data, args.batch_size, args.repeats),
+    }
+    print(json.dumps(result["speedup_vs_muse_loop"], indent=1), flush=True)
+
+    # one run of each batched metric: knowmem 4 questions, verbmem 2 prompts, privleak 2 + 2 passages
+    few = muse_news_shaped(tok, 4, 2, 2)
+    widths = []
+    for width in args.widths:
+        wide = make_model(tok, hidden=width)
+        widths.append(
+            {
+                "hidden": width,
+                "parameters": wide.num_parameters(),
+                **timed_metrics(wide, tok, few, args.batch_size),
+            }
+        )
+        print(json.dumps(widths[-1]), flush=True)
+    result["seconds_by_width"] = {
+        "examples": {"knowmem": 4, "verbmem": 2, "privleak": 4},
+        "layers": 6,
+        "runs": widths,
+    }
+    result["seconds_by_examples"] = {"hidden": 384, "runs": []}
+    for k in (1, 2, 4):
+        counts = {"knowmem": 4 * k, "verbmem": 2 * k, "privleak": 4 * k}
+        seconds = timed_metrics(model, tok, muse_news_shaped(tok, 4 * k, 2 * k, 2 * k), args.batch_size)
+        result["seconds_by_examples"]["runs"].append({"examples": counts, "seconds": seconds})
+        print(json.dumps(result["seconds_by_examples"]["runs"][-1]), flush=True)
+    result["machine"]["load_average_end"] = os.getloadavg()
+    result["audit_quantized_cache"] = audit_quantized_cache()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"saved {args.out}")
+
+
+if __name__ == "__main__":
+    main()
