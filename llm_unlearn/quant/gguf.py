@@ -335,15 +335,19 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], name: str) ->
             own[key].copy_(value.reshape(own[key].shape))
 
 
+#: the no-op log callback handed to llama.cpp (kept referenced: llama.cpp calls it later)
+_SILENCE: list[Any] = []
+
+
 def _llama_cpp() -> Any:
     try:
         import gguf  # noqa: F401  the file is read back with it
         import llama_cpp
     except ImportError:
         raise UserError(MISSING) from None
-    if not getattr(_llama_cpp, "quiet", None):  # llama.cpp logs every tensor it quantizes
-        _llama_cpp.quiet = llama_cpp.llama_log_callback(lambda level, text, data: None)
-        llama_cpp.llama_log_set(_llama_cpp.quiet, ctypes.c_void_p())
+    if not _SILENCE:  # llama.cpp logs every tensor it quantizes
+        _SILENCE.append(llama_cpp.llama_log_callback(lambda level, text, data: None))
+        llama_cpp.llama_log_set(_SILENCE[0], ctypes.c_void_p())
     return llama_cpp
 
 
