@@ -40,8 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TIMED = ["rtn-w4-g32", "rtn-w8", "gptq-w4-g32", "gptq-w4-g128", "gptq-w8-g128", "awq-w4-g32"]
 TIMED += ["awq-w4-g128", "bnb-nf4", "bnb-fp4", "bnb-int8"]
-SMOLLM2 = ["rtn-w4-g32", "rtn-w8", "bnb-nf4", "bnb-int8", "fp8-e4m3", "hqq-w4-g64", "hqq-w8-g64"]
-SMOLLM2 += ["gguf-q8_0", "gguf-q6_k", "gguf-q5_k_m", "gguf-q4_k_m", "gguf-q4_0", "gguf-q3_k_m", "gguf-q2_k"]
+# most telling first: on a busy machine a run may be cut short (each result is saved as it comes)
+SMOLLM2 = ["gguf-q4_k_m", "fp8-e4m3", "hqq-w4-g64", "rtn-w4-g32", "bnb-nf4", "gguf-q8_0", "gguf-q2_k"]
+SMOLLM2 += ["hqq-w8-g64", "rtn-w8", "bnb-int8", "gguf-q6_k", "gguf-q5_k_m", "gguf-q4_0", "gguf-q3_k_m"]
 OVERLAP = {
     4: ["rtn-w4-g32", "gptq-w4-g32", "awq-w4-g32", "bnb-nf4", "bnb-fp4"],
     8: ["rtn-w8", "gptq-w8-g128", "bnb-int8"],
