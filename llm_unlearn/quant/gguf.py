@@ -4,9 +4,10 @@ The model is converted with llama.cpp's own `convert_hf_to_gguf.py` (float32 GGU
 with llama.cpp's own `llama_model_quantize` (through llama-cpp-python), so the file is the one a
 user of llama.cpp would ship, mixes and fallbacks included: the `_M` types give some tensors more
 bits (Q4_K_M: Q6_K for half the attn_v/ffn_down and the output), and a tensor whose rows are not
-whole 256-element super-blocks (SmolLM2's 576-wide layers) falls back to a 32-block type
-(Q6_K -> Q8_0, Q5_K -> Q5_1, Q4_K -> Q5_0, Q3_K/Q2_K -> IQ4_NL). The type each tensor got is read
-back from the file (`tensor_types`, saved as `gguf_types.json` with the file).
+whole 256-element super-blocks (SmolLM2's 576-wide layers) falls back to a 32-block type (with
+llama-cpp-python 0.3.36 on SmolLM2-135M: Q6_K -> Q8_0, Q5_K -> Q5_1, Q4_K -> Q5_0, Q3_K/Q2_K ->
+Q4_0, so its "Q4_K_M" is mostly Q5_0). The type each tensor got is read back from the file
+(`tensor_types`, saved as `gguf_types.json` with the file).
 
 The quantized model carries the file's weights dequantized by `gguf.quants.dequantize` (llama.cpp's
 reference dequantization), every tensor llama.cpp quantized, the token embedding and output head
