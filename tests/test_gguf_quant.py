@@ -73,6 +73,7 @@ def smol_folder(tmp_path_factory) -> Path:
     return save_checkpoint(LlamaForCausalLM(config), tok, tmp_path_factory.mktemp("gguf") / "tiny")
 
 
+@pytest.mark.slow  # ~40 s each on 2 busy cores: conversion, quantization, reading back
 @pytest.mark.parametrize("name", NAMES)
 def test_weights_are_llama_cpps_dequantization_of_its_file(name, smol_folder, tmp_path):
     gguf = pytest.importorskip("gguf")
@@ -115,6 +116,7 @@ def test_weights_are_llama_cpps_dequantization_of_its_file(name, smol_folder, tm
     assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
 
 
+@pytest.mark.slow
 def test_the_audit_cache_keeps_the_gguf_file(smol_folder, tmp_path):
     model = AuditModel("target", "natural", smol_folder)
     network, codes = quantized(model, get_quantizer("gguf-q4_0"), tmp_path)

@@ -1,5 +1,5 @@
-"""bitsandbytes' own layers (`kernels/bnb.py`) against the simulated `bnb-*` quantizers, and LLM.int8()
-by hand."""
+"""bitsandbytes' own layers (`kernels/bnb.py`) against the simulated `bnb-*` quantizers, and
+LLM.int8() by hand."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def test_int8_layer_rounds_the_activations_by_hand():
     assert type(model.proj).__name__ == "Linear8bitLt" and not model.training
     x = torch.tensor([[0.4, 1.0]])
     # weight rows: max|w| 1 and 2; codes round(127 w / max):
-    # [127, round(-38.1) = -38], [round(12.7) = 13, 127]
+    # [127, round(-38.1) = -38] and [round(12.7) = 13, 127]
     # activations: max|x| = 1; codes [round(50.8) = 51, 127]
     # y0 = (51*127 - 127*38) * 1 * 1 / 127² + 0.5 = 1651/16129 + 0.5
     # y1 = (51*13 + 127*127) * 1 * 2 / 127² - 1 = 33584/16129 - 1

@@ -195,8 +195,8 @@ def test_malformed_names_show_the_pattern(name: str):
 
 
 def test_unknown_family_lists_known_ones():
-    with pytest.raises(UnknownNameError, match=r"'zzz-w4'.*fp.*rtn-w\{2,3,4,8\}"):
-        get_quantizer("zzz-w4")
+    with pytest.raises(UnknownNameError, match=r"'eetq-w8'.*fp.*rtn-w\{2,3,4,8\}"):
+        get_quantizer("eetq-w8")
     with pytest.raises(ValueError, match="expected fp"):
         get_quantizer("fp-16")
 

@@ -4,9 +4,10 @@ The model is converted with llama.cpp's own `convert_hf_to_gguf.py` (float32 GGU
 with llama.cpp's own `llama_model_quantize` (through llama-cpp-python), so the file is the one a
 user of llama.cpp would ship, mixes and fallbacks included: the `_M` types give some tensors more
 bits (Q4_K_M: Q6_K for half the attn_v/ffn_down and the output), and a tensor whose rows are not
-whole 256-element super-blocks (SmolLM2's 576-wide layers) falls back to a 32-block type
-(Q6_K -> Q8_0, Q5_K -> Q5_1, Q4_K -> Q5_0, Q3_K/Q2_K -> IQ4_NL). The type each tensor got is read
-back from the file (`tensor_types`, saved as `gguf_types.json` with the file).
+whole 256-element super-blocks (SmolLM2's 576-wide layers) falls back to a 32-block type (with
+llama-cpp-python 0.3.36 on SmolLM2-135M: Q6_K -> Q8_0, Q5_K -> Q5_1, Q4_K -> Q5_0, Q3_K/Q2_K ->
+Q4_0, so its "Q4_K_M" is mostly Q5_0). The type each tensor got is read back from the file
+(`tensor_types`, saved as `gguf_types.json` with the file).
 
 The quantized model carries the file's weights dequantized by `gguf.quants.dequantize` (llama.cpp's
 reference dequantization), every tensor llama.cpp quantized, the token embedding and output head
@@ -335,15 +336,19 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], name: str) ->
             own[key].copy_(value.reshape(own[key].shape))
 
 
+#: the no-op log callback handed to llama.cpp (kept referenced: llama.cpp calls it later)
+_SILENCE: list[Any] = []
+
+
 def _llama_cpp() -> Any:
     try:
         import gguf  # noqa: F401  the file is read back with it
         import llama_cpp
     except ImportError:
         raise UserError(MISSING) from None
-    if not getattr(_llama_cpp, "quiet", None):  # llama.cpp logs every tensor it quantizes
-        _llama_cpp.quiet = llama_cpp.llama_log_callback(lambda level, text, data: None)
-        llama_cpp.llama_log_set(_llama_cpp.quiet, ctypes.c_void_p())
+    if not _SILENCE:  # llama.cpp logs every tensor it quantizes
+        _SILENCE.append(llama_cpp.llama_log_callback(lambda level, text, data: None))
+        llama_cpp.llama_log_set(_SILENCE[0], ctypes.c_void_p())
     return llama_cpp
 
 
