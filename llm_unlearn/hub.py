@@ -133,9 +133,9 @@ def plan_push(
                 f"quantized variants: none; {variants} holds no quantized checkpoints (the audit writes "
                 "them there when it quantizes this model), so only the full-precision model is pushed"
             )
-        for folder in found:
-            _check_revision(folder.name)
-            commits.append(Commit(folder.name, (*_checkpoint_files(folder), card_file)))
+        for variant in found:
+            _check_revision(variant.name)
+            commits.append(Commit(variant.name, (*_checkpoint_files(variant), card_file)))
     return UploadPlan(repo_id, private, model, card, card_path, tuple(commits), tuple(notes))
 
 

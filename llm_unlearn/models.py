@@ -497,20 +497,29 @@ def demo_checkpoints() -> dict[str, Path]:
     tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
     paths = {"target": root / "target", "retrain": root / "retrain"}
     for name, texts in (("target", forget + retain), ("retrain", retain)):
-        if paths[name].exists():
-            continue
-        Console(stderr=True).print(
-            f"[bold]training[/] the demo {name} model (first run only; cached in {root})"
-        )
-        torch.manual_seed(DEMO_TRAINING["seed"])
-        config = LlamaConfig(
-            vocab_size=len(tokenizer),
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            **DEMO_CONFIG,
-        )
-        train_causal_lm(
-            LlamaForCausalLM(config), tokenizer, texts, paths[name], DEMO_MAX_LENGTH, **DEMO_TRAINING
-        )
+        if not paths[name].exists():
+            train_demo_model(tokenizer, texts, paths[name], DEMO_MAX_LENGTH, DEMO_TRAINING, f"demo {name}")
     return paths
+
+
+def train_demo_model(
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    dest: Path,
+    max_length: int,
+    training: dict[str, object],
+    what: str,
+) -> Path:
+    """A demo's tiny Llama (DEMO_CONFIG, seeded) trained from scratch on `texts` into `dest`."""
+    Console(stderr=True).print(
+        f"[bold]training[/] the {what} model (first run only; cached in {dest.parent})"
+    )
+    torch.manual_seed(int(training["seed"]))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **DEMO_CONFIG,
+    )
+    return train_causal_lm(LlamaForCausalLM(config), tokenizer, texts, dest, max_length, **training)

@@ -17,12 +17,10 @@ import hashlib
 import json
 from pathlib import Path
 
-import torch
-from rich.console import Console
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import AutoTokenizer
 
 from llm_unlearn.data.tofu import DEMO_TOFU, TOFU, get_template, load_tofu, qa_texts, role_config
-from llm_unlearn.models import DEMO_CONFIG, DEMO_TOKENIZER_VOCAB, build_tokenizer, cache_dir, train_causal_lm
+from llm_unlearn.models import DEMO_CONFIG, DEMO_TOKENIZER_VOCAB, build_tokenizer, cache_dir, train_demo_model
 
 #: the demo's QA texts are a few dozen tokens; the MUSE demo's 60 epochs at lr 3e-3 memorise them
 TOFU_DEMO_TRAINING = dict(
@@ -69,20 +67,8 @@ def demo_tofu_checkpoints(forget_split: str = "forget10") -> dict[str, Path]:
     tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
     paths = {"target": root / "target", "retrain": root / f"retrain_{retain}"}
     for name, path in paths.items():
-        if path.exists():
-            continue
-        Console(stderr=True).print(
-            f"[bold]training[/] the TOFU demo {name} model (first run only; cached in {root})"
-        )
-        torch.manual_seed(TOFU_DEMO_TRAINING["seed"])
-        config = LlamaConfig(
-            vocab_size=len(tokenizer),
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            **DEMO_CONFIG,
-        )
-        train_causal_lm(
-            LlamaForCausalLM(config), tokenizer, texts[name], path, TOFU_DEMO_MAX_LENGTH, **TOFU_DEMO_TRAINING
-        )
+        if not path.exists():
+            train_demo_model(
+                tokenizer, texts[name], path, TOFU_DEMO_MAX_LENGTH, TOFU_DEMO_TRAINING, f"TOFU demo {name}"
+            )
     return paths
