@@ -171,7 +171,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from llm_unlearn.runfolder import write_json
 
     kind = detect_benchmark(args.data)
-    names = _names(args.metrics or ",".join(TOFU_METRICS if kind == "tofu" else MUSE_METRICS), "--metrics")
+    default = ",".join(TOFU_METRICS if kind == "tofu" else MUSE_METRICS)
+    names = _names(default if args.metrics is None else args.metrics, "--metrics")
     for name in names:
         METRICS.get(name)
     if args.out.is_dir():

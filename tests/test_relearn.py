@@ -188,7 +188,7 @@ def test_a_slice_larger_than_the_split_stops_the_run_in_one_line(
     assert load_recipe(path, ["relearn={split: forget}"]).relearn[0].column == "relearn-forget-10"
     assert main(["run", str(path), "--set", "relearn=[{split: forget, samples: 7}]"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "relearn.0.samples: 7, but raw/forget has 6 texts" in err
+    assert err.count("\n") == 1 and "relearn.0.samples: 7, but forget has 6 texts" in err
     assert not (tmp_path / "run" / "models" / "ga@natural").exists()  # stopped before unlearning
 
 
