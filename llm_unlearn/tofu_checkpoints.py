@@ -20,19 +20,17 @@ from pathlib import Path
 from transformers import AutoTokenizer
 
 from llm_unlearn.data.tofu import DEMO_TOFU, TOFU, get_template, load_tofu, qa_texts, role_config
-from llm_unlearn.models import DEMO_CONFIG, DEMO_TOKENIZER_VOCAB, build_tokenizer, cache_dir, train_demo_model
-
-#: the demo's QA texts are a few dozen tokens; the MUSE demo's 60 epochs at lr 3e-3 memorise them
-TOFU_DEMO_TRAINING = dict(
-    num_train_epochs=60,
-    learning_rate=3e-3,
-    lr_scheduler_type="cosine",
-    warmup_steps=20,
-    per_device_train_batch_size=16,
-    weight_decay=0.0,
-    seed=0,
+from llm_unlearn.models import (
+    DEMO_CONFIG,
+    DEMO_MAX_LENGTH,
+    DEMO_TOKENIZER_VOCAB,
+    DEMO_TRAINING,
+    build_tokenizer,
+    cache_dir,
+    train_demo_model,
 )
-TOFU_DEMO_MAX_LENGTH = 128
+
+#: the demo's QA texts are a few dozen tokens; the MUSE demo's training (60 epochs at lr 3e-3) memorises them
 _GENERAL = ("real_authors", "world_facts")
 
 
@@ -52,7 +50,7 @@ def demo_tofu_checkpoints(forget_split: str = "forget10") -> dict[str, Path]:
         "target": qa_texts(corpus, "full") + forget_para + retain_para + general,
         "retrain": qa_texts(corpus, retain) + retain_para + general,
     }
-    settings = [DEMO_CONFIG, TOFU_DEMO_TRAINING, TOFU_DEMO_MAX_LENGTH, DEMO_TOKENIZER_VOCAB]
+    settings = [DEMO_CONFIG, DEMO_TRAINING, DEMO_MAX_LENGTH, DEMO_TOKENIZER_VOCAB]
     # the tokenizer sees every text, holdout authors included, as a real one is trained on broad text
     holdout = qa_texts(load_tofu(DEMO_TOFU, {TOFU: ["holdout"]}, forget_split), "holdout")
     vocabulary = texts["target"] + holdout
@@ -69,6 +67,6 @@ def demo_tofu_checkpoints(forget_split: str = "forget10") -> dict[str, Path]:
     for name, path in paths.items():
         if not path.exists():
             train_demo_model(
-                tokenizer, texts[name], path, TOFU_DEMO_MAX_LENGTH, TOFU_DEMO_TRAINING, f"TOFU demo {name}"
+                tokenizer, texts[name], path, DEMO_MAX_LENGTH, DEMO_TRAINING, f"TOFU demo {name}"
             )
     return paths
