@@ -191,23 +191,7 @@ def model_card(run_dir: Path, model: str, repo_id: str, with_adapter: bool = Fal
         return _audited_card(run_dir, recipe, audited, repo_id)
     section = _method_section(recipe, run)
     resolved = folder.read_method(model)
-    results = ResultsFile(folder.results)
-    rows = [r for r in results if r["model"] == run and r["target"] == target]
-    if not rows:
-        raise UserError(f"{folder.results}: no audit results for {model}; run the audit first")
-    cells = AuditCells(results, verdict_settings(recipe, str(RunFolder(run_dir).recipe)))
-    source = recipe["data"]["source"]
-    base = recipe["model"]["target"]
-    data = ModelCardData(
-        model_name=repo_id.split("/")[-1],
-        base_model=base if _is_hub(base) else None,
-        datasets=[source] if _is_hub(source) else None,
-        license=_base_license(base),
-        library_name="transformers",
-        pipeline_tag="text-generation",
-        tags=_tags(section, recipe),
-        eval_results=[_eval_result(r, source) for r in rows],
-    )
+    rows, cells, data = _card_audit(run_dir, recipe, run, target, repo_id, _tags(section, recipe))
     body = [
         f"# {repo_id.split('/')[-1]}",
         "",
@@ -250,15 +234,17 @@ def model_card(run_dir: Path, model: str, repo_id: str, with_adapter: bool = Fal
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
 
 
-def _audited_card(run_dir: Path, recipe: dict[str, Any], audited: dict[str, str], repo_id: str) -> ModelCard:
-    """The card of a model unlearned elsewhere and audited here: its source, the verdict and the
-    audit table; how it was unlearned is its maker's to tell."""
-    run, target = audited["name"], audited["target"]
-    results = ResultsFile(RunFolder(run_dir).results)
+def _card_audit(
+    run_dir: Path, recipe: dict[str, Any], run: str, target: str, repo_id: str, tags: list[str]
+) -> tuple[list[dict[str, Any]], AuditCells, ModelCardData]:
+    """What every card shows of the audit: the model's results rows, the run's cells (intervals,
+    recoveries, verdicts) and the card's metadata with a model-index entry per row."""
+    folder = RunFolder(run_dir)
+    results = ResultsFile(folder.results)
     rows = [r for r in results if r["model"] == run and r["target"] == target]
     if not rows:
-        raise UserError(f"{RunFolder(run_dir).results}: no audit results for {run}; run the audit first")
-    cells = AuditCells(results, verdict_settings(recipe, str(RunFolder(run_dir).recipe)))
+        raise UserError(f"{folder.results}: no audit results for {run}@{target}; run the audit first")
+    cells = AuditCells(results, verdict_settings(recipe, str(folder.recipe)))
     source, base = recipe["data"]["source"], recipe["model"]["target"]
     data = ModelCardData(
         model_name=repo_id.split("/")[-1],
@@ -267,9 +253,18 @@ def _audited_card(run_dir: Path, recipe: dict[str, Any], audited: dict[str, str]
         license=_base_license(base),
         library_name="transformers",
         pipeline_tag="text-generation",
-        tags=["llm-unlearn", "unlearning", "quantization-robustness-audit"],
+        tags=tags,
         eval_results=[_eval_result(r, source) for r in rows],
     )
+    return rows, cells, data
+
+
+def _audited_card(run_dir: Path, recipe: dict[str, Any], audited: dict[str, str], repo_id: str) -> ModelCard:
+    """The card of a model unlearned elsewhere and audited here: its source, the verdict and the
+    audit table; how it was unlearned is its maker's to tell."""
+    run, target = audited["name"], audited["target"]
+    tags = ["llm-unlearn", "unlearning", "quantization-robustness-audit"]
+    rows, cells, data = _card_audit(run_dir, recipe, run, target, repo_id, tags)
     origin = f"`{audited['source']}`" if _is_hub(audited["source"]) else "a local checkpoint"
     base_text = _base_description(recipe, target)
     base_text = base_text if base_text.startswith("`") else base_text[0].lower() + base_text[1:]
