@@ -28,13 +28,14 @@ from pathlib import Path
 
 import torch
 
-from llm_unlearn.audit.run import AuditModel, quantized
+from llm_unlearn.audit.cache import cached_codes, cell_folder
 from llm_unlearn.models import demo_checkpoints, gguf_checkpoint, load_model, load_tokenizer
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.quant.calibration import GENERIC_TEXT, build_calibration
 from llm_unlearn.quant.gguf import GGUFQuantizer
 from llm_unlearn.quant.overlap import diagnose, quantize_with_codes, target_weights
 from llm_unlearn.recipe import CalibrationSection
+from llm_unlearn.runfolder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -124,21 +125,22 @@ def demo_figures(run: Path) -> dict[str, object]:
     figures["quantize_seconds"] = seconds
 
     targets = {"natural": target, "grid": run / "models" / "target@grid"}
-    rows = []
+    rows, cache = [], RunFolder(run).quantized_root
     for folder in sorted((run / "models").iterdir()):
         method, _, target_name = folder.name.partition("@")
         if method == "target" or not (folder / "config.json").is_file():
             continue
-        unlearned = AuditModel(method, target_name, folder)
-        reference = AuditModel("target", target_name, targets[target_name])
-        weights_u, weights_t = target_weights(load_model(folder)), target_weights(load_model(reference.path))
+        reference = targets[target_name]
+        weights_u, weights_t = target_weights(load_model(folder)), target_weights(load_model(reference))
         for bits, names in OVERLAP.items():
             for name in names:
                 quantizer = get_quantizer(name)
                 quantizer.calibration = calibration
                 in_basis = quantizer.codes_in_weight_basis
-                _, codes_u = quantized(unlearned, quantizer, run / "quantized")
-                _, codes_t = quantized(reference, quantizer, run / "quantized")
+                codes_u = cached_codes(folder, quantizer, cell_folder(cache, folder.name, name))
+                codes_t = cached_codes(
+                    reference, quantizer, cell_folder(cache, f"target@{target_name}", name)
+                )
                 overall = diagnose(
                     weights_t if in_basis else None, weights_u if in_basis else None, codes_t, codes_u
                 )["overall"]

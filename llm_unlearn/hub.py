@@ -5,8 +5,10 @@ The plan is built from the run folder alone (no network): the checkpoint as the 
 (safetensors and tokenizer; a LoRA run saved the merged model), a model card (`README.md`: method,
 forget set, base model, hyper-parameters, the model's audit table, `model-index` entries for every
 metric under every quantizer) and, under `audit/`, the recipe, `results.jsonl` and the resolved
-method settings. Quantized checkpoints, when the run folder has them under
-`quantized/<model>/<quantizer>/`, go to a branch of the same repo named after the quantizer.
+method settings. Quantized variants, when the audit cached them under
+`quantized/<model>/<quantizer>/` (as codes: `audit/cache.py`), are first rebuilt once into loadable
+checkpoints under `hub/<model>/<quantizer>/` and go to a branch of the same repo named after the
+quantizer (with llama.cpp's GGUF file where the quantizer made one).
 A LoRA run's adapter (`models/<model>.adapter/`) goes, on request, under `adapter/` beside the
 merged model: not at the root, where transformers would load the repo as an adapter rather than as
 the merged model, and not on a branch, which here means a quantized variant of the same weights;
@@ -35,6 +37,7 @@ from huggingface_hub import (
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
+from llm_unlearn.audit.cache import CONFIG, materialize
 from llm_unlearn.audit.report import TITLES, AuditCells, verdict_markdown, verdict_settings
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.data.corpora import DEMO, is_hub_id
@@ -108,7 +111,8 @@ def plan_push(
     with_quantized: bool = False,
     with_adapter: bool = False,
 ) -> UploadPlan:
-    """What `push` would upload, read from the run folder only; the card is rendered, not written."""
+    """What `push` would upload, read from the run folder only; the card is rendered, not written.
+    `with_quantized` rebuilds each cached quantized variant into `hub/` once (no network)."""
     _check_repo_id(repo_id)
     folder = RunFolder(run_dir)
     if not folder.results.is_file() or not folder.recipe.is_file():
@@ -127,7 +131,7 @@ def plan_push(
     notes = []
     if with_quantized:
         variants = folder.quantized(model)
-        found = sorted(p for p in variants.glob("*") if p.is_dir()) if variants.is_dir() else []
+        found = sorted(p for p in variants.glob("*") if (p / CONFIG).is_file()) if variants.is_dir() else []
         if not found:
             notes.append(
                 f"quantized variants: none; {variants} holds no quantized checkpoints (the audit writes "
@@ -135,7 +139,8 @@ def plan_push(
             )
         for variant in found:
             _check_revision(variant.name)
-            commits.append(Commit(variant.name, (*_checkpoint_files(variant), card_file)))
+            loadable = materialize(variant, folder.hub_quantized(model, variant.name))
+            commits.append(Commit(variant.name, (*_checkpoint_files(loadable), card_file)))
     return UploadPlan(repo_id, private, model, card, card_path, tuple(commits), tuple(notes))
 
 

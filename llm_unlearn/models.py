@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +90,27 @@ def model_skeleton(path: Path) -> PreTrainedModel:
 
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(path)))
+
+
+class CheckpointTensors(Mapping[str, torch.Tensor]):
+    """The tensors of a saved checkpoint (one or several safetensors files) by name, each read from
+    disk when asked for, so a whole model never has to be in memory to compare or diagnose it."""
+
+    def __init__(self, folder: Path) -> None:
+        self._file: dict[str, Path] = {}
+        for path in sorted(Path(folder).expanduser().glob("*.safetensors")):
+            with safe_open(str(path), framework="pt") as f:
+                self._file |= dict.fromkeys(f.keys(), path)
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        with safe_open(str(self._file[key]), framework="pt") as f:
+            return f.get_tensor(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._file)
+
+    def __len__(self) -> int:
+        return len(self._file)
 
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")

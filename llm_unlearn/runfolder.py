@@ -12,9 +12,10 @@ RUN_DIR/
   models/<run>@<target>.log.json        the training log
   models/<run>@<target>.method.json     the method settings resolved at run time
   models/<run>@<target>.adapter/        a LoRA run's adapter before merging
-  quantized/<model>@<target>/<quantizer>/   the audit's cache of quantized models
+  quantized/<model>@<target>/<quantizer>/   the audit's cache of quantized models (codes, audit/cache.py)
   relearned/<model>@<target>/<column>/      the audit's cache of relearned models
   hub/<model>/README.md          the model card `push` rendered
+  hub/<model>/<quantizer>/       a quantized variant made loadable for `push --with-quantized`
 ```
 
 Every JSON or YAML file here is written atomically (a temporary file, then a rename), so a killed
@@ -125,6 +126,10 @@ class RunFolder:
 
     def hub_card(self, model: str) -> Path:
         return self.root / "hub" / model / "README.md"
+
+    def hub_quantized(self, model: str, quantizer: str) -> Path:
+        """The loadable checkpoint `push --with-quantized` makes of a cached cell (audit/cache.py)."""
+        return self.root / "hub" / model / quantizer
 
     # --- typed reads and writes ---
     def read_recipe(self) -> dict[str, Any] | None:

@@ -33,7 +33,7 @@ def test_fp8_codes_by_hand():
     assert torch.allclose(c.scale, torch.tensor([1.0, 1 / 224]))
     expected = torch.tensor([[448.0, -224.0, 1.0, 0.3125], [2.0, 1.0, 64 / 224, 0.0]])
     torch.testing.assert_close(c.dequantize(), expected, rtol=0, atol=1e-7)
-    assert c.levels[c.codes].tolist()[1] == [448.0, 224.0, 64.0, 0.0]
+    assert c.levels[c.codes.long()].tolist()[1] == [448.0, 224.0, 64.0, 0.0]
     assert c.codes.shape == (2, 4) and c.zero.tolist() == [0.0, 0.0]
 
 

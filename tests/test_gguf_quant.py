@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from llm_unlearn.audit.run import AuditModel, quantized
+from llm_unlearn.audit.cache import CachedCodes, quantized
 from llm_unlearn.errors import UserError
 from llm_unlearn.models import load_model, save_checkpoint
 from llm_unlearn.quant import get_quantizer
@@ -118,16 +118,15 @@ def test_weights_are_llama_cpps_dequantization_of_its_file(name, smol_folder, tm
 
 @pytest.mark.slow
 def test_the_audit_cache_keeps_the_gguf_file(smol_folder, tmp_path):
-    model = AuditModel("target", "natural", smol_folder)
-    network, codes = quantized(model, get_quantizer("gguf-q4_0"), tmp_path)
     folder = tmp_path / "target@natural" / "gguf-q4_0"
+    network = quantized(smol_folder, get_quantizer("gguf-q4_0"), folder)
     assert (folder / "model-Q4_0.gguf").is_file() and (folder / "gguf_types.json").is_file()
-    cached, cached_codes = quantized(model, get_quantizer("gguf-q4_0"), tmp_path)
+    cached = quantized(smol_folder, get_quantizer("gguf-q4_0"), folder)
     for key, value in network.state_dict().items():
         assert torch.equal(cached.state_dict()[key], value)
-    assert torch.equal(
-        cached_codes["model.layers.0.self_attn.q_proj"].codes, codes["model.layers.0.self_attn.q_proj"].codes
-    )
+    q_proj = CachedCodes(folder)["model.layers.0.self_attn.q_proj"]
+    weight = network.get_submodule("model.layers.0.self_attn.q_proj").weight
+    torch.testing.assert_close(q_proj.dequantize(), weight, rtol=1e-5, atol=1e-8)
 
 
 def test_gguf_mistakes_are_one_line(tmp_path, monkeypatch, tok, llama):

@@ -14,6 +14,7 @@ from conftest import tiny_llama
 from huggingface_hub import HfApi, ModelCard
 from peft import LoraConfig, PeftModel, get_peft_model
 
+from llm_unlearn.audit.cache import quantized
 from llm_unlearn.cli import main
 from llm_unlearn.data.corpora import MuseCorpus
 from llm_unlearn.errors import UserError
@@ -21,6 +22,7 @@ from llm_unlearn.hub import model_card, plan_push
 from llm_unlearn.metrics import EvalContext
 from llm_unlearn.models import load_model, save_checkpoint
 from llm_unlearn.pipeline import unlearn
+from llm_unlearn.quant import get_quantizer
 from llm_unlearn.recipe import validate_recipe
 from llm_unlearn.runfolder import RunFolder
 
@@ -163,11 +165,16 @@ def test_quantized_variants_go_to_a_branch_each_when_present(run_dir, tmp_path) 
     shutil.copytree(run_dir, copy)
     plan = plan_push(copy, "my-org/x", with_quantized=True)
     assert len(plan.commits) == 1 and "quantized variants: none" in plan.notes[0]
-    shutil.copytree(copy / "models" / MODEL, copy / "quantized" / MODEL / "rtn-w4-g32")
+    quantizer = get_quantizer("rtn-w4-g32")
+    network = quantized(copy / "models" / MODEL, quantizer, copy / "quantized" / MODEL / quantizer.name)
     plan = plan_push(copy, "my-org/x", with_quantized=True)
     assert [c.revision for c in plan.commits] == ["main", "rtn-w4-g32"]
     assert sorted(f.path_in_repo for f in plan.commits[1].files) == sorted(CHECKPOINT_FILES | {"README.md"})
-    assert plan.commits[1].files[0].local.parent == copy / "quantized" / MODEL / "rtn-w4-g32"
+    # the cache holds codes; the branch gets a checkpoint rebuilt from them, loadable as it is
+    loadable = copy / "hub" / MODEL / "rtn-w4-g32"
+    assert plan.commits[1].files[0].local.parent == loadable
+    for key, value in load_model(loadable).state_dict().items():
+        assert torch.equal(value, network.state_dict()[key])
 
 
 def test_plan_refuses_what_it_cannot_push(run_dir, tmp_path) -> None:

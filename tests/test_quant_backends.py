@@ -115,7 +115,7 @@ def test_bitsandbytes_codes_match_the_library(name, folder):
         library.weight = bnb.nn.Int8Params(w.clone(), requires_grad=False, has_fp16_weights=False)
         stored = library.to("cpu").state_dict()
         # the int8 weight and row scales bitsandbytes keeps are exactly our codes and scales
-        assert torch.equal(c.codes - 128, stored["weight"].long())
+        assert torch.equal(c.codes.long() - 128, stored["weight"].long())
         assert torch.equal(c.scale, stored["SCB"].float() / 127)
         assert c.levels.numel() == 256
     else:

@@ -1,11 +1,12 @@
 """The audit: every model × quantizer × metric cell, resumable, one results line per cell.
 
-Each model is loaded fresh from its checkpoint for each quantizer (quantizers work in place),
-so the audit needs only the checkpoint folders and can run alone after training. Quantized
-models are cached with their codes under `quantized/<model>@<target>/<quantizer>/` in the run
-folder, so a resumed audit (or one with more metrics) does not quantize again. After the metrics,
-each unlearned model is compared with its target under every quantizer that has integer codes
-(`quant/overlap.py`): one line per model × quantizer in `diagnostics.jsonl` beside the results.
+Each model is loaded fresh from its checkpoint for each quantizer (quantizers work in place), one
+model in memory at a time, so the audit needs only the checkpoint folders and can run alone after
+training. Quantized models are cached as their codes under `quantized/<model>@<target>/<quantizer>/`
+in the run folder (`audit/cache.py`), so a resumed audit (or one with more metrics) does not
+quantize again. After the metrics, each unlearned model is compared with its target under every
+quantizer that has integer codes (`quant/overlap.py`), layer by layer from the cached codes and the
+checkpoints on disk: one line per model × quantizer in `diagnostics.jsonl` beside the results.
 Under a launch with several processes every process runs the audit and evaluates its share of
 each metric's batches (`metrics/generation.py`); only the main process writes files.
 """
@@ -13,18 +14,16 @@ each metric's batches (`metrics/generation.py`); only the main process writes fi
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from accelerate import PartialState
 from rich.progress import Progress
-from safetensors.torch import load_file, save_file
 from transformers import PreTrainedModel
 
+from llm_unlearn.audit.cache import cached_codes, cell_folder, quantized
 from llm_unlearn.audit.relearn import Relearning, relearned
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.audit.stats import metric_ci
@@ -32,10 +31,10 @@ from llm_unlearn.errors import UserError
 from llm_unlearn.kernels import evaluation, kernel_model, uses_kernels
 from llm_unlearn.metrics import EvalContext, evaluate, tofu
 from llm_unlearn.metrics.privleak import privleak_value
-from llm_unlearn.models import load_model, load_tokenizer, save_checkpoint
-from llm_unlearn.quant import Quantizer, WeightCodes, get_quantizer
+from llm_unlearn.models import CheckpointTensors, load_model
+from llm_unlearn.quant import Quantizer, get_quantizer
 from llm_unlearn.quant.calibration import Calibration
-from llm_unlearn.quant.overlap import diagnose, quantize_with_codes, target_weights
+from llm_unlearn.quant.overlap import diagnose
 from llm_unlearn.runfolder import RunFolder
 
 #: the target column of rows that belong to no target (the retrain model)
@@ -85,7 +84,7 @@ def audit(
                 if uses_kernels(quantizer_name, kernels):
                     network = kernel_model(load_model(model.path), quantizer_name)
                 else:
-                    network, _ = quantized(model, quantizer, cache)
+                    network = quantized(model.path, quantizer, _cell(cache, model, quantizer))
                 how = evaluation(quantizer_name, kernels)
                 _evaluate_cell(model, quantizer, network, pending, ctx, results, how)
             if progress:
@@ -139,75 +138,35 @@ def _quantizer(name: str, calibration: Calibration | None) -> Quantizer:
     return quantizer
 
 
-def quantized(
-    model: AuditModel, quantizer: Quantizer, cache: Path
-) -> tuple[PreTrainedModel, dict[str, WeightCodes]]:
-    """`model` under `quantizer` and its codes; `fp` is the checkpoint itself.
-
-    Quantized models are kept as checkpoints (dequantized float32 weights, loadable by
-    transformers, which `llm-unlearn push --with-quantized` uploads) with their codes beside
-    them, in `cache/<model>@<target>/<quantizer>/`, valid while the quantizer's configuration
-    (calibration included) is the same.
-    """
-    if quantizer.name == "fp":
-        return load_model(model.path), {}
-    folder = cache / f"{model.name}@{model.target}" / quantizer.name
-    config = json.loads(json.dumps(quantizer.config(), default=str))
-    saved = folder / "quantizer.json"
-    state = PartialState()
-    # Under a launch the main process quantizes and writes the cache first, the others then load
-    # what it wrote: every process evaluates the very same weights (GPTQ/AWQ on GPUs need not be
-    # bit-reproducible) and a calibrated quantizer runs once. Every process must call this.
-    with state.main_process_first():
-        if saved.is_file() and json.loads(saved.read_text()) == config:
-            return load_model(folder), _load_codes(folder / "codes.safetensors")
-        network = load_model(model.path)
-        codes = quantize_with_codes(quantizer, network)
-        if state.is_main_process:  # another process that gets here quantizes in memory only
-            save_checkpoint(network, load_tokenizer(model.path), folder)
-            quantizer.save_artifacts(folder)
-            _save_codes(codes, folder / "codes.safetensors")
-            saved.write_text(json.dumps(config, indent=1))  # last: a folder without it is recomputed
-        return network, codes
+def _cell(cache: Path, model: AuditModel, quantizer: Quantizer) -> Path:
+    return cell_folder(cache, f"{model.name}@{model.target}", quantizer.name)
 
 
-def _save_codes(codes: dict[str, WeightCodes], path: Path) -> None:
-    tensors = {}
-    for name, c in codes.items():
-        tensors |= {
-            f"{name}.codes": c.codes.to(torch.uint8 if len(c.levels) <= 256 else torch.int32),
-            f"{name}.levels": c.levels,
-            f"{name}.scale": c.scale,
-            f"{name}.zero": c.zero,
-            f"{name}.shape": torch.tensor(list(c.shape)),
-        }
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path))
+class _ModuleWeights(Mapping[str, torch.Tensor]):
+    """A checkpoint's weights by module name, in float32, each read from disk when asked for."""
 
+    def __init__(self, checkpoint: Path) -> None:
+        self._tensors = CheckpointTensors(checkpoint)
 
-def _load_codes(path: Path) -> dict[str, WeightCodes]:
-    tensors = load_file(str(path))
-    names = [key.removesuffix(".codes") for key in tensors if key.endswith(".codes")]
-    return {
-        name: WeightCodes(
-            codes=tensors[f"{name}.codes"].long(),
-            levels=tensors[f"{name}.levels"],
-            scale=tensors[f"{name}.scale"],
-            zero=tensors[f"{name}.zero"],
-            shape=torch.Size(tensors[f"{name}.shape"].tolist()),
-        )
-        for name in names
-    }
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._tensors[f"{name}.weight"].float()
+
+    def __iter__(self) -> Iterator[str]:
+        return (key.removesuffix(".weight") for key in self._tensors if key.endswith(".weight"))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _diagnose_cell(
     model: AuditModel, target: AuditModel, quantizer: Quantizer, cache: Path, results: ResultsFile
 ) -> None:
-    _, codes_u = quantized(model, quantizer, cache)
-    _, codes_t = quantized(target, quantizer, cache)
+    # every tensor is read from disk when its layer is diagnosed: no model is held in memory
+    codes_u = cached_codes(model.path, quantizer, _cell(cache, model, quantizer))
+    codes_t = cached_codes(target.path, quantizer, _cell(cache, target, quantizer))
     weights_t = weights_u = None
     if quantizer.codes_in_weight_basis:
-        weights_t = target_weights(load_model(target.path))
-        weights_u = target_weights(load_model(model.path))
+        weights_t, weights_u = _ModuleWeights(target.path), _ModuleWeights(model.path)
     found = diagnose(weights_t, weights_u, codes_t, codes_u)
     results.add(
         {

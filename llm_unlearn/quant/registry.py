@@ -33,7 +33,9 @@ class WeightCodes:
         w'[i, k] = (levels[codes[i, k]] - zero[i]) * scale[i]
 
     `levels` is increasing: integers for uniform grids (RTN, GPTQ, AWQ, LLM.int8()), the
-    normal-float or float table for NF4/FP4. `codes` [groups, group_size] indexes `levels`.
+    normal-float or float table for NF4/FP4. `codes` [groups, group_size] indexes `levels`; it is
+    held as uint8 where the grid has at most 256 levels (every quantizer here), a quarter of a
+    float32 weight, so a model's codes stay small beside the model.
     """
 
     codes: torch.Tensor
@@ -41,6 +43,9 @@ class WeightCodes:
     scale: torch.Tensor
     zero: torch.Tensor
     shape: torch.Size
+
+    def __post_init__(self) -> None:
+        self.codes = self.codes.to(torch.uint8 if len(self.levels) <= 256 else torch.int32)
 
     def dequantize(self) -> torch.Tensor:
         """The float32 weight the codes stand for, in `shape`."""

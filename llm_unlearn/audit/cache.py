@@ -1,0 +1,227 @@
+"""The audit's cache of quantized models: codes, not copies.
+
+A cell `quantized/<model>@<target>/<quantizer>/` (`RunFolder.quantized`) holds
+
+- `codes.safetensors`: per quantized weight its integer codes, two a byte where the grid has at
+  most 16 levels (4-bit) and one a byte up to 256, with the grid's levels, scales and zero points,
+  each float in the smallest dtype that holds it exactly;
+- `changed.safetensors`: every other tensor the quantizer changed (AWQ's rescaled norms, a weight
+  whose codes do not give back its exact value, llama.cpp's embedding);
+- what the quantizer itself keeps (`Quantizer.save_artifacts`: llama.cpp's GGUF file);
+- `source.json`: the checkpoint the cell was made from, with its weight files' sizes and times;
+- `quantizer.json`, written last: the configuration the cell is valid for.
+
+Tensors the quantizer left as they were are not stored: a cell is rebuilt by loading the
+checkpoint once, dequantizing each weight's codes into it and copying the changed tensors. Only
+values found bit-identical to the quantized model are left to the codes, so the rebuilt model is
+the quantized model exactly and a resumed audit gives identical cells. A 4-bit RTN cell with groups
+of 32 is 4 + 2·16/32 = 5 bits a quantized weight (a float16 scale and zero point per group): about
+0.16 × a float32 checkpoint's Linear weights.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import torch
+from accelerate import PartialState
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformers import PreTrainedModel
+
+from llm_unlearn.models import CheckpointTensors, load_model, load_tokenizer, save_checkpoint
+from llm_unlearn.quant import Quantizer, WeightCodes
+from llm_unlearn.quant.overlap import quantize_with_codes
+from llm_unlearn.runfolder import write_json
+
+CODES, CHANGED, SOURCE, CONFIG = "codes.safetensors", "changed.safetensors", "source.json", "quantizer.json"
+_OWN_FILES = (CODES, CHANGED, SOURCE, CONFIG)
+
+
+def cell_folder(cache: Path, model: str, quantizer: str) -> Path:
+    """The cell of `model` (RUN@TARGET) under `quantizer` in a cache root (`RunFolder.quantized_root`)."""
+    return cache / model / quantizer
+
+
+def pack_codes(codes: torch.Tensor, levels: int) -> torch.Tensor:
+    """`codes` flattened, two 4-bit codes a byte (low nibble first) where `levels` <= 16, else as
+    uint8 (<= 256 levels) or int32; an odd count gets a zero nibble at the end."""
+    flat = codes.reshape(-1)
+    if levels > 16:
+        return flat.to(torch.uint8 if levels <= 256 else torch.int32)
+    flat = flat.to(torch.uint8)
+    if flat.numel() % 2:
+        flat = torch.cat([flat, flat.new_zeros(1)])
+    return flat[0::2] | (flat[1::2] << 4)
+
+
+def unpack_codes(packed: torch.Tensor, count: int, levels: int) -> torch.Tensor:
+    """The first `count` codes of `pack_codes`'s output, as uint8 (int32 above 256 levels)."""
+    if levels > 16:
+        return packed[:count]
+    return torch.stack([packed & 0x0F, packed >> 4], dim=-1).reshape(-1)[:count]
+
+
+def exact_dtype(t: torch.Tensor) -> torch.Tensor:
+    """`t` in the narrowest float dtype (float16, bfloat16, float32) that holds every value exactly."""
+    for dtype in (torch.float16, torch.bfloat16):
+        narrow = t.to(dtype)
+        if torch.equal(narrow.to(t.dtype), t):
+            return narrow
+    return t.float()
+
+
+def source_stamp(checkpoint: Path) -> dict[str, object]:
+    """The checkpoint a cell was made from: its path and each weight file's size and time, so a
+    checkpoint trained again at the same path makes its cells stale."""
+    checkpoint = checkpoint.expanduser().resolve()
+    files = sorted(checkpoint.glob("*.safetensors"))
+    stamps = {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in files}
+    return {"checkpoint": str(checkpoint), "files": stamps}
+
+
+class CachedCodes(Mapping[str, WeightCodes]):
+    """A cell's codes by module name, each read from `codes.safetensors` when asked for: the
+    diagnostics walk two models' codes one weight at a time."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = folder / CODES
+        with safe_open(str(self.path), framework="pt") as f:
+            self._names = [k.removesuffix(".codes") for k in f.keys() if k.endswith(".codes")]  # noqa: SIM118
+
+    def __getitem__(self, name: str) -> WeightCodes:
+        if name not in self._names:
+            raise KeyError(name)
+        with safe_open(str(self.path), framework="pt") as f:
+            levels, shape = f.get_tensor(f"{name}.levels"), torch.Size(f.get_tensor(f"{name}.shape").tolist())
+            codes = unpack_codes(f.get_tensor(f"{name}.codes"), shape.numel(), len(levels))
+            return WeightCodes(
+                codes=codes.reshape(len(f.get_tensor(f"{name}.scale")), -1),
+                levels=levels.float(),
+                scale=f.get_tensor(f"{name}.scale").float(),
+                zero=f.get_tensor(f"{name}.zero").float(),
+                shape=shape,
+            )
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def is_valid(folder: Path, quantizer: Quantizer, checkpoint: Path) -> bool:
+    """Whether `folder` holds this quantizer's cell of `checkpoint` as it is now."""
+    config, source = folder / CONFIG, folder / SOURCE
+    return (
+        config.is_file()
+        and source.is_file()
+        and json.loads(config.read_text()) == _config(quantizer)
+        and json.loads(source.read_text()) == source_stamp(checkpoint)
+    )
+
+
+def save_cell(
+    folder: Path,
+    quantizer: Quantizer,
+    network: PreTrainedModel,
+    codes: Mapping[str, WeightCodes],
+    checkpoint: Path,
+) -> None:
+    """Write the cell of `network` (the checkpoint quantized in place, with its `codes`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG).unlink(missing_ok=True)  # a folder without it is recomputed
+    packed: dict[str, torch.Tensor] = {}
+    for name, c in codes.items():
+        packed |= {
+            f"{name}.codes": pack_codes(c.codes, len(c.levels)),
+            f"{name}.levels": exact_dtype(c.levels),
+            f"{name}.scale": exact_dtype(c.scale),
+            f"{name}.zero": exact_dtype(c.zero),
+            f"{name}.shape": torch.tensor(list(c.shape)),
+        }
+    save_file({k: v.contiguous() for k, v in packed.items()}, str(folder / CODES))
+    save_file(_changed_tensors(network, codes, checkpoint), str(folder / CHANGED))
+    quantizer.save_artifacts(folder)
+    write_json(folder / SOURCE, source_stamp(checkpoint))
+    write_json(folder / CONFIG, _config(quantizer))
+
+
+def _changed_tensors(
+    network: PreTrainedModel, codes: Mapping[str, WeightCodes], checkpoint: Path
+) -> dict[str, torch.Tensor]:
+    """The tensors of `network` that neither the checkpoint nor the codes give back bit for bit."""
+    source = CheckpointTensors(checkpoint)
+    seen, changed = set(), {}
+    for key, tensor in network.state_dict().items():
+        if tensor.data_ptr() in seen:  # a tied weight: restored through the tensor it shares
+            continue
+        seen.add(tensor.data_ptr())
+        if key in source and torch.equal(source[key].to(tensor.dtype), tensor):
+            continue
+        module = key.removesuffix(".weight")
+        coded = key.endswith(".weight") and module in codes
+        if coded and torch.equal(codes[module].dequantize().to(tensor.dtype), tensor):
+            continue
+        changed[key] = tensor.detach().cpu().contiguous()
+    return changed
+
+
+def load_cell(folder: Path, checkpoint: Path) -> PreTrainedModel:
+    """The quantized model of a cell: the checkpoint with its codes and changed tensors put in."""
+    network = load_model(checkpoint)
+    state = network.state_dict()
+    with torch.no_grad():
+        for name, c in CachedCodes(folder).items():
+            weight = network.get_submodule(name).weight
+            weight.copy_(c.dequantize().to(weight.dtype))
+        with safe_open(str(folder / CHANGED), framework="pt") as f:
+            for key in f.keys():  # noqa: SIM118 - safe_open has no __iter__
+                state[key].copy_(f.get_tensor(key))
+    return network
+
+
+def quantized(checkpoint: Path, quantizer: Quantizer, folder: Path) -> PreTrainedModel:
+    """`checkpoint` under `quantizer` (`fp`: the checkpoint itself), from its cell in `folder`
+    when valid, else quantized now and cached there."""
+    if quantizer.name == "fp":
+        return load_model(checkpoint)
+    state = PartialState()
+    # Under a launch the main process quantizes and writes the cache first, the others then load
+    # what it wrote: every process evaluates the very same weights (GPTQ/AWQ on GPUs need not be
+    # bit-reproducible) and a calibrated quantizer runs once. Every process must call this.
+    with state.main_process_first():
+        if is_valid(folder, quantizer, checkpoint):
+            return load_cell(folder, checkpoint)
+        network = load_model(checkpoint)
+        codes = quantize_with_codes(quantizer, network)
+        if state.is_main_process:  # another process that gets here quantizes in memory only
+            save_cell(folder, quantizer, network, codes, checkpoint)
+        return network
+
+
+def cached_codes(checkpoint: Path, quantizer: Quantizer, folder: Path) -> CachedCodes:
+    """The codes of the cell of `checkpoint` under `quantizer`, quantizing it first if it is not cached."""
+    if not is_valid(folder, quantizer, checkpoint):
+        quantized(checkpoint, quantizer, folder)  # only its cell is wanted: the model is dropped at once
+    return CachedCodes(folder)
+
+
+def materialize(folder: Path, dest: Path) -> Path:
+    """A loadable checkpoint (safetensors, with the tokenizer and the quantizer's own files) of the
+    cell in `folder`, written to `dest` once: what `push --with-quantized` uploads."""
+    if (dest / "config.json").is_file():
+        return dest
+    checkpoint = Path(json.loads((folder / SOURCE).read_text())["checkpoint"])
+    save_checkpoint(load_cell(folder, checkpoint), load_tokenizer(checkpoint), dest)
+    for path in folder.iterdir():
+        if path.is_file() and path.name not in _OWN_FILES:
+            shutil.copy2(path, dest / path.name)
+    return dest
+
+
+def _config(quantizer: Quantizer) -> object:
+    return json.loads(json.dumps(quantizer.config(), default=str))
