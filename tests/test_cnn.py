@@ -132,14 +132,14 @@ def test_agr_weights_formula():
     assert agr_weights(2.0, 6.0) == (0.75, 0.25)
 
 
-def test_qmul_epoch_weights_come_from_mean_batch_gradient_norms():
+def test_qmul_epoch_weights_come_from_mean_norms_over_equal_size_batches():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
     x_f, t_f, x_r, y_r = (
         torch.randn(4, 4),
         torch.tensor([0, 1, 2, 0]),
-        torch.randn(6, 4),
-        torch.tensor([1] * 6),
+        torch.randn(7, 4),
+        torch.tensor([1] * 7),
     )
     forget = DataLoader(TensorDataset(x_f, t_f, t_f), batch_size=2)
     retain = DataLoader(TensorDataset(x_r, y_r), batch_size=3)
@@ -151,11 +151,26 @@ def test_qmul_epoch_weights_come_from_mean_batch_gradient_norms():
             norms.append(torch.cat([g.flatten() for g in grads]).norm())
         return torch.stack(norms).mean().item()
 
-    g_f = mean_norm([(x_f[:2], t_f[:2]), (x_f[2:], t_f[2:])])
-    g_r = mean_norm([(x_r[:3], y_r[:3]), (x_r[3:], y_r[3:])])
+    # B = min(|D_f| = 4, retain batch 3) = 3, full batches only: forget [0:3], retain [0:3], [3:6]
+    g_f = mean_norm([(x_f[:3], t_f[:3])])
+    g_r = mean_norm([(x_r[:3], y_r[:3]), (x_r[3:6], y_r[3:6])])
     method = QMUL(3)
     method.on_epoch(model, Batches(forget, retain), Accelerator(cpu=True))
     assert method.alpha == pytest.approx((g_r / (g_f + g_r), g_f / (g_f + g_r)))
+    assert method.diagnostics[0]["G_f"] == pytest.approx(g_f) and method.diagnostics[0]["batch"] == 3
+
+
+def test_qmul_weights_are_even_when_forget_and_retain_are_the_same_data():
+    # the same 12 samples as forget (batch 2 in the paired loop) and retain (batch 6): measured on
+    # the loop's own batch sizes G_f would come out larger only because its batches are smaller
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    x, y = torch.randn(12, 4), torch.randint(0, 3, (12,))
+    forget = DataLoader(TensorDataset(x, y, y), batch_size=2)
+    retain = DataLoader(TensorDataset(x, y), batch_size=6)
+    method = QMUL(3)
+    method.on_epoch(model, Batches(forget, retain), Accelerator(cpu=True))
+    assert method.alpha == pytest.approx((0.5, 0.5))
 
 
 def test_entropy_loss_is_minus_mean_entropy():
