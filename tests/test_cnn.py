@@ -404,3 +404,35 @@ def test_cli_runs_a_shrunk_demo_and_writes_the_ag_table(tmp_path, capsys):
     assert len(next(r for r in rows if r["method"] == "qmul")["agr_weights"]) == 1  # once per epoch
     table = (tmp_path / "ag_table.md").read_text()
     assert all(f"| {n} |" in table for n in names)
+
+
+def test_oeu_and_qmul_log_their_checks_during_real_training():
+    # OEU: per-layer ⟨p, g_r⟩ ≈ 0 at every step of a real (quantized) run, and entropy/log K in (0, 1];
+    # Q-MUL: Similar Labels is the runner-up class wherever the true class is top-1
+    torch.manual_seed(0)
+    split = tiny_split()
+    settings = TrainSettings(epochs=2, lr=0.05, batch_size=16)
+    for name in ("oeu", "qmul"):
+        model = quantize_model(build_model("resnet18", 4, 1, 4), 4, 4)
+        model.train()(split.x_train[:16])
+        method = METHODS.get(name)(4, 0)
+        fit(model, method, split, settings, Accelerator(cpu=True))
+        assert len(method.diagnostics) == 2
+        if name == "oeu":
+            assert all(d["steps"] > 0 and d["max_abs_cos_p_gr"] < 1e-4 for d in method.diagnostics)
+            assert all(0 < d["forget_entropy_ratio"] <= 1 for d in method.diagnostics)
+            assert any(d["mean_abs_cos_gf_gr"] > 1e-3 for d in method.diagnostics)  # projection did work
+        else:
+            d = method.diagnostics[0]
+            assert d["top1_is_y"] == 0 or d["runner_up_where_top1"] == 1.0
+            assert d["alpha_f"] + d["alpha_r"] == pytest.approx(1.0)
+
+
+def test_minimising_entropy_loss_drives_predictions_to_uniform():
+    logits = torch.tensor([[4.0, 0.0, -1.0], [0.0, 3.0, 1.0]], requires_grad=True)
+    opt = torch.optim.SGD([logits], lr=1.0)
+    for _ in range(200):
+        opt.zero_grad()
+        entropy_loss(logits).backward()
+        opt.step()
+    torch.testing.assert_close(logits.softmax(-1), torch.full((2, 3), 1 / 3), atol=1e-3, rtol=0)
