@@ -220,10 +220,15 @@ def make_split(
     max_train: int | None = None,
     max_test: int | None = None,
     seed: int = 0,
+    downsample: int = 1,
 ) -> Split:
     """Load `source`, hold out `val_fraction` of train (CIFAR's 45k/5k/10k), subsample if asked,
-    normalise per channel with train statistics and draw the forget set."""
+    average-pool images by `downsample` (28×28 -> 14×14 at 2: a quarter of the compute on a
+    small CPU), normalise per channel with train statistics and draw the forget set."""
     train, test = LOADERS.get(source)(path)
+    if downsample > 1:
+        pool = lambda t: torch.nn.functional.avg_pool2d(t, downsample)  # noqa: E731
+        train, test = (pool(train[0]), train[1]), None if test is None else (pool(test[0]), test[1])
     gen = torch.Generator().manual_seed(seed)
     x, y = train
     perm = torch.randperm(len(y), generator=gen)

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from llm_unlearn.cnn.loop import Batches, Stream
-from llm_unlearn.projection import Scope, combine
+from llm_unlearn.projection import Scope, project
 from llm_unlearn.registry import Registry
 
 METHODS: Registry[type[CNNMethod]] = Registry("CNN method")
@@ -44,6 +44,29 @@ def similar_labels(scores: torch.Tensor, y: torch.Tensor, code_compat: bool = Fa
         return dist[keep].view(len(y), -1).argmin(1)
     dist[rows, y] = torch.inf
     return dist.argmin(1)
+
+
+def runner_up(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """argmax_{k≠y} p_k: the class Similar Labels must pick wherever y is the predicted class
+    (then |p_k − p_y| = p_y − p_k, smallest for the largest other p_k)."""
+    others = probs.clone()
+    others[torch.arange(len(y)), y] = -torch.inf
+    return others.argmax(1)
+
+
+def layer_cosines(a: list[torch.Tensor | None], b: list[torch.Tensor | None]) -> torch.Tensor:
+    """cos(a_i, b_i) per parameter tensor, over the tensors where both are present and non-zero."""
+    cos = [
+        torch.dot(x.flatten().float(), z.flatten().float()) / (x.norm() * z.norm())
+        for x, z in zip(a, b, strict=True)
+        if x is not None and z is not None and x.norm() > 0 and z.norm() > 0
+    ]
+    return torch.stack(cos) if cos else torch.zeros(0)
+
+
+def entropy_ratio(logits: torch.Tensor) -> float:
+    """mean H(softmax(z)) / log K: 1 for uniform predictions, 0 for one-hot."""
+    return float(-entropy_loss(logits) / torch.log(torch.tensor(float(logits.shape[-1]))))
 
 
 def agr_weights(g_f: float, g_r: float) -> tuple[float, float]:
@@ -96,6 +119,8 @@ class CNNMethod:
     def __init__(self, num_classes: int, seed: int = 0) -> None:
         self.num_classes = num_classes
         self.seed = seed
+        #: what a method measures while it runs (per epoch), recorded beside its metrics
+        self.diagnostics: list[dict[str, float]] = []
 
     def forget_targets(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return y
@@ -182,8 +207,13 @@ class SalUn(RandomLabels):
 @METHODS.register("qmul")
 class QMUL(CNNMethod):
     """Q-MUL: Similar Labels (once, from the model before unlearning) and Adaptive Gradient
-    Reweighting (α recomputed before each epoch from mean per-batch gradient norms over at most
-    `agr_batches` batches of each set; all when None)."""
+    Reweighting (α recomputed before each epoch from mean per-batch gradient norms).
+
+    G_f and G_r are measured on batches of one size B = min(|D_f|, retain batch size), full
+    batches only, at most `agr_batches` of each set (all when None). The norm of a mean gradient
+    over n samples grows as n shrinks (its noise part goes as 1/√n), so measuring the forget set
+    on the paired loop's small forget batches (26 of 256 at 10 %) would inflate G_f by about
+    √(b_r/b_f) and shrink α_f for a reason that has nothing to do with the data."""
 
     stream: Stream = "paired"
 
@@ -195,18 +225,29 @@ class QMUL(CNNMethod):
         self.agr_batches = agr_batches
         self.alpha = (0.5, 0.5)
         self.history: list[tuple[float, float]] = []
+        self.labels: dict[str, float] = {}
 
     def forget_targets(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = _logits(model, x)
-        return similar_labels(logits if self.code_compat else logits.softmax(-1), y, self.code_compat)
+        probs = logits.softmax(-1)
+        targets = similar_labels(logits if self.code_compat else probs, y, self.code_compat)
+        predicted = probs.argmax(1) == y
+        self.labels = {  # how often the rule reduces to "the runner-up class" (it must, where y is top-1)
+            "top1_is_y": float(predicted.float().mean()),
+            "runner_up_where_top1": float((targets == runner_up(probs, y))[predicted].float().mean()),
+            "equals_y": float((targets == y).float().mean()),
+        }
+        return targets
 
-    def _mean_grad_norm(self, model: nn.Module, loader, accelerator: Accelerator, forget: bool) -> float:
+    def _mean_grad_norm(
+        self, model: nn.Module, x: torch.Tensor, t: torch.Tensor, size: int, accelerator: Accelerator
+    ) -> float:
+        n = len(t) // size if self.agr_batches is None else min(len(t) // size, self.agr_batches)
         norms = []
-        for i, batch in enumerate(loader):
-            if self.agr_batches is not None and i >= self.agr_batches:
-                break
+        for i in range(n):
             model.zero_grad(set_to_none=True)
-            accelerator.backward(F.cross_entropy(model(batch[0]), batch[2] if forget else batch[1]))
+            xb, tb = (v[i * size : (i + 1) * size].to(accelerator.device) for v in (x, t))
+            accelerator.backward(F.cross_entropy(model(xb), tb))
             norms.append(
                 torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]).norm()
             )
@@ -214,12 +255,19 @@ class QMUL(CNNMethod):
         return float(torch.stack(norms).mean())
 
     def on_epoch(self, model: nn.Module, batches: Batches, accelerator: Accelerator) -> None:
+        x_f, _, t_f = batches.forget.dataset.tensors
+        x_r, y_r = batches.retain.dataset.tensors
+        # accelerate's prepared loader keeps its size in total_batch_size (batch_size is None)
+        retain_batch = getattr(batches.retain, "total_batch_size", None) or batches.retain.batch_size
+        size = min(len(t_f), retain_batch)
         model.eval()  # measuring must not move BN statistics
-        g_f = self._mean_grad_norm(model, batches.forget, accelerator, forget=True)
-        g_r = self._mean_grad_norm(model, batches.retain, accelerator, forget=False)
+        g_f = self._mean_grad_norm(model, x_f, t_f, size, accelerator)
+        g_r = self._mean_grad_norm(model, x_r, y_r, size, accelerator)
         model.train()
         self.alpha = agr_weights(g_f, g_r)
         self.history.append(self.alpha)
+        self.diagnostics.append({"G_f": g_f, "G_r": g_r, "alpha_f": self.alpha[0], "alpha_r": self.alpha[1],
+                                 "batch": size, **self.labels})  # fmt: skip
 
     def step(self, model: nn.Module, batch: tuple[torch.Tensor, ...], accelerator: Accelerator) -> float:
         x_f, _, t_f, x_r, y_r = batch
@@ -231,8 +279,12 @@ class QMUL(CNNMethod):
 
 @METHODS.register("oeu")
 class OEU(CNNMethod):
-    """OEU: entropy on forget, CE on retain, two backward passes, p.grad = combine(g_f, g_r)
-    with the projection per layer (`scope="layer"`) or over all parameters (`"global"`)."""
+    """OEU: entropy on forget, CE on retain, two backward passes, p.grad = p + g_r with
+    p = project(g_f, g_r) per layer (`scope="layer"`) or over all parameters (`"global"`).
+
+    Per epoch it logs the largest per-layer |cos(p, g_r)| over its steps (≈ 0 at α = 1, layer
+    scope), the mean per-layer |cos(g_f, g_r)| before projection, and the forget batches' mean
+    entropy / log K (→ 1 as predictions go uniform)."""
 
     stream: Stream = "paired"
 
@@ -241,15 +293,39 @@ class OEU(CNNMethod):
         self.alpha = alpha
         self.scope = scope
 
+    def _new_epoch(self) -> None:
+        self.diagnostics.append({"steps": 0, "max_abs_cos_p_gr": 0.0, "mean_abs_cos_gf_gr": 0.0,
+                                 "forget_entropy_ratio": 0.0})  # fmt: skip
+
+    def on_epoch(self, model: nn.Module, batches: Batches, accelerator: Accelerator) -> None:
+        self._new_epoch()
+
+    def _log(self, g_f: list, g_r: list, p: list, logits_f: torch.Tensor) -> None:
+        if not self.diagnostics:  # a step outside `fit` (a test calling step directly)
+            self._new_epoch()
+        d = self.diagnostics[-1]
+        n = d["steps"]
+        cos_p = layer_cosines(p, g_r).abs()
+        d["max_abs_cos_p_gr"] = max(d["max_abs_cos_p_gr"], float(cos_p.max()) if len(cos_p) else 0.0)
+        for key, value in (
+            ("mean_abs_cos_gf_gr", float(layer_cosines(g_f, g_r).abs().mean())),
+            ("forget_entropy_ratio", entropy_ratio(logits_f.detach())),
+        ):
+            d[key] = (d[key] * n + value) / (n + 1)  # running mean over the epoch's steps
+        d["steps"] = n + 1
+
     def step(self, model: nn.Module, batch: tuple[torch.Tensor, ...], accelerator: Accelerator) -> float:
         x_f, _, _, x_r, y_r = batch
-        forget = entropy_loss(model(x_f))
+        logits_f = model(x_f)
+        forget = entropy_loss(logits_f)
         accelerator.backward(forget)
         g_f = _grads(model)
         model.zero_grad(set_to_none=True)
         retain = F.cross_entropy(model(x_r), y_r)
         accelerator.backward(retain)
         g_r = _grads(model)
-        for p, g in zip(model.parameters(), combine(g_f, g_r, self.alpha, self.scope), strict=True):
-            p.grad = g
+        p = project(g_f, g_r, self.alpha, self.scope)
+        for param, p_i, r_i in zip(model.parameters(), p, g_r, strict=True):
+            param.grad = r_i if p_i is None else (p_i if r_i is None else p_i + r_i)  # projection.combine
+        self._log(g_f, g_r, p, logits_f)
         return forget.item() + retain.item()

@@ -7,6 +7,8 @@ set; MIA = 100 × the share of forget samples predicted non-member (higher = mor
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 from sklearn.svm import SVC
@@ -55,19 +57,22 @@ def average_gap(row: dict[str, float], retrain: dict[str, float]) -> float:
     return float(np.mean([abs(row[k] - retrain[k]) for k in METRIC_NAMES]))
 
 
-def evaluate(model: nn.Module, split: Split) -> dict[str, float]:
-    """FA, RA, TA and MIA of `model` on `split`."""
+def evaluate(model: nn.Module, split: Split, heldout: Literal["test", "val"] = "test") -> dict[str, float]:
+    """FA, RA, TA and MIA of `model` on `split`. `heldout="val"` puts the validation split in the
+    test set's place (TA is then validation accuracy, and the MIA's non-members are validation
+    samples): hyperparameters are chosen on it without the test set ever being seen."""
     forget, retain = split.forget, split.retain
+    x_held, y_held = (split.x_test, split.y_test) if heldout == "test" else (split.x_val, split.y_val)
     p_train = predict(model, split.x_train)
-    p_test = predict(model, split.x_test)
+    p_held = predict(model, x_held)
     y_f, y_r = split.y_train[forget], split.y_train[retain]
     return {
         "FA": accuracy(p_train[forget], y_f),
         "RA": accuracy(p_train[retain], y_r),
-        "TA": accuracy(p_test, split.y_test),
+        "TA": accuracy(p_held, y_held),
         "MIA": mia_efficacy(
             confidence(p_train[retain], y_r),
-            confidence(p_test, split.y_test),
+            confidence(p_held, y_held),
             confidence(p_train[forget], y_f),
         ),
     }

@@ -39,6 +39,7 @@ class DataSection(_Section):
         default=None, ge=10, description="Subsample train (smoke runs, small CPUs)."
     )
     max_test: int | None = Field(default=None, ge=10, description="Subsample test.")
+    downsample: int = Field(default=1, ge=1, le=8, description="Average-pool images by this factor.")
     augment: Literal["none", "crop", "crop_flip"] = "none"
 
 

@@ -34,7 +34,7 @@ CALIBRATION_BATCH = 256
 def load_split(recipe: CNNRecipe) -> Split:
     d = recipe.data
     return make_split(d.source, d.path, d.val_fraction, d.forget_ratio, d.forget_classes,
-                      d.max_train, d.max_test, recipe.seed)  # fmt: skip
+                      d.max_train, d.max_test, recipe.seed, d.downsample)  # fmt: skip
 
 
 def new_model(recipe: CNNRecipe, split: Split) -> nn.Module:
@@ -103,6 +103,8 @@ def run_cnn(recipe: CNNRecipe) -> Path:
         row = {"method": spec.run_name, **evaluate(model, split), "wall_s": wall}
         if hasattr(method, "history"):
             row["agr_weights"] = method.history
+        if method.diagnostics:
+            row["diagnostics"] = method.diagnostics
         rows.append(row)
         log.info("%s", row)
     for row in rows:
