@@ -96,12 +96,13 @@ class CachedCodes(Mapping[str, WeightCodes]):
         if name not in self._names:
             raise KeyError(name)
         with safe_open(str(self.path), framework="pt") as f:
-            levels, shape = f.get_tensor(f"{name}.levels"), torch.Size(f.get_tensor(f"{name}.shape").tolist())
+            levels, scale = f.get_tensor(f"{name}.levels").float(), f.get_tensor(f"{name}.scale").float()
+            shape = torch.Size(f.get_tensor(f"{name}.shape").tolist())
             codes = unpack_codes(f.get_tensor(f"{name}.codes"), shape.numel(), len(levels))
             return WeightCodes(
-                codes=codes.reshape(len(f.get_tensor(f"{name}.scale")), -1),
-                levels=levels.float(),
-                scale=f.get_tensor(f"{name}.scale").float(),
+                codes=codes.reshape(len(scale), -1),
+                levels=levels,
+                scale=scale,
                 zero=f.get_tensor(f"{name}.zero").float(),
                 shape=shape,
             )
