@@ -96,7 +96,13 @@ def combine(
     eps: float = 1e-12,
 ) -> list[torch.Tensor | None]:
     """OEU's update direction per parameter: project(g_f, g_r) + g_r (None where both are None)."""
-    projected = project(forget_grads, retain_grads, alpha, scope, eps)
+    return add_retain(project(forget_grads, retain_grads, alpha, scope, eps), retain_grads)
+
+
+def add_retain(
+    projected: Sequence[torch.Tensor | None], retain_grads: Sequence[torch.Tensor | None]
+) -> list[torch.Tensor | None]:
+    """p + g_r per parameter (None where both are None): `combine` for a caller that keeps p."""
     return [
         g_r if p is None else (p if g_r is None else p + g_r)
         for p, g_r in zip(projected, retain_grads, strict=True)

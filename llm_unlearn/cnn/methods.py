@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from llm_unlearn.cnn.loop import Batches, Stream
-from llm_unlearn.projection import Scope, project
+from llm_unlearn.projection import Scope, add_retain, project
 from llm_unlearn.registry import Registry
 
 METHODS: Registry[type[CNNMethod]] = Registry("CNN method")
@@ -325,7 +325,7 @@ class OEU(CNNMethod):
         accelerator.backward(retain)
         g_r = _grads(model)
         p = project(g_f, g_r, self.alpha, self.scope)
-        for param, p_i, r_i in zip(model.parameters(), p, g_r, strict=True):
-            param.grad = r_i if p_i is None else (p_i if r_i is None else p_i + r_i)  # projection.combine
+        for param, g in zip(model.parameters(), add_retain(p, g_r), strict=True):
+            param.grad = g
         self._log(g_f, g_r, p, logits_f)
         return forget.item() + retain.item()
