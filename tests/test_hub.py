@@ -175,6 +175,11 @@ def test_quantized_variants_go_to_a_branch_each_when_present(run_dir, tmp_path) 
     assert plan.commits[1].files[0].local.parent == loadable
     for key, value in load_model(loadable).state_dict().items():
         assert torch.equal(value, network.state_dict()[key])
+    shutil.rmtree(loadable)  # a cell whose source checkpoint is gone cannot be rebuilt: one line
+    source = copy / "quantized" / MODEL / "rtn-w4-g32" / "source.json"
+    source.write_text(json.dumps({**json.loads(source.read_text()), "checkpoint": str(tmp_path / "gone")}))
+    with pytest.raises(UserError, match=r"rtn-w4-g32: made from .*, which is gone; audit that model again"):
+        plan_push(copy, "my-org/x", with_quantized=True)
 
 
 def test_plan_refuses_what_it_cannot_push(run_dir, tmp_path) -> None:

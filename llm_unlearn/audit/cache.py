@@ -32,6 +32,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import PreTrainedModel
 
+from llm_unlearn.errors import UserError
 from llm_unlearn.models import CheckpointTensors, load_model, load_tokenizer, save_checkpoint
 from llm_unlearn.quant import Quantizer, WeightCodes
 from llm_unlearn.quant.overlap import quantize_with_codes
@@ -217,6 +218,10 @@ def materialize(folder: Path, dest: Path) -> Path:
     if (dest / "config.json").is_file():
         return dest
     checkpoint = Path(json.loads((folder / SOURCE).read_text())["checkpoint"])
+    if not (checkpoint / "config.json").is_file():  # the cell holds codes only: it needs its source
+        raise UserError(
+            f"{folder}: made from {checkpoint}, which is gone; audit that model again to rebuild the cell"
+        )
     save_checkpoint(load_cell(folder, checkpoint), load_tokenizer(checkpoint), dest)
     for path in folder.iterdir():
         if path.is_file() and path.name not in _OWN_FILES:
