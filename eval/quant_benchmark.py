@@ -33,7 +33,7 @@ from llm_unlearn.models import demo_checkpoints, gguf_checkpoint, load_model, lo
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.quant.calibration import GENERIC_TEXT, build_calibration
 from llm_unlearn.quant.gguf import GGUFQuantizer
-from llm_unlearn.quant.overlap import diagnose, quantize_with_codes, target_weights
+from llm_unlearn.quant.overlap import diagnose, target_weights
 from llm_unlearn.recipe import CalibrationSection
 from llm_unlearn.runfolder import RunFolder
 
@@ -84,7 +84,7 @@ def smollm2_figures(figures: dict[str, dict[str, object]], save: Callable[[], No
         quantizer = get_quantizer(name)
         model = load_model(checkpoint)
         start, cpu = time.perf_counter(), cpu_seconds()
-        quantize_with_codes(quantizer, model)
+        quantizer.quantize_with_codes(model)
         figures["quantize_seconds"][name] = round(time.perf_counter() - start, 2)
         figures["cpu_seconds"][name] = round(cpu_seconds() - cpu, 2)
         print(f"SmolLM2-135M {name}: {figures['quantize_seconds'][name]} s", flush=True)
@@ -119,7 +119,7 @@ def demo_figures(run: Path) -> dict[str, object]:
         quantizer.calibration = calibration
         model = load_model(target)
         start = time.perf_counter()
-        quantize_with_codes(quantizer, model)
+        quantizer.quantize_with_codes(model)
         seconds[name] = round(time.perf_counter() - start, 2)
         print(f"{name}: {seconds[name]} s")
     figures["quantize_seconds"] = seconds

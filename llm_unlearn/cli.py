@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from collections import Counter
 from importlib.resources import files
 from pathlib import Path
@@ -164,9 +165,11 @@ def _cnn(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
     from llm_unlearn.data.benchmark import detect_benchmark, load_benchmark
     from llm_unlearn.metrics import METRICS, EvalContext, evaluate, required_splits, tofu
-    from llm_unlearn.models import load_model, load_tokenizer, resolve_checkpoint
+    from llm_unlearn.models import eval_placement, load_model, load_tokenizer, resolve_checkpoint
     from llm_unlearn.recipe import TOFU_METRICS
     from llm_unlearn.runfolder import write_json
 
@@ -192,7 +195,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         limit=args.limit,
         extra=extra,
     )
-    results = evaluate(load_model(checkpoint.path, field="--model"), ctx, names)
+    placement = eval_placement(PartialState().device)  # an accelerator when there is one, as the audit
+    results = evaluate(load_model(checkpoint.path, field="--model", placement=placement), ctx, names)
     write_json(args.out, results)
     for name, result in results.items():
         ci = result.get("ci")
@@ -226,12 +230,18 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _diagnose(args: argparse.Namespace) -> int:
-    from llm_unlearn.models import check_same_model_family, load_model, load_tokenizer
+    from llm_unlearn.audit.run import diagnose_checkpoints
+    from llm_unlearn.models import check_same_model_family, load_tokenizer
     from llm_unlearn.quant import get_quantizer
     from llm_unlearn.quant.calibration import build_calibration, calibration_texts
-    from llm_unlearn.quant.overlap import diagnose, format_table, quantize_with_codes, target_weights
+    from llm_unlearn.quant.overlap import format_table
 
     quantizer = get_quantizer(args.quantizer)
+    no_codes = (
+        f"--quantizer {args.quantizer}: has no integer codes to compare; choose rtn-, gptq-, awq- or bnb-"
+    )
+    if quantizer.name == "fp":
+        raise UserError(no_codes)
     if quantizer.needs_calibration:
         if args.calibration in ("retain", "forget"):
             raise UserError(
@@ -242,18 +252,16 @@ def _diagnose(args: argparse.Namespace) -> int:
         quantizer.calibration = build_calibration(
             texts, tokenizer, args.calibration, args.samples, args.seq_len, 0
         )
-    check_same_model_family(args.target, args.unlearned, "UNLEARNED", target_field="TARGET")
-    found = {}
     for field, path in (("TARGET", args.target), ("UNLEARNED", args.unlearned)):
-        model = load_model(path, field=field)
-        weights = target_weights(model) if quantizer.codes_in_weight_basis else None
-        found[field] = (weights, quantize_with_codes(quantizer, model))
-    (weights_t, codes_t), (weights_u, codes_u) = found["TARGET"], found["UNLEARNED"]
-    if not codes_t:
-        raise UserError(
-            f"--quantizer {args.quantizer}: has no integer codes to compare; choose rtn-, gptq-, awq- or bnb-"
-        )
-    result = diagnose(weights_t, weights_u, codes_t, codes_u)
+        if not (path / "config.json").is_file():
+            raise UserError(f"{field}: {path} is not a checkpoint folder (no config.json)")
+    check_same_model_family(args.target, args.unlearned, "UNLEARNED", target_field="TARGET")
+    # as in the audit: each model quantized alone into a cell on disk, then compared layer by layer
+    with tempfile.TemporaryDirectory(prefix="llm_unlearn_diagnose_") as scratch:
+        cells = Path(scratch) / "target", Path(scratch) / "unlearned"
+        result = diagnose_checkpoints(args.target, args.unlearned, quantizer, *cells)
+    if not result:
+        raise UserError(no_codes)
     print(format_table(result))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

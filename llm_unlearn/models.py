@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -65,8 +66,24 @@ def cache_dir() -> Path:
     return Path(os.environ.get("LLM_UNLEARN_CACHE", Path.home() / ".cache" / "llm_unlearn"))
 
 
-def load_model(name_or_path: str | Path, field: str = "model") -> PreTrainedModel:
-    """A causal LM from a local folder or a Hub id, in float32 on CPU (evaluation and RTN).
+def eval_placement(device: torch.device, device_map: str | None = None) -> dict[str, Any]:
+    """`from_pretrained`'s keywords for evaluating (and quantizing) a model on `device`.
+
+    On the CPU: float32, where bf16 matmuls are slow and the metrics were checked against MUSE's
+    code. On an accelerator: the checkpoint's own dtype (`"auto"`: a bf16 7B model stays 14 GB,
+    not 28) on that device, or spread over every visible one with `device_map="auto"` for a model
+    that one does not hold.
+    """
+    if device.type == "cpu":
+        return {"dtype": torch.float32}
+    return {"dtype": "auto", "device_map": device_map or device}
+
+
+def load_model(
+    name_or_path: str | Path, field: str = "model", placement: dict[str, Any] | None = None
+) -> PreTrainedModel:
+    """A causal LM from a local folder or a Hub id: float32 on the CPU (training starts there), or
+    where `placement` (`eval_placement`) puts it.
 
     Weights are read from safetensors only: a pickle (`pytorch_model.bin`) can run code when loaded,
     so `resolve_checkpoint(..., allow_pickle=True)` converts one once, when the user trusts it.
@@ -76,7 +93,7 @@ def load_model(name_or_path: str | Path, field: str = "model") -> PreTrainedMode
     try:
         with _no_progress_bars():
             return AutoModelForCausalLM.from_pretrained(
-                str(name_or_path), dtype=torch.float32, use_safetensors=True
+                str(name_or_path), use_safetensors=True, **(placement or {"dtype": torch.float32})
             )
     # a folder or id without a model, or an unreadable or corrupt one
     except (OSError, ValueError, SafetensorError) as err:

@@ -62,6 +62,12 @@ def run(recipe: Recipe) -> Path:
     """
     folder = RunFolder(recipe.output.dir)
     state = _launch_state(recipe)
+    if recipe.device_map and state.num_processes > 1:
+        # each process would spread its own copy of the model over the same GPUs
+        raise UserError(
+            f"device_map: auto spreads one model over every GPU, but {state.num_processes} processes were "
+            "launched; launch one process, or remove device_map to give each process its own GPU"
+        )
     check_run_folder(recipe, folder)
 
     # Data first: a data mistake should surface before minutes of model building.
@@ -111,7 +117,7 @@ def run(recipe: Recipe) -> Path:
         kernels = recipe.evaluate_with == "kernels"
         audit(
             models, recipe.quantize, recipe.evaluate, ctx, results, progress, calibration, relearn=relearn,
-            kernels=kernels,
+            kernels=kernels, device_map=recipe.device_map,
         )  # fmt: skip
     if state.is_main_process:
         write_report(folder.root)
@@ -120,7 +126,7 @@ def run(recipe: Recipe) -> Path:
 
 #: recipe sections a re-run may change: more quantizers, relearn checks or metrics only add cells
 #: to the audit (a relearn entry changed under its old name is recomputed: its cells record settings)
-RESUMABLE_CHANGES = ("name", "quantize", "evaluate", "relearn", "verdict", "output")
+RESUMABLE_CHANGES = ("name", "quantize", "evaluate", "relearn", "verdict", "output", "device_map")
 
 
 def check_run_folder(recipe: Recipe, folder: RunFolder) -> None:

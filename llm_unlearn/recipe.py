@@ -462,6 +462,11 @@ class Recipe(_Section):
         description="simulated: every quantized cell is its dequantized weights in float32; kernels: "
         "bitsandbytes cells run on bitsandbytes' own layers (Linear4bit / Linear8bitLt).",
     )
+    device_map: Literal["auto"] | None = Field(
+        default=None,
+        description="auto: spread each audited model over every visible GPU (one that a single GPU does "
+        "not hold; a single process only); default: each process evaluates on its own device.",
+    )
     relearn: tuple[RelearnSection, ...] = Field(
         default=(),
         description="Relearning checks, each one audit column beside the quantizers; none by default.",

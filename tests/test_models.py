@@ -11,7 +11,7 @@ import torch
 from conftest import tiny_llama
 
 from llm_unlearn.errors import UserError
-from llm_unlearn.models import grid_align, load_model, load_tokenizer, save_checkpoint
+from llm_unlearn.models import eval_placement, grid_align, load_model, load_tokenizer, save_checkpoint
 from llm_unlearn.quant import get_quantizer
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
@@ -59,3 +59,22 @@ def test_grid_aligned_copy_is_a_fixed_point_of_its_quantizer(tmp_path, tok) -> N
     assert changed and all(n.endswith("proj.weight") for n in changed)
     for (name, a), b in zip(grid.state_dict().items(), again.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=0, msg=name)
+
+
+def test_eval_placement_is_float32_on_cpu_and_the_checkpoints_dtype_on_an_accelerator() -> None:
+    assert eval_placement(torch.device("cpu")) == {"dtype": torch.float32}
+    assert eval_placement(torch.device("cpu"), "auto") == {"dtype": torch.float32}  # nothing to spread
+    gpu = torch.device("cuda", 1)
+    assert eval_placement(gpu) == {"dtype": "auto", "device_map": gpu}
+    assert eval_placement(gpu, "auto") == {"dtype": "auto", "device_map": "auto"}
+
+
+def test_a_bf16_checkpoint_is_evaluated_in_float32_on_cpu_and_kept_in_bf16_on_its_dtype(
+    tmp_path, tok
+) -> None:
+    save_checkpoint(tiny_llama(tok).to(torch.bfloat16), tok, tmp_path / "m")
+    on_cpu = load_model(tmp_path / "m", placement=eval_placement(torch.device("cpu")))
+    assert {p.dtype for p in on_cpu.parameters()} == {torch.float32}
+    # what an accelerator gets ("auto": the checkpoint's dtype), here on the CPU's device map
+    own = load_model(tmp_path / "m", placement={"dtype": "auto", "device_map": torch.device("cpu")})
+    assert {p.dtype for p in own.parameters()} == {torch.bfloat16}

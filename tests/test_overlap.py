@@ -12,10 +12,16 @@ from llm_unlearn.audit.report import render_markdown
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.audit.run import DIAGNOSTICS, AuditModel, audit
 from llm_unlearn.cli import main
-from llm_unlearn.models import save_checkpoint
-from llm_unlearn.quant import overlap
-from llm_unlearn.quant.overlap import bucket, diagnose, grid_distance, local_step, rtn_codes, weight_sums
-from llm_unlearn.quant.rtn import dequantize_tensor, quantize_tensor
+from llm_unlearn.models import load_model, save_checkpoint
+from llm_unlearn.quant import get_quantizer, overlap
+from llm_unlearn.quant.overlap import (
+    bucket,
+    diagnose,
+    grid_distance,
+    local_step,
+    weight_sums,
+)
+from llm_unlearn.quant.rtn import RTNQuantizer, dequantize_tensor, quantize_tensor, rtn_codes
 
 
 def randn(*shape: int, seed: int = 0) -> torch.Tensor:
@@ -135,7 +141,7 @@ def test_resumed_audit_reuses_cached_quantized_models(tmp_path, pair, monkeypatc
     def fail(*args: object) -> None:
         raise AssertionError("quantized again")
 
-    monkeypatch.setattr("llm_unlearn.audit.cache.quantize_with_codes", fail)
+    monkeypatch.setattr(RTNQuantizer, "quantize_with_codes", fail)
     again = tmp_path / "again"  # no diagnostics there yet: they must come from the cache
     again.mkdir()
     audit(
@@ -158,4 +164,10 @@ def test_diagnose_command(tmp_path, pair, capsys):
     assert "overall" in printed and "model.layers.0.self_attn.q_proj" in printed
     saved = json.loads(out.read_text())
     assert saved["quantizer_config"]["bits"] == 8 and 0 <= saved["overall"]["bucket_overlap"] <= 1
+    # read layer by layer from cells on disk, it is what the two models quantized in memory give
+    quantizer = get_quantizer("rtn-w8")
+    models = [load_model(path) for path in (target, unlearned)]
+    weights = [overlap.target_weights(m) for m in models]  # before quantizing in place
+    codes = [quantizer.quantize_with_codes(m) for m in models]
+    assert saved["overall"] == json.loads(json.dumps(diagnose(*weights, *codes)["overall"]))
     assert main(["diagnose", str(target), str(unlearned), "--quantizer", "fp"]) == 2

@@ -55,7 +55,8 @@ def test_calibrated_names_quantize_and_run(name, folder, calibration):
         # codes read back × scales are exactly the weights the quantized model computes with
         assert torch.equal(c.dequantize(), model.get_submodule(module_name).weight.detach())
         assert (
-            int(c.codes.max()) < 2**quantizer.bits and c.scale.numel() == c.codes.numel() // quantizer.group_size
+            int(c.codes.max()) < 2**quantizer.bits
+            and c.scale.numel() == c.codes.numel() // quantizer.group_size
         )
     logits = model(torch.tensor([calibration.input_ids[0]])).logits
     assert torch.isfinite(logits).all()

@@ -248,3 +248,10 @@ def test_home_in_paths_is_expanded() -> None:
     home = Path.home()
     assert (recipe.model.target, recipe.model.retrain) == (str(home / "models/t"), str(home / "models/r"))
     assert (recipe.data.source, recipe.output.dir) == (str(home / "bench"), home / "runs/x")
+
+
+def test_device_map_is_auto_or_unset(tmp_path: Path) -> None:
+    assert load_recipe(write(tmp_path, GOOD)).device_map is None
+    assert load_recipe(write(tmp_path, with_(device_map="auto"))).device_map == "auto"
+    with pytest.raises(RecipeError, match="device_map"):
+        load_recipe(write(tmp_path, with_(device_map="balanced")))

@@ -25,6 +25,7 @@ import json
 import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import PartialState
@@ -35,7 +36,6 @@ from transformers import PreTrainedModel
 from llm_unlearn.errors import UserError
 from llm_unlearn.models import CheckpointTensors, load_model, load_tokenizer, save_checkpoint
 from llm_unlearn.quant import Quantizer, WeightCodes
-from llm_unlearn.quant.overlap import quantize_with_codes
 from llm_unlearn.runfolder import write_json
 
 CODES, CHANGED, SOURCE, CONFIG = "codes.safetensors", "changed.safetensors", "source.json", "quantizer.json"
@@ -162,19 +162,20 @@ def _changed_tensors(
         if tensor.data_ptr() in seen:  # a tied weight: restored through the tensor it shares
             continue
         seen.add(tensor.data_ptr())
-        if key in source and torch.equal(source[key].to(tensor.dtype), tensor):
+        if key in source and torch.equal(source[key].to(tensor.device, tensor.dtype), tensor):
             continue
         module = key.removesuffix(".weight")
         coded = key.endswith(".weight") and module in codes
-        if coded and torch.equal(codes[module].dequantize().to(tensor.dtype), tensor):
+        if coded and torch.equal(codes[module].dequantize().to(tensor.device, tensor.dtype), tensor):
             continue
         changed[key] = tensor.detach().cpu().contiguous()
     return changed
 
 
-def load_cell(folder: Path, checkpoint: Path) -> PreTrainedModel:
-    """The quantized model of a cell: the checkpoint with its codes and changed tensors put in."""
-    network = load_model(checkpoint)
+def load_cell(folder: Path, checkpoint: Path, placement: dict[str, Any] | None = None) -> PreTrainedModel:
+    """The quantized model of a cell: the checkpoint (placed by `models.eval_placement`, default
+    float32 on the CPU) with its codes and changed tensors put in."""
+    network = load_model(checkpoint, placement=placement)
     state = network.state_dict()
     with torch.no_grad():
         for name, c in CachedCodes(folder).items():
@@ -186,20 +187,22 @@ def load_cell(folder: Path, checkpoint: Path) -> PreTrainedModel:
     return network
 
 
-def quantized(checkpoint: Path, quantizer: Quantizer, folder: Path) -> PreTrainedModel:
+def quantized(
+    checkpoint: Path, quantizer: Quantizer, folder: Path, placement: dict[str, Any] | None = None
+) -> PreTrainedModel:
     """`checkpoint` under `quantizer` (`fp`: the checkpoint itself), from its cell in `folder`
-    when valid, else quantized now and cached there."""
+    when valid, else quantized now and cached there; placed as `load_cell` places it."""
     if quantizer.name == "fp":
-        return load_model(checkpoint)
+        return load_model(checkpoint, placement=placement)
     state = PartialState()
     # Under a launch the main process quantizes and writes the cache first, the others then load
     # what it wrote: every process evaluates the very same weights (GPTQ/AWQ on GPUs need not be
     # bit-reproducible) and a calibrated quantizer runs once. Every process must call this.
     with state.main_process_first():
         if is_valid(folder, quantizer, checkpoint):
-            return load_cell(folder, checkpoint)
-        network = load_model(checkpoint)
-        codes = quantize_with_codes(quantizer, network)
+            return load_cell(folder, checkpoint, placement)
+        network = load_model(checkpoint, placement=placement)
+        codes = quantizer.quantize_with_codes(network)
         if state.is_main_process:  # another process that gets here quantizes in memory only
             save_cell(folder, quantizer, network, codes, checkpoint)
         return network

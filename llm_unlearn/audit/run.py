@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 from rich.progress import Progress
 from transformers import PreTrainedModel
 
@@ -31,7 +32,7 @@ from llm_unlearn.errors import UserError
 from llm_unlearn.kernels import evaluation, kernel_model, uses_kernels
 from llm_unlearn.metrics import EvalContext, evaluate, tofu
 from llm_unlearn.metrics.privleak import privleak_value
-from llm_unlearn.models import CheckpointTensors, load_model
+from llm_unlearn.models import CheckpointTensors, eval_placement, load_model
 from llm_unlearn.quant import Quantizer, get_quantizer
 from llm_unlearn.quant.calibration import Calibration
 from llm_unlearn.quant.overlap import diagnose
@@ -61,14 +62,18 @@ def audit(
     cache: Path | None = None,
     relearn: Sequence[Relearning] = (),
     kernels: bool = False,
+    device_map: str | None = None,
 ) -> None:
     """Fill every missing cell of `results`; the retrain model goes first (PrivLeak's reference).
 
     `calibration` feeds GPTQ/AWQ; `cache` (default: beside the results) holds quantized models.
     Each of `relearn` is one more column after the quantizers: the model relearned, at full precision.
     `kernels`: cells of quantizers with a real-kernel backend (`llm_unlearn.kernels`) are evaluated
-    with the backend's own layers instead of the dequantized weights.
+    with the backend's own layers instead of the dequantized weights. Models are evaluated on this
+    process's device (`models.eval_placement`: float32 on the CPU, the checkpoint's dtype on an
+    accelerator), or over every visible accelerator with `device_map="auto"`.
     """
+    placement = eval_placement(PartialState().device, device_map)
     run_folder = RunFolder(results.path.parent)
     cache = cache or run_folder.quantized_root
     ordered = sorted(models, key=lambda m: m.name != "retrain")
@@ -84,9 +89,10 @@ def audit(
                 if uses_kernels(quantizer_name, kernels):
                     network = kernel_model(load_model(model.path), quantizer_name)
                 else:
-                    network = quantized(model.path, quantizer, _cell(cache, model, quantizer))
+                    network = quantized(model.path, quantizer, _cell(cache, model, quantizer), placement)
                 how = evaluation(quantizer_name, kernels)
                 _evaluate_cell(model, quantizer, network, pending, ctx, results, how)
+                del network  # or it stays alive while the next cell loads: two models at once
             if progress:
                 progress.advance(task)
         for relearning in relearn:
@@ -96,9 +102,9 @@ def audit(
             if pending:
                 cached = run_folder.relearned(f"{model.name}@{model.target}", relearning.name)
                 folder = relearned(model.path, relearning, cached)
-                _evaluate_cell(
-                    model, relearning, load_model(folder), pending, ctx, results, evaluation("fp", False)
-                )
+                network = load_model(folder, placement=placement)
+                _evaluate_cell(model, relearning, network, pending, ctx, results, evaluation("fp", False))
+                del network
             if progress:
                 progress.advance(task)
     diagnostics = ResultsFile.shared(run_folder.diagnostics)
@@ -161,13 +167,8 @@ class _ModuleWeights(Mapping[str, torch.Tensor]):
 def _diagnose_cell(
     model: AuditModel, target: AuditModel, quantizer: Quantizer, cache: Path, results: ResultsFile
 ) -> None:
-    # every tensor is read from disk when its layer is diagnosed: no model is held in memory
-    codes_u = cached_codes(model.path, quantizer, _cell(cache, model, quantizer))
-    codes_t = cached_codes(target.path, quantizer, _cell(cache, target, quantizer))
-    weights_t = weights_u = None
-    if quantizer.codes_in_weight_basis:
-        weights_t, weights_u = _ModuleWeights(target.path), _ModuleWeights(model.path)
-    found = diagnose(weights_t, weights_u, codes_t, codes_u)
+    cells = _cell(cache, target, quantizer), _cell(cache, model, quantizer)
+    found = diagnose_checkpoints(target.path, model.path, quantizer, *cells)
     results.add(
         {
             "model": model.name,
@@ -180,6 +181,22 @@ def _diagnose_cell(
             **found,
         }
     )
+
+
+def diagnose_checkpoints(
+    target: Path, unlearned: Path, quantizer: Quantizer, target_cell: Path, unlearned_cell: Path
+) -> dict:
+    """`quant.overlap.diagnose` of two checkpoints under `quantizer`, from their cached cells
+    (quantized first where missing). Every tensor is read from disk when its layer is diagnosed:
+    no model is held in memory. Empty when the quantizer has no integer codes."""
+    codes_t = cached_codes(target, quantizer, target_cell)
+    codes_u = cached_codes(unlearned, quantizer, unlearned_cell)
+    if not codes_t:
+        return {}
+    weights_t = weights_u = None
+    if quantizer.codes_in_weight_basis:
+        weights_t, weights_u = _ModuleWeights(target), _ModuleWeights(unlearned)
+    return diagnose(weights_t, weights_u, codes_t, codes_u)
 
 
 def _evaluate_cell(

@@ -29,8 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from llm_unlearn.quant.registry import Quantizer, WeightCodes
-from llm_unlearn.quant.rtn import QuantizedTensor, RTNQuantizer, quantization_targets
+from llm_unlearn.quant.registry import WeightCodes
+from llm_unlearn.quant.rtn import quantization_targets
 
 #: per-weight sums from which every statistic, per layer and overall, is computed
 #: statistics that are shares, printed as percentages
@@ -45,34 +45,6 @@ _SUMS = (
     "kept_inner",
     "grid_distance",
 )
-
-
-def rtn_codes(q: QuantizedTensor) -> WeightCodes:
-    """RTN's codes as `WeightCodes`: symmetric code c is level c (index c + 2^(b-1)), zero 0;
-    asymmetric code q is level q with zero point z."""
-    rows, cols = q.shape
-    groups = rows * (cols // (q.group_size or cols))
-    if q.symmetric:
-        low = -(2 ** (q.bits - 1))
-        codes, levels, zero = q.codes.long() - low, torch.arange(low, -low), torch.zeros(groups)
-    else:
-        codes, levels, zero = q.codes.long(), torch.arange(2**q.bits), q.zero.float().reshape(groups)
-    return WeightCodes(
-        codes=codes.reshape(groups, -1),
-        levels=levels.float(),
-        scale=q.scale.float().reshape(groups),
-        zero=zero,
-        shape=q.shape,
-    )
-
-
-def quantize_with_codes(quantizer: Quantizer, model: nn.Module) -> dict[str, WeightCodes]:
-    """Quantize `model` in place and return its codes by module name ({} for `fp`)."""
-    if isinstance(quantizer, RTNQuantizer):  # RTN keeps its own codes type, QuantizedTensor
-        codes = {name: rtn_codes(q) for name, q in quantizer.quantize_weights(model).items()}
-        quantizer.quantize_model(model)
-        return codes
-    return quantizer.quantize_with_codes(model)
 
 
 def target_weights(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from llm_unlearn.errors import UserError
-from llm_unlearn.quant.registry import Quantizer, register_quantizer
+from llm_unlearn.quant.registry import Quantizer, WeightCodes, register_quantizer
 
 #: what `quantize_model` leaves in full precision (stored in every RTN config)
 SKIPPED = ("lm_head", "output embeddings", "Linear weights tied to an nn.Embedding")
@@ -202,6 +202,16 @@ class RTNQuantizer(Quantizer):
         scales = [q.scale.flatten() for q in self.quantize_weights(model).values()]
         return torch.cat(scales).mean().item()
 
+    def quantize_with_codes(self, model: nn.Module) -> dict[str, WeightCodes]:
+        """`quantize_model` and each weight's codes (`rtn_codes`), in one pass: a weight's integer
+        codes are dropped as soon as it is replaced, so only the uint8 codes outlive it."""
+        codes = {}
+        with torch.no_grad():
+            for name, module, q in self._quantized(model):
+                codes[name] = rtn_codes(q)
+                module.weight.copy_(dequantize_tensor(q))
+        return codes
+
     def quantize_model(self, model: nn.Module) -> nn.Module:
         """Replace each target Linear weight by its dequantized RTN weight, in place; return `model`.
 
@@ -259,3 +269,22 @@ class FullPrecision(Quantizer):
 
     def config(self) -> dict[str, Any]:
         return {"name": "fp", "method": "none"}
+
+
+def rtn_codes(q: QuantizedTensor) -> WeightCodes:
+    """RTN's codes as `WeightCodes`: symmetric code c is level c (index c + 2^(b-1)), zero 0;
+    asymmetric code q is level q with zero point z."""
+    rows, cols = q.shape
+    groups = rows * (cols // (q.group_size or cols))
+    if q.symmetric:
+        low = -(2 ** (q.bits - 1))
+        codes, levels, zero = q.codes.long() - low, torch.arange(low, -low), torch.zeros(groups)
+    else:
+        codes, levels, zero = q.codes.long(), torch.arange(2**q.bits), q.zero.float().reshape(groups)
+    return WeightCodes(
+        codes=codes.reshape(groups, -1),
+        levels=levels.float(),
+        scale=q.scale.float().reshape(groups),
+        zero=zero,
+        shape=q.shape,
+    )
