@@ -11,13 +11,14 @@ import torch
 from conftest import tiny_llama
 
 from llm_unlearn.audit import cache
-from llm_unlearn.audit.cache import CachedCodes, exact_dtype, pack_codes, quantized, unpack_codes
+from llm_unlearn.audit.cache import CachedCodes, exact_dtype, quantized
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.audit.run import AuditModel, audit
 from llm_unlearn.data.corpora import DEMO, load_muse
 from llm_unlearn.metrics import EvalContext, required_splits
 from llm_unlearn.models import load_model, save_checkpoint
 from llm_unlearn.quant import get_quantizer
+from llm_unlearn.quant.registry import pack_codes, unpack_codes
 
 #: quantizers with codes that need no optional backend (bnb's CPU ops come with [test])
 QUANTIZERS = ["rtn-w4-g32", "rtn-w8", "rtn-w4-g32-min", "bnb-nf4", "bnb-int8", "fp8-e4m3"]

@@ -47,25 +47,6 @@ def cell_folder(cache: Path, model: str, quantizer: str) -> Path:
     return cache / model / quantizer
 
 
-def pack_codes(codes: torch.Tensor, levels: int) -> torch.Tensor:
-    """`codes` flattened, two 4-bit codes a byte (low nibble first) where `levels` <= 16, else as
-    uint8 (<= 256 levels) or int32; an odd count gets a zero nibble at the end."""
-    flat = codes.reshape(-1)
-    if levels > 16:
-        return flat.to(torch.uint8 if levels <= 256 else torch.int32)
-    flat = flat.to(torch.uint8)
-    if flat.numel() % 2:
-        flat = torch.cat([flat, flat.new_zeros(1)])
-    return flat[0::2] | (flat[1::2] << 4)
-
-
-def unpack_codes(packed: torch.Tensor, count: int, levels: int) -> torch.Tensor:
-    """The first `count` codes of `pack_codes`'s output, as uint8 (int32 above 256 levels)."""
-    if levels > 16:
-        return packed[:count]
-    return torch.stack([packed & 0x0F, packed >> 4], dim=-1).reshape(-1)[:count]
-
-
 def exact_dtype(t: torch.Tensor) -> torch.Tensor:
     """`t` in the narrowest float dtype (float16, bfloat16, float32) that holds every value exactly."""
     for dtype in (torch.float16, torch.bfloat16):
@@ -97,15 +78,12 @@ class CachedCodes(Mapping[str, WeightCodes]):
         if name not in self._names:
             raise KeyError(name)
         with safe_open(str(self.path), framework="pt") as f:
-            levels, scale = f.get_tensor(f"{name}.levels").float(), f.get_tensor(f"{name}.scale").float()
-            shape = torch.Size(f.get_tensor(f"{name}.shape").tolist())
-            codes = unpack_codes(f.get_tensor(f"{name}.codes"), shape.numel(), len(levels))
-            return WeightCodes(
-                codes=codes.reshape(len(scale), -1),
-                levels=levels,
-                scale=scale,
+            return WeightCodes.from_packed(
+                f.get_tensor(f"{name}.codes"),
+                levels=f.get_tensor(f"{name}.levels").float(),
+                scale=f.get_tensor(f"{name}.scale").float(),
                 zero=f.get_tensor(f"{name}.zero").float(),
-                shape=shape,
+                shape=torch.Size(f.get_tensor(f"{name}.shape").tolist()),
             )
 
     def __iter__(self) -> Iterator[str]:
@@ -139,7 +117,7 @@ def save_cell(
     packed: dict[str, torch.Tensor] = {}
     for name, c in codes.items():
         packed |= {
-            f"{name}.codes": pack_codes(c.codes, len(c.levels)),
+            f"{name}.codes": c.packed,
             f"{name}.levels": exact_dtype(c.levels),
             f"{name}.scale": exact_dtype(c.scale),
             f"{name}.zero": exact_dtype(c.zero),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +22,25 @@ if TYPE_CHECKING:
     from llm_unlearn.quant.calibration import Calibration
 
 
-@dataclass(eq=False)  # tensors have no single truth value to compare by
+def pack_codes(codes: torch.Tensor, levels: int) -> torch.Tensor:
+    """`codes` flattened, two 4-bit codes a byte (low nibble first) where `levels` <= 16, else as
+    uint8 (<= 256 levels) or int32; an odd count gets a zero nibble at the end."""
+    flat = codes.reshape(-1)
+    if levels > 16:
+        return flat.to(torch.uint8 if levels <= 256 else torch.int32)
+    flat = flat.to(torch.uint8)
+    if flat.numel() % 2:
+        flat = torch.cat([flat, flat.new_zeros(1)])
+    return flat[0::2] | (flat[1::2] << 4)
+
+
+def unpack_codes(packed: torch.Tensor, count: int, levels: int) -> torch.Tensor:
+    """The first `count` codes of `pack_codes`'s output, as uint8 (int32 above 256 levels)."""
+    if levels > 16:
+        return packed[:count]
+    return torch.stack([packed & 0x0F, packed >> 4], dim=-1).reshape(-1)[:count]
+
+
 class WeightCodes:
     """The integer codes of one weight and the grid they index, for any quantizer.
 
@@ -33,19 +50,42 @@ class WeightCodes:
         w'[i, k] = (levels[codes[i, k]] - zero[i]) * scale[i]
 
     `levels` is increasing: integers for uniform grids (RTN, GPTQ, AWQ, LLM.int8()), the
-    normal-float or float table for NF4/FP4. `codes` [groups, group_size] indexes `levels`; it is
-    held as uint8 where the grid has at most 256 levels (every quantizer here), a quarter of a
-    float32 weight, so a model's codes stay small beside the model.
+    normal-float or float table for NF4/FP4. `codes` [groups, group_size] indexes `levels`. The
+    codes are held packed (`pack_codes`: two a byte up to 16 levels, one a byte up to 256), an
+    eighth of a float32 weight at 4 bits, so the codes of a model being quantized stay small
+    beside it (a 7B audit holds them all until its cell is written); reading `codes` unpacks them.
     """
 
-    codes: torch.Tensor
-    levels: torch.Tensor
-    scale: torch.Tensor
-    zero: torch.Tensor
-    shape: torch.Size
+    def __init__(
+        self,
+        codes: torch.Tensor,
+        levels: torch.Tensor,
+        scale: torch.Tensor,
+        zero: torch.Tensor,
+        shape: torch.Size,
+    ) -> None:
+        self.levels, self.scale, self.zero, self.shape = levels, scale, zero, torch.Size(shape)
+        self.packed = pack_codes(codes, len(levels))
 
-    def __post_init__(self) -> None:
-        self.codes = self.codes.to(torch.uint8 if len(self.levels) <= 256 else torch.int32)
+    @classmethod
+    def from_packed(
+        cls,
+        packed: torch.Tensor,
+        levels: torch.Tensor,
+        scale: torch.Tensor,
+        zero: torch.Tensor,
+        shape: torch.Size,
+    ) -> WeightCodes:
+        """Codes already packed by `pack_codes` (as a cell stores them), kept as they are."""
+        codes = cls.__new__(cls)
+        codes.levels, codes.scale, codes.zero, codes.shape = levels, scale, zero, torch.Size(shape)
+        codes.packed = packed
+        return codes
+
+    @property
+    def codes(self) -> torch.Tensor:
+        """[groups, group_size], uint8 (int32 above 256 levels)."""
+        return unpack_codes(self.packed, self.shape.numel(), len(self.levels)).reshape(len(self.scale), -1)
 
     def dequantize(self) -> torch.Tensor:
         """The float32 weight the codes stand for, in `shape`."""
@@ -54,7 +94,7 @@ class WeightCodes:
 
     def normalized(self, w: torch.Tensor) -> torch.Tensor:
         """`w` on this grid's axis, x = w / scale + zero, per group: level k sits at x = levels[k]."""
-        groups = w.detach().float().reshape(self.codes.shape)
+        groups = w.detach().float().reshape(len(self.scale), -1)
         return groups / self.scale.float()[:, None] + self.zero.float()[:, None]
 
 
