@@ -45,11 +45,15 @@ SEED = 0
 # the audit-memory part: what each audited model is evaluated on (few examples: memory, not time)
 AUDIT_QUANTIZERS = ("fp", "rtn-w4-g32")
 AUDIT_METRICS = ("knowmem_forget", "privleak")
-AUDIT_EXAMPLES = (4, 0, 2)  # KnowMem questions, VerbMem prompts, PrivLeak passages per side
+AUDIT_EXAMPLES = (2, 0, 1)  # KnowMem questions, VerbMem prompts, PrivLeak passages per side
 
 
-def make_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
-    tok = build_tokenizer(texts, 4096)
+def demo_tokenizer() -> PreTrainedTokenizerFast:
+    """A BPE of the demo benchmark's text, filled up to VOCAB entries with unused tokens."""
+    demo = load_muse(DEMO, {"raw": ("forget", "retain1", "holdout")})
+    tok = build_tokenizer(
+        demo.get("raw", "forget") + demo.get("raw", "retain1") + demo.get("raw", "holdout"), 4096
+    )
     tok.add_tokens([f"<unused{i}>" for i in range(VOCAB - len(tok))])
     return tok
 
@@ -258,14 +262,15 @@ def child(role: str, folder: Path) -> None:
     one_model: that, plus the target loaded once and evaluated at full precision;
     audit: the audit of target and ga under fp and rtn-w4-g32, with the weight diagnostics,
     into `folder/run` (its cache filled if empty, read if there)."""
-    import resource
-
     from llm_unlearn.audit.results import ResultsFile
     from llm_unlearn.audit.run import AuditModel, audit
     from llm_unlearn.metrics import evaluate
     from llm_unlearn.models import load_model, load_tokenizer
 
     torch.set_num_threads(1)
+    if role == "build":
+        build_audit_models(demo_tokenizer(), int(folder.name.removeprefix("hidden")), folder)
+        return
     tok = load_tokenizer(folder / "target")
     ctx = EvalContext(tok, muse_news_shaped(tok, *AUDIT_EXAMPLES), batch_size=16)
     out: dict[str, Any] = {"role": role}
@@ -281,8 +286,15 @@ def child(role: str, folder: Path) -> None:
         audit(models, AUDIT_QUANTIZERS, list(AUDIT_METRICS), ctx, results)
         out["cells"] = sorted((r["model"], r["quantizer"], r["metric"], r["agg_value"]) for r in results)
     out["seconds"] = round(time.perf_counter() - start, 1)
-    out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    out["peak_rss_bytes"] = peak_rss()
     print(json.dumps(out))
+
+
+def peak_rss() -> int:
+    """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that across exec, so
+    a child would report its parent's peak at fork if that was higher."""
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024  # kB
 
 
 def _measure(role: str, folder: Path) -> dict[str, Any]:
@@ -293,10 +305,10 @@ def _measure(role: str, folder: Path) -> dict[str, Any]:
         check=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1]) if proc.stdout.strip() else {}
 
 
-def audit_cache_and_memory(tok: PreTrainedTokenizerFast, widths: list[int], work: Path) -> dict:
+def audit_cache_and_memory(widths: list[int], work: Path) -> dict:
     """Per width: cache bytes of the rtn-w4-g32 cell over the checkpoint's bytes, and each process's
     peak RSS over that of a process that loads and evaluates one model (raw, and with the
     interpreter's own footprint taken off both sides: the model's share). The audit runs twice:
@@ -305,7 +317,8 @@ def audit_cache_and_memory(tok: PreTrainedTokenizerFast, widths: list[int], work
     for width in widths:
         folder = work / f"hidden{width}"
         shutil.rmtree(folder / "run", ignore_errors=True)
-        paths = build_audit_models(tok, width, folder)
+        _measure("build", folder)  # in a child, so that this process stays small
+        paths = {name: folder / name for name in ("target", "ga")}
         python, one = _measure("python", folder), _measure("one_model", folder)
         fresh, resumed = _measure("audit", folder), _measure("audit", folder)
         checkpoint = _checkpoint_bytes(paths["target"])
@@ -395,13 +408,11 @@ def main() -> None:
         return child(args.child[0], Path(args.child[1]))
     torch.set_num_threads(args.threads)
 
-    demo = load_muse(DEMO, {"raw": ("forget", "retain1", "holdout")})
-    tok = make_tokenizer(demo.get("raw", "forget") + demo.get("raw", "retain1") + demo.get("raw", "holdout"))
     result = json.loads(args.out.read_text()) if args.only and args.out.is_file() else {}
     if args.only != "audit":
-        result |= speed(args, tok)
+        result |= speed(args, demo_tokenizer())
     if args.only != "speed":
-        result["audit_quantized_cache"] = audit_cache_and_memory(tok, args.audit_widths, args.work)
+        result["audit_quantized_cache"] = audit_cache_and_memory(args.audit_widths, args.work)
     result["command"] = "nice -n 10 python eval/scale_benchmark.py " + " ".join(sys.argv[1:])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
