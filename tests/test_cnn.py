@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import math
@@ -32,10 +33,11 @@ from llm_unlearn.cnn.methods import (
     QMUL,
     agr_weights,
     entropy_loss,
+    entropy_ratio,
     saliency_mask,
     similar_labels,
 )
-from llm_unlearn.cnn.metrics import average_gap, mia_efficacy
+from llm_unlearn.cnn.metrics import average_gap, mia_efficacy, predict, t_interval
 from llm_unlearn.cnn.models import build_model
 from llm_unlearn.cnn.qat import (
     LSQQuantizer,
@@ -47,6 +49,7 @@ from llm_unlearn.cnn.qat import (
     quantize_model,
 )
 from llm_unlearn.cnn.recipe import load_cnn_recipe, validate_cnn_recipe
+from llm_unlearn.cnn.run import load_split, new_model, trained_from_scratch
 from llm_unlearn.projection import combine
 from llm_unlearn.recipe import RecipeError
 
@@ -436,3 +439,108 @@ def test_minimising_entropy_loss_drives_predictions_to_uniform():
         entropy_loss(logits).backward()
         opt.step()
     torch.testing.assert_close(logits.softmax(-1), torch.full((2, 3), 1 / 3), atol=1e-3, rtol=0)
+
+
+# ---- issue 20: the papers' rules on hand-sized cases, and the benchmark's statistics -------------
+
+
+def test_qmul_similar_labels_come_from_the_model_before_unlearning_by_hand():
+    # an identity classifier fed log-probabilities: the model's softmax is exactly these rows
+    model = nn.Linear(3, 3, bias=False)
+    with torch.no_grad():
+        model.weight.copy_(torch.eye(3))
+    probs = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.6, 0.3], [0.45, 0.1, 0.45]])
+    y = torch.tensor([2, 1, 1])
+    # row 0: y = 2 (p 0.2) is not top-1: |0.5−0.2| = 0.3, |0.3−0.2| = 0.1 -> class 1, not the top-1 class 0
+    # row 1: y top-1: |0.1−0.6| = 0.5, |0.3−0.6| = 0.3 -> class 2, the runner-up
+    # row 2: |0.45−0.1| for classes 0 and 2 tie -> argmin takes the first, class 0
+    method = QMUL(3)
+    assert method.forget_targets(model, probs.log(), y).tolist() == [1, 2, 0]
+    assert method.labels["top1_is_y"] == pytest.approx(1 / 3) and method.labels["equals_y"] == 0.0
+
+
+def test_qmul_step_is_one_forward_over_the_union_batch():
+    # with BatchNorm, one forward over F ∪ R differs from separate forwards: check it is the former
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 3))
+    x_f, t_f, x_r, y_r = (
+        torch.randn(3, 4),
+        torch.tensor([0, 1, 2]),
+        torch.randn(9, 4),
+        torch.randint(0, 3, (9,)),
+    )
+    method = QMUL(3)
+    method.alpha = (0.7, 0.3)
+    reference = copy.deepcopy(model)
+    z = reference(torch.cat([x_f, x_r]))
+    (0.7 * nn.functional.cross_entropy(z[:3], t_f) + 0.3 * nn.functional.cross_entropy(z[3:], y_r)).backward()
+    method.step(model, (x_f, None, t_f, x_r, y_r), Accelerator(cpu=True))
+    for p, q in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad)
+
+
+def test_oeu_drives_forget_predictions_toward_uniform_in_real_training():
+    torch.manual_seed(0)
+    split = tiny_split()
+    model = quantize_model(build_model("resnet18", 4, 1, 4), 4, 4)
+    model.train()(split.x_train[:16])
+    accel = Accelerator(cpu=True)
+    fit(model, METHODS.get("original")(4, 0), split, TrainSettings(epochs=15, lr=0.05, batch_size=8), accel)
+    x_f = split.x_train[split.forget]
+    before = entropy_ratio(predict(model, x_f).log())
+    fit(model, OEU(4), split, TrainSettings(epochs=4, lr=0.05, batch_size=16), accel)
+    after = entropy_ratio(predict(model, x_f).log())
+    assert before < 0.8 and after > before + 0.1, (before, after)
+
+
+def test_t_interval_by_hand():
+    # [1, 2, 3]: mean 2, s = 1, t_{0.975, 2} = 4.302653 -> half-width 4.302653 / √3
+    mean, half = t_interval([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
+    assert math.isnan(t_interval([5.0])[1])
+
+
+def test_original_checkpoint_serves_every_forget_ratio_and_retrain_does_not(tmp_path):
+    data = _demo_data()
+    data["data"] |= {"max_train": 60, "max_test": 30}
+    data["model"]["width"] = 2
+    data["original"] = data["retrain"] = {"epochs": 1, "lr": 0.05, "batch_size": 32}
+    recipes = [validate_cnn_recipe({**data, "data": {**data["data"], "forget_ratio": r}}) for r in (0.1, 0.3)]
+    accel = Accelerator(cpu=True)
+    timing = {}
+    for i, recipe in enumerate(recipes):
+        split = load_split(recipe)
+        for role in ("original", "retrain"):
+            model, timing[role, i] = trained_from_scratch(recipe, split, role, accel, tmp_path)
+            if role == "original" and i == 1:
+                shared = model
+    assert timing["original", 1]["cached"] and not timing["retrain", 1]["cached"]
+    fresh = METHODS.get("original")(10, 0)
+    again = fit(new_model(recipes[1], load_split(recipes[1])), fresh, load_split(recipes[1]),
+                recipes[1].settings(recipes[1].original), accel)  # fmt: skip
+    for p, q in zip(shared.state_dict().values(), again.state_dict().values(), strict=True):
+        torch.testing.assert_close(p, q)  # training the original never reads the forget set
+
+
+def _benchmark_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cnn_benchmark", ROOT / "eval" / "cnn_benchmark.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_grid_and_paired_orderings():
+    bench = _benchmark_module()
+    assert bench.lr_grid("ft") == [0.00333, 0.01, 0.03] and bench.lr_grid("ga") == [1e-4, 1e-3, 1e-2]
+    assert bench.lr_grid("salun") == [0.00433, 0.013, 0.039]
+    rows = {
+        "qmul": [{"AG": a} for a in (1.0, 2.0, 3.0)],
+        "ft": [{"AG": a} for a in (3.0, 4.0, 5.5)],  # qmul − ft = −2, −2, −2.5
+        "ga": [{"AG": a} for a in (9.0, 9.0, 9.0)],
+    }
+    out = bench.paired(rows, "qmul", ("ft", "ga"))
+    assert out["b"] == "ft" and out["verdict"] == "holds"
+    assert out["diff"] == pytest.approx(list(t_interval([-2.0, -2.0, -2.5])))
+    assert bench.paired(rows, "ga", "qmul")["verdict"] == "reversed"

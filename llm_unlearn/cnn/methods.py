@@ -9,7 +9,7 @@ unlearning methods start from the original model:
 | ga     | forget | −CE(x_f, y_f) |
 | rl     | paired | CE over the union batch, forget samples relabelled at random (k ≠ y, fixed once) |
 | salun  | paired | rl, with gradients masked to the weights of largest |Σ∇(−CE)| on the forget set |
-| qmul   | paired | α_f·CE(x_f, similar labels) + α_r·CE(x_r, y_r), α from gradient norms each epoch |
+| qmul   | paired | α_f·CE(x_f, similar labels) + α_r·CE(x_r, y_r), one union batch, α from gradient norms |
 | oeu    | paired | g_f from −mean H(softmax) on forget, g_r from CE on retain; update combine(g_f, g_r) |
 
 The constructor's keyword arguments are a method's recipe options.
@@ -272,7 +272,11 @@ class QMUL(CNNMethod):
     def step(self, model: nn.Module, batch: tuple[torch.Tensor, ...], accelerator: Accelerator) -> float:
         x_f, _, t_f, x_r, y_r = batch
         a_f, a_r = self.alpha
-        loss = a_f * F.cross_entropy(model(x_f), t_f) + a_r * F.cross_entropy(model(x_r), y_r)
+        # one forward over the union batch, as the paper trains on D'_f ∪ D'_r (and as RL does):
+        # two forwards would normalise the few forget samples (13 of 128 at 10 %) by their own
+        # BatchNorm statistics and move the running statistics on forget-only batches
+        logits = model(torch.cat([x_f, x_r]))
+        loss = a_f * F.cross_entropy(logits[: len(x_f)], t_f) + a_r * F.cross_entropy(logits[len(x_f) :], y_r)
         accelerator.backward(loss)
         return loss.item()
 

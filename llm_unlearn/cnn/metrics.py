@@ -3,6 +3,7 @@
 All four are percentages. MIA-efficacy trains `SVC(C=3, gamma="auto", kernel="rbf")` on the
 confidence p_y(x): members (1) are the first |test| retain samples, non-members (0) the test
 set; MIA = 100 × the share of forget samples predicted non-member (higher = more forgotten).
+`t_interval` gives a mean ± 95 % Student-t half-width over seeds.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from scipy import stats
 from sklearn.svm import SVC
 from torch import nn
 
@@ -76,3 +78,13 @@ def evaluate(model: nn.Module, split: Split, heldout: Literal["test", "val"] = "
             confidence(p_train[forget], y_f),
         ),
     }
+
+
+def t_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """(mean, half-width) of the two-sided Student-t interval over independent runs (seeds):
+    half = t_{(1+c)/2, n−1} · s / √n with s the sample standard deviation (ddof 1). A single run
+    has no spread to measure: its half-width is nan, not 0."""
+    x = np.asarray(values, dtype=float)
+    if len(x) < 2:
+        return float(x.mean()), float("nan")
+    return float(x.mean()), float(stats.t.ppf((1 + confidence) / 2, len(x) - 1) * stats.sem(x))

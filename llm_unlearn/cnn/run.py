@@ -51,6 +51,8 @@ def new_model(recipe: CNNRecipe, split: Split) -> nn.Module:
 
 def _key(recipe: CNNRecipe, section: OptimSection, role: str) -> dict[str, Any]:
     data = recipe.data.model_dump(mode="json")
+    if role == "original":  # trained on all of train: one checkpoint serves every forget set
+        data = {k: v for k, v in data.items() if k not in ("forget_ratio", "forget_classes")}
     return {"role": role, "seed": recipe.seed, "data": data, "model": recipe.model.model_dump(mode="json"),
             "train": section.model_dump(mode="json")}  # fmt: skip
 
