@@ -1,5 +1,6 @@
-"""llama.cpp's own GGUF quantization (`gguf-*`, needs llama-cpp-python) on a tiny Llama with SmolLM2's
-tokenizer (llama.cpp's converter only writes vocabularies it recognises)."""
+"""llama.cpp's own GGUF quantization (`gguf-*`, needs llama-cpp-python) and its inference
+(`kernels/llamacpp.py`) on a tiny Llama with SmolLM2's tokenizer (llama.cpp's converter only writes
+vocabularies it recognises)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import demo_bench_subset, tiny_llama
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from llm_unlearn.audit.cache import CachedCodes, quantized
+from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.errors import UserError
-from llm_unlearn.models import load_model, save_checkpoint
+from llm_unlearn.kernels import kernel_model
+from llm_unlearn.kernels.llamacpp import LlamaCppModel, llama_cpp_model
+from llm_unlearn.metrics.generation import generate_greedy, token_logprobs
+from llm_unlearn.models import load_model, load_tokenizer, save_checkpoint
+from llm_unlearn.pipeline import run
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.quant.gguf import CONVERTER_ENV, FTYPES, convert_to_gguf, converter_dir
+from llm_unlearn.recipe import RecipeError, validate_recipe
 
 NAMES = [f"gguf-{suffix}" for suffix in FTYPES]
 # 192 inputs are 6 blocks of 32 but no whole super-block of 256: every K type falls back there,
@@ -144,3 +152,150 @@ def test_gguf_mistakes_are_one_line(tmp_path, monkeypatch, tok, llama):
         convert_to_gguf(llama, tmp_path)  # a model built in memory has no folder
     with pytest.raises(UserError, match="malformed GGUF quantizer name"):
         get_quantizer("gguf-q4_k_s")
+
+
+# --- llama.cpp's inference against the simulation (dequantized weights in float32) ---------------
+
+TEXTS = [
+    "Elizabeth Bennet walked to Netherfield in the rain.",
+    "The quick brown fox jumps over the lazy dog, and then it ran into the forest, far away.",
+]
+#: measured on this tiny model (initializer range 0.02, logits spread over about 2.7 between
+#: positions): llama.cpp's 8-bit activation blocks and float16 key/value cache move the logits by
+#: at most 0.012 (Q8_0) and 0.015 (Q4_K_M), the log-probs by 0.004 and 0.006
+LOGIT_TOLERANCE, LOGPROB_TOLERANCE = 0.05, 0.02
+
+
+@pytest.fixture(scope="module")
+def gguf_cells(smol_folder, tmp_path_factory) -> dict[str, tuple[torch.nn.Module, LlamaCppModel]]:
+    """Per quantizer: the simulated cell and llama.cpp running the file the cell keeps."""
+    root = tmp_path_factory.mktemp("cells")
+    cells = {}
+    for name in ("gguf-q8_0", "gguf-q4_k_m"):
+        quantizer, folder = get_quantizer(name), root / name
+        simulated = quantized(smol_folder, quantizer, folder).eval()
+        cells[name] = simulated, kernel_model(smol_folder, quantizer, folder)
+    yield cells
+    for _, kernel in cells.values():
+        kernel.close()
+
+
+@pytest.mark.slow  # the two cells: ~50 s of conversion and quantization
+@pytest.mark.parametrize("name", ["gguf-q8_0", "gguf-q4_k_m"])
+def test_llama_cpp_logits_agree_with_the_simulation(name, gguf_cells, smol_folder):
+    simulated, kernel = gguf_cells[name]
+    tok = load_tokenizer(smol_folder)
+    rows = tok(TEXTS)["input_ids"]
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [0] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    with torch.no_grad():
+        expected = simulated(input_ids=ids, attention_mask=mask).logits
+    found = kernel(input_ids=ids, attention_mask=mask).logits
+    assert found.shape == expected.shape and found.dtype == torch.float32
+    real = mask.bool()
+    torch.testing.assert_close(found[real], expected[real], rtol=0, atol=LOGIT_TOLERANCE)
+    assert (found[~real] == 0).all()
+    # one row at a time from position 0: the batch and the padding change nothing
+    alone = kernel(input_ids=torch.tensor([rows[0]])).logits[0]
+    assert torch.equal(alone, found[0, : len(rows[0])])
+    # the metric code's log-probs, unchanged, through either model
+    pairs = zip(token_logprobs(kernel, tok, TEXTS, 2), token_logprobs(simulated, tok, TEXTS, 2), strict=True)
+    for ours, theirs in pairs:
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=LOGPROB_TOLERANCE)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["gguf-q8_0", "gguf-q4_k_m"])
+def test_llama_cpp_decodes_greedily(name, gguf_cells, smol_folder):
+    simulated, kernel = gguf_cells[name]
+    tok = load_tokenizer(smol_folder)
+    new_tokens = 6
+    rows = tok(TEXTS)["input_ids"]
+    width = max(map(len, rows))
+    ids = torch.tensor([[0] * (width - len(r)) + r for r in rows])  # left-padded, as the metrics do
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    out = kernel.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, pad_token_id=0)
+    assert out.shape == (2, width + new_tokens) and torch.equal(out[:, :width], ids)
+    for j, row in enumerate(rows):
+        sequence = row + out[j, width:].tolist()
+        with torch.no_grad():
+            logits = simulated(input_ids=torch.tensor([sequence])).logits[0]
+        mine = kernel(input_ids=torch.tensor([sequence])).logits[0]
+        for t in range(len(row), len(sequence)):
+            chosen = sequence[t]
+            # each new token is the argmax of llama.cpp's own logits at the position before it ...
+            assert mine[t - 1, chosen] == mine[t - 1].max()
+            # ... and one the simulation scores within the logit tolerance of its own best
+            assert logits[t - 1, chosen] >= logits[t - 1].max() - 2 * LOGIT_TOLERANCE
+    # the metrics' greedy decoding runs on it unchanged
+    texts = generate_greedy(kernel, tok, TEXTS, new_tokens, batch_size=2)
+    assert texts == tok.batch_decode(out[:, width:], skip_special_tokens=True)
+
+
+@pytest.mark.slow  # two audits, each quantizing its cells: ~60 s
+def test_a_recipe_evaluates_gguf_cells_on_llama_cpp(smol_folder, tmp_path):
+    muse = demo_bench_subset(tmp_path / "muse", {"raw": 3, "verbmem": 2, "knowmem": 2, "privleak": 4})
+    recipe = {
+        "name": "g",
+        "model": {"target": str(smol_folder)},
+        "models": [{"name": "same", "path": str(smol_folder)}],
+        "data": {"source": str(muse)},
+        "quantize": ["gguf-q4_k_m"],
+        "evaluate": ["privleak"],
+    }
+    found = {}
+    for mode in ("simulated", "kernels"):
+        out = tmp_path / mode
+        run(validate_recipe({**recipe, "evaluate_with": mode, "output": {"dir": str(out)}}))
+        found[mode] = {(r["model"], r["quantizer"]): r for r in ResultsFile(out / "results.jsonl")}
+    kernel, simulated = found["kernels"][("same", "gguf-q4_k_m")], found["simulated"][("same", "gguf-q4_k_m")]
+    assert kernel["evaluation"] == "kernels: llama.cpp's own inference (llama-cpp-python)"
+    assert simulated["evaluation"].startswith("simulated")
+    assert found["kernels"][("same", "fp")]["evaluation"].startswith("full precision")
+    # each passage's membership score (Min-K%: a mean of its lowest log-probs) within the log-prob
+    # tolerance, and not identical: llama.cpp computed them
+    scores = [[v["score"] for v in r["value_by_index"].values()] for r in (kernel, simulated)]
+    assert scores[0] != scores[1]
+    assert max(abs(a - b) for a, b in zip(*scores, strict=True)) < LOGPROB_TOLERANCE
+
+
+def test_missing_llama_cpp_is_one_line_before_anything_runs(tmp_path, monkeypatch, tok):
+    target = save_checkpoint(tiny_llama(tok), tok, tmp_path / "t")
+    recipe = {
+        "name": "g",
+        "model": {"target": str(target)},
+        "models": [{"name": "same", "path": str(target)}],
+        "data": {"source": "demo"},
+        "quantize": ["gguf-q8_0"],
+        "evaluate_with": "kernels",
+        "output": {"dir": str(tmp_path / "out")},
+    }
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)
+    message = r"evaluate_with: kernels runs gguf-\* cells on llama.cpp: pip install 'llm-unlearn\[llamacpp\]'"
+    with pytest.raises(RecipeError, match=rf"^recipe: {message}$"):
+        validate_recipe(recipe)
+    with pytest.raises(UserError, match=rf"^{message}$"):
+        llama_cpp_model(target, get_quantizer("gguf-q8_0"), tmp_path / "cell")
+    assert not (tmp_path / "cell").exists()  # refused before quantizing anything
+    validate_recipe({**recipe, "evaluate_with": "simulated"})  # simulated cells do not run llama.cpp
+    validate_recipe({**recipe, "quantize": ["bnb-int8"]})
+
+
+def test_lm_eval_is_refused_on_llama_cpp_cells(tmp_path, tok):
+    pytest.importorskip("llama_cpp")
+    target = save_checkpoint(tiny_llama(tok), tok, tmp_path / "t")
+    recipe = {
+        "name": "g",
+        "model": {"target": str(target)},
+        "models": [{"name": "same", "path": str(target)}],
+        "data": {"source": "demo"},
+        "quantize": ["gguf-q8_0"],
+        "evaluate": ["privleak", "lm_eval"],
+        "lm_eval": {"tasks": ["arc_easy"]},
+        "evaluate_with": "kernels",
+        "output": {"dir": str(tmp_path / "out")},
+    }
+    with pytest.raises(RecipeError, match="lm_eval wraps a transformers model, and llama.cpp runs gguf-q8_0"):
+        validate_recipe(recipe)
+    validate_recipe({**recipe, "evaluate_with": "simulated"})

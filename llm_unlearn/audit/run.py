@@ -86,10 +86,11 @@ def audit(
                 progress.update(task, description=f"audit {model.name}@{model.target} {quantizer_name}")
             if pending:
                 quantizer = _quantizer(quantizer_name, calibration)
+                cell = _cell(cache, model, quantizer)
                 if uses_kernels(quantizer_name, kernels):
-                    network = kernel_model(load_model(model.path), quantizer_name)
+                    network = kernel_model(model.path, quantizer, cell)
                 else:
-                    network = quantized(model.path, quantizer, _cell(cache, model, quantizer), placement)
+                    network = quantized(model.path, quantizer, cell, placement)
                 how = evaluation(quantizer_name, kernels)
                 _evaluate_cell(model, quantizer, network, pending, ctx, results, how)
                 del network  # or it stays alive while the next cell loads: two models at once

@@ -1,35 +1,53 @@
-"""Evaluation with a backend's own quantized layers instead of dequantized weights (`kernels/bnb.py`).
+"""Evaluation with a backend's own inference instead of dequantized weights.
 
-A recipe's `evaluate_with: kernels` evaluates each cell whose quantizer has such a backend here
-(bitsandbytes' `bnb-*`); every other quantizer's cell is the dequantized model, which for RTN,
-GPTQ's and AWQ's W4A16, HQQ and FP8 weights is what their weight-only kernels compute up to the
-matmul's rounding. llama.cpp's inference for `gguf-*` cells is not wired yet: refused in one line.
+A recipe's `evaluate_with: kernels` evaluates each cell whose quantizer family has a backend here
+through the same metric code as a simulated cell:
+
+- `bnb-*` (`kernels/bnb.py`): the model with bitsandbytes' own `Linear4bit` / `Linear8bitLt`
+  layers in place of its Linears (LLM.int8() also rounds the activations to int8);
+- `gguf-*` (`kernels/llamacpp.py`): the GGUF file llama.cpp wrote, kept in the cell, run by
+  llama.cpp itself (llama-cpp-python's `Llama`, fed our token ids): its quantized matmuls round
+  the activations to 8-bit blocks and its key/value cache holds float16.
+
+Every other quantizer's cell is the dequantized model, which for RTN, GPTQ's and AWQ's W4A16, HQQ
+and FP8 weights is what their weight-only kernels compute up to the matmul's rounding.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from torch import nn
 
-#: quantizer families whose cells have a real-kernel evaluation here
-KERNEL_FAMILIES = ("bnb",)
-#: families that have kernels elsewhere but not yet here (a recipe asking for them is refused)
-UNSUPPORTED_FAMILIES = ("gguf",)
+from llm_unlearn.models import load_model
+from llm_unlearn.quant import Quantizer
+
+#: quantizer family -> how its cells are computed with `kernels` (a result line's `evaluation`)
+KERNELS = {
+    "bnb": "kernels: bitsandbytes' own Linear4bit / Linear8bitLt layers",
+    "gguf": "kernels: llama.cpp's own inference (llama-cpp-python)",
+}
 
 
 def family(quantizer: str) -> str:
     return quantizer.split("-", 1)[0]
 
 
-def kernel_model(model: nn.Module, quantizer: str) -> nn.Module:
-    """`model` (float32, unquantized) turned into the backend's own quantized layers for `quantizer`."""
+def kernel_model(checkpoint: Path, quantizer: Quantizer, cell: Path) -> nn.Module:
+    """The model at `checkpoint` under `quantizer`, run by the backend's own inference; `cell` is
+    its folder in the audit's quantized cache (where `gguf-*` keeps llama.cpp's file)."""
+    if family(quantizer.name) == "gguf":
+        from llm_unlearn.kernels.llamacpp import llama_cpp_model
+
+        return llama_cpp_model(checkpoint, quantizer, cell)
     from llm_unlearn.kernels.bnb import with_bnb_kernels
 
-    return with_bnb_kernels(model, quantizer)
+    return with_bnb_kernels(load_model(checkpoint), quantizer.name)
 
 
 def uses_kernels(quantizer: str, kernels: bool) -> bool:
-    """Whether a cell of `quantizer` runs on a backend's own layers when the recipe asks for `kernels`."""
-    return kernels and family(quantizer) in KERNEL_FAMILIES
+    """Whether a cell of `quantizer` runs on a backend's own inference when the recipe asks for `kernels`."""
+    return kernels and family(quantizer) in KERNELS
 
 
 def evaluation(quantizer: str, kernels: bool) -> str:
@@ -37,5 +55,5 @@ def evaluation(quantizer: str, kernels: bool) -> str:
     if quantizer == "fp":
         return "full precision (float32)"
     if uses_kernels(quantizer, kernels):
-        return "kernels: bitsandbytes' own Linear4bit / Linear8bitLt layers"
+        return KERNELS[family(quantizer)]
     return "simulated: dequantized weights in float32"
