@@ -79,3 +79,18 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.skipped and os.environ.get("LLM_UNLEARN_REQUIRE_BACKENDS") == "1":
         report.outcome = "failed"
+
+
+def results_in_both_modes(recipe: dict, tmp_path: Path) -> dict[str, dict[tuple[str, str], dict]]:
+    """`recipe` run with `evaluate_with: simulated` and `kernels`, each into its own folder under
+    `tmp_path`: each run's results records by (model, quantizer)."""
+    from llm_unlearn.audit.results import ResultsFile
+    from llm_unlearn.pipeline import run
+    from llm_unlearn.recipe import validate_recipe
+
+    found = {}
+    for mode in ("simulated", "kernels"):
+        out = tmp_path / mode
+        run(validate_recipe({**recipe, "evaluate_with": mode, "output": {"dir": str(out)}}))
+        found[mode] = {(r["model"], r["quantizer"]): r for r in ResultsFile(out / "results.jsonl")}
+    return found

@@ -11,17 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import demo_bench_subset, tiny_llama
+from conftest import demo_bench_subset, results_in_both_modes, tiny_llama
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from llm_unlearn.audit.cache import CachedCodes, quantized
-from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.errors import UserError
 from llm_unlearn.kernels import kernel_model
 from llm_unlearn.kernels.llamacpp import LlamaCppModel, llama_cpp_model
 from llm_unlearn.metrics.generation import generate_greedy, token_logprobs
 from llm_unlearn.models import load_model, load_tokenizer, save_checkpoint
-from llm_unlearn.pipeline import run
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.quant.gguf import CONVERTER_ENV, FTYPES, convert_to_gguf, converter_dir
 from llm_unlearn.recipe import RecipeError, validate_recipe
@@ -244,11 +242,7 @@ def test_a_recipe_evaluates_gguf_cells_on_llama_cpp(smol_folder, tmp_path):
         "quantize": ["gguf-q4_k_m"],
         "evaluate": ["privleak"],
     }
-    found = {}
-    for mode in ("simulated", "kernels"):
-        out = tmp_path / mode
-        run(validate_recipe({**recipe, "evaluate_with": mode, "output": {"dir": str(out)}}))
-        found[mode] = {(r["model"], r["quantizer"]): r for r in ResultsFile(out / "results.jsonl")}
+    found = results_in_both_modes(recipe, tmp_path)
     kernel, simulated = found["kernels"][("same", "gguf-q4_k_m")], found["simulated"][("same", "gguf-q4_k_m")]
     assert kernel["evaluation"] == "kernels: llama.cpp's own inference (llama-cpp-python)"
     assert simulated["evaluation"].startswith("simulated")
@@ -260,17 +254,23 @@ def test_a_recipe_evaluates_gguf_cells_on_llama_cpp(smol_folder, tmp_path):
     assert max(abs(a - b) for a, b in zip(*scores, strict=True)) < LOGPROB_TOLERANCE
 
 
-def test_missing_llama_cpp_is_one_line_before_anything_runs(tmp_path, monkeypatch, tok):
-    target = save_checkpoint(tiny_llama(tok), tok, tmp_path / "t")
-    recipe = {
+def kernels_recipe(target: Path, out: Path, **changes: object) -> dict:
+    """An audit of `target` against itself under gguf-q8_0, on llama.cpp's inference."""
+    return {
         "name": "g",
         "model": {"target": str(target)},
         "models": [{"name": "same", "path": str(target)}],
         "data": {"source": "demo"},
         "quantize": ["gguf-q8_0"],
         "evaluate_with": "kernels",
-        "output": {"dir": str(tmp_path / "out")},
+        "output": {"dir": str(out)},
+        **changes,
     }
+
+
+def test_missing_llama_cpp_is_one_line_before_anything_runs(tmp_path, monkeypatch, tok):
+    target = save_checkpoint(tiny_llama(tok), tok, tmp_path / "t")
+    recipe = kernels_recipe(target, tmp_path / "out")
     monkeypatch.setitem(sys.modules, "llama_cpp", None)
     message = r"evaluate_with: kernels runs gguf-\* cells on llama.cpp: pip install 'llm-unlearn\[llamacpp\]'"
     with pytest.raises(RecipeError, match=rf"^recipe: {message}$"):
@@ -285,17 +285,9 @@ def test_missing_llama_cpp_is_one_line_before_anything_runs(tmp_path, monkeypatc
 def test_lm_eval_is_refused_on_llama_cpp_cells(tmp_path, tok):
     pytest.importorskip("llama_cpp")
     target = save_checkpoint(tiny_llama(tok), tok, tmp_path / "t")
-    recipe = {
-        "name": "g",
-        "model": {"target": str(target)},
-        "models": [{"name": "same", "path": str(target)}],
-        "data": {"source": "demo"},
-        "quantize": ["gguf-q8_0"],
-        "evaluate": ["privleak", "lm_eval"],
-        "lm_eval": {"tasks": ["arc_easy"]},
-        "evaluate_with": "kernels",
-        "output": {"dir": str(tmp_path / "out")},
-    }
+    recipe = kernels_recipe(
+        target, tmp_path / "out", evaluate=["privleak", "lm_eval"], lm_eval={"tasks": ["arc_easy"]}
+    )
     with pytest.raises(RecipeError, match="lm_eval wraps a transformers model, and llama.cpp runs gguf-q8_0"):
         validate_recipe(recipe)
     validate_recipe({**recipe, "evaluate_with": "simulated"})

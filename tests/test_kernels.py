@@ -7,16 +7,13 @@ import copy
 
 import pytest
 import torch
-from conftest import demo_bench_subset, tiny_llama
+from conftest import demo_bench_subset, results_in_both_modes, tiny_llama
 from torch import nn
 
-from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.errors import UserError
 from llm_unlearn.kernels.bnb import with_bnb_kernels
 from llm_unlearn.models import save_checkpoint
-from llm_unlearn.pipeline import run
 from llm_unlearn.quant import get_quantizer
-from llm_unlearn.recipe import validate_recipe
 
 pytest.importorskip("bitsandbytes")
 
@@ -85,11 +82,7 @@ def test_a_recipe_evaluates_bnb_cells_on_the_kernels_and_records_it(tmp_path, to
         "quantize": ["bnb-int8", "rtn-w4-g32"],
         "evaluate": ["privleak"],
     }
-    found = {}
-    for mode in ("simulated", "kernels"):
-        out = tmp_path / mode
-        run(validate_recipe({**recipe, "evaluate_with": mode, "output": {"dir": str(out)}}))
-        found[mode] = {(r["model"], r["quantizer"]): r for r in ResultsFile(out / "results.jsonl")}
+    found = results_in_both_modes(recipe, tmp_path)
     kernel, simulated = found["kernels"][("same", "bnb-int8")], found["simulated"][("same", "bnb-int8")]
     assert kernel["evaluation"].startswith("kernels") and simulated["evaluation"].startswith("simulated")
     assert found["kernels"][("same", "rtn-w4-g32")]["evaluation"].startswith("simulated")
