@@ -11,6 +11,7 @@ from conftest import demo_bench_subset, results_in_both_modes, tiny_llama
 from torch import nn
 
 from llm_unlearn.errors import UserError
+from llm_unlearn.kernels import evaluation
 from llm_unlearn.kernels.bnb import with_bnb_kernels
 from llm_unlearn.models import save_checkpoint
 from llm_unlearn.quant import get_quantizer
@@ -90,3 +91,9 @@ def test_a_recipe_evaluates_bnb_cells_on_the_kernels_and_records_it(tmp_path, to
     scores = [[v["score"] for v in r["value_by_index"].values()] for r in (kernel, simulated)]
     assert scores[0] != scores[1]
     assert max(abs(a - b) for a, b in zip(*scores, strict=True)) < 0.5
+
+
+def test_the_evaluation_field_names_the_evaluated_dtype():
+    assert evaluation("fp", False) == "full precision (float32)"
+    assert evaluation("rtn-w4-g32", True, torch.bfloat16) == "simulated: dequantized weights in bfloat16"
+    assert evaluation("bnb-int8", True, torch.bfloat16).startswith("kernels: bitsandbytes")

@@ -91,7 +91,7 @@ def audit(
                     network = kernel_model(model.path, quantizer, cell)
                 else:
                     network = quantized(model.path, quantizer, cell, placement)
-                how = evaluation(quantizer_name, kernels)
+                how = evaluation(quantizer_name, kernels, next(network.parameters()).dtype)
                 _evaluate_cell(model, quantizer, network, pending, ctx, results, how)
                 del network  # or it stays alive while the next cell loads: two models at once
             if progress:
@@ -104,7 +104,8 @@ def audit(
                 cached = run_folder.relearned(f"{model.name}@{model.target}", relearning.name)
                 folder = relearned(model.path, relearning, cached)
                 network = load_model(folder, placement=placement)
-                _evaluate_cell(model, relearning, network, pending, ctx, results, evaluation("fp", False))
+                how = evaluation("fp", False, next(network.parameters()).dtype)
+                _evaluate_cell(model, relearning, network, pending, ctx, results, how)
                 del network
             if progress:
                 progress.advance(task)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from llm_unlearn.models import load_model
@@ -50,10 +51,12 @@ def uses_kernels(quantizer: str, kernels: bool) -> bool:
     return kernels and family(quantizer) in KERNELS
 
 
-def evaluation(quantizer: str, kernels: bool) -> str:
-    """What a cell's results line says about how it was computed (its `evaluation` field)."""
+def evaluation(quantizer: str, kernels: bool, dtype: torch.dtype = torch.float32) -> str:
+    """What a cell's results line says about how it was computed (its `evaluation` field);
+    `dtype`: the evaluated model's (float32 on the CPU, the checkpoint's on an accelerator)."""
+    name = str(dtype).removeprefix("torch.")
     if quantizer == "fp":
-        return "full precision (float32)"
+        return f"full precision ({name})"
     if uses_kernels(quantizer, kernels):
         return KERNELS[family(quantizer)]
-    return "simulated: dequantized weights in float32"
+    return f"simulated: dequantized weights in {name}"
