@@ -460,7 +460,8 @@ class Recipe(_Section):
     evaluate: tuple[str, ...] = ("verbmem", "knowmem_forget", "knowmem_retain", "privleak")
     evaluate_with: Literal["simulated", "kernels"] = Field(
         default="simulated",
-        description="simulated: every quantized cell is its dequantized weights in float32; kernels: "
+        description="simulated: every quantized cell is its dequantized weights (float32 on the CPU, the "
+        "checkpoint's dtype on a GPU); kernels: "
         "bitsandbytes cells run on bitsandbytes' own layers (Linear4bit / Linear8bitLt), gguf cells on "
         "llama.cpp's own inference (llama-cpp-python).",
     )
