@@ -252,9 +252,6 @@ def _diagnose(args: argparse.Namespace) -> int:
         quantizer.calibration = build_calibration(
             texts, tokenizer, args.calibration, args.samples, args.seq_len, 0
         )
-    for field, path in (("TARGET", args.target), ("UNLEARNED", args.unlearned)):
-        if not (path / "config.json").is_file():
-            raise UserError(f"{field}: {path} is not a checkpoint folder (no config.json)")
     check_same_model_family(args.target, args.unlearned, "UNLEARNED", target_field="TARGET")
     # as in the audit: each model quantized alone into a cell on disk, then compared layer by layer
     with tempfile.TemporaryDirectory(prefix="llm_unlearn_diagnose_") as scratch:
