@@ -171,6 +171,8 @@ def _diagnose_cell(
 ) -> None:
     cells = _cell(cache, target, quantizer), _cell(cache, model, quantizer)
     found = diagnose_checkpoints(target.path, model.path, quantizer, *cells)
+    if not found:  # a quantizer without integer codes has nothing to compare
+        return
     results.add(
         {
             "model": model.name,
