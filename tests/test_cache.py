@@ -56,7 +56,7 @@ def test_a_cell_is_rebuilt_bit_for_bit_from_its_codes(name, checkpoint, tmp_path
     fresh = get_quantizer(name).quantize_model(load_model(checkpoint))
     folder = tmp_path / name
     first = quantized(checkpoint, get_quantizer(name), folder)
-    rebuilt = cache.load_cell(folder, checkpoint)
+    rebuilt = cache.load_cell(folder, checkpoint, get_quantizer(name))
     for key, value in fresh.state_dict().items():
         assert torch.equal(first.state_dict()[key], value) and torch.equal(rebuilt.state_dict()[key], value)
     expected = get_quantizer(name).quantize_with_codes(load_model(checkpoint))
@@ -89,7 +89,7 @@ def test_changed_tensors_without_codes_are_kept(checkpoint, tmp_path):
 
     with safe_open(str(folder / cache.CHANGED), framework="pt") as f:
         assert sorted(f.keys()) == ["model.layers.0.mlp.up_proj.weight", "model.norm.weight"]
-    rebuilt = cache.load_cell(folder, checkpoint)
+    rebuilt = cache.load_cell(folder, checkpoint, get_quantizer("rtn-w4-g32"))
     for key, value in network.state_dict().items():
         assert torch.equal(rebuilt.state_dict()[key], value)
 

@@ -14,7 +14,7 @@ import torch
 from conftest import demo_bench_subset, results_in_both_modes, tiny_llama
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from llm_unlearn.audit.cache import CachedCodes, quantized
+from llm_unlearn.audit.cache import cached_codes, quantized
 from llm_unlearn.errors import UserError
 from llm_unlearn.kernels import kernel_model
 from llm_unlearn.kernels.llamacpp import LlamaCppModel, llama_cpp_model
@@ -127,10 +127,12 @@ def test_the_audit_cache_keeps_the_gguf_file(smol_folder, tmp_path):
     folder = tmp_path / "target@natural" / "gguf-q4_0"
     network = quantized(smol_folder, get_quantizer("gguf-q4_0"), folder)
     assert (folder / "model-Q4_0.gguf").is_file() and (folder / "gguf_types.json").is_file()
+    # the GGUF file holds the whole model: the cell stores nothing else and is rebuilt from it
+    assert not (folder / "codes.safetensors").exists() and not (folder / "changed.safetensors").exists()
     cached = quantized(smol_folder, get_quantizer("gguf-q4_0"), folder)
     for key, value in network.state_dict().items():
         assert torch.equal(cached.state_dict()[key], value)
-    q_proj = CachedCodes(folder)["model.layers.0.self_attn.q_proj"]
+    q_proj = cached_codes(smol_folder, get_quantizer("gguf-q4_0"), folder)["model.layers.0.self_attn.q_proj"]
     weight = network.get_submodule("model.layers.0.self_attn.q_proj").weight
     torch.testing.assert_close(q_proj.dequantize(), weight, rtol=1e-5, atol=1e-8)
 

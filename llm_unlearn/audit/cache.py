@@ -6,8 +6,9 @@ A cell `quantized/<model>@<target>/<quantizer>/` (`RunFolder.quantized`) holds
   most 16 levels (4-bit) and one a byte up to 256, with the grid's levels, scales and zero points,
   each float in the smallest dtype that holds it exactly;
 - `changed.safetensors`: every other tensor the quantizer changed (AWQ's rescaled norms, a weight
-  whose codes do not give back its exact value, llama.cpp's embedding);
-- what the quantizer itself keeps (`Quantizer.save_artifacts`: llama.cpp's GGUF file);
+  whose codes do not give back its exact value);
+- what the quantizer itself keeps (`Quantizer.save_artifacts`: llama.cpp's GGUF file, which
+  holds the whole model: a GGUF cell stores nothing else and is rebuilt, codes too, from it);
 - `source.json`: the checkpoint the cell was made from, with its weight files' sizes and times;
 - `quantizer.json`, written last: the configuration the cell is valid for.
 
@@ -35,7 +36,7 @@ from transformers import PreTrainedModel
 
 from llm_unlearn.errors import UserError
 from llm_unlearn.models import CheckpointTensors, load_model, load_tokenizer, save_checkpoint
-from llm_unlearn.quant import Quantizer, WeightCodes
+from llm_unlearn.quant import Quantizer, WeightCodes, get_quantizer
 from llm_unlearn.runfolder import write_json
 
 CODES, CHANGED, SOURCE, CONFIG = "codes.safetensors", "changed.safetensors", "source.json", "quantizer.json"
@@ -114,18 +115,19 @@ def save_cell(
     """Write the cell of `network` (the checkpoint quantized in place, with its `codes`)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG).unlink(missing_ok=True)  # a folder without it is recomputed
-    packed: dict[str, torch.Tensor] = {}
-    for name, c in codes.items():
-        packed |= {
-            f"{name}.codes": c.packed,
-            f"{name}.levels": exact_dtype(c.levels),
-            f"{name}.scale": exact_dtype(c.scale),
-            f"{name}.zero": exact_dtype(c.zero),
-            f"{name}.shape": torch.tensor(list(c.shape)),
-        }
-    save_file({k: v.contiguous() for k, v in packed.items()}, str(folder / CODES))
-    save_file(_changed_tensors(network, codes, checkpoint), str(folder / CHANGED))
     quantizer.save_artifacts(folder)
+    if not quantizer.artifacts_hold_the_model:
+        packed: dict[str, torch.Tensor] = {}
+        for name, c in codes.items():
+            packed |= {
+                f"{name}.codes": c.packed,
+                f"{name}.levels": exact_dtype(c.levels),
+                f"{name}.scale": exact_dtype(c.scale),
+                f"{name}.zero": exact_dtype(c.zero),
+                f"{name}.shape": torch.tensor(list(c.shape)),
+            }
+        save_file({k: v.contiguous() for k, v in packed.items()}, str(folder / CODES))
+        save_file(_changed_tensors(network, codes, checkpoint), str(folder / CHANGED))
     write_json(folder / SOURCE, source_stamp(checkpoint))
     write_json(folder / CONFIG, _config(quantizer))
 
@@ -150,10 +152,16 @@ def _changed_tensors(
     return changed
 
 
-def load_cell(folder: Path, checkpoint: Path, placement: dict[str, Any] | None = None) -> PreTrainedModel:
+def load_cell(
+    folder: Path, checkpoint: Path, quantizer: Quantizer, placement: dict[str, Any] | None = None
+) -> PreTrainedModel:
     """The quantized model of a cell: the checkpoint (placed by `models.eval_placement`, default
-    float32 on the CPU) with its codes and changed tensors put in."""
+    float32 on the CPU) with its codes and changed tensors put in, or the quantizer's own files
+    where they hold the model."""
     network = load_model(checkpoint, placement=placement)
+    if quantizer.artifacts_hold_the_model:
+        quantizer.load_artifacts(folder, network)
+        return network
     state = network.state_dict()
     with torch.no_grad():
         for name, c in CachedCodes(folder).items():
@@ -178,7 +186,7 @@ def quantized(
     # bit-reproducible) and a calibrated quantizer runs once. Every process must call this.
     with state.main_process_first():
         if is_valid(folder, quantizer, checkpoint):
-            return load_cell(folder, checkpoint, placement)
+            return load_cell(folder, checkpoint, quantizer, placement)
         network = load_model(checkpoint, placement=placement)
         codes = quantizer.quantize_with_codes(network)
         if state.is_main_process:  # another process that gets here quantizes in memory only
@@ -186,10 +194,19 @@ def quantized(
         return network
 
 
-def cached_codes(checkpoint: Path, quantizer: Quantizer, folder: Path) -> CachedCodes:
-    """The codes of the cell of `checkpoint` under `quantizer`, quantizing it first if it is not cached."""
+def ensure_cell(checkpoint: Path, quantizer: Quantizer, folder: Path) -> None:
+    """Quantize `checkpoint` into its cell in `folder` unless that is cached already."""
     if not is_valid(folder, quantizer, checkpoint):
         quantized(checkpoint, quantizer, folder)  # only its cell is wanted: the model is dropped at once
+
+
+def cached_codes(checkpoint: Path, quantizer: Quantizer, folder: Path) -> Mapping[str, WeightCodes]:
+    """The codes of the cell of `checkpoint` under `quantizer`, quantizing it first if it is not
+    cached: read one weight at a time from the cell, or from the quantizer's own files where they
+    hold the model (those need the model rebuilt once)."""
+    ensure_cell(checkpoint, quantizer, folder)
+    if quantizer.artifacts_hold_the_model:
+        return quantizer.load_artifacts(folder, load_model(checkpoint))
     return CachedCodes(folder)
 
 
@@ -203,7 +220,8 @@ def materialize(folder: Path, dest: Path) -> Path:
         raise UserError(
             f"{folder}: made from {checkpoint}, which is gone; audit that model again to rebuild the cell"
         )
-    save_checkpoint(load_cell(folder, checkpoint), load_tokenizer(checkpoint), dest)
+    quantizer = get_quantizer(json.loads((folder / CONFIG).read_text())["name"])
+    save_checkpoint(load_cell(folder, checkpoint, quantizer), load_tokenizer(checkpoint), dest)
     for path in folder.iterdir():
         if path.is_file() and path.name not in _OWN_FILES:
             shutil.copy2(path, dest / path.name)

@@ -157,10 +157,10 @@ class LlamaCppModel(nn.Module):
 def llama_cpp_model(checkpoint: Path, quantizer: Any, cell: Path) -> LlamaCppModel:
     """The `gguf-*` cell of `checkpoint` in `cell` (quantized and cached first if it is not) run by
     llama.cpp: the GGUF file its quantizer kept there."""
-    from llm_unlearn.audit.cache import cached_codes  # the audit imports this package: import here
+    from llm_unlearn.audit.cache import ensure_cell  # the audit imports this package: import here
 
     llama_cpp_module()  # before quantizing: the one line, not a conversion's traceback
-    cached_codes(checkpoint, quantizer, cell)
+    ensure_cell(checkpoint, quantizer, cell)
     files = sorted(cell.glob("*.gguf"))
     if len(files) != 1:
         raise UserError(f"{cell}: expected the one GGUF file {quantizer.name} keeps, found {len(files)}")

@@ -78,6 +78,7 @@ class GGUFQuantizer(Quantizer):
     """llama.cpp's own quantization, named `gguf-{q8_0,q6_k,q5_k_m,q4_k_m,q4_0,q3_k_m,q2_k}`."""
 
     pattern = "gguf-{" + ",".join(FTYPES) + "}"
+    artifacts_hold_the_model = True  # the GGUF file gives every parameter its value
 
     def __init__(self, name: str) -> None:
         ftype = FTYPES.get(name.removeprefix("gguf-"))
@@ -106,8 +107,16 @@ class GGUFQuantizer(Quantizer):
         quantized = work / f"model-{self.ftype}.gguf"
         quantize_file(llama_cpp, f32, quantized, self.ftype)
         f32.unlink()
-        state, codes, self.tensor_types = read_gguf(quantized, model)
-        load_weights(model, state, self.name)
+        codes, self.tensor_types = load_gguf(quantized, model, self.name)
+        return codes
+
+    def load_artifacts(self, folder: Path, model: nn.Module) -> dict[str, WeightCodes]:
+        """The cell kept in `folder` rebuilt from its GGUF file alone: `model` (the source
+        checkpoint) given the file's weights, as `quantize_with_codes` gave them; its codes."""
+        files = sorted(folder.glob("*.gguf"))
+        if len(files) != 1:
+            raise UserError(f"{folder}: expected the one GGUF file {self.name} keeps, found {len(files)}")
+        codes, self.tensor_types = load_gguf(files[0], model, self.name)
         return codes
 
     def save_artifacts(self, folder: Path) -> None:
@@ -205,11 +214,12 @@ def quantize_file(llama_cpp: Any, source: Path, dest: Path, ftype: str) -> None:
         raise UserError(f"llama.cpp could not quantize {source.name} to {ftype}")
 
 
-def read_gguf(
-    path: Path, model: nn.Module
-) -> tuple[dict[str, torch.Tensor], dict[str, WeightCodes], dict[str, dict[str, str]]]:
-    """The GGUF file's tensors dequantized under `model`'s names, the codes of the quantization
-    targets whose type has a grid, and every tensor's type (module doc)."""
+def load_gguf(
+    path: Path, model: nn.Module, name: str
+) -> tuple[dict[str, WeightCodes], dict[str, dict[str, str]]]:
+    """Give `model` the GGUF file's tensors dequantized under its names, one tensor at a time (no
+    second copy of the model); return the codes of the quantization targets whose type has a grid,
+    and every tensor's type (module doc). Every parameter must get a value (tied ones once)."""
     import gguf
     from transformers.modeling_gguf_pytorch_utils import (
         TENSOR_PROCESSORS,
@@ -222,12 +232,13 @@ def read_gguf(
     architecture = bytes(field.parts[field.data[0]]).decode()
     processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=model.config.to_dict())
     names = get_gguf_hf_weights_map(model, processor)
-    targets = {f"{name}.weight" for name, _ in quantization_targets(model)}
+    targets = {f"{module}.weight" for module, _ in quantization_targets(model)}
 
     def hf_order(array: np.ndarray, name: str) -> np.ndarray:  # undo the converter's row permutation
         return processor.process(weights=array, name=name).weights
 
-    state, codes, types = {}, {}, {}
+    own = model.state_dict()
+    loaded, codes, types = set(), {}, {}
     for tensor in reader.tensors:
         if tensor.name not in names:
             continue
@@ -235,12 +246,17 @@ def read_gguf(
         qtype = gguf.GGMLQuantizationType(tensor.tensor_type)
         types[tensor.name] = {"type": qtype.name, "hf": hf}
         weight = gguf.quants.dequantize(tensor.data, qtype)
-        state[hf] = torch.from_numpy(np.array(hf_order(weight, tensor.name)))  # a writable copy
+        with torch.no_grad():
+            own[hf].copy_(torch.from_numpy(np.array(hf_order(weight, tensor.name))).reshape(own[hf].shape))
+        loaded.add(hf)
         if hf in targets and qtype.name in _GRIDS:
             codes[hf.removesuffix(".weight")] = gguf_codes(
                 tensor.data, qtype.name, weight, tensor.name, hf_order
             )
-    return state, codes, types
+    missing = [key for key, _ in model.named_parameters() if key not in loaded]
+    if missing:
+        raise UserError(f"{name}: llama.cpp's file has no tensor for {missing[0]}")
+    return codes, types
 
 
 def gguf_codes(data: np.ndarray, qtype: str, weight: np.ndarray, name: str, hf_order: Any) -> WeightCodes:
@@ -323,17 +339,6 @@ def _block_scales(qtype: str, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarra
         )
     sc, mn = gguf.quants.Q4_K.get_scale_min(blocks[:, 4:16])  # Q4_K and Q5_K share the header
     return _f16(blocks, 0) * sc.astype(np.float32), _f16(blocks, 2) * mn.astype(np.float32)
-
-
-def load_weights(model: nn.Module, state: dict[str, torch.Tensor], name: str) -> None:
-    """Copy `state` into `model`'s tensors; every parameter must get a value (tied ones once)."""
-    own = model.state_dict()
-    missing = [key for key, _ in model.named_parameters() if key not in state]
-    if missing:
-        raise UserError(f"{name}: llama.cpp's file has no tensor for {missing[0]}")
-    with torch.no_grad():
-        for key, value in state.items():
-            own[key].copy_(value.reshape(own[key].shape))
 
 
 #: the no-op log callback handed to llama.cpp (kept referenced: llama.cpp calls it later)

@@ -109,6 +109,9 @@ class Quantizer(ABC):
     calibration: Calibration | None = None
     #: False where the codes quantize rescaled weights (AWQ), so W_u - W_t is not on their grid
     codes_in_weight_basis: bool = True
+    #: whether the files `save_artifacts` keeps hold the whole quantized model (llama.cpp's GGUF
+    #: file): a cell then stores nothing else and is rebuilt from them (`load_artifacts`)
+    artifacts_hold_the_model: bool = False
 
     @abstractmethod
     def quantize_model(self, model: nn.Module) -> nn.Module:
@@ -134,6 +137,11 @@ class Quantizer(ABC):
         """Keep, beside a saved quantized checkpoint in `folder`, what the last quantization wrote
         that the checkpoint does not hold (llama.cpp's GGUF file); nothing by default."""
         return None  # most quantizers leave nothing but the checkpoint
+
+    def load_artifacts(self, folder: Path, model: nn.Module) -> dict[str, WeightCodes]:
+        """Where `artifacts_hold_the_model`: give `model` (the source checkpoint) the quantized
+        weights kept in `folder` and return their codes."""
+        raise NotImplementedError(f"{self.name}: its artifacts hold no model")
 
 
 QUANTIZER_FAMILIES: Registry[Callable[[str], Quantizer]] = Registry("quantizer")
