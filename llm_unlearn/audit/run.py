@@ -191,8 +191,9 @@ def diagnose_checkpoints(
     target: Path, unlearned: Path, quantizer: Quantizer, target_cell: Path, unlearned_cell: Path
 ) -> dict:
     """`quant.overlap.diagnose` of two checkpoints under `quantizer`, from their cached cells
-    (quantized first where missing). Every tensor is read from disk when its layer is diagnosed:
-    no model is held in memory. Empty when the quantizer has no integer codes."""
+    (quantized first where missing). Every tensor is read from disk when its layer is diagnosed,
+    so no model is held in memory (a GGUF cell's codes are read once from its file, through its
+    model). Empty when the quantizer has no integer codes."""
     codes_t = cached_codes(target, quantizer, target_cell)
     codes_u = cached_codes(unlearned, quantizer, unlearned_cell)
     if not codes_t:

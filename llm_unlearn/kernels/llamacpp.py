@@ -38,6 +38,7 @@ from transformers.modeling_outputs import CausalLMOutput
 
 from llm_unlearn.context import context_length
 from llm_unlearn.errors import UserError
+from llm_unlearn.quant.gguf import GGUFQuantizer
 
 MISSING = "evaluate_with: kernels runs gguf-* cells on llama.cpp: pip install 'llm-unlearn[llamacpp]'"
 #: the smallest context a Llama is built with (llama-cpp-python's default n_ctx)
@@ -154,19 +155,17 @@ class LlamaCppModel(nn.Module):
             self._llama = None
 
 
-def llama_cpp_model(checkpoint: Path, quantizer: Any, cell: Path) -> LlamaCppModel:
+def llama_cpp_model(checkpoint: Path, quantizer: GGUFQuantizer, cell: Path) -> LlamaCppModel:
     """The `gguf-*` cell of `checkpoint` in `cell` (quantized and cached first if it is not) run by
     llama.cpp: the GGUF file its quantizer kept there."""
     from llm_unlearn.audit.cache import ensure_cell  # the audit imports this package: import here
 
     llama_cpp_module()  # before quantizing: the one line, not a conversion's traceback
     ensure_cell(checkpoint, quantizer, cell)
-    files = sorted(cell.glob("*.gguf"))
-    if len(files) != 1:
-        raise UserError(f"{cell}: expected the one GGUF file {quantizer.name} keeps, found {len(files)}")
+    path = quantizer.kept_file(cell)
     config = AutoConfig.from_pretrained(str(checkpoint))
     if (checkpoint / "generation_config.json").is_file():
         generation = GenerationConfig.from_pretrained(str(checkpoint))
     else:
         generation = GenerationConfig.from_model_config(config)
-    return LlamaCppModel(files[0], config, generation)
+    return LlamaCppModel(path, config, generation)

@@ -113,11 +113,15 @@ class GGUFQuantizer(Quantizer):
     def load_artifacts(self, folder: Path, model: nn.Module) -> dict[str, WeightCodes]:
         """The cell kept in `folder` rebuilt from its GGUF file alone: `model` (the source
         checkpoint) given the file's weights, as `quantize_with_codes` gave them; its codes."""
+        codes, self.tensor_types = load_gguf(self.kept_file(folder), model, self.name)
+        return codes
+
+    def kept_file(self, folder: Path) -> Path:
+        """The GGUF file `save_artifacts` kept in the cell `folder`."""
         files = sorted(folder.glob("*.gguf"))
         if len(files) != 1:
             raise UserError(f"{folder}: expected the one GGUF file {self.name} keeps, found {len(files)}")
-        codes, self.tensor_types = load_gguf(files[0], model, self.name)
-        return codes
+        return files[0]
 
     def save_artifacts(self, folder: Path) -> None:
         """Keep the GGUF file llama.cpp wrote, and the type of each of its tensors, in `folder`."""

@@ -203,8 +203,8 @@ class RTNQuantizer(Quantizer):
         return torch.cat(scales).mean().item()
 
     def quantize_with_codes(self, model: nn.Module) -> dict[str, WeightCodes]:
-        """`quantize_model` and each weight's codes (`rtn_codes`), in one pass: a weight's integer
-        codes are dropped as soon as it is replaced, so only the uint8 codes outlive it."""
+        """`quantize_model`, returning each weight's codes (`rtn_codes`, packed): in one pass, so a
+        weight's integer codes are dropped as soon as it is replaced."""
         codes = {}
         with torch.no_grad():
             for name, module, q in self._quantized(model):
@@ -220,9 +220,7 @@ class RTNQuantizer(Quantizer):
         bfloat16 (8 significant bits) 8-bit grid points are themselves rounded; load models in
         float32 or float16 where exact grid values matter.
         """
-        with torch.no_grad():
-            for _, module, q in self._quantized(model):
-                module.weight.copy_(dequantize_tensor(q))
+        self.quantize_with_codes(model)
         return model
 
     def config(self) -> dict[str, Any]:
