@@ -169,8 +169,9 @@ def load_corpus(recipe: Recipe) -> MuseCorpus | TofuCorpus:
 
 
 def check_target_fits(recipe: Recipe, target: Path, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Every quantizer the recipe names can quantize the target (shapes only, on the meta device),
-    and its context has room for what each metric generates: found now, not after training."""
+    """Every quantizer the recipe names has its backend installed and can quantize the target
+    (shapes only, on the meta device), and its context has room for what each metric generates:
+    found now, not after training."""
     skeleton = model_skeleton(target)
     for name in recipe.evaluate:
         if METRICS.get(name).new_tokens:
@@ -183,11 +184,15 @@ def check_target_fits(recipe: Recipe, target: Path, tokenizer: PreTrainedTokeniz
     if recipe.model.grid_align:
         named.append(("model.grid_align", recipe.model.grid_align))
     named += [
-        (f"method.{i}.quail.quantizer", m.quail.quantizer) for i, m in enumerate(recipe.method) if m.quail
+        (f"method.{i}.quail.quantizer", m.quail.quantizer)
+        for i, m in enumerate(recipe.method)
+        if m.quail and m.quail.margin == "auto"  # a given margin never quantizes with it
     ]
     for field, name in named:
         try:
-            get_quantizer(name).check_model(skeleton)
+            quantizer = get_quantizer(name)
+            quantizer.config()  # names its backend's version: a missing backend is one line now
+            quantizer.check_model(skeleton)
         except UserError as err:
             raise UserError(f"{field}: {err}") from None
 

@@ -284,6 +284,22 @@ def test_missing_llama_cpp_is_one_line_before_anything_runs(tmp_path, monkeypatc
     validate_recipe({**recipe, "quantize": ["bnb-int8"]})
 
 
+def test_a_missing_backend_stops_a_run_before_anything_is_written(tmp_path, monkeypatch, tok):
+    from importlib.metadata import PackageNotFoundError
+
+    from llm_unlearn.pipeline import run
+
+    def not_installed(package: str) -> str:
+        raise PackageNotFoundError(package)
+
+    target = save_checkpoint(tiny_llama(tok), tok, tmp_path / "t")
+    recipe = validate_recipe(kernels_recipe(target, tmp_path / "out", evaluate_with="simulated"))
+    monkeypatch.setattr("llm_unlearn.quant.gguf.version", not_installed)
+    with pytest.raises(UserError, match=r"^quantize: GGUF quantizers need llama-cpp-python: pip install"):
+        run(recipe)
+    assert not (tmp_path / "out").exists()
+
+
 def test_lm_eval_is_refused_on_llama_cpp_cells(tmp_path, tok):
     pytest.importorskip("llama_cpp")
     target = save_checkpoint(tiny_llama(tok), tok, tmp_path / "t")

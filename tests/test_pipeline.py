@@ -298,3 +298,20 @@ def test_device_map_under_several_processes_is_one_line_before_anything_is_writt
     ):
         run(recipe)
     assert not recipe.output.dir.exists()
+
+
+def test_quail_quantizer_is_checked_only_where_it_sets_the_margin(tmp_path, tok) -> None:
+    from llm_unlearn.pipeline import check_target_fits
+    from llm_unlearn.recipe import validate_recipe
+
+    target = save_checkpoint(tiny_llama(tok), tok, tmp_path / "t")  # hidden size 32
+
+    def recipe(margin: object) -> object:
+        quail = {"quantizer": "rtn-w4-g64", "margin": margin}
+        return validate_recipe({"name": "q", "model": {"target": str(target)}, "data": {"source": "demo"},
+                                "method": {"name": "ga_gdr", "quail": quail}, "evaluate": ["privleak"],
+                                "output": {"dir": str(tmp_path / "out")}})  # fmt: skip
+
+    with pytest.raises(UserError, match=r"^method\.0\.quail\.quantizer: rtn-w4-g64 cannot quantize"):
+        check_target_fits(recipe("auto"), target, tok)
+    check_target_fits(recipe(1.0), target, tok)  # a given margin: rtn-w4-g64 is never applied
