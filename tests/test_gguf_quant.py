@@ -19,7 +19,7 @@ from llm_unlearn.errors import UserError
 from llm_unlearn.kernels import kernel_model
 from llm_unlearn.kernels.llamacpp import LlamaCppModel, llama_cpp_model
 from llm_unlearn.metrics.generation import generate_greedy, token_logprobs
-from llm_unlearn.models import load_model, load_tokenizer, save_checkpoint
+from llm_unlearn.models import build_tokenizer, load_model, load_tokenizer, save_checkpoint
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.quant.gguf import CONVERTER_ENV, FTYPES, convert_to_gguf, converter_dir
 from llm_unlearn.recipe import RecipeError, validate_recipe
@@ -101,6 +101,7 @@ def test_weights_are_llama_cpps_dequantization_of_its_file(name, smol_folder, tm
         if ".attn_q." in tensor.name or ".attn_k." in tensor.name:
             ours = converter_permute(ours, HEADS if ".attn_q." in tensor.name else KV_HEADS)
         assert torch.equal(ours.reshape(expected.shape), expected), tensor.name
+    assert pre_tokenizer(path) == "smollm"  # a tokenizer llama.cpp knows keeps its own pre-tokenizer
     types = {t: r["type"] for t, r in recorded.items()}
     assert types["output_norm.weight"] == "F32"
     assert set(types) == {t.name for t in reader.tensors} and len(types) == 2 + 9
@@ -120,6 +121,28 @@ def test_weights_are_llama_cpps_dequantization_of_its_file(name, smol_folder, tm
         torch.testing.assert_close(c.dequantize(), weight, rtol=1e-5, atol=1e-8)
         assert c.scale.numel() == c.codes.shape[0] and (c.scale > 0).all()
     assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
+
+
+def pre_tokenizer(path: Path) -> str:
+    """The pre-tokenizer the GGUF file at `path` names (`tokenizer.ggml.pre`)."""
+    import gguf
+
+    field = gguf.GGUFReader(str(path)).fields["tokenizer.ggml.pre"]
+    return bytes(field.parts[field.data[0]]).decode()
+
+
+@pytest.mark.slow  # ~15 s: one conversion and quantization
+def test_a_tokenizer_llama_cpp_does_not_know_is_written_as_default(tmp_path, caplog):
+    pytest.importorskip("llama_cpp")
+    tok = build_tokenizer(TEXTS * 4, 300)  # a newly trained byte-level BPE, as the demo's
+    target = save_checkpoint(tiny_llama(tok), tok, tmp_path / "t")
+    quantizer = get_quantizer("gguf-q8_0")
+    with caplog.at_level("WARNING", logger="llm_unlearn.quant.gguf"):
+        codes = quantizer.quantize_with_codes(load_model(target))
+    quantizer.save_artifacts(tmp_path)
+    (path,) = tmp_path.glob("*.gguf")
+    assert pre_tokenizer(path) == "default" and len(codes) == 14
+    assert "register the tokenizer with llama.cpp's convert_hf_to_gguf_update.py" in caplog.text
 
 
 @pytest.mark.slow

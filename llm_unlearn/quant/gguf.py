@@ -7,7 +7,10 @@ bits (Q4_K_M: Q6_K for half the attn_v/ffn_down and the output), and a tensor wh
 whole 256-element super-blocks (SmolLM2's 576-wide layers) falls back to a 32-block type (with
 llama-cpp-python 0.3.36 on SmolLM2-135M: Q6_K -> Q8_0, Q5_K -> Q5_1, Q4_K -> Q5_0, Q3_K/Q2_K ->
 Q4_0, so its "Q4_K_M" is mostly Q5_0). The type each tensor got is read back from the file
-(`tensor_types`, saved as `gguf_types.json` with the file).
+(`tensor_types`, saved as `gguf_types.json` with the file). The converter stops on a BPE
+tokenizer it has no hash for (any newly trained vocabulary, the demo's included); here such a
+file is written with llama.cpp's 'default' pre-tokenizer and a warning (`_CONVERT`): the audit
+gives llama.cpp token ids, so its numbers do not depend on it.
 
 The quantized model carries the file's weights dequantized by `gguf.quants.dequantize` (llama.cpp's
 reference dequantization), every tensor llama.cpp quantized, the token embedding and output head
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -63,6 +67,7 @@ MISSING = "GGUF quantizers need llama-cpp-python: pip install 'llm-unlearn[llama
 CONVERTER_ENV = "LLM_UNLEARN_LLAMA_CPP"
 #: the converter's files in llama-cpp-python's source archive
 _CONVERTER_FILES = ("convert_hf_to_gguf.py", "conversion", "gguf-py")
+log = logging.getLogger("llm_unlearn.quant.gguf")
 _TOKENIZER_FILES = (
     "tokenizer*",
     "special_tokens_map.json",
@@ -200,13 +205,45 @@ def convert_to_gguf(model: nn.Module, work: Path) -> Path:
     # the converter's own gguf-py comes first: it must match the converter, not the installed gguf
     paths = [str(converter / "gguf-py"), str(converter), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-    command = [sys.executable, str(converter / "convert_hf_to_gguf.py"), str(hf), "--outtype", "f32"]
-    done = subprocess.run([*command, "--outfile", str(out)], env=env, capture_output=True, text=True)
+    command = [sys.executable, "-c", _CONVERT, str(hf), "--outtype", "f32", "--outfile", str(out)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
     shutil.rmtree(hf)
     if done.returncode:
         lines = [line for line in done.stderr.splitlines() if line.strip()] or ["no output"]
         raise UserError(f"llama.cpp's convert_hf_to_gguf.py failed: {lines[-1]}")
+    if UNRECOGNISED in done.stderr:
+        log.warning(
+            "llama.cpp's converter does not know the tokenizer of %s (a BPE vocabulary it has no hash "
+            "for, as every newly trained one); the GGUF file names the pre-tokenizer 'default'. The "
+            "audit is exact (it gives llama.cpp token ids), but llama.cpp would split typed text "
+            "differently: register the tokenizer with llama.cpp's convert_hf_to_gguf_update.py "
+            "before shipping the file",
+            source,
+        )
     return out
+
+
+#: printed by `_CONVERT` when the converter does not recognise the tokenizer's pre-tokenizer
+UNRECOGNISED = "llm-unlearn: pre-tokenizer not recognised, written as 'default'"
+#: llama.cpp's converter run as its command line, except that a BPE tokenizer whose
+#: pre-tokenizer it cannot name (it recognises a tokenizer by the hash of its token ids for a
+#: probe text, so any new vocabulary fails, the demo's included) gets llama.cpp's 'default'
+#: pre-tokenizer instead of stopping the conversion; nothing else changes
+_CONVERT = f"""
+import sys
+import convert_hf_to_gguf as convert
+TextModel = getattr(convert, "TextModel", None) or __import__("conversion.base").base.TextModel
+known = TextModel.get_vocab_base_pre
+def get_vocab_base_pre(self, tokenizer):
+    try:
+        return known(self, tokenizer)
+    except NotImplementedError:
+        print({UNRECOGNISED!r}, file=sys.stderr)
+        return "default"
+TextModel.get_vocab_base_pre = get_vocab_base_pre
+sys.argv = ["convert_hf_to_gguf.py", *sys.argv[1:]]
+convert.main()
+"""
 
 
 def quantize_file(llama_cpp: Any, source: Path, dest: Path, ftype: str) -> None:
