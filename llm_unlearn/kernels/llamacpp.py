@@ -19,6 +19,11 @@ What differs from the simulation (dequantized weights in float32) is llama.cpp's
 its CPU matmuls round each activation block to 8 bits (Q8_0 / Q8_K, the `vec_dot_type` of
 the weight types) and its key/value cache holds float16.
 
+llama.cpp's weight repacking is off (the "extra buffer types": AMX or AVX layouts of the weights
+chosen by the CPU): on virtualised AMX machines (Sapphire Rapids) its AMX path segfaults in the
+first forward pass (llama.cpp issue 20824), and without it the numbers do not depend on which
+layout a CPU gets; the arithmetic is ggml's CPU dot products, as above.
+
 Each call starts from an empty cache, so a row's numbers do not depend on the rows before it.
 The context is sized to the longest sequence seen so far (at least `MIN_CONTEXT` tokens, at most
 the model's), not to the model's whole context: with `logits_all` llama-cpp-python keeps a
@@ -27,6 +32,8 @@ the model's), not to the model's whole context: with `logits_all` llama-cpp-pyth
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -137,14 +144,15 @@ class LlamaCppModel(nn.Module):
         n_ctx = max(MIN_CONTEXT, 1 << (length - 1).bit_length())
         self.close()
         threads = torch.get_num_threads()
-        self._llama = self._llama_cpp.Llama(
-            model_path=str(self.path),
-            n_ctx=n_ctx if limit is None else min(n_ctx, limit),
-            logits_all=True,
-            n_threads=threads,
-            n_threads_batch=threads,
-            verbose=False,
-        )
+        with _without_weight_repacking(self._llama_cpp):
+            self._llama = self._llama_cpp.Llama(
+                model_path=str(self.path),
+                n_ctx=n_ctx if limit is None else min(n_ctx, limit),
+                logits_all=True,
+                n_threads=threads,
+                n_threads_batch=threads,
+                verbose=False,
+            )
         return self._llama
 
     def close(self) -> None:
@@ -153,6 +161,26 @@ class LlamaCppModel(nn.Module):
         if self._llama is not None:
             self._llama.close()
             self._llama = None
+
+
+@contextmanager
+def _without_weight_repacking(llama_cpp: Any) -> Iterator[None]:
+    """Build Llamas with llama.cpp's weight repacking off (`use_extra_bufts = false`), which
+    llama-cpp-python's `Llama` does not take as an argument: its default model parameters say so
+    while it is built (module doc)."""
+    low = llama_cpp.llama_cpp
+    default = low.llama_model_default_params
+
+    def params() -> Any:
+        chosen = default()
+        chosen.use_extra_bufts = False
+        return chosen
+
+    low.llama_model_default_params = params
+    try:
+        yield
+    finally:
+        low.llama_model_default_params = default
 
 
 def llama_cpp_model(checkpoint: Path, quantizer: GGUFQuantizer, cell: Path) -> LlamaCppModel:
