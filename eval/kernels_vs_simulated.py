@@ -84,6 +84,7 @@ def main() -> None:
                         "simulated": sim,
                         "kernels": ker,
                         "difference": ker - sim,
+                        "threads": torch.get_num_threads(),
                     }
                 )
                 print(f"{model_name} {name} {metric}: simulated {sim:.3f} kernels {ker:.3f}", flush=True)
@@ -106,7 +107,6 @@ def save(out: Path, rows: list[dict[str, object]]) -> None:
         for q in quantizers
     }
     figures = {
-        "threads": torch.get_num_threads(),
         "metrics": METRICS,
         "kernels": {q: KERNELS[family(q)] for q in quantizers},
         "max_abs_difference_excluding_privleak": summary,

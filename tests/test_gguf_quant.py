@@ -137,12 +137,20 @@ def test_a_tokenizer_llama_cpp_does_not_know_is_written_as_default(tmp_path, cap
     tok = build_tokenizer(TEXTS * 4, 300)  # a newly trained byte-level BPE, as the demo's
     target = save_checkpoint(tiny_llama(tok), tok, tmp_path / "t")
     quantizer = get_quantizer("gguf-q8_0")
+    model = load_model(target)
     with caplog.at_level("WARNING", logger="llm_unlearn.quant.gguf"):
-        codes = quantizer.quantize_with_codes(load_model(target))
+        codes = quantizer.quantize_with_codes(model)
     quantizer.save_artifacts(tmp_path)
     (path,) = tmp_path.glob("*.gguf")
     assert pre_tokenizer(path) == "default" and len(codes) == 14
     assert "register the tokenizer with llama.cpp's convert_hf_to_gguf_update.py" in caplog.text
+    # llama.cpp runs the file on our token ids as it runs any other
+    kernel = LlamaCppModel(path, model.config, model.generation_config)
+    ids = torch.tensor([tok(TEXTS[1])["input_ids"]])
+    with torch.no_grad():
+        expected = model(input_ids=ids).logits
+    torch.testing.assert_close(kernel(input_ids=ids).logits, expected, rtol=0, atol=LOGIT_TOLERANCE)
+    kernel.close()
 
 
 @pytest.mark.slow
