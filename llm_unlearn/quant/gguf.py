@@ -52,6 +52,7 @@ from llm_unlearn.quant.overlap import bucket
 from llm_unlearn.quant.registry import Quantizer, WeightCodes, register_quantizer
 from llm_unlearn.quant.rtn import quantization_targets
 
+log = logging.getLogger("llm_unlearn.quant.gguf")
 #: registry name suffix -> llama.cpp's file type (`LLAMA_FTYPE_MOSTLY_*`)
 FTYPES = {
     "q8_0": "Q8_0",
@@ -67,7 +68,6 @@ MISSING = "GGUF quantizers need llama-cpp-python: pip install 'llm-unlearn[llama
 CONVERTER_ENV = "LLM_UNLEARN_LLAMA_CPP"
 #: the converter's files in llama-cpp-python's source archive
 _CONVERTER_FILES = ("convert_hf_to_gguf.py", "conversion", "gguf-py")
-log = logging.getLogger("llm_unlearn.quant.gguf")
 _TOKENIZER_FILES = (
     "tokenizer*",
     "special_tokens_map.json",
