@@ -8,9 +8,12 @@ import importlib
 import logging
 from typing import Any
 
-# bitsandbytes' CPU backend tries to fetch a kernel from the Hub on import and warns when it cannot
-# (always, offline); it then uses its own CPU kernel, so the line is noise on every command.
+# bitsandbytes' CPU backend (on CPUs with AVX512-BF16) tries to fetch a kernel from the Hub on
+# import, through the `kernels` package that transformers >= 5.25 installs, and both warn when it
+# cannot (always, offline); bitsandbytes then uses its own CPU kernel, so the lines are noise on
+# every command, and they broke the CLI's one-line errors.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
+logging.getLogger("kernels").setLevel(logging.ERROR)
 
 _EXPORTS = {
     "write_report": "llm_unlearn.audit.report",
