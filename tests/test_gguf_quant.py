@@ -21,7 +21,7 @@ from llm_unlearn.kernels.llamacpp import LlamaCppModel, llama_cpp_model
 from llm_unlearn.metrics.generation import generate_greedy, token_logprobs
 from llm_unlearn.models import build_tokenizer, load_model, load_tokenizer, save_checkpoint
 from llm_unlearn.quant import get_quantizer
-from llm_unlearn.quant.gguf import CONVERTER_ENV, FTYPES, convert_to_gguf, converter_dir, gguf_string
+from llm_unlearn.quant.gguf import CONVERTER_ENV, FTYPES, convert_to_gguf, converter_dir
 from llm_unlearn.recipe import RecipeError, validate_recipe
 
 NAMES = [f"gguf-{suffix}" for suffix in FTYPES]
@@ -127,7 +127,7 @@ def pre_tokenizer(path: Path) -> str:
     """The pre-tokenizer the GGUF file at `path` names (`tokenizer.ggml.pre`)."""
     import gguf
 
-    return gguf_string(gguf.GGUFReader(str(path)), "tokenizer.ggml.pre")
+    return gguf.GGUFReader(str(path)).fields["tokenizer.ggml.pre"].contents()
 
 
 @pytest.mark.slow  # ~15 s: one conversion and quantization

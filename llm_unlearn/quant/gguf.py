@@ -269,7 +269,7 @@ def load_gguf(
     )
 
     reader = gguf.GGUFReader(str(path))
-    architecture = gguf_string(reader, "general.architecture")
+    architecture = reader.fields["general.architecture"].contents()
     processor = TENSOR_PROCESSORS.get(architecture, TensorProcessor)(config=model.config.to_dict())
     names = get_gguf_hf_weights_map(model, processor)
     targets = {f"{module}.weight" for module, _ in quantization_targets(model)}
@@ -297,12 +297,6 @@ def load_gguf(
     if missing:
         raise UserError(f"{name}: llama.cpp's file has no tensor for {missing[0]}")
     return codes, types
-
-
-def gguf_string(reader: Any, key: str) -> str:
-    """The string metadata field `key` of a GGUF file (`gguf.GGUFReader`)."""
-    field = reader.fields[key]
-    return bytes(field.parts[field.data[0]]).decode()
 
 
 def gguf_codes(data: np.ndarray, qtype: str, weight: np.ndarray, name: str, hf_order: Any) -> WeightCodes:
