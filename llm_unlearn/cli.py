@@ -10,7 +10,6 @@ import argparse
 import json
 import sys
 import tempfile
-from collections import Counter
 from importlib.resources import files
 from pathlib import Path
 from typing import NoReturn
@@ -44,27 +43,18 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_recipe(recipe, fail_above: float | None) -> int:
-    """Run `recipe`, print where its files are and its verdict; 1 when a cell's recovery is above
-    `fail_above` percent (the release gate), else 0."""
+    """Run `recipe`, print where its files are, each model's verdict and, under `fail_above`, the
+    cells that fail the release gate; 1 when one does, else 0."""
+    from llm_unlearn.audit.report import gate_summary
     from llm_unlearn.pipeline import run
     from llm_unlearn.runfolder import RunFolder, read_json
 
     folder = RunFolder(run(recipe))
-    verdict = read_json(folder.verdict) if folder.verdict.is_file() else {"cells": []}
-    counts = Counter(cell["verdict"] for cell in verdict["cells"])
+    verdict = read_json(folder.verdict) if folder.verdict.is_file() else {"models": [], "cells": []}
     print(f"results: {folder.results}\nreport:  {folder.report_md}, {folder.report_html}")
-    print(f"verdict: {folder.verdict}: " + (", ".join(f"{n} {v}" for v, n in counts.items()) or "no cells"))
-    if fail_above is None:
-        return 0
-    from llm_unlearn.audit.report import failing_cells
-
-    failing = failing_cells(verdict, fail_above)
-    for cell in failing:
-        print(
-            f"above {fail_above:g} %: {cell['model']}@{cell['target']} {cell['quantizer']} {cell['metric']}: "
-            f"recovery {cell['recovery']:.1f} % ({cell['verdict']})"
-        )
-    return 1 if failing else 0
+    lines, failed = gate_summary(verdict, fail_above, str(folder.verdict))
+    print("\n".join(lines))
+    return 1 if failed else 0
 
 
 def _audit(args: argparse.Namespace) -> int:

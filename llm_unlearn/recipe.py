@@ -430,6 +430,21 @@ class VerdictSection(_Section):
         default=stats.CONFIDENCE, gt=0, lt=1, description="Coverage of every interval (0.95 = 95 %)."
     )
     seed: int = Field(default=stats.SEED, ge=0, description="Seeds the bootstrap resamples.")
+    metrics: tuple[str, ...] | None = Field(
+        default=None,
+        min_length=1,
+        description="The forget metrics whose cells gate the release (`--fail-above`); default: every "
+        "forget metric the recipe evaluates. The others keep their verdicts in the report.",
+    )
+
+    @field_validator("metrics")
+    @classmethod
+    def _forget_metrics(cls, metrics: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for name in metrics or ():
+            if not METRICS.get(name).forget:
+                forget = ", ".join(n for n in METRICS.names() if METRICS.get(n).forget)
+                raise ValueError(f"{name!r} is not a forget metric; the gate reads forget metrics ({forget})")
+        return metrics
 
     @model_validator(mode="after")
     def _ordered(self) -> VerdictSection:
@@ -607,6 +622,15 @@ class Recipe(_Section):
                 raise ValueError(
                     f"method.{i}: OEU projects whole per-layer gradients; FSDP/DeepSpeed shard them: use DDP"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _gate_reads_evaluated_metrics(self) -> Recipe:
+        missing = [m for m in self.verdict.metrics or () if m not in self.evaluate]
+        if missing:
+            raise ValueError(
+                f"verdict.metrics names {', '.join(missing)}, which `evaluate` does not list; add it there"
+            )
         return self
 
     @model_validator(mode="after")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from llm_unlearn.audit.html import recovery_class, render_html, worst_examples
+from llm_unlearn.audit.html import css, render_html, worst_examples
+from llm_unlearn.audit.report import AuditCells
 
 SCRIPT = "<script>alert('forgotten')</script>"
 
@@ -65,12 +66,29 @@ def test_page_is_self_contained_escaped_and_coloured() -> None:
     assert "seed: 0" in page and "transformers" in page
 
 
-def test_worst_examples_rank_by_score_and_skip_reference_models() -> None:
+def test_worst_examples_come_from_cells_where_forgetting_came_back() -> None:
     rows = results()
     rows.append(record("target", "natural", "fp", "verbmem", 65, {"0": {"prompt": "p", "score": 100.0}}))
-    worst = worst_examples(rows)
-    assert [e["model"] for e in worst] == ["ga_gdr"] and worst[0]["output"] == SCRIPT
+    # full precision and a cell that holds (oeu: 24 %) are no place where forgetting came back
+    rows.append(
+        record("ga_gdr", "natural", "fp", "knowmem_forget", 20, {"0": {"prompt": "p", "score": 98.0}})
+    )
+    oeu = {"0": {"prompt": "p", "output": "o", "score": 97.0}}
+    rows.append(record("oeu", "natural", "rtn-w4-g32", "knowmem_forget", 22, oeu))
+    worst = worst_examples(rows, AuditCells(rows))
+    assert [(e["model"], e["quantizer"]) for e in worst] == [("ga_gdr", "rtn-w4-g32")]
+    assert worst[0]["output"] == SCRIPT
 
 
-def test_recovery_bands() -> None:
-    assert [recovery_class(r) for r in (None, 0.1, 0.3, 0.9)] == ["", "kept", "partly", "back"]
+def test_each_verdict_has_its_colour() -> None:
+    rows = results() + [
+        record("weak", "natural", "fp", "knowmem_forget", 59.5),
+        record("weak", "natural", "rtn-w4-g32", "knowmem_forget", 60),
+    ]
+    cells = AuditCells(rows)
+    colour = {
+        m: css(cells.get(m, "natural", "rtn-w4-g32", "knowmem_forget")) for m in ("ga_gdr", "oeu", "weak")
+    }
+    assert colour == {"ga_gdr": "back", "oeu": "kept", "weak": "never"}  # weak moved 0.5 < 1 point
+    assert css(cells.get("ga_gdr", "natural", "rtn-w4-g32", "knowmem_retain")) == ""  # no forget metric
+    assert css(cells.get("target", "natural", "fp", "knowmem_forget")) == ""

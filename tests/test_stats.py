@@ -1,5 +1,5 @@
 """audit/stats.py: bootstrap intervals against exactly enumerated bootstrap distributions, the paired
-recovery, PrivLeak's stratified resampling, the undefined rule and the verdict."""
+recovery, PrivLeak's stratified resampling, the three states before any recovery and the verdict."""
 
 from __future__ import annotations
 
@@ -126,7 +126,8 @@ def test_paired_recovery_is_exact_when_every_example_moves_alike() -> None:
     t, q = [x + 10 for x in u], [x + 5 for x in u]
     found = stats.paired_recovery(mean_cell(t), mean_cell(u), mean_cell(q))
     assert found.value == pytest.approx(0.5) and found.ci == pytest.approx((0.5, 0.5))
-    assert found.forgotten == pytest.approx(10) and found.forgotten_ci == pytest.approx((10, 10))
+    forgotten = stats.forgetting(mean_cell(t), mean_cell(u)).forgotten
+    assert forgotten.value == pytest.approx(10) and forgotten.ci == pytest.approx((10, 10))
     # resampling the three cells independently instead would mix the u_i spread into the ratio
     rng = np.random.default_rng(0)
     means = [np.array(x)[rng.integers(0, 5, size=(1000, 5))].mean(1) for x in (t, u, q)]
@@ -137,10 +138,11 @@ def test_paired_recovery_is_exact_when_every_example_moves_alike() -> None:
 def test_paired_recovery_by_hand() -> None:
     # u = [0, 0], t = [10, 20], q = [5, 0]. Resampled index pairs: (0, 0) with p 1/4 -> t 10, q 5,
     # r = 0.5; (1, 1) p 1/4 -> t 20, q 0, r = 0; mixed p 1/2 -> t 15, q 2.5, r = 1/6. The 2.5th
-    # percentile is 0, the 97.5th 0.5. Forgotten: 15, interval [10, 20] of width 10 < 15: defined.
+    # percentile is 0, the 97.5th 0.5. Forgotten: 15, interval [10, 20].
     found = stats.paired_recovery(mean_cell([10, 20]), mean_cell([0, 0]), mean_cell([5, 0]))
     assert found.value == pytest.approx(1 / 6) and found.ci == (0.0, 0.5)
-    assert found.forgotten == 15 and found.forgotten_ci == (10.0, 20.0)
+    state = stats.forgetting(mean_cell([10, 20]), mean_cell([0, 0]))
+    assert state.forgotten == stats.Move(15, (10.0, 20.0)) and state.state == stats.FORGOTTEN
 
 
 def test_resamples_with_a_zero_denominator_are_dropped() -> None:
@@ -155,20 +157,75 @@ def test_resamples_with_a_zero_denominator_are_dropped() -> None:
     assert stats.percentile_interval(np.array([np.nan, np.inf])) is None
 
 
-def test_recovery_undefined_below_one_point_or_below_its_interval_width() -> None:
+def test_a_move_wider_than_itself_but_clear_of_zero_is_forgotten_and_its_recovery_fails() -> None:
+    # The issue's case: unlearning removed d_i = t_i − u_i = 1, 2, 3, 30, 34 (mean F = 14). Every d_i
+    # is > 0, so every resample's mean is ≥ 1 and F's interval excludes 0; yet the spread (sd 14.8,
+    # 6.6 for a mean of 5) makes the interval about 26 points wide, wider than F itself: the old rule
+    # left this recovery undefined and the gate open. The column brings back 96 % of every d_i.
+    d = [1.0, 2.0, 3.0, 30.0, 34.0]
+    t = [60.0, 61.0, 62.0, 63.0, 64.0]
+    u = [x - y for x, y in zip(t, d, strict=True)]
+    q = [x + 0.96 * y for x, y in zip(u, d, strict=True)]
+    state = stats.forgetting(mean_cell(t), mean_cell(u))
+    lo, hi = state.forgotten.ci
+    assert state.forgotten.value == pytest.approx(14) and lo >= 1 and hi - lo > 14
+    assert state.state == stats.FORGOTTEN
+    found = stats.paired_recovery(mean_cell(t), mean_cell(u), mean_cell(q))
+    assert found.value == pytest.approx(0.96) and found.ci == pytest.approx((0.96, 0.96))
+    assert stats.verdict(found.value, found.ci) == stats.FAILS
+
+
+def test_not_forgotten_below_one_point_or_with_an_interval_reaching_zero() -> None:
     u = [0.0] * 10
-    # moved by 0.5 point everywhere: below 1 point
-    assert stats.paired_recovery(mean_cell([0.5] * 10), mean_cell(u), mean_cell(u)).value is None
+    # moved by 0.5 point on every example: interval [0.5, 0.5] clear of 0, but under one point
+    state = stats.forgetting(mean_cell([0.5] * 10), mean_cell(u))
+    assert state.forgotten == stats.Move(0.5, (0.5, 0.5)) and state.state == stats.NOT_FORGOTTEN
     # moved by 2 points on average, all of it on one example of ten: a resample misses it with
-    # p = 0.9^10 = 35 %, so the forgotten amount's interval reaches 0 and is wider than 2
-    found = stats.paired_recovery(mean_cell([0.0] * 9 + [20.0]), mean_cell(u), mean_cell(u))
-    assert found.forgotten == 2 and found.forgotten_ci[0] == 0 and found.forgotten_ci[1] > 2
-    assert found.value is None and found.ci is None
-    assert stats.verdict(found.value, found.ci) == stats.UNDEFINED
-    # the same 2 points moved on every example: interval [2, 2], defined
-    found = stats.paired_recovery(mean_cell([2.0] * 10), mean_cell(u), mean_cell([1.0] * 10))
-    assert found.value == 0.5 and found.ci == (0.5, 0.5)
-    # without per-example values only the point rule applies
+    # p = 0.9^10 = 35 %, so the 2.5th percentile of F is 0
+    state = stats.forgetting(mean_cell([0.0] * 9 + [20.0]), mean_cell(u))
+    assert state.forgotten.value == 2 and state.forgotten.ci[0] == 0 and state.state == stats.NOT_FORGOTTEN
+    # a model that knows more after unlearning has not forgotten either
+    assert stats.forgetting(mean_cell([5.0] * 10), mean_cell([9.0] * 10)).state == stats.NOT_FORGOTTEN
+    # no retrain model and no floor: the target is taken to know (the gate fails closed)
+    assert stats.forgetting(mean_cell([0.5] * 10), mean_cell(u)).reference == "none"
+
+
+def test_nothing_to_forget_when_the_target_knows_no_more_than_the_retrain_model() -> None:
+    # F = 50 on every example; but the target is 2 points above the retrain model, all on one
+    # example of ten: R's interval reaches 0, so the metric cannot test this forget set
+    t, u = [50.0] * 10, [0.0] * 10
+    retrain = [50.0] * 9 + [30.0]
+    state = stats.forgetting(mean_cell(t), mean_cell(u), mean_cell(retrain))
+    assert state.known == stats.Move(2.0, (0.0, state.known.ci[1])) and state.reference == "retrain"
+    assert state.state == stats.NOTHING_TO_FORGET
+    # 10 points above it on every example: the target knows, and the model forgot
+    state = stats.forgetting(mean_cell(t), mean_cell(u), mean_cell([40.0] * 10))
+    assert state.known == stats.Move(10.0, (10.0, 10.0)) and state.state == stats.FORGOTTEN
+
+
+def test_without_a_retrain_model_the_floor_tells_whether_the_target_knows() -> None:
+    # ROUGE's floor is 0: a target at 0.5 knows less than a point of it
+    state = stats.forgetting(mean_cell([0.5] * 4), mean_cell([0.0] * 4), floor=0.0)
+    assert state.known == stats.Move(0.5, (0.5, 0.5)) and state.state == stats.NOTHING_TO_FORGET
+    state = stats.forgetting(mean_cell([30.0] * 4), mean_cell([0.0] * 4), floor=0.0)
+    assert state.reference == "floor" and state.state == stats.FORGOTTEN
+
+
+def test_a_metric_that_rises_as_the_model_forgets_is_oriented() -> None:
+    # TOFU's truth-ratio statistic: 0.2 at the target, 0.8 after unlearning, 1 for a model that
+    # knows nothing (its floor): F = −(0.2 − 0.8) = 0.6, K = −(0.2 − 1) = 0.8, points of 0.01
+    t, u = mean_cell([0.2] * 4), mean_cell([0.8] * 4)
+    state = stats.forgetting(t, u, lower_forgets=False, floor=1.0, point=0.01)
+    assert state.forgotten.value == pytest.approx(0.6) and state.known.value == pytest.approx(0.8)
+    assert state.state == stats.FORGOTTEN
+    # read the other way round, the same move is a model that came to know more
+    assert stats.forgetting(t, u, floor=1.0, point=0.01).state == stats.NOTHING_TO_FORGET
+
+
+def test_without_per_example_values_the_rules_apply_to_the_points() -> None:
+    assert stats.forgetting({"agg_value": 60}, {"agg_value": 59.5}).state == stats.NOT_FORGOTTEN
+    state = stats.forgetting({"agg_value": 60}, {"agg_value": 10}, {"agg_value": 5})
+    assert state.state == stats.FORGOTTEN and state.forgotten == stats.Move(50, None)
     assert stats.paired_recovery({"agg_value": 60}, {"agg_value": 10}, {"agg_value": 35}).value == 0.5
 
 
@@ -194,7 +251,6 @@ def test_paired_recovery_of_privleak_resamples_passages_once() -> None:
         (0.6, (0.49, 0.7), stats.PARTLY),
         (0.3, None, stats.PARTLY),  # no interval: the point
         (0.1, None, stats.HOLDS),
-        (None, None, stats.UNDEFINED),
     ],
 )
 def test_verdict_thresholds(ratio, ci, expected) -> None:

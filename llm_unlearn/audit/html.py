@@ -20,24 +20,31 @@ from matplotlib.figure import Figure
 
 from llm_unlearn.audit import stats
 from llm_unlearn.audit.report import (
-    CROSSES,
     DIAGNOSTIC_COLUMNS,
     TARGET_LABELS,
     TITLES,
+    VERDICT_ORDER,
     AuditCells,
     Cell,
     MetricTables,
-    is_forget_metric,
-    is_unlearned,
+    diagnostic_cell,
+    gate_note,
     metric_tables,
     row_order,
     verdict_counts,
     verdict_legend,
 )
-from llm_unlearn.recipe import VerdictSection
 
-#: the cell colour of each verdict (forgetting kept / partly back / failed)
-VERDICT_CSS = {stats.HOLDS: "kept", stats.PARTLY: "partly", stats.FAILS: "back"}
+#: the colour of each verdict: never forgotten / forgetting failed / partly back / kept / untestable
+VERDICT_CSS = {
+    stats.NOT_FORGOTTEN: "never",
+    stats.FAILS: "back",
+    stats.PARTLY: "partly",
+    stats.HOLDS: "kept",
+    stats.NOTHING_TO_FORGET: "none",
+}
+#: the verdicts whose examples show forgetting that came back under a column
+CAME_BACK = (stats.FAILS, stats.PARTLY)
 EXAMPLES = 5
 _COLOURS = colormaps["tab20"]
 PACKAGES = ("llm-unlearn", "torch", "transformers", "accelerate", "peft", "llmcompressor", "bitsandbytes")
@@ -56,38 +63,35 @@ def render_html(
     env = Environment(loader=PackageLoader("llm_unlearn", "audit/templates"), autoescape=True)
     return env.get_template("report.html.j2").render(
         title=title,
-        settings=cells.settings,
         verdict_counts=verdict_counts(verdicts) if verdicts else None,
-        verdicts=[_verdict_view(c, cells.settings) for c in verdicts],
+        models=[_model_view(v.worst) for v in cells.model_verdicts()],
+        gate=gate_note(cells.settings),
+        verdicts=[_verdict_view(c) for c in verdicts],
         legend=verdict_legend(cells.settings),
-        crosses=CROSSES,
+        states=[{"verdict": v, "css": VERDICT_CSS[v]} for v in VERDICT_ORDER],
         quantizers=tables.quantizers,
         has_relearn=any(tables.is_relearn(q) for q in tables.quantizers),
+        has_grid=tables.has_grid_aligned(),
         metrics=[_metric_view(tables, cells, metric) for metric in tables.values],
         plots=_plots(tables, diagnostics),
         diagnostic_columns=list(DIAGNOSTIC_COLUMNS.values()),
         diagnostics=[_diagnostic_view(r) for r in sorted(diagnostics, key=_diagnostic_order)],
-        examples=worst_examples(results),
+        examples=worst_examples(results, cells),
         versions=_versions(),
         quantizer_configs=json.dumps(tables.configs, indent=1),
         recipe=yaml.safe_dump(recipe, sort_keys=False) if recipe else None,
     )
 
 
-def recovery_class(
-    ratio: float | None, ci: stats.Interval | None = None, settings: VerdictSection | None = None
-) -> str:
-    """The CSS class of a recovery `ratio` with interval `ci`: its verdict's colour ("" if none)."""
-    s = settings or VerdictSection()
-    return "" if ratio is None else VERDICT_CSS[stats.verdict(ratio, ci, s.holds_below, s.fails_from)]
-
-
-def worst_examples(results: list[dict[str, Any]], n: int = EXAMPLES) -> list[dict[str, Any]]:
+def worst_examples(
+    results: list[dict[str, Any]], cells: AuditCells, n: int = EXAMPLES
+) -> list[dict[str, Any]]:
     """Per forget metric with model outputs (VerbMem, KnowMem), the n examples that unlearned models
-    (any quantizer) still reproduce best."""
+    reproduce best under a column that brought the forgetting back (verdict fails or partly back)."""
     found = []
     for r in results:
-        if not is_forget_metric(r["metric"]) or not is_unlearned(r["model"]):
+        cell = cells.get(r["model"], r["target"], r["quantizer"], r["metric"])
+        if cell is None or cell.verdict not in CAME_BACK:
             continue
         # PrivLeak's examples are membership scores of passages, not outputs to show
         for example in (e for e in r.get("value_by_index", {}).values() if "output" in e):
@@ -116,27 +120,35 @@ def _metric_view(tables: MetricTables, cells: AuditCells, metric: str) -> dict[s
         row = []
         for q in tables.quantizers:
             cell = cells.get(model, target, q, metric)
-            row.append({"text": cell.text() if cell else "", "css": _css(cell, cells.settings)})
+            row.append({"text": cell.text() if cell else "", "css": css(cell)})
         view.append({"model": model, "target": TARGET_LABELS.get(target, target), "cells": row})
     return {"title": TITLES.get(metric, metric), "rows": view}
 
 
-def _css(cell: Cell | None, settings: VerdictSection) -> str:
-    """A verdict cell's colour; none for other cells (no recovery, or not a forget metric)."""
-    if cell is None or cell.verdict is None:
+def css(cell: Cell | None) -> str:
+    """A forget cell's colour: its verdict's, or, in a column of a model that did not forget (or
+    had nothing to forget), that state's; none for other cells."""
+    if cell is None or cell.forgetting is None:
         return ""
-    return recovery_class(cell.recovery.value, cell.recovery.ci, settings)
+    verdict = cell.verdict or cell.forgetting.state
+    return VERDICT_CSS.get(verdict, "")
 
 
-def _verdict_view(cell: Cell, settings: VerdictSection) -> dict[str, str]:
+def _model_view(worst: Cell) -> dict[str, str]:
+    return {**_verdict_view(worst), "why": worst.why()}
+
+
+def _verdict_view(cell: Cell) -> dict[str, str]:
     return {
         "verdict": cell.verdict,
-        "css": _css(cell, settings),
+        "css": css(cell),
         "model": cell.model,
         "target": TARGET_LABELS.get(cell.target, cell.target),
         "quantizer": cell.quantizer,
         "metric": cell.metric,
-        "recovery": "" if cell.recovery.value is None else cell.recovery_text(),
+        "recovery": cell.recovery_text() if cell.has_recovery else "",
+        "gates": cell.gates,
+        "why": cell.why(),
     }
 
 
@@ -146,12 +158,11 @@ def _diagnostic_order(record: dict[str, Any]) -> tuple[str, str, str]:
 
 def _diagnostic_view(record: dict[str, Any]) -> dict[str, Any]:
     overall = record["overall"]
-    values = [overall.get(key) for key in DIAGNOSTIC_COLUMNS]
     return {
         "model": record["model"],
         "target": TARGET_LABELS.get(record["target"], record["target"]),
         "quantizer": record["quantizer"],
-        "cells": ["" if v is None else f"{v:.4g}" for v in values],
+        "cells": [diagnostic_cell(key, overall.get(key)) for key in DIAGNOSTIC_COLUMNS],
     }
 
 

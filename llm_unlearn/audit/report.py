@@ -26,7 +26,7 @@ import yaml
 from llm_unlearn.audit import stats
 from llm_unlearn.audit.relearn import RELEARN_METHOD
 from llm_unlearn.audit.results import Key, ResultsFile, cell_key
-from llm_unlearn.audit.run import DIAGNOSTICS
+from llm_unlearn.audit.run import DIAGNOSTICS, NO_TARGET
 from llm_unlearn.metrics import METRICS
 from llm_unlearn.recipe import VerdictSection, validate_model
 from llm_unlearn.runfolder import RunFolder, write_atomic, write_json
@@ -44,8 +44,10 @@ TITLES = {
     "lm_eval": "lm-evaluation-harness (mean accuracy over the recipe's tasks)",
 }
 TARGET_LABELS = {"natural": "natural", "grid": "grid-aligned", "-": "–"}
-#: worst first
-VERDICT_ORDER = (stats.FAILS, stats.PARTLY, stats.HOLDS, stats.UNDEFINED)
+#: worst first: a model not shown to forget, then the recovery bands, then what the gate excludes
+VERDICT_ORDER = (stats.NOT_FORGOTTEN, stats.FAILS, stats.PARTLY, stats.HOLDS, stats.NOTHING_TO_FORGET)
+#: the verdicts that fail the gate whatever the threshold
+FAILS_THE_GATE = (stats.NOT_FORGOTTEN,)
 #: marks a recovery whose interval crosses a verdict threshold
 CROSSES = "~"
 
@@ -60,11 +62,33 @@ def is_forget_metric(metric: str) -> bool:
     return metric in METRICS and METRICS.get(metric).forget
 
 
+def decimals(metric: str) -> int:
+    """One decimal for MUSE's ×100 scores, three for values in [0, 1] (TOFU, lm-eval)."""
+    return 3 if metric_point(metric) < 1 else 1
+
+
+def percent(fraction: float) -> str:
+    """A fraction as a whole percentage, never `-0%`."""
+    text = f"{fraction:.0%}"
+    return "0%" if text == "-0%" else text
+
+
+def number(value: float, metric: str) -> str:
+    """A value of `metric` in its own decimals, never `-0.0`."""
+    text = f"{value:.{decimals(metric)}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text
+
+
+def interval_text(ci: stats.Interval | list[float] | None, metric: str) -> str:
+    return f" [{number(ci[0], metric)}, {number(ci[1], metric)}]" if ci else ""
+
+
 @dataclass(frozen=True)
 class Cell:
-    """One audit cell as every view shows it: the metric with its interval and, for an unlearned
-    model under a quantizer or relearn column, the recovery (fractions) with its interval; for a
-    forget metric also the verdict."""
+    """One audit cell as every view shows it: the metric with its interval; for an unlearned model
+    under a column, the recovery (fractions) with its interval; for a forget metric also what
+    unlearning did at full precision (`forgetting`) and the verdict: the recovery's band where the
+    model forgot, else the state that leaves the recovery blank."""
 
     model: str
     target: str
@@ -73,35 +97,86 @@ class Cell:
     value: float
     ci: list[float] | None
     recovery: stats.Recovery | None = None
+    forgetting: stats.Forgetting | None = None
     verdict: str | None = None
     crosses_boundary: bool = False
+    gates: bool = False
+
+    @property
+    def has_recovery(self) -> bool:
+        return self.recovery is not None and self.recovery.value is not None
 
     def text(self) -> str:
-        """`value [lo, hi]`, then `(r% [lo%, hi%])` where a recovery is defined, `~` if it crosses."""
-        # one decimal for MUSE's ×100 scores, three for values in [0, 1] (TOFU, lm-eval)
-        d = 3 if metric_point(self.metric) < 1 else 1
-        out = f"{self.value:.{d}f}" + (f" [{self.ci[0]:.{d}f}, {self.ci[1]:.{d}f}]" if self.ci else "")
-        if self.recovery is not None and self.recovery.value is not None:
+        """`value [lo, hi]`, then `(r% [lo%, hi%])` where a recovery is shown (`~` if it crosses a
+        threshold), or `(not forgotten)` / `(nothing to forget)` where the state leaves it blank."""
+        out = number(self.value, self.metric) + interval_text(self.ci, self.metric)
+        if self.has_recovery:
             out += f" ({self.recovery_text()})"
+        elif self.forgetting is not None and self.forgetting.state != stats.FORGOTTEN:
+            out += f" ({self.forgetting.state})"
         return out
 
     def recovery_text(self) -> str:
         r = self.recovery
-        ci = f" [{r.ci[0]:.0%}, {r.ci[1]:.0%}]" if r.ci else ""
-        return f"{r.value:.0%}{ci}{CROSSES if self.crosses_boundary else ''}"
+        ci = f" [{percent(r.ci[0])}, {percent(r.ci[1])}]" if r.ci else ""
+        return f"{percent(r.value)}{ci}{CROSSES if self.crosses_boundary else ''}"
+
+    def why(self) -> str:
+        """One line: why this verdict (the amounts behind it, each with its interval)."""
+        f, m = self.forgetting, self.metric
+        if f is None:
+            return ""
+        moved = f"{number(f.forgotten.value, m)}{interval_text(f.forgotten.ci, m)}"
+        if f.state == stats.NOTHING_TO_FORGET:
+            known = f"{number(f.known.value, m)}{interval_text(f.known.ci, m)}"
+            beyond = "the retrain model" if f.reference == "retrain" else "the metric's floor"
+            return f"the target's {m} is only {known} above {beyond}: it cannot test the forget set"
+        if f.state == stats.NOT_FORGOTTEN:
+            return f"unlearning moved {m} by {moved} at fp: not a point clear of 0"
+        return f"{self.quantizer} brings back {self.recovery_text()} of the {moved} {m} forgotten"
 
     def verdict_entry(self) -> dict[str, Any]:
-        """The cell as a line of verdict.json: recovery and its interval in percent."""
-        r = self.recovery
+        """The cell as a line of verdict.json: recovery and its interval in percent, the forgotten
+        amount (and what the target knows) in the metric's units."""
+        r, f = self.recovery, self.forgetting
         return {
             "model": self.model,
             "target": self.target,
             "quantizer": self.quantizer,
             "metric": self.metric,
-            "recovery": None if r.value is None else 100 * r.value,
-            "recovery_ci": None if r.value is None or r.ci is None else [100 * x for x in r.ci],
+            "recovery": 100 * r.value if self.has_recovery else None,
+            "recovery_ci": [100 * x for x in r.ci] if self.has_recovery and r.ci else None,
             "verdict": self.verdict,
             "crosses_boundary": self.crosses_boundary,
+            "gates": self.gates,
+            "forgotten": f.forgotten.value,
+            "forgotten_ci": None if f.forgotten.ci is None else list(f.forgotten.ci),
+            "known": None if f.known is None else f.known.value,
+            "known_ci": None if f.known is None or f.known.ci is None else list(f.known.ci),
+            "known_against": f.reference,
+            "why": self.why(),
+        }
+
+
+@dataclass(frozen=True)
+class ModelVerdict:
+    """One unlearned model's answer: its worst gating cell (None when it has none) and that verdict."""
+
+    model: str
+    target: str
+    verdict: str
+    worst: Cell | None
+
+    def entry(self) -> dict[str, Any]:
+        w = self.worst
+        return {
+            "model": self.model,
+            "target": self.target,
+            "verdict": self.verdict,
+            "metric": None if w is None else w.metric,
+            "quantizer": None if w is None else w.quantizer,
+            "recovery": None if w is None or not w.has_recovery else 100 * w.recovery.value,
+            "why": "" if w is None else w.why(),
         }
 
 
@@ -113,6 +188,17 @@ class AuditCells:
         self.settings = settings or VerdictSection()
         self.records = {cell_key(r): r for r in results if r["metric"] != DIAGNOSTICS}
         self._cells: dict[Key, Cell | None] = {}
+        self._forgetting: dict[tuple[str, str, str], stats.Forgetting | None] = {}
+
+    @property
+    def _bootstrap(self) -> dict[str, Any]:
+        s = self.settings
+        return {"resamples": s.resamples, "confidence": s.confidence, "seed": s.seed}
+
+    def gates(self, metric: str) -> bool:
+        """Whether `metric` is one the release gate reads (verdict.metrics; default every forget metric)."""
+        chosen = self.settings.metrics
+        return is_forget_metric(metric) and (chosen is None or metric in chosen)
 
     def get(self, model: str, target: str, quantizer: str, metric: str) -> Cell | None:
         key = (model, target, quantizer, metric)
@@ -120,59 +206,96 @@ class AuditCells:
             self._cells[key] = self._cell(key)
         return self._cells[key]
 
+    def forgetting(self, model: str, target: str, metric: str) -> stats.Forgetting | None:
+        """What unlearning did to forget metric `metric` at full precision (None without the cells)."""
+        key = (model, target, metric)
+        if key not in self._forgetting:
+            base = self.records.get(("target", target, "fp", metric))
+            fp = self.records.get((model, target, "fp", metric))
+            found = None
+            if base is not None and fp is not None:
+                m = METRICS.get(metric)
+                retrain = self.records.get(("retrain", NO_TARGET, "fp", metric))
+                found = stats.forgetting(
+                    base, fp, retrain, lower_forgets=m.lower_forgets, floor=m.floor, point=m.point,
+                    **self._bootstrap,
+                )  # fmt: skip
+            self._forgetting[key] = found
+        return self._forgetting[key]
+
     def _cell(self, key: Key) -> Cell | None:
         record = self.records.get(key)
         if record is None:
             return None
         model, target, quantizer, metric = key
         s = self.settings
-        bootstrap = {"resamples": s.resamples, "confidence": s.confidence, "seed": s.seed}
-        cell = Cell(*key, float(record["agg_value"]), stats.metric_ci(record, **bootstrap))
-        base = self.records.get(("target", target, "fp", metric))
-        fp = self.records.get((model, target, "fp", metric))
-        if not is_unlearned(model) or quantizer == "fp" or base is None or fp is None:
+        cell = Cell(*key, float(record["agg_value"]), stats.metric_ci(record, **self._bootstrap))
+        if not is_unlearned(model):
             return cell
-        found = stats.paired_recovery(base, fp, record, **bootstrap, min_forgotten=metric_point(metric))
         if not is_forget_metric(metric):
+            base = self.records.get(("target", target, "fp", metric))
+            fp = self.records.get((model, target, "fp", metric))
+            if quantizer == "fp" or base is None or fp is None:
+                return cell
+            found = stats.paired_recovery(
+                base, fp, record, **self._bootstrap, min_forgotten=metric_point(metric)
+            )
             return replace(cell, recovery=found)
-        ci = found.ci if found.value is not None else None
+        forgetting = self.forgetting(model, target, metric)
+        if forgetting is None:
+            return cell
+        cell = replace(cell, forgetting=forgetting, gates=self.gates(metric))
+        if forgetting.state != stats.FORGOTTEN:
+            # the state is the model's at full precision: one verdict row, in the fp column
+            return replace(cell, verdict=forgetting.state if quantizer == "fp" else None)
+        if quantizer == "fp":
+            return cell
+        base = self.records[("target", target, "fp", metric)]
+        fp = self.records[(model, target, "fp", metric)]
+        found = stats.paired_recovery(base, fp, record, **self._bootstrap, min_forgotten=metric_point(metric))
         return replace(
             cell,
             recovery=found,
-            verdict=stats.verdict(found.value, ci, s.holds_below, s.fails_from),
-            crosses_boundary=stats.crosses_boundary(ci, s.holds_below, s.fails_from),
+            verdict=stats.verdict(found.value, found.ci, s.holds_below, s.fails_from),
+            crosses_boundary=stats.crosses_boundary(found.ci, s.holds_below, s.fails_from),
         )
 
     def verdict_cells(self, model: str | None = None, target: str | None = None) -> list[Cell]:
-        """Every verdict row (an unlearned model × quantizer or relearn column × forget metric),
-        optionally of one model and target, worst first: by verdict, then by recovery."""
-        cells = [self.get(*key) for key in self.records if key[2] != "fp" and is_forget_metric(key[3])]
-        cells = [
-            c
-            for c in cells
-            if c is not None
-            and c.verdict is not None
-            and model in (None, c.model)
-            and target in (None, c.target)
-        ]
-        return sorted(cells, key=_worst_first)
+        """Every verdict row, optionally of one model and target, worst first (by verdict, then by
+        recovery): an unlearned model × column × forget metric where the model forgot, and one row
+        (column fp) per model × forget metric where it did not or had nothing to forget."""
+        keys = [k for k in self.records if is_unlearned(k[0]) and is_forget_metric(k[3])]
+        cells = [self.get(*k) for k in keys if model in (None, k[0]) and target in (None, k[1])]
+        return sorted((c for c in cells if c is not None and c.verdict is not None), key=_worst_first)
+
+    def model_verdicts(self, model: str | None = None, target: str | None = None) -> list[ModelVerdict]:
+        """One answer per unlearned model (of `model`/`target` if given), worst first: its worst
+        gating cell, whose verdict is the model's."""
+        found: dict[tuple[str, str], ModelVerdict] = {}
+        for cell in self.verdict_cells(model, target):
+            key = (cell.model, cell.target)
+            if cell.gates and key not in found:  # cells come worst first
+                found[key] = ModelVerdict(cell.model, cell.target, cell.verdict, cell)
+        return sorted(found.values(), key=lambda v: (VERDICT_ORDER.index(v.verdict), v.target, v.model))
 
     def verdict(self) -> dict[str, Any]:
-        """verdict.json's content: the settings, the count of each verdict, and the cells worst first."""
+        """verdict.json's content: the settings, each model's answer, the count of each verdict, and
+        the cells worst first."""
         cells = self.verdict_cells()
         counts = Counter(c.verdict for c in cells)
         return {
-            "settings": self.settings.model_dump(),
+            "settings": self.settings.model_dump(mode="json"),
+            "models": [v.entry() for v in self.model_verdicts()],
             "counts": {v: counts.get(v, 0) for v in VERDICT_ORDER},
             "cells": [c.verdict_entry() for c in cells],
         }
 
 
 def _worst_first(cell: Cell) -> tuple[int, float, str, str, str, str]:
-    value = cell.recovery.value
+    value = cell.recovery.value if cell.has_recovery else 0.0
     return (
         VERDICT_ORDER.index(cell.verdict),
-        -(value or 0.0),
+        -value,
         cell.metric,
         cell.target,
         cell.model,
@@ -181,8 +304,43 @@ def _worst_first(cell: Cell) -> tuple[int, float, str, str, str, str]:
 
 
 def failing_cells(verdict: dict[str, Any], fail_above_pct: float) -> list[dict[str, Any]]:
-    """The cells of verdict.json content `verdict` whose point recovery is above `fail_above_pct` %."""
-    return [c for c in verdict["cells"] if c["recovery"] is not None and c["recovery"] > fail_above_pct]
+    """The gating cells of verdict.json content `verdict` that fail the release gate, worst first: a
+    model not shown to forget, or a point recovery above `fail_above_pct` %."""
+    return [
+        c
+        for c in verdict["cells"]
+        if c.get("gates", True)
+        and (c["verdict"] in FAILS_THE_GATE or (c["recovery"] is not None and c["recovery"] > fail_above_pct))
+    ]
+
+
+#: failing cells the terminal lists before it points to verdict.json for the rest
+GATE_LINES = 8
+
+
+def gate_summary(verdict: dict[str, Any], fail_above_pct: float | None, where: str) -> tuple[list[str], bool]:
+    """The terminal's account of verdict.json content `verdict` (written to `where`): the counts,
+    one line per unlearned model (worst first), and under `fail_above_pct` the cells that fail the
+    gate, worst first; and whether any does."""
+    counts = verdict.get("counts", {})
+    lines = [f"verdict: {where}: " + (", ".join(f"{n} {v}" for v, n in counts.items()) or "no cells")]
+    width = max((len(f"{m['model']}@{m['target']}") for m in verdict["models"]), default=0)
+    for m in verdict["models"]:
+        name = f"{m['model']}@{m['target']}"
+        lines.append(f"  {m['verdict']:<17} {name:<{width}}  {m['why']}")
+    if fail_above_pct is None:
+        return lines, False
+    failing = failing_cells(verdict, fail_above_pct)
+    excluded = sum(c["verdict"] == stats.NOTHING_TO_FORGET for c in verdict["cells"])
+    rule = f"a recovery above {fail_above_pct:g} % or a model not shown to forget"
+    lines.append(f"gate ({rule}): " + (f"FAIL, {len(failing)} cells" if failing else "pass"))
+    for c in failing[:GATE_LINES]:
+        lines.append(f"  {c['model']}@{c['target']}: {c['verdict']}: {c['why']}")
+    if len(failing) > GATE_LINES:
+        lines.append(f"  … and {len(failing) - GATE_LINES} more, worst first in verdict.json")
+    if excluded:
+        lines.append(f"excluded from the gate: {excluded} model × metric rows with nothing to forget")
+    return lines, bool(failing)
 
 
 def verdict_settings(recipe: dict[str, Any] | None, where: str = "recipe.yaml") -> VerdictSection:
@@ -219,6 +377,10 @@ class MetricTables:
     quantizers: list[str]  # the columns in audit order: fp first, then quantizers, then relearn checks
     configs: dict[str, dict[str, Any]]  # each column's recorded configuration
 
+    def has_grid_aligned(self) -> bool:
+        """Whether a target of the run is the grid-aligned copy (`model.grid_align`)."""
+        return any(t == "grid" for rows in self.values.values() for _, t in rows)
+
     def is_relearn(self, column: str) -> bool:
         """Whether `column` is a relearn check (at full precision) rather than a quantizer."""
         return self.configs.get(column, {}).get("method") == RELEARN_METHOD
@@ -248,20 +410,23 @@ def render_markdown(results: list[dict[str, Any]], title: str, cells: AuditCells
     lines = [f"# Quantization-robustness audit: {title}", ""]
     lines += verdict_markdown(cells)
     lines += [
+        "## The audit, cell by cell",
+        "",
         "Rows: the target before unlearning, the retrain model (never saw the forget set), and each",
-        "unlearning method on each target. Cells: the metric [its interval]; for unlearned models under a",
-        "quantizer, (the recovery ratio [its interval]): the share of the forgotten amount that",
-        "quantization brings back (0 % kept, 100 % back at the target; blank where it is undefined).",
+        "unlearned model on each target. Cells: the metric [its interval]; for unlearned models under a",
+        "column, (the recovery ratio [its interval]): the share of the forgotten amount that the column",
+        "brings back (0 % kept, 100 % back at the target), or why there is none (not forgotten: unlearning",
+        "did not move the metric by a point clear of 0; nothing to forget: the target knows no more than",
+        "the retrain model).",
         "Columns named relearn-… (when the recipe has a relearn section) are each model after a few",
         "fine-tuning steps on a slice of forget or retain text, at full precision; their ratio is the",
         "share that relearning brings back.",
-        "The `grid-aligned` target's Linear weights already sit on the low-bit grid, as in a model",
-        "released as dequantized 4-bit weights; the `natural` target is trained normally.",
+        *_target_note(tables),
         "",
     ]
     lines += _summary(cells, table, quantizers)
     for metric, rows in table.items():
-        lines += [f"## {TITLES.get(metric, metric)}", ""]
+        lines += [f"### {TITLES.get(metric, metric)}", ""]
         lines.append("| model | target | " + " | ".join(quantizers) + " |")
         lines.append("|---|---|" + "---|" * len(quantizers))
         for model, target in sorted(rows, key=row_order):
@@ -279,46 +444,84 @@ def render_markdown(results: list[dict[str, Any]], title: str, cells: AuditCells
     return "\n".join(lines) + "\n"
 
 
+def _target_note(tables: MetricTables) -> list[str]:
+    """What the targets of this run are: a grid-aligned copy, where the run made one."""
+    if not tables.has_grid_aligned():
+        return []
+    return [
+        "The `grid-aligned` target is a copy of the given one whose Linear weights already sit on the",
+        "low-bit grid, as in a model released as dequantized 4-bit weights; the other target is the",
+        "model as given.",
+    ]
+
+
 def verdict_legend(settings: VerdictSection) -> str:
-    """What the verdicts, `~` and the intervals mean, under `settings`."""
+    """What every verdict, `~` and the intervals mean, under `settings`."""
     s = settings
     return (
-        f"holds: the whole recovery interval is below {s.holds_below:g} %; fails: all of it is at or above "
-        f"{s.fails_from:g} %; partly back: otherwise; {CROSSES}: the interval crosses {s.holds_below:g} % "
-        f"or {s.fails_from:g} %, so the band is not settled; undefined: unlearning moved the metric by "
-        "less than 1 point or less than the width of the interval of that move. Intervals: "
+        f"{stats.NOT_FORGOTTEN}: the target knows, but unlearning did not move the metric by a point with an "
+        "interval clear of 0 at full precision (fails the gate). Where the model forgot, the recovery "
+        f"under each column: {stats.FAILS}: all of its interval is at or above {s.fails_from:g} %; "
+        f"{stats.PARTLY}: otherwise; {stats.HOLDS}: all of it is below {s.holds_below:g} %; {CROSSES}: the "
+        f"interval crosses {s.holds_below:g} % or {s.fails_from:g} %. {stats.NOTHING_TO_FORGET}: the target "
+        "knows no more than the retrain model (or, without one, sits at the metric's floor): the metric "
+        "cannot test this forget set, and the gate leaves it out. Intervals: "
         f"{s.confidence:.0%} percentile bootstrap over the examples, {s.resamples} resamples, seed "
-        f"{s.seed}, paired across the target, unlearned and quantized cells (PrivLeak: passages "
+        f"{s.seed}, paired across the target, unlearned and column cells (PrivLeak: passages "
         "resampled within forget and holdout, the retrain model's AUC held fixed)."
     )
 
 
 def verdict_counts(cells: list[Cell]) -> str:
-    """'2 fails, 3 partly back, 5 holds, 1 undefined' over `cells`."""
+    """'1 not forgotten, 2 fails, 3 partly back, 5 holds, 0 nothing to forget' over `cells`."""
     counts = Counter(c.verdict for c in cells)
     return ", ".join(f"{counts[v]} {v}" for v in VERDICT_ORDER)
 
 
+def gate_note(settings: VerdictSection) -> str:
+    chosen = settings.metrics
+    return "every forget metric" if chosen is None else ", ".join(chosen)
+
+
 def verdict_markdown(cells: AuditCells, model: str | None = None, target: str | None = None) -> list[str]:
-    """The verdict section: counts, then every verdict row worst first (of one model if given)."""
+    """The verdict sections: the legend, one row per unlearned model (of one model if given), then
+    every verdict row worst first, each with why."""
     rows = cells.verdict_cells(model, target)
     lines = ["## Verdict: does the forgetting survive quantization (and relearning)?", ""]
     if not rows:
-        return [*lines, "No verdict: no unlearned model has a forget metric under a quantizer.", ""]
+        return [*lines, "No verdict: no unlearned model has a forget metric at full precision.", ""]
     lines += [
-        f"{len(rows)} cells (unlearned model × quantizer or relearn column × forget metric): "
-        f"**{verdict_counts(rows)}**.",
+        verdict_legend(cells.settings),
         "",
-        "| verdict | model | target | column | metric | recovery [interval] |",
-        "|---|---|---|---|---|---|",
+        "One row per unlearned model: its worst cell among the metrics that gate "
+        f"({gate_note(cells.settings)}).",
+        "",
+        "| model | target | verdict | metric | column | recovery [interval] | why |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for v in cells.model_verdicts(model, target):
+        w = v.worst
+        recovery = w.recovery_text() if w.has_recovery else ""
+        lines.append(
+            f"| {v.model} | {TARGET_LABELS.get(v.target, v.target)} | **{v.verdict}** | {w.metric} | "
+            f"{w.quantizer} | {recovery} | {w.why()} |"
+        )
+    lines += [
+        "",
+        f"Every verdict row, worst first ({len(rows)}): **{verdict_counts(rows)}**.",
+        "",
+        "| verdict | model | target | column | metric | recovery [interval] | why |",
+        "|---|---|---|---|---|---|---|",
     ]
     for c in rows:
-        recovery = "" if c.recovery.value is None else c.recovery_text()
+        recovery = c.recovery_text() if c.has_recovery else ""
         target_label = TARGET_LABELS.get(c.target, c.target)
+        gated = "" if c.gates else " (not gating)"
         lines.append(
-            f"| {c.verdict} | {c.model} | {target_label} | {c.quantizer} | {c.metric} | {recovery} |"
+            f"| {c.verdict}{gated} | {c.model} | {target_label} | {c.quantizer} | {c.metric} | {recovery} "
+            f"| {c.why()} |"
         )
-    return [*lines, "", verdict_legend(cells.settings), ""]
+    return [*lines, ""]
 
 
 DIAGNOSTIC_COLUMNS = {
@@ -347,13 +550,14 @@ def _diagnostics(records: list[dict[str, Any]]) -> list[str]:
     ]
     for r in sorted(records, key=lambda r: (r["target"], r["model"], r["quantizer"])):
         overall = r["overall"]
-        cells = [_diagnostic_cell(key, overall.get(key)) for key in DIAGNOSTIC_COLUMNS]
+        cells = [diagnostic_cell(key, overall.get(key)) for key in DIAGNOSTIC_COLUMNS]
         target = TARGET_LABELS.get(r["target"], r["target"])
         lines.append(f"| {r['model']} | {target} | {r['quantizer']} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
 
-def _diagnostic_cell(key: str, value: float | None) -> str:
+def diagnostic_cell(key: str, value: float | None) -> str:
+    """A weight diagnostic as both reports show it: shares in percent, step ratios as numbers."""
     if value is None:
         return "–"
     return f"{value:.3f}" if key in ("delta_over_step", "grid_distance") else f"{value:.2%}"
@@ -363,7 +567,7 @@ def _summary(
     cells: AuditCells, table: dict[str, dict[tuple[str, str], dict[str, float]]], quantizers: list[str]
 ) -> list[str]:
     """Per forget metric and target: the range of recovery ratios over the methods, per quantizer."""
-    lines = ["## Summary: share of the forgotten knowledge that quantization (or relearning) brings back", ""]
+    lines = ["### Summary: share of the forgotten knowledge each column brings back, over the models", ""]
     lines += ["| metric | target | " + " | ".join(q for q in quantizers if q != "fp") + " |"]
     lines += ["|---|---|" + "---|" * (len(quantizers) - 1)]
     for metric in (m for m in table if is_forget_metric(m)):
@@ -372,12 +576,19 @@ def _summary(
             texts = []
             for q in quantizers[1:]:
                 found = [cells.get(model, t, q, metric) for model, t in rows if t == target]
-                ratios = sorted(
-                    c.recovery.value for c in found if c and c.recovery and c.recovery.value is not None
-                )
-                texts.append(f"{ratios[0]:.0%} … {ratios[-1]:.0%} ({len(ratios)} methods)" if ratios else "")
+                ratios = sorted(c.recovery.value for c in found if c and c.has_recovery)
+                texts.append(_range(ratios))
             lines.append(f"| {metric} | {TARGET_LABELS.get(target, target)} | " + " | ".join(texts) + " |")
     return [*lines, ""]
+
+
+def _range(ratios: list[float]) -> str:
+    """'3% … 96% (5 models)', or the one value; blank without any."""
+    if not ratios:
+        return ""
+    if len(ratios) == 1:
+        return f"{percent(ratios[0])} (1 model)"
+    return f"{percent(ratios[0])} … {percent(ratios[-1])} ({len(ratios)} models)"
 
 
 def is_unlearned(model: str) -> bool:

@@ -89,6 +89,7 @@ def _knowmem(model: nn.Module, ctx: EvalContext, qa_split: str, icl_split: str) 
     requires={"knowmem": ("forget_qa", "forget_qa_icl")},
     forget=True,
     new_tokens=MAX_NEW_TOKENS,
+    floor=0.0,
 )
 def knowmem_forget(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """KnowMem on the forget QA (M2): lower = more forgotten."""

@@ -101,4 +101,5 @@ for _name, _kind in [
     ("privleak_zlib", "zlib"),
     ("privleak_min_k_plus_plus", "min_k_plus_plus"),
 ]:
-    register_metric(_name, requires=_REQUIRES, forget=True)(partial(_privleak, kind=_kind))
+    # floor: a model that knows nothing scores members and non-members alike, AUC 0.5 = its reference
+    register_metric(_name, requires=_REQUIRES, forget=True, floor=0.0)(partial(_privleak, kind=_kind))

@@ -46,8 +46,13 @@ class Metric:
     #: model whose context has no room for them before it trains anything
     new_tokens: int = 0
     #: one point of the metric's scale (1 for MUSE's ×100 scores, 0.01 for values in [0, 1]): a
-    #: recovery is undefined when unlearning moved the metric by less
+    #: model has not been shown to forget (or a target to know) by a move of less
     point: float = 1.0
+    #: a forget metric falls as the model forgets (VerbMem, KnowMem, PrivLeak); False: it rises
+    lower_forgets: bool = True
+    #: the value of a model that knows nothing of the forget set (ROUGE 0, PrivLeak 0): without a
+    #: retrain model, a target within a point of it has nothing to forget; None: no such value
+    floor: float | None = None
 
 
 METRICS: Registry[Metric] = Registry("metric")
@@ -59,9 +64,12 @@ def register_metric(
     forget: bool = False,
     new_tokens: int = 0,
     point: float = 1.0,
+    lower_forgets: bool = True,
+    floor: float | None = None,
 ) -> Callable[[MetricFn], MetricFn]:
     def add(fn: MetricFn) -> MetricFn:
-        METRICS.register(name)(Metric(name, fn, dict(requires), forget, new_tokens, point))
+        metric = Metric(name, fn, dict(requires), forget, new_tokens, point, lower_forgets, floor)
+        METRICS.register(name)(metric)
         return fn
 
     return add

@@ -172,7 +172,7 @@ def _ratios(model: nn.Module, ctx: EvalContext, records: list[dict[str, Any]], r
 _FORGET = {TOFU: ("forget_perturbed",)}
 
 
-@register_metric("tofu_prob", requires=_FORGET, forget=True, point=UNIT_POINT)
+@register_metric("tofu_prob", requires=_FORGET, forget=True, point=UNIT_POINT, floor=0.0)
 def tofu_prob(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """Forget-set answer probability p(a) = P(a|q)^(1/|a|): lower = more forgotten."""
     records = _records(ctx, "forget_perturbed")
@@ -184,7 +184,9 @@ def tofu_prob(model: nn.Module, ctx: EvalContext) -> MetricResult:
     return {"agg_value": mean_or_nan([v["score"] for v in by_index.values()]), "value_by_index": by_index}
 
 
-@register_metric("tofu_rouge", requires=_FORGET, forget=True, new_tokens=MAX_NEW_TOKENS, point=UNIT_POINT)
+@register_metric(
+    "tofu_rouge", requires=_FORGET, forget=True, new_tokens=MAX_NEW_TOKENS, point=UNIT_POINT, floor=0.0
+)
 def tofu_rouge(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """Forget-set ROUGE-L recall of the greedy answer: lower = more forgotten."""
     records = _records(ctx, "forget_perturbed")
@@ -201,7 +203,10 @@ def tofu_rouge(model: nn.Module, ctx: EvalContext) -> MetricResult:
     return {"agg_value": mean_or_nan([v["score"] for v in by_index.values()]), "value_by_index": by_index}
 
 
-@register_metric("tofu_truth_ratio", requires=_FORGET, forget=True, point=UNIT_POINT)
+# a model without a preference between the true and the perturbed answers has R = 1, min(R, 1/R) = 1
+@register_metric(
+    "tofu_truth_ratio", requires=_FORGET, forget=True, point=UNIT_POINT, lower_forgets=False, floor=1.0
+)
 def tofu_truth_ratio(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """Forget-set truth ratio, mean min(R, 1/R): near 1 = the model no longer prefers the truth."""
     records = _records(ctx, "forget_perturbed")
@@ -210,7 +215,7 @@ def tofu_truth_ratio(model: nn.Module, ctx: EvalContext) -> MetricResult:
     return {"agg_value": mean_or_nan([v["score"] for v in by_index.values()]), "value_by_index": by_index}
 
 
-@register_metric(FORGET_QUALITY, requires=_FORGET, forget=True, point=UNIT_POINT)
+@register_metric(FORGET_QUALITY, requires=_FORGET, forget=True, point=UNIT_POINT, lower_forgets=False)
 def tofu_forget_quality(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """KS p-value against the retain model's forget-set truth ratios, ctx.extra[REFERENCE_KEY]
     (1 = indistinguishable from the retain model); nan when no reference is given.

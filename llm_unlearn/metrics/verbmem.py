@@ -35,7 +35,9 @@ def mean_or_nan(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
-@register_metric("verbmem", requires={"verbmem": ("forget",)}, forget=True, new_tokens=MAX_NEW_TOKENS)
+@register_metric(
+    "verbmem", requires={"verbmem": ("forget",)}, forget=True, new_tokens=MAX_NEW_TOKENS, floor=0.0
+)
 def verbmem(model: nn.Module, ctx: EvalContext) -> MetricResult:
     records = ctx.corpus.get("verbmem", "forget")[: ctx.limit]
     tok = ctx.tokenizer
