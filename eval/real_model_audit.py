@@ -230,10 +230,16 @@ def main() -> None:
         out = stage(f"audit {scenario}", run, recipe)
         shutil.copy(out / "report.md", RESULTS / f"real_model_audit_{scenario}.md")
         rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-        summary[scenario] = [{k: v for k, v in r.items() if k != "value_by_index"} for r in rows]
+        # per-example values without the texts (score, member): enough for the verdict's intervals
+        summary[scenario] = [{**r, "value_by_index": _scores(r.get("value_by_index", {}))} for r in rows]
         times.update({k: v for k, v in earlier.items() if v > times.get(k, 0)})
         saved.write_text(json.dumps(summary, indent=1))
     print(json.dumps(times, indent=1))
+
+
+def _scores(by_index: dict) -> dict:
+    """Each example's numbers (score, member, truth ratio), not its prompt or output."""
+    return {i: {k: v for k, v in e.items() if not isinstance(v, str)} for i, e in by_index.items()}
 
 
 if __name__ == "__main__":

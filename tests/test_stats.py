@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from llm_unlearn.audit import stats
 from llm_unlearn.data.corpora import MuseCorpus
-from llm_unlearn.metrics import EvalContext, evaluate
+from llm_unlearn.metrics import METRICS, EvalContext, evaluate
 
 
 def mean_cell(scores: list[float]) -> dict:
@@ -326,3 +326,21 @@ def test_tofu_model_utility_resamples_within_each_set() -> None:
     row[0, found.keys.index("retain/0")] = 2.0
     doubled = {**by_index, "retain/1": by_index["retain/0"]}
     assert found.statistic(row)[0] == pytest.approx(utility_from_examples(doubled))
+
+
+def test_privleak_rises_as_the_model_forgets() -> None:
+    # MUSE's sign: a target whose forget passages all score below the holdout ones has AUC 0, i.e.
+    # PrivLeak −100 against the retrain model's AUC 0.5; the retrain model is 0 by definition
+    others = [0.5 + 0.05 * i for i in range(10)]
+    target = privleak_cell([x - 1 for x in others], others)
+    retrain = privleak_cell(others, others)  # ties everywhere: AUC 0.5
+    # each forget passage just above its holdout twin: member i beats i + 1 of them, AUC 55/100
+    unlearned = privleak_cell([x + 0.025 for x in others], others)
+    assert (target["agg_value"], retrain["agg_value"]) == (-100, 0)
+    assert unlearned["agg_value"] == pytest.approx(10)
+    privleak = METRICS.get("privleak")
+    state = stats.forgetting(
+        target, unlearned, retrain, lower_forgets=privleak.lower_forgets, floor=privleak.floor
+    )
+    assert state.known.value == 100 and state.forgotten.value == pytest.approx(110)
+    assert state.state == stats.FORGOTTEN

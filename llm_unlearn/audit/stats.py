@@ -16,7 +16,8 @@ Resamples are count matrices (`Examples`), so every statistic is vectorised over
   interval is the uncertainty of this model's AUC on these passages, not that of the retrain model.
 - Before any column, each unlearned model × forget metric is in one of three states (`forgetting`),
   from paired bootstraps at full precision, oriented so that forgetting is positive
-  (s = +1 for a metric that falls as the model forgets, −1 for one that rises: `Metric.lower_forgets`):
+  (s = +1 for a metric that falls as the model forgets, VerbMem and KnowMem; −1 for one that rises,
+  PrivLeak from the target's −100 toward 0 and TOFU's truth ratio: `Metric.lower_forgets`):
   F = s·(M(t) − M(u)), the amount unlearning removed; R = s·(M(t) − M(retrain)), what the target
   knows beyond a model that never saw the forget set (without a retrain model, K = s·(M(t) − floor),
   above the metric's floor: `Metric.floor`, the value of a model that knows nothing; neither: the
@@ -295,7 +296,7 @@ def forgetting(
     """`nothing to forget`, `not forgotten` or `forgotten` (module docstring) of `unlearned` against
     `target` (both at full precision), with `retrain` (full precision) as what the target should not
     know beyond, else the metric's `floor`; each a metric result. `lower_forgets`: the metric falls as
-    the model forgets (VerbMem, KnowMem, PrivLeak), else it rises (TOFU's truth ratio, forget quality)."""
+    the model forgets (VerbMem, KnowMem), else it rises (PrivLeak, TOFU's truth ratio, forget quality)."""
     bootstrap = (resamples, confidence, seed)
     sign = 1.0 if lower_forgets else -1.0
     forgotten = _paired_move(target, unlearned, sign, *bootstrap)

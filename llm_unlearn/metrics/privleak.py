@@ -101,5 +101,9 @@ for _name, _kind in [
     ("privleak_zlib", "zlib"),
     ("privleak_min_k_plus_plus", "min_k_plus_plus"),
 ]:
-    # floor: a model that knows nothing scores members and non-members alike, AUC 0.5 = its reference
-    register_metric(_name, requires=_REQUIRES, forget=True, floor=0.0)(partial(_privleak, kind=_kind))
+    # MUSE's sign: a target that memorised the forget set sits near −100, the retrain model at 0 by
+    # definition, so PrivLeak rises as a model forgets (past 0: over-unlearned); floor: a model that
+    # knows nothing scores members and non-members alike, AUC 0.5 = its reference, PrivLeak 0
+    register_metric(_name, requires=_REQUIRES, forget=True, lower_forgets=False, floor=0.0)(
+        partial(_privleak, kind=_kind)
+    )

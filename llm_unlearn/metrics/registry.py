@@ -48,7 +48,8 @@ class Metric:
     #: one point of the metric's scale (1 for MUSE's ×100 scores, 0.01 for values in [0, 1]): a
     #: model has not been shown to forget (or a target to know) by a move of less
     point: float = 1.0
-    #: a forget metric falls as the model forgets (VerbMem, KnowMem, PrivLeak); False: it rises
+    #: a forget metric falls as the model forgets (VerbMem, KnowMem); False: it rises (PrivLeak,
+    #: from the target's −100 toward the retrain model's 0; TOFU's truth ratio and forget quality)
     lower_forgets: bool = True
     #: the value of a model that knows nothing of the forget set (ROUGE 0, PrivLeak 0): without a
     #: retrain model, a target within a point of it has nothing to forget; None: no such value
