@@ -29,7 +29,15 @@ from llm_unlearn.audit.results import Key, ResultsFile, cell_key
 from llm_unlearn.audit.run import DIAGNOSTICS
 from llm_unlearn.metrics import METRICS
 from llm_unlearn.recipe import VerdictSection, validate_model
-from llm_unlearn.runfolder import RunFolder, write_atomic, write_json
+from llm_unlearn.runfolder import (
+    AUDITED_TARGET,
+    GRID_ALIGNED,
+    NATURAL,
+    NO_TARGET,
+    RunFolder,
+    write_atomic,
+    write_json,
+)
 
 TITLES = {
     "verbmem": "VerbMem on forget (ROUGE-L F1 × 100, lower = more forgotten)",
@@ -43,7 +51,7 @@ TITLES = {
     "tofu_truth_ratio": "TOFU truth ratio on forget (mean min(R, 1/R), near 1 = forgotten)",
     "lm_eval": "lm-evaluation-harness (mean accuracy over the recipe's tasks)",
 }
-TARGET_LABELS = {"natural": "natural", "grid": "grid-aligned", "-": "–"}
+TARGET_LABELS = {NATURAL: NATURAL, GRID_ALIGNED: GRID_ALIGNED, AUDITED_TARGET: AUDITED_TARGET, NO_TARGET: "–"}
 #: worst first
 VERDICT_ORDER = (stats.FAILS, stats.PARTLY, stats.HOLDS, stats.UNDEFINED)
 #: marks a recovery whose interval crosses a verdict threshold
