@@ -62,7 +62,7 @@ def main() -> None:
     retain = chunk_texts(corpus.get("raw", recipe.data.retain_split), tokenizer, recipe.data.max_length)
     rows = {}
     for method in recipe.method:
-        if "natural" not in recipe.targets(method):
+        if recipe.target_label not in recipe.targets(method):
             continue
         model = load_model(target)
         margin = None

@@ -35,7 +35,7 @@ from llm_unlearn.quant.calibration import GENERIC_TEXT, build_calibration
 from llm_unlearn.quant.gguf import GGUFQuantizer
 from llm_unlearn.quant.overlap import diagnose, target_weights
 from llm_unlearn.recipe import CalibrationSection
-from llm_unlearn.runfolder import RunFolder
+from llm_unlearn.runfolder import GRID_ALIGNED, NATURAL, RunFolder, relabel
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMED = ["rtn-w4-g32", "rtn-w8", "gptq-w4-g32", "gptq-w4-g128", "gptq-w8-g128", "awq-w4-g32"]
@@ -120,12 +120,14 @@ def demo_figures(run: Path) -> dict[str, object]:
         print(f"{name}: {seconds[name]} s")
     figures["quantize_seconds"] = seconds
 
-    targets = {"natural": target, "grid": run / "models" / "target@grid"}
+    # a run of an older version names the grid-aligned folders @grid: read by today's labels
+    targets = {NATURAL: target, GRID_ALIGNED: RunFolder(run).checkpoint(f"target@{GRID_ALIGNED}")}
     rows, cache = [], RunFolder(run).quantized_root
     for folder in sorted((run / "models").iterdir()):
         method, _, target_name = folder.name.partition("@")
         if method == "target" or not (folder / "config.json").is_file():
             continue
+        target_name = relabel(target_name, NATURAL)
         reference = targets[target_name]
         weights_u, weights_t = target_weights(load_model(folder)), target_weights(load_model(reference))
         for bits, names in OVERLAP.items():
@@ -133,7 +135,7 @@ def demo_figures(run: Path) -> dict[str, object]:
                 quantizer = get_quantizer(name)
                 quantizer.calibration = calibration
                 in_basis = quantizer.codes_in_weight_basis
-                codes_u = cached_codes(folder, quantizer, cell_folder(cache, folder.name, name))
+                codes_u = cached_codes(folder, quantizer, cell_folder(cache, f"{method}@{target_name}", name))
                 codes_t = cached_codes(
                     reference, quantizer, cell_folder(cache, f"target@{target_name}", name)
                 )

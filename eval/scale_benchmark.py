@@ -41,6 +41,7 @@ from llm_unlearn.data.corpora import DEMO, MuseCorpus, load_muse
 from llm_unlearn.metrics import METRICS, EvalContext, knowmem, privleak, verbmem
 from llm_unlearn.models import build_tokenizer, gguf_checkpoint
 from llm_unlearn.quant import get_quantizer
+from llm_unlearn.runfolder import NATURAL
 
 ROOT = Path(__file__).resolve().parents[1]
 VOCAB = 32_000  # Llama-2's
@@ -285,7 +286,7 @@ def child(role: str, folder: Path) -> None:
         run = folder / "run"
         run.mkdir(exist_ok=True)
         (run / "results.jsonl").unlink(missing_ok=True)  # every cell evaluated again; the cache stays
-        models = [AuditModel(name, "natural", folder / name) for name in ("target", "ga")]
+        models = [AuditModel(name, NATURAL, folder / name) for name in ("target", "ga")]
         results = ResultsFile(run / "results.jsonl")
         audit(models, AUDIT_QUANTIZERS, list(AUDIT_METRICS), ctx, results)
         out["cells"] = sorted((r["model"], r["quantizer"], r["metric"], r["agg_value"]) for r in results)
@@ -327,12 +328,12 @@ def audit_cache_and_memory(widths: list[int], work: Path) -> dict:
         fresh, resumed = _measure("audit", folder), _measure("audit", folder)
         checkpoint = _checkpoint_bytes(paths["target"])
         cells = {
-            f"{m}/{q}": _tree_bytes(folder / "run" / "quantized" / f"{m}@natural" / q)
+            f"{m}/{q}": _tree_bytes(folder / "run" / "quantized" / f"{m}@{NATURAL}" / q)
             for m in ("target", "ga")
             for q in AUDIT_QUANTIZERS
             if q != "fp"
         }
-        coded = _coded_weights(folder / "run" / "quantized" / "target@natural" / AUDIT_QUANTIZERS[1])
+        coded = _coded_weights(folder / "run" / "quantized" / f"target@{NATURAL}" / AUDIT_QUANTIZERS[1])
         base, one_rss = python["peak_rss_bytes"], one["peak_rss_bytes"]
         runs.append(
             {

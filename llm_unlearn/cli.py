@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 from importlib.resources import files
@@ -70,7 +71,7 @@ def _audit(args: argparse.Namespace) -> int:
             raise UserError(f"audit: --{flag} is required (or give an audit recipe file)")
     data = {
         "name": args.out.name,
-        "model": {"target": args.target, "retrain": args.retrain},
+        "model": {**_target(args.target), "retrain": args.retrain},
         "models": [_name_path(item) for item in args.model],
         "data": {"source": args.data},
         "quantize": _names(args.quantize or AUDIT_QUANTIZERS, "--quantize"),
@@ -104,6 +105,17 @@ def _name_path(item: str) -> dict[str, str]:
     if not sep or not name or not path:
         raise UserError(f"--model {item!r}: expected NAME=PATH, e.g. npo=org/npo-model@v1")
     return {"name": name, "path": path}
+
+
+def _target(item: str) -> dict[str, str]:
+    """`--target PATH`, or `NAME=PATH` to label the target NAME (model.name) in results and report:
+    NAME=PATH only when NAME is a name and the whole is no existing path (a folder may hold `=`)."""
+    from llm_unlearn.runfolder import NAME_PATTERN
+
+    name, sep, path = item.partition("=")
+    if sep and path and re.match(NAME_PATTERN, name) and not Path(item).expanduser().exists():
+        return {"name": name, "target": path}
+    return {"target": item}
 
 
 def _names(text: str, flag: str) -> list[str]:
@@ -319,7 +331,12 @@ def _parser() -> argparse.ArgumentParser:
         "audit", _audit, "audit checkpoints unlearned elsewhere against their target", with_recipe=False
     )
     p.add_argument("recipe", type=Path, nargs="?", help="an audit recipe (a models: list), or use the flags")
-    p.add_argument("--target", help="the model before unlearning: folder, Hub id[@rev], or .gguf file")
+    p.add_argument(
+        "--target",
+        metavar="[NAME=]PATH",
+        help="the model before unlearning: folder, Hub id[@rev], or .gguf file; NAME labels it in results "
+        "and report (e.g. released-4bit=org/model; default: target)",
+    )
     p.add_argument(
         "--model",
         action="append",
@@ -401,7 +418,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("push", help="upload one unlearned model of a run folder with an audit model card")
     p.add_argument("run_dir", type=Path)
     p.add_argument("--repo-id", required=True, help="the Hub repository, ORG/NAME")
-    p.add_argument("--model", help="RUN@TARGET, e.g. npo_gdr@natural (needed when the run has several)")
+    p.add_argument("--model", help="RUN@TARGET, e.g. npo_gdr@grid-aligned (needed when the run has several)")
     p.add_argument("--private", action="store_true", help="create the repository private")
     p.add_argument("--dry-run", action="store_true", help="print the plan and write the card; no network")
     p.add_argument(

@@ -45,7 +45,7 @@ from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS
 from llm_unlearn.recipe import MethodSection
-from llm_unlearn.runfolder import RunFolder
+from llm_unlearn.runfolder import GRID_ALIGNED, RunFolder, relabel
 from llm_unlearn.terms import TERMS
 
 CARD_FILE = "README.md"
@@ -85,10 +85,17 @@ class UploadPlan:
 
 def unlearned_models(run_dir: Path) -> list[str]:
     """The `RUN@TARGET` names of the run's unlearned checkpoints: those it made (with resolved
-    method settings) and those it audited from elsewhere (a recipe's `models:`)."""
+    method settings) and those it audited from elsewhere (a recipe's `models:`); by today's target
+    labels where an older version named the folders (`runfolder.relabel`)."""
     folder = RunFolder(run_dir)
     made = [p.name for p in folder.models.glob("*@*") if p.is_dir() and folder.method_file(p.name).is_file()]
-    return sorted(made + list(_audited(run_dir)))
+    return sorted({_current_name(folder, name) for name in made} | set(_audited(run_dir)))
+
+
+def _current_name(folder: RunFolder, model: str) -> str:
+    """RUN@TARGET with the target as today labels it (an older run's `npo@grid` is `npo@grid-aligned`)."""
+    run, at, target = model.rpartition("@")
+    return f"{run}@{relabel(target, folder.target_label)}" if at else model
 
 
 def _audited(run_dir: Path) -> dict[str, dict[str, str]]:
@@ -412,7 +419,7 @@ def _hyper_parameters(recipe: dict[str, Any], resolved: dict[str, Any]) -> dict[
 def _base_description(recipe: dict[str, Any], target: str) -> str:
     base = recipe["model"]["target"]
     name = "the llm-unlearn demo model" if base == DEMO else f"`{base}`" if _is_hub(base) else "a local model"
-    if target == "grid":
+    if target == GRID_ALIGNED:
         return f"A copy of {name} with its Linear weights on the `{recipe['model']['grid_align']}` grid"
     return name[0].upper() + name[1:]
 
@@ -456,13 +463,15 @@ def _method_section(recipe: dict[str, Any], run: str) -> MethodSection:
 
 
 def _choose_model(run_dir: Path, model: str | None) -> str:
+    """`model` (RUN@TARGET, an older run's target label too), or the run's only unlearned model."""
     names = unlearned_models(run_dir)
     if model is None and len(names) == 1:
         return names[0]
-    if model not in names:
+    current = model and _current_name(RunFolder(run_dir), model)
+    if current not in names:
         given = f"--model {model!r} is not one of" if model else "choose with --model one of"
         raise UserError(f"{run_dir}: {given} its unlearned models: {', '.join(names) or 'none'}")
-    return model
+    return current
 
 
 def _checkpoint_files(folder: Path) -> list[PlannedFile]:

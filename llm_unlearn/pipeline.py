@@ -46,8 +46,8 @@ from llm_unlearn.models import (
 )
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.quant.calibration import Calibration, build_calibration, calibration_texts
-from llm_unlearn.recipe import MethodSection, Recipe
-from llm_unlearn.runfolder import RunFolder, write_json
+from llm_unlearn.recipe import MethodSection, Recipe, RecipeError, validate_recipe
+from llm_unlearn.runfolder import GRID_ALIGNED, RunFolder, write_json
 from llm_unlearn.tofu_checkpoints import demo_tofu_checkpoints
 from llm_unlearn.trainer import UnlearningTrainer
 
@@ -87,16 +87,17 @@ def run(recipe: Recipe) -> Path:
         if state.is_main_process:
             folder.models.mkdir(parents=True, exist_ok=True)
             folder.write_recipe(recipe.model_dump(mode="json"))
-        targets: dict[str, Path] = {"natural": target}
+        label = recipe.target_label
+        targets: dict[str, Path] = {label: target}
         if recipe.model.grid_align:
-            targets["grid"] = grid_align(target, recipe.model.grid_align, folder.checkpoint("target@grid"))
+            aligned = folder.checkpoint(f"target@{GRID_ALIGNED}")
+            targets[GRID_ALIGNED] = grid_align(target, recipe.model.grid_align, aligned)
         models = [AuditModel("target", name, path) for name, path in targets.items()]
         if "model.retrain" in sources:
             models.append(AuditModel("retrain", NO_TARGET, sources["model.retrain"].path))
         for i, entry in enumerate(recipe.models):
-            name = f"{entry.name}@natural"
-            path = materialize(sources[f"models.{i}.path"], folder.checkpoint(name))
-            models.append(AuditModel(entry.name, "natural", path))
+            path = materialize(sources[f"models.{i}.path"], folder.checkpoint(f"{entry.name}@{label}"))
+            models.append(AuditModel(entry.name, label, path))
     ctx = EvalContext(tokenizer=tokenizer, corpus=corpus, batch_size=_eval_batch_size(recipe))
     if recipe.lm_eval is not None:
         ctx.extra[harness.SETTINGS_KEY] = recipe.lm_eval.model_dump()
@@ -143,6 +144,7 @@ def check_run_folder(recipe: Recipe, folder: RunFolder) -> None:
     # A run that failed before it made a checkpoint or a result leaves nothing to protect
     if before is None or not (folder.results.exists() or any(folder.models.glob("*@*"))):
         return
+    before = _as_resolved(before)
     changed = [
         k for k in resolved if k not in (*RESUMABLE_CHANGES, "models") and before.get(k) != resolved[k]
     ]
@@ -155,6 +157,17 @@ def check_run_folder(recipe: Recipe, folder: RunFolder) -> None:
             f"output.dir {folder.root} holds a run of a recipe with other {', '.join(changed)}; "
             "choose another output.dir (or delete that folder to start over)"
         )
+
+
+def _as_resolved(stored: dict) -> dict:
+    """A stored recipe.yaml as this version resolves it, so that what an older version wrote compares
+    equal when unchanged: fields added since at their defaults (model.name), values renamed since by
+    their new names (method targets `grid`). As stored where it no longer validates: it is then
+    compared as it is, and differs where this version's recipe differs."""
+    try:
+        return validate_recipe(stored).model_dump(mode="json")
+    except RecipeError:
+        return stored
 
 
 def load_corpus(recipe: Recipe) -> MuseCorpus | TofuCorpus:
@@ -236,7 +249,7 @@ def _audited_entry(model: AuditModel, recipe: Recipe) -> dict[str, str]:
     given = {m.name: m.path for m in recipe.models}
     if model.name == "target":
         source = (
-            recipe.model.target if model.target == "natural" else f"grid_align: {recipe.model.grid_align}"
+            f"grid_align: {recipe.model.grid_align}" if model.target == GRID_ALIGNED else recipe.model.target
         )
     elif model.name == "retrain":
         source = recipe.model.retrain or ""

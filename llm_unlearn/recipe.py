@@ -18,6 +18,7 @@ import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     TypeAdapter,
@@ -40,10 +41,16 @@ from llm_unlearn.metrics import METRICS
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.quant.rtn import RTNQuantizer
 from llm_unlearn.registry import Registry
+from llm_unlearn.runfolder import (
+    GRID_ALIGNED,
+    LEGACY_GRID,
+    NAME_PATTERN,
+    NO_TARGET,
+    target_label,
+)
 from llm_unlearn.terms import TERMS
 from llm_unlearn.trainer import UnlearningConfig
 
-TARGETS = ("natural", "grid")
 TOFU_METRICS = ("tofu_forget_quality", "tofu_model_utility", "tofu_truth_ratio", "tofu_prob", "tofu_rouge")
 # Set by the method section or by the run itself, so a `train:` entry would be silently ignored:
 # every field UnlearningConfig adds to TrainingArguments, and the output folder.
@@ -88,9 +95,21 @@ def _home(path: str | None) -> str | None:
     return str(Path(path).expanduser()) if path and path.startswith("~") else path
 
 
+def _renamed_target(label: Any) -> Any:
+    # recipe.yaml of an older run folder names the grid-aligned target `grid`
+    return GRID_ALIGNED if label == LEGACY_GRID else label
+
+
 class ModelSection(_Section):
     target: Annotated[str, AfterValidator(_home)] = Field(
         description="The model to unlearn: 'demo', a local checkpoint folder or a Hub id."
+    )
+    name: str | None = Field(
+        default=None,
+        pattern=NAME_PATTERN,
+        description="The target's label in results, report and verdict (and its models' folders, "
+        "RUN@NAME), e.g. released-4bit for a target released on a low-bit grid; default: natural when "
+        "the recipe unlearns it or sets grid_align (it is then the one trained normally), else target.",
     )
     gguf_file: str | None = Field(
         default=None,
@@ -104,8 +123,8 @@ class ModelSection(_Section):
     grid_align: str | None = Field(
         default=None,
         description=(
-            "Also audit a 'grid' copy of the target whose Linear weights are already on this quantizer's "
-            "grid, as when a model is released as dequantized 4-bit weights (e.g. rtn-w4-g32)."
+            "Also audit a 'grid-aligned' copy of the target whose Linear weights are already on this "
+            "quantizer's grid, as when a model is released as dequantized 4-bit weights (e.g. rtn-w4-g32)."
         ),
     )
 
@@ -117,6 +136,13 @@ class ModelSection(_Section):
         description="Accept checkpoints whose weights are only pickles (pytorch_model.bin): loading a pickle "
         "can run code, so only for files you trust; each is converted once to a cached safetensors copy.",
     )
+
+    @field_validator("name")
+    @classmethod
+    def _not_another_row(cls, name: str | None) -> str | None:
+        if name in ("retrain", NO_TARGET, GRID_ALIGNED, LEGACY_GRID):
+            raise ValueError(f"{name!r} labels other rows of the audit; choose another name")
+        return name
 
     @field_validator("grid_align")
     @classmethod
@@ -252,7 +278,7 @@ class _MethodCommon(_Section):
     )
     label: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9_.+-]+$",
+        pattern=NAME_PATTERN,
         description="This run's name in results and report; default: name, plus +sure / +quail / +global.",
     )
     beta: float = Field(
@@ -267,8 +293,11 @@ class _MethodCommon(_Section):
         gt=0,
         description="Overrides train.learning_rate for this method (SURE uses a larger one).",
     )
-    targets: tuple[Literal["natural", "grid"], ...] | None = Field(
-        default=None, min_length=1, description="Which targets this method unlearns (default: all)."
+    targets: tuple[Annotated[str, BeforeValidator(_renamed_target)], ...] | None = Field(
+        default=None,
+        min_length=1,
+        description="Which targets this method unlearns, by label: model.name (default natural) and "
+        "grid-aligned (with model.grid_align); default: all.",
     )
     stop: StopSection | None = None
     sure: SureSection | None = Field(default=None, description="SURE: train only the salient modules.")
@@ -335,9 +364,7 @@ MethodSection = create_model("MethodSection", __base__=_MethodCommon, **_TERM_FI
 class AuditedModelSection(_Section):
     """A checkpoint unlearned elsewhere (any tool), audited against `model.target` as it is."""
 
-    name: str = Field(
-        pattern=r"^[A-Za-z0-9_.+-]+$", description="This model's name in results, report and verdict."
-    )
+    name: str = Field(pattern=NAME_PATTERN, description="This model's name in results, report and verdict.")
     path: Annotated[str, AfterValidator(_home)] = Field(
         description="A checkpoint folder, a Hub id with an optional @revision (org/name@rev), a PEFT "
         "adapter folder or Hub id (its base from adapter_config.json, merged before quantizing), or a "
@@ -398,7 +425,7 @@ class RelearnSection(_Section):
     seed: int = Field(default=0, description="Seeds the slice and the order of its windows.")
     label: str | None = Field(
         default=None,
-        pattern=r"^[A-Za-z0-9_.+-]+$",
+        pattern=NAME_PATTERN,
         description="The column's name in results and report; default relearn-<split>-<steps>.",
     )
 
@@ -634,15 +661,29 @@ class Recipe(_Section):
         return self
 
     @model_validator(mode="after")
-    def _grid_targets_need_grid(self) -> Recipe:
+    def _method_targets_exist(self) -> Recipe:
         for i, method in enumerate(self.method):
-            if method.targets and "grid" in method.targets and self.model.grid_align is None:
-                raise ValueError(f"method.{i}.targets asks for 'grid' but model.grid_align is not set")
+            for target in method.targets or ():
+                if target == GRID_ALIGNED and self.model.grid_align is None:
+                    raise ValueError(
+                        f"method.{i}.targets asks for {target!r} but model.grid_align is not set"
+                    )
+                if target not in self.targets():
+                    raise ValueError(
+                        f"method.{i}.targets: {target!r} is not a target of this recipe; "
+                        f"use {' or '.join(map(repr, self.targets()))}"
+                    )
         return self
 
+    @property
+    def target_label(self) -> str:
+        """The label of the user's target in results, report, verdict and folder names (`model.name`,
+        else its default: `runfolder.target_label`)."""
+        return target_label(self.model.name, bool(self.method), self.model.grid_align is not None)
+
     def targets(self, method: MethodSection | None = None) -> tuple[str, ...]:
-        """The targets of the run, or those `method` unlearns."""
-        available = TARGETS if self.model.grid_align else ("natural",)
+        """The targets of the run, by label, or those `method` unlearns."""
+        available = (self.target_label, GRID_ALIGNED) if self.model.grid_align else (self.target_label,)
         return method.targets if method is not None and method.targets else available
 
     def training_config(

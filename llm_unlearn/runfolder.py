@@ -8,7 +8,7 @@ RUN_DIR/
   diagnostics.jsonl              weight diagnostics per unlearned model × quantizer
   verdict.json                   the release verdict per unlearned model × quantizer × forget metric
   report.md, report.html
-  models/<run>@<target>/         checkpoints this run made (unlearned, merged adapters, the grid copy)
+  models/<run>@<target>/         checkpoints this run made (unlearned, merged adapters, the grid-aligned copy)
   models/<run>@<target>.log.json        the training log
   models/<run>@<target>.method.json     the method settings resolved at run time
   models/<run>@<target>.adapter/        a LoRA run's adapter before merging
@@ -17,6 +17,12 @@ RUN_DIR/
   hub/<model>/README.md          the model card `push` rendered
   hub/<model>/<quantizer>/       a quantized variant made loadable for `push --with-quantized`
 ```
+
+`<target>` is a target's label (`NATURAL`, `GRID_ALIGNED`, `AUDITED_TARGET` or a recipe's
+`model.name`; `NO_TARGET` for the retrain model's rows). Folders an older version wrote under other
+labels (`grid` for the grid-aligned copy, `natural` for the target of an audit) are read as they are:
+results and audited.json lines get today's labels (`relabel`), and each model's files are
+found under their old names where only those exist (`located`).
 
 Every JSON or YAML file here is written atomically (a temporary file, then a rename), so a killed
 run leaves either the old file or the new one, never half of one.
@@ -32,6 +38,54 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+#: the user's target when the run unlearns it or grid-aligns a copy of it
+NATURAL = "natural"
+#: the copy of the target whose Linear weights sit on a low-bit grid (a recipe's model.grid_align)
+GRID_ALIGNED = "grid-aligned"
+#: the user's target when the run only audits checkpoints unlearned elsewhere: whether it was trained
+#: normally or released on a grid is not known here (a recipe's model.name can say)
+AUDITED_TARGET = "target"
+#: the target column of rows that belong to no target (the retrain model)
+NO_TARGET = "-"
+#: the grid-aligned target's label in run folders of older versions
+LEGACY_GRID = "grid"
+#: a name that becomes part of a folder name: a run, an audited model, a target label, a column
+NAME_PATTERN = r"^[A-Za-z0-9_.+-]+$"
+
+
+def target_label(name: str | None, unlearns: bool, grid_aligned: bool) -> str:
+    """The label of the user's target: `name` (a recipe's model.name) when given; else `NATURAL` when
+    the run unlearns it or makes a grid-aligned copy beside it (it is then the one trained normally),
+    else `AUDITED_TARGET`: an audit of checkpoints unlearned elsewhere knows nothing of how the target
+    was trained."""
+    if name is not None:
+        return name
+    return NATURAL if unlearns or grid_aligned else AUDITED_TARGET
+
+
+def relabel(target: str, user_target: str | None) -> str:
+    """`target` from a results or audited.json line of any version, as today labels it: `grid` is
+    `GRID_ALIGNED`; a run has one user target, so any other label but `GRID_ALIGNED` and `NO_TARGET`
+    is that target's, now `user_target` (an audit's target was `natural` before it was
+    `AUDITED_TARGET`); kept as written when `user_target` is None (a folder no run wrote)."""
+    if target == LEGACY_GRID:
+        return GRID_ALIGNED
+    if target in (GRID_ALIGNED, NO_TARGET) or user_target is None:
+        return target
+    return user_target
+
+
+def located(parent: Path, model: str, suffix: str = "") -> Path:
+    """`parent/<model><suffix>` for `model` = RUN@TARGET, or the name an older version gave it
+    (RUN@grid for the grid-aligned target, RUN@natural for any other user target) where only that
+    exists: a resumed old run then finds its checkpoints and caches instead of making them again."""
+    path = parent / f"{model}{suffix}"
+    run, _, target = model.rpartition("@")
+    if path.exists() or not run or target in (NATURAL, NO_TARGET, LEGACY_GRID):
+        return path
+    old = parent / f"{run}@{LEGACY_GRID if target == GRID_ALIGNED else NATURAL}{suffix}"
+    return old if old.exists() else path
 
 
 def write_atomic(path: Path, text: str) -> Path:
@@ -98,19 +152,19 @@ class RunFolder:
     # --- one model's files ---
     def checkpoint(self, model: str) -> Path:
         """`model` is RUN@TARGET."""
-        return self.models / model
+        return located(self.models, model)
 
     def trainer_scratch(self, model: str) -> Path:
         return self.models / f"{model}.trainer"
 
     def training_log(self, model: str) -> Path:
-        return self.models / f"{model}.log.json"
+        return located(self.models, model, ".log.json")
 
     def method_file(self, model: str) -> Path:
-        return self.models / f"{model}.method.json"
+        return located(self.models, model, ".method.json")
 
     def adapter(self, model: str) -> Path:
-        return self.models / f"{model}.adapter"
+        return located(self.models, model, ".adapter")
 
     @property
     def quantized_root(self) -> Path:
@@ -119,10 +173,10 @@ class RunFolder:
 
     def quantized(self, model: str) -> Path:
         """The quantized variants of `model` (RUN@TARGET), one folder per quantizer."""
-        return self.quantized_root / model
+        return located(self.quantized_root, model)
 
     def relearned(self, model: str, column: str) -> Path:
-        return self.root / "relearned" / model / column
+        return located(self.root / "relearned", model) / column
 
     def hub_card(self, model: str) -> Path:
         return self.root / "hub" / model / "README.md"
@@ -130,6 +184,17 @@ class RunFolder:
     def hub_quantized(self, model: str, quantizer: str) -> Path:
         """The loadable checkpoint `push --with-quantized` makes of a cached cell (audit/cache.py)."""
         return self.root / "hub" / model / quantizer
+
+    # --- target labels ---
+    @property
+    def target_label(self) -> str | None:
+        """The label of the user's target, as this folder's recipe.yaml sets it; None where no
+        recipe.yaml with a model section says (a folder no run wrote)."""
+        recipe = self.read_recipe() or {}
+        model = recipe.get("model")
+        if not isinstance(model, dict):
+            return None
+        return target_label(model.get("name"), bool(recipe.get("method")), bool(model.get("grid_align")))
 
     # --- typed reads and writes ---
     def read_recipe(self) -> dict[str, Any] | None:
@@ -139,7 +204,10 @@ class RunFolder:
         write_atomic(self.recipe, yaml.safe_dump(resolved, sort_keys=False))
 
     def read_audited(self) -> list[dict[str, str]]:
-        return read_json(self.audited) if self.audited.is_file() else []
+        """audited.json's entries, with today's target labels (`relabel`)."""
+        entries = read_json(self.audited) if self.audited.is_file() else []
+        label = self.target_label
+        return [{**e, "target": relabel(e["target"], label)} for e in entries]
 
     def write_audited(self, models: list[dict[str, str]]) -> None:
         write_json(self.audited, models)

@@ -94,3 +94,41 @@ def results_in_both_modes(recipe: dict, tmp_path: Path) -> dict[str, dict[tuple[
         run(validate_recipe({**recipe, "evaluate_with": mode, "output": {"dir": str(out)}}))
         found[mode] = {(r["model"], r["quantizer"]): r for r in ResultsFile(out / "results.jsonl")}
     return found
+
+
+def old_run_folder(root: Path, recipe: dict) -> Path:
+    """A run folder as a version before the `grid-aligned` and `target` labels left it, written by
+    hand: `recipe` (validated) stored without model.name and with `targets: [grid]`; results and
+    audited.json lines labelled `grid` (the grid-aligned copy), `natural` (the user's target, also
+    of an audit) and `-`; each audited model's checkpoint under models/RUN@grid or RUN@natural with
+    its training log and method file, and its cache folders under quantized/ and relearned/."""
+    import yaml
+
+    from llm_unlearn.recipe import validate_recipe
+
+    stored = validate_recipe(recipe).model_dump(mode="json")
+    del stored["model"]["name"]
+    targets = ["natural", "grid"] if stored["model"]["grid_align"] else ["natural"]
+    for method in stored["method"]:
+        if method["targets"]:
+            method["targets"] = [{"grid-aligned": "grid"}.get(t, t) for t in method["targets"]]
+    root.mkdir(parents=True)
+    (root / "recipe.yaml").write_text(yaml.safe_dump(stored, sort_keys=False))
+    models = [("target", t) for t in targets] + [("retrain", "-")]
+    models += [(m["label"] or m["name"], t) for m in stored["method"] for t in m["targets"] or targets]
+    models += [(m["name"], "natural") for m in stored["models"]]
+    lines, audited = [], []
+    for name, target in models:
+        folder = root / "models" / f"{name}@{target}"
+        if name not in ("target", "retrain"):
+            folder.mkdir(parents=True)
+            (root / "models" / f"{name}@{target}.log.json").write_text("[]")
+            (root / "models" / f"{name}@{target}.method.json").write_text("{}")
+            (root / "quantized" / f"{name}@{target}" / "rtn-w4-g32").mkdir(parents=True)
+            (root / "relearned" / f"{name}@{target}" / "relearn-forget-10").mkdir(parents=True)
+        audited.append({"name": name, "target": target, "checkpoint": str(folder), "source": ""})
+        record = {"model": name, "target": target, "quantizer": "fp", "metric": "verbmem", "agg_value": 1.0}
+        lines.append(json.dumps(record))
+    (root / "results.jsonl").write_text("\n".join(lines) + "\n")
+    (root / "audited.json").write_text(json.dumps(audited))
+    return root

@@ -60,7 +60,7 @@ def plain_unlearn(source: Path, dest: Path, dtype: str = "float32") -> Path:
     return dest
 
 
-def audit(target: Path, models: dict[str, str], muse_dir: Path, out: Path, *extra: str) -> int:
+def audit(target: Path | str, models: dict[str, str], muse_dir: Path, out: Path, *extra: str) -> int:
     flags = [x for name, path in models.items() for x in ("--model", f"{name}={path}")]
     return main(
         ["audit", "--target", str(target), *flags, "--data", str(muse_dir), "--quantize", "fp,rtn-w4-g32"]
@@ -97,6 +97,8 @@ def test_a_plain_hf_checkpoint_is_audited_and_matches_evaluate(tmp_path, target,
         assert audited[("fp", metric)]["agg_value"] == pytest.approx(result["agg_value"], abs=1e-9)
         assert audited[("fp", metric)]["value_by_index"] == result["value_by_index"]
     assert {q for q, _ in audited} == {"fp", "rtn-w4-g32"}
+    # the audit knows nothing of how its target was trained: labelled `target`, not `natural`
+    assert {r["target"] for r in ResultsFile(RunFolder(tmp_path / "run").results)} == {"target"}
     folder = RunFolder(tmp_path / "run")
     entries = {e["name"]: e for e in json.loads(folder.audited.read_text())}
     assert entries["plain"]["source"] == str(unlearned) and entries["plain"]["checkpoint"] == str(unlearned)
@@ -104,7 +106,7 @@ def test_a_plain_hf_checkpoint_is_audited_and_matches_evaluate(tmp_path, target,
     assert not any(p.name.startswith("plain@") for p in folder.models.iterdir())  # audited in place
     # and pushed like a model the run made: its checkpoint where it is, a card with its verdict
     assert main(["push", str(folder.root), "--repo-id", "org/plain", "--dry-run"]) == 0
-    card = folder.hub_card("plain@natural").read_text()
+    card = folder.hub_card("plain@target").read_text()
     assert "made elsewhere (a local checkpoint)" in card and "## Verdict: does the forgetting survive" in card
 
 
@@ -138,8 +140,15 @@ def test_an_adapter_is_merged_into_its_base_before_the_audit(tmp_path, target, m
     peft_model.save_pretrained(tmp_path / "adapter")
     assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"]
     expected = peft_model.merge_and_unload().state_dict()
-    assert audit(target, {"lora": str(tmp_path / "adapter")}, muse_dir, tmp_path / "run") == 0
-    merged = RunFolder(tmp_path / "run").checkpoint("lora@natural")
+    # `--target NAME=PATH` labels the target (model.name): its rows, verdict and folders
+    assert audit(f"released={target}", {"lora": str(tmp_path / "adapter")}, muse_dir, tmp_path / "run") == 0
+    folder = RunFolder(tmp_path / "run")
+    assert folder.read_recipe()["model"]["name"] == "released"
+    assert {r["target"] for r in ResultsFile(folder.results)} == {"released"}
+    assert {c["target"] for c in json.loads(folder.verdict.read_text())["cells"]} == {"released"}
+    assert "| lora | released |" in folder.report_md.read_text()
+    merged = folder.checkpoint("lora@released")
+    assert merged == folder.models / "lora@released"
     for name, value in load_model(merged).state_dict().items():
         torch.testing.assert_close(value, expected[name], rtol=0, atol=1e-6, msg=name)
     assert cells(tmp_path / "run", "lora")[("fp", "verbmem")]["checkpoint"] == str(merged)

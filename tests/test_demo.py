@@ -27,13 +27,15 @@ def test_demo_shows_recovery_on_the_grid_target_and_robust_methods_resist(tmp_pa
     assert value("target", "natural", "fp", "verbmem") > value("retrain", "-", "fp", "verbmem") + 20
     for method in ("ga_gdr", "npo_gdr", "ga_gdr+sure", "ga_gdr+quail", "oeu"):
         # unlearning lowers the forget metric at full precision, and 8 bits keep that
-        unlearned = value(method, "grid", "fp")
-        assert unlearned < value("target", "grid", "fp") - 20, method
-        assert abs(value(method, "grid", "rtn-w8") - unlearned) < 5, method
+        unlearned = value(method, "grid-aligned", "fp")
+        assert unlearned < value("target", "grid-aligned", "fp") - 20, method
+        assert abs(value(method, "grid-aligned", "rtn-w8") - unlearned) < 5, method
     # 4-bit RTN on the grid-aligned target brings most of it back; on the natural target it does not
     for method in ("ga_gdr", "npo_gdr"):
         grid = recovery(
-            value(method, "grid", "rtn-w4-g32"), value(method, "grid", "fp"), value("target", "grid", "fp")
+            value(method, "grid-aligned", "rtn-w4-g32"),
+            value(method, "grid-aligned", "fp"),
+            value("target", "grid-aligned", "fp"),
         )
         natural = recovery(
             value(method, "natural", "rtn-w4-g32"),
@@ -46,11 +48,13 @@ def test_demo_shows_recovery_on_the_grid_target_and_robust_methods_resist(tmp_pa
     # eval/results/demo_report.md), so it is not asserted.
     for method in ("ga_gdr+sure", "oeu"):
         grid = recovery(
-            value(method, "grid", "rtn-w4-g32"), value(method, "grid", "fp"), value("target", "grid", "fp")
+            value(method, "grid-aligned", "rtn-w4-g32"),
+            value(method, "grid-aligned", "fp"),
+            value("target", "grid-aligned", "fp"),
         )
         assert grid < 0.25, (method, grid)
-        retain = value(method, "grid", "fp", "knowmem_retain")
-        assert retain > value("ga_gdr", "grid", "fp", "knowmem_retain") - 10, (method, retain)
+        retain = value(method, "grid-aligned", "fp", "knowmem_retain")
+        assert retain > value("ga_gdr", "grid-aligned", "fp", "knowmem_retain") - 10, (method, retain)
 
 
 @pytest.mark.slow
@@ -60,7 +64,7 @@ def test_fail_above_gates_the_grid_target_and_passes_a_model_whose_forgetting_ho
     out = tmp_path / "demo"
     assert main(["demo", "--fail-above", "25", "--set", f"output.dir={out}"]) == 1
     failing = [c for c in read_json(RunFolder(out).verdict)["cells"] if c["recovery"] and c["recovery"] > 25]
-    assert {c["target"] for c in failing} == {"grid"}
+    assert {c["target"] for c in failing} == {"grid-aligned"}
     target = demo_checkpoints()["target"]
     oeu = RunFolder(out).checkpoint("oeu@natural")
     audit = ["audit", "--target", str(target), "--model", f"oeu={oeu}", "--data", "demo"]

@@ -126,7 +126,7 @@ RECIPE_CASES: list[tuple[str, list, str]] = [
     ("quail-margin", [edit("method.0.quail", {"margin": -1})], "margin must be >= 0 or 'auto'"),
     ("quail-non-rtn", [edit("method.0.quail", {"quantizer": "bnb-nf4"})], "margin auto is defined on an RTN grid"),
     ("projection-ga", [edit("method.0.projection", {"alpha": 1})], "projection applies to methods"),
-    ("grid-without-align", [edit("method.0.targets", ["grid"])], "asks for 'grid' but model.grid_align"),
+    ("grid-without-align", [edit("method.0.targets", ["grid-aligned"])], "asks for 'grid-aligned' but model.grid_align"),
     ("lora-sure", [edit("model.lora", {"r": 2}), edit("method.0.sure", {})], "model.lora with a method's sure"),
     ("label-chars", [edit("method.0.label", "a b")], "method.0.label: String should match pattern"),
     ("stop-metric", [edit("method.0.stop", {"metric": "nope", "below": 1})], "unknown metric 'nope'"),
@@ -332,6 +332,7 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
     ("push-bad-repo", ["push", "WORK", "--repo-id", "not a repo", "--dry-run"], "--repo-id 'not a repo': give ORG/NAME"),
     ("audit-recipe-and-flags", ["audit", "RECIPE", "--target", "TARGET"], "audit: give a recipe file or --target, not both"),
     ("audit-no-target", ["audit", "--model", "a=TARGET", "--data", "MUSE", "--out", "WORK/run"], "audit: --target is required"),
+    ("audit-target-name", ["audit", "--target", "grid-aligned=/no/t", "--model", "a=TARGET", "--data", "MUSE", "--out", "WORK/run"], "model.name: 'grid-aligned' labels other rows"),
     ("cnn-recipe-missing", ["cnn", "/no/cnn.yaml"], "recipe file not found"),
 ]  # fmt: skip
 

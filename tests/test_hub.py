@@ -182,6 +182,29 @@ def test_quantized_variants_go_to_a_branch_each_when_present(run_dir, tmp_path) 
         plan_push(copy, "my-org/x", with_quantized=True)
 
 
+def test_a_run_folder_of_an_older_version_pushes_by_todays_names(run_dir, tmp_path) -> None:
+    """Its grid-aligned target labelled `grid` in results and folder names: listed, planned and
+    carded as RUN@grid-aligned from its old checkpoint folder; `--model RUN@grid` accepted."""
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    recipe = yaml.safe_load((old / "recipe.yaml").read_text())
+    recipe["model"]["grid_align"] = "rtn-w4-g32"
+    recipe["method"][0]["targets"] = ["grid"]
+    (old / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    for suffix in ("", ".method.json"):
+        (old / "models" / f"{MODEL}{suffix}").rename(old / "models" / f"ga_gdr+quail@grid{suffix}")
+    (old / "results.jsonl").write_text((old / "results.jsonl").read_text().replace('"natural"', '"grid"'))
+    plan = plan_push(old, "my-org/x", model="ga_gdr+quail@grid")
+    assert plan.model == "ga_gdr+quail@grid-aligned"
+    assert {f.local.parent for f in plan.commits[0].files if f.path_in_repo == "model.safetensors"} == {
+        old / "models" / "ga_gdr+quail@grid"
+    }
+    assert plan_push(old, "my-org/x").model == plan.model  # the run's only unlearned model
+    text = str(plan.card)
+    assert "| fails | ga_gdr+quail | grid-aligned | rtn-w4-g32 | knowmem_forget | 50% |" in text
+    assert "with its Linear weights on the `rtn-w4-g32` grid" in text
+
+
 def test_plan_refuses_what_it_cannot_push(run_dir, tmp_path) -> None:
     with pytest.raises(UserError, match="--repo-id 'no-org': give ORG/NAME"):
         plan_push(run_dir, "no-org")

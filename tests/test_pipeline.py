@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-from conftest import demo_bench_subset, tiny_llama
+from conftest import demo_bench_subset, old_run_folder, tiny_llama
 
 from llm_unlearn.audit.report import render_markdown
 from llm_unlearn.audit.results import ResultsFile
@@ -22,8 +22,9 @@ from llm_unlearn.audit.stats import recovery
 from llm_unlearn.cli import main
 from llm_unlearn.errors import UserError
 from llm_unlearn.models import save_checkpoint
-from llm_unlearn.pipeline import run
-from llm_unlearn.recipe import load_recipe
+from llm_unlearn.pipeline import check_run_folder, run
+from llm_unlearn.recipe import load_recipe, validate_recipe
+from llm_unlearn.runfolder import RunFolder
 
 METRICS = ["verbmem", "knowmem_forget", "knowmem_retain", "privleak"]
 KEEP = {"raw": 6, "verbmem": 2, "knowmem": 3, "privleak": 4}
@@ -53,7 +54,7 @@ def recipe_file(tmp_path: Path, checkpoints: dict[str, Path], muse_dir: Path) ->
             "grid_align": "rtn-w4-g32",
         },
         "data": {"source": str(muse_dir), "max_length": 64},
-        "method": [{"name": "ga_gdr"}, {"name": "npo", "targets": ["grid"]}],
+        "method": [{"name": "ga_gdr"}, {"name": "npo", "targets": ["grid-aligned"]}],
         "train": {
             "max_steps": 2,
             "per_device_train_batch_size": 2,
@@ -71,14 +72,14 @@ def recipe_file(tmp_path: Path, checkpoints: dict[str, Path], muse_dir: Path) ->
 
 def test_run_writes_checkpoints_results_and_report(tmp_path, checkpoints, muse_dir) -> None:
     out = run(load_recipe(recipe_file(tmp_path, checkpoints, muse_dir)))
-    for name in ("ga_gdr@natural", "ga_gdr@grid", "npo@grid", "target@grid"):
+    for name in ("ga_gdr@natural", "ga_gdr@grid-aligned", "npo@grid-aligned", "target@grid-aligned"):
         assert (out / "models" / name / "model.safetensors").is_file(), name
     assert not (out / "models" / "npo@natural").exists()
     records = list(ResultsFile(out / "results.jsonl"))
     # (2 targets + retrain + 3 unlearned) x 2 quantizers x 4 metrics
     assert len(records) == 6 * 2 * 4
     cells = {(r["model"], r["target"], r["quantizer"], r["metric"]) for r in records}
-    assert ("npo", "grid", "rtn-w4-g32", "privleak") in cells
+    assert ("npo", "grid-aligned", "rtn-w4-g32", "privleak") in cells
     assert all(isinstance(r["agg_value"], float) and "value_by_index" in r for r in records)
     retrain_fp = next(
         r for r in records if r["model"] == "retrain" and r["quantizer"] == "fp" and r["metric"] == "privleak"
@@ -103,8 +104,9 @@ def test_grid_target_is_its_own_quantization(tmp_path, checkpoints, muse_dir) ->
     )
     results = ResultsFile(out / "results.jsonl")
     for metric in METRICS:
-        fp = results.get("target", "grid", "fp", metric)["agg_value"]
-        assert results.get("target", "grid", "rtn-w4-g32", metric)["agg_value"] == pytest.approx(fp, abs=1e-6)
+        fp = results.get("target", "grid-aligned", "fp", metric)["agg_value"]
+        quantized = results.get("target", "grid-aligned", "rtn-w4-g32", metric)["agg_value"]
+        assert quantized == pytest.approx(fp, abs=1e-6)
 
 
 def test_killed_run_resumes_without_redoing_cells(tmp_path, checkpoints, muse_dir) -> None:
@@ -161,11 +163,11 @@ def test_report_shows_recovery_against_the_same_target() -> None:
         }
 
     results = [
-        rec("target", "grid", "fp", 80.0),
-        rec("target", "grid", "rtn-w4-g32", 80.0),
+        rec("target", "grid-aligned", "fp", 80.0),
+        rec("target", "grid-aligned", "rtn-w4-g32", 80.0),
         rec("target", "natural", "fp", 60.0),
-        rec("ga", "grid", "fp", 20.0),
-        rec("ga", "grid", "rtn-w4-g32", 50.0),
+        rec("ga", "grid-aligned", "fp", 20.0),
+        rec("ga", "grid-aligned", "rtn-w4-g32", 50.0),
         rec("ga", "natural", "fp", 20.0),
         rec("ga", "natural", "rtn-w4-g32", 30.0),
     ]
@@ -228,6 +230,17 @@ def test_run_folder_of_another_experiment_is_refused(tmp_path, checkpoints, muse
     assert {r["metric"] for r in ResultsFile(out / "results.jsonl")} == set(METRICS)
 
 
+def test_an_old_run_folder_is_the_same_run_of_its_recipe(tmp_path, checkpoints, muse_dir) -> None:
+    """The recipe.yaml an older version stored (no model.name, `targets: [grid]`) is the same run as
+    its recipe re-run today, so the run resumes; a model.name given now is another experiment."""
+    recipe = yaml.safe_load(recipe_file(tmp_path, checkpoints, muse_dir).read_text())
+    folder = RunFolder(old_run_folder(tmp_path / "run", recipe))
+    check_run_folder(validate_recipe(recipe), folder)
+    renamed = validate_recipe({**recipe, "model": {**recipe["model"], "name": "released"}})
+    with pytest.raises(UserError, match="holds a run of a recipe with other model;"):
+        check_run_folder(renamed, folder)
+
+
 def test_robust_methods_and_lora_run_end_to_end(tmp_path, checkpoints, muse_dir) -> None:
     methods = (
         "method=[{name: ga_gdr, sure: {percentile: 90}, learning_rate: 1.0e-2},"
@@ -236,7 +249,7 @@ def test_robust_methods_and_lora_run_end_to_end(tmp_path, checkpoints, muse_dir)
     out = run(
         load_recipe(recipe_file(tmp_path, checkpoints, muse_dir), [methods, "evaluate=[knowmem_forget]"])
     )
-    sure = json.loads((out / "models" / "ga_gdr+sure@grid.method.json").read_text())
+    sure = json.loads((out / "models" / "ga_gdr+sure@grid-aligned.method.json").read_text())
     assert sure["learning_rate"] == 1e-2 and 0 < sure["sure"]["param_share"] < 0.5
     assert sure["sure"]["count"] == len(sure["sure"]["modules"]) > 0
     quail = json.loads((out / "models" / "ga_gdr+quail@natural.method.json").read_text())

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from llm_unlearn.cli import main
-from llm_unlearn.recipe import RecipeError, apply_overrides, load_recipe
+from llm_unlearn.recipe import RecipeError, apply_overrides, load_recipe, validate_recipe
 
 ALL_RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
 # CNN-track recipes (`methods:`) have their own schema and tests (test_cnn.py)
@@ -137,13 +137,22 @@ BAD = {
     "missing section": (with_(model=...), r"model: required field is missing"),
     "negative beta": (with_(method=[{"name": "npo", "beta": -1}]), r"method\.0\.beta: .*greater than 0"),
     "grid without grid_align": (
-        with_(model={"target": "demo"}, method=[{"name": "ga", "targets": ["grid"]}]),
-        r"method\.0\.targets asks for 'grid' but model\.grid_align is not set",
+        with_(model={"target": "demo"}, method=[{"name": "ga", "targets": ["grid-aligned"]}]),
+        r"method\.0\.targets asks for 'grid-aligned' but model\.grid_align is not set",
     ),
     "unknown target kind": (
         with_(method=[{"name": "ga", "targets": ["ideal"]}]),
-        r"method\.0\.targets\.0: .*'natural'",
+        r"method\.0\.targets: 'ideal' is not a target of this recipe; use 'natural' or 'grid-aligned'",
     ),
+    "target named like another row": (
+        with_(model={"target": "demo", "name": "retrain"}),
+        r"model\.name: 'retrain' labels other rows of the audit",
+    ),
+    "target named like the grid-aligned copy": (
+        with_(model={"target": "demo", "name": "grid-aligned"}),
+        r"model\.name: 'grid-aligned' labels other rows",
+    ),
+    "target name with a slash": (with_(model={"target": "demo", "name": "a/b"}), r"model\.name: .*pattern"),
     "stop on unknown metric": (
         with_(method=[{"name": "ga", "stop": {"metric": "forget_acc", "below": 1}}]),
         r"method\.0\.stop\.metric: unknown metric 'forget_acc'",
@@ -255,3 +264,39 @@ def test_device_map_is_auto_or_unset(tmp_path: Path) -> None:
     assert load_recipe(write(tmp_path, with_(device_map="auto"))).device_map == "auto"
     with pytest.raises(RecipeError, match="device_map"):
         load_recipe(write(tmp_path, with_(device_map="balanced")))
+
+
+def test_the_target_label_defaults_by_what_the_recipe_does() -> None:
+    """natural where the recipe unlearns the target or grid-aligns a copy (it is the one trained
+    normally), target in an audit of models unlearned elsewhere, model.name when given; a method's
+    targets name the labels."""
+    audit_only = {
+        **GOOD,
+        "model": {"target": "demo"},
+        "method": [],
+        "models": [{"name": "x", "path": "demo"}],
+    }
+    assert validate_recipe(audit_only).target_label == "target"
+    assert validate_recipe(audit_only).targets() == ("target",)
+    aligned = {**audit_only, "model": {"target": "demo", "grid_align": "rtn-w4-g32"}}
+    assert (
+        validate_recipe(aligned).targets() == validate_recipe(GOOD).targets() == ("natural", "grid-aligned")
+    )
+    named = validate_recipe(with_(model__name="released", method=[{"name": "ga", "targets": ["released"]}]))
+    assert named.target_label == "released" and named.targets(named.method[0]) == ("released",)
+    assert validate_recipe({**audit_only, "model": {"target": "demo", "name": "foo"}}).target_label == "foo"
+
+
+def test_an_old_recipe_names_the_grid_aligned_target_grid() -> None:
+    """recipe.yaml of an older run folder: `targets: [grid]` reads as grid-aligned, and without
+    model.name it resolves as today's recipe does (check_run_folder compares the two)."""
+    old = with_(method=[{"name": "ga", "targets": ["grid"]}, {"name": "npo", "targets": ["natural", "grid"]}])
+    recipe = validate_recipe(old)
+    assert [m.targets for m in recipe.method] == [("grid-aligned",), ("natural", "grid-aligned")]
+    new = with_(
+        method=[
+            {"name": "ga", "targets": ["grid-aligned"]},
+            {"name": "npo", "targets": ["natural", "grid-aligned"]},
+        ]
+    )
+    assert validate_recipe(recipe.model_dump(mode="json")).model_dump() == validate_recipe(new).model_dump()

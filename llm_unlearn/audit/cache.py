@@ -37,15 +37,16 @@ from transformers import PreTrainedModel
 from llm_unlearn.errors import UserError
 from llm_unlearn.models import CheckpointTensors, load_model, load_tokenizer, save_checkpoint
 from llm_unlearn.quant import Quantizer, WeightCodes, get_quantizer
-from llm_unlearn.runfolder import write_json
+from llm_unlearn.runfolder import located, write_json
 
 CODES, CHANGED, SOURCE, CONFIG = "codes.safetensors", "changed.safetensors", "source.json", "quantizer.json"
 _OWN_FILES = (CODES, CHANGED, SOURCE, CONFIG)
 
 
 def cell_folder(cache: Path, model: str, quantizer: str) -> Path:
-    """The cell of `model` (RUN@TARGET) under `quantizer` in a cache root (`RunFolder.quantized_root`)."""
-    return cache / model / quantizer
+    """The cell of `model` (RUN@TARGET) under `quantizer` in a cache root (`RunFolder.quantized_root`),
+    in the folder an older version named where only that exists (`runfolder.located`)."""
+    return located(cache, model) / quantizer
 
 
 def exact_dtype(t: torch.Tensor) -> torch.Tensor:

@@ -206,7 +206,7 @@ def _metric_vs_bits(tables: MetricTables) -> dict[str, str]:
             model, target = key
             ys = [rows[key].get(q) for q in order]
             style = "--" if model == "target" else ":" if model == "retrain" else "-"
-            label = f"{model} ({TARGET_LABELS.get(target)})"
+            label = f"{model} ({TARGET_LABELS.get(target, target)})"
             ax.plot(range(len(order)), ys, style, marker="o", ms=3, color=colours[key], label=label)
         ax.set_xticks(range(len(order)), order, rotation=30, ha="right", fontsize=8)
         ax.set_title(metric, fontsize=10)
@@ -238,7 +238,7 @@ def _tradeoff(tables: MetricTables) -> dict[str, str]:
         if None in points[0]:
             continue
         colour = colours[key]
-        ax.plot(*points[0], "o", color=colour, label=f"{model} ({TARGET_LABELS.get(target)})")
+        ax.plot(*points[0], "o", color=colour, label=f"{model} ({TARGET_LABELS.get(target, target)})")
         if None not in points[1] and lowest != "fp":
             ax.annotate("", points[1], points[0], arrowprops={"arrowstyle": "->", "color": colour})
             ax.plot(*points[1], "x", color=colour)

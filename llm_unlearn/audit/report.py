@@ -26,10 +26,10 @@ import yaml
 from llm_unlearn.audit import stats
 from llm_unlearn.audit.relearn import RELEARN_METHOD
 from llm_unlearn.audit.results import Key, ResultsFile, cell_key
-from llm_unlearn.audit.run import DIAGNOSTICS, NO_TARGET
+from llm_unlearn.audit.run import DIAGNOSTICS
 from llm_unlearn.metrics import METRICS
 from llm_unlearn.recipe import VerdictSection, validate_model
-from llm_unlearn.runfolder import RunFolder, write_atomic, write_json
+from llm_unlearn.runfolder import GRID_ALIGNED, NO_TARGET, RunFolder, write_atomic, write_json
 
 TITLES = {
     "verbmem": "VerbMem on forget (ROUGE-L F1 × 100, lower = more forgotten)",
@@ -43,7 +43,8 @@ TITLES = {
     "tofu_truth_ratio": "TOFU truth ratio on forget (mean min(R, 1/R), near 1 = forgotten)",
     "lm_eval": "lm-evaluation-harness (mean accuracy over the recipe's tasks)",
 }
-TARGET_LABELS = {"natural": "natural", "grid": "grid-aligned", "-": "–"}
+#: how a target label reads in a table: each label is its own, the retrain model's none is a dash
+TARGET_LABELS = {NO_TARGET: "–"}
 #: worst first: a model not shown to forget, then the recovery bands, then what the gate excludes
 VERDICT_ORDER = (stats.NOT_FORGOTTEN, stats.FAILS, stats.PARTLY, stats.HOLDS, stats.NOTHING_TO_FORGET)
 #: the verdicts that fail the gate whatever the threshold
@@ -379,7 +380,7 @@ class MetricTables:
 
     def has_grid_aligned(self) -> bool:
         """Whether a target of the run is the grid-aligned copy (`model.grid_align`)."""
-        return any(t == "grid" for rows in self.values.values() for _, t in rows)
+        return any(t == GRID_ALIGNED for rows in self.values.values() for _, t in rows)
 
     def is_relearn(self, column: str) -> bool:
         """Whether `column` is a relearn check (at full precision) rather than a quantizer."""

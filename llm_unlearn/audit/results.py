@@ -3,7 +3,8 @@
 Each line is written with a single `write` on an append-only file and fsync'd, so a killed
 run leaves at most one torn last line, which reading cuts off; that cell is then recomputed.
 Under a launch with several processes, `ResultsFile.shared` opens the file on each of them and
-only the main process writes it.
+only the main process writes it. Lines an older version wrote are read with today's target labels
+(`runfolder.relabel`, by the recipe.yaml beside the file); the file itself is left as it is.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from accelerate import PartialState
 
 from llm_unlearn.errors import UserError
+from llm_unlearn.runfolder import RunFolder, relabel
 
 Key = tuple[str, str, str, str]
 
@@ -32,6 +34,7 @@ class ResultsFile:
         self.write = write
         self._records: dict[Key, dict[str, Any]] = {}
         if path.exists():
+            label = RunFolder(path.parent).target_label
             text = path.read_text()
             if text and not text.endswith("\n"):
                 # A torn last line from a killed run: cut it, or the next append would join it.
@@ -41,6 +44,7 @@ class ResultsFile:
             for number, line in enumerate(text.splitlines(), 1):
                 try:
                     record = json.loads(line)
+                    record["target"] = relabel(record["target"], label)
                     self._records[cell_key(record)] = record
                 # a file edited by hand or by another tool: say which line, not where json failed
                 except (json.JSONDecodeError, KeyError, TypeError):

@@ -36,10 +36,8 @@ from llm_unlearn.models import CheckpointTensors, eval_placement, load_model
 from llm_unlearn.quant import Quantizer, get_quantizer
 from llm_unlearn.quant.calibration import Calibration
 from llm_unlearn.quant.overlap import diagnose
-from llm_unlearn.runfolder import RunFolder
+from llm_unlearn.runfolder import NO_TARGET, RunFolder
 
-#: the target column of rows that belong to no target (the retrain model)
-NO_TARGET = "-"
 #: the metric column of the weight diagnostics (bucket overlap, update kept, ...)
 DIAGNOSTICS = "diagnostics"
 
@@ -47,7 +45,7 @@ DIAGNOSTICS = "diagnostics"
 @dataclass(frozen=True)
 class AuditModel:
     name: str  # "target", "retrain" or a method name
-    target: str  # "natural", "grid" or NO_TARGET
+    target: str  # the target's label (runfolder: NATURAL, GRID_ALIGNED, a recipe's model.name) or NO_TARGET
     path: Path
 
 

@@ -1,0 +1,88 @@
+"""The run folder's layout: target labels, and run folders of older versions read as they are
+(results and audited.json lines relabelled, checkpoints and caches found under their old names)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from conftest import old_run_folder
+
+from llm_unlearn.audit.cache import cell_folder
+from llm_unlearn.audit.results import ResultsFile
+from llm_unlearn.recipe import validate_recipe
+from llm_unlearn.runfolder import RunFolder, located
+
+DEMO_LIKE = {
+    "name": "old",
+    "model": {"target": "demo", "retrain": "demo", "grid_align": "rtn-w4-g32"},
+    "method": [{"name": "ga_gdr"}, {"name": "npo", "targets": ["grid-aligned"]}],
+    "output": {"dir": "unused"},
+}
+AUDIT_ONLY = {
+    "name": "old-audit",
+    "model": {"target": "demo", "retrain": "demo"},
+    "models": [{"name": "plain", "path": "demo"}],
+    "output": {"dir": "unused"},
+}
+
+
+def labels(path: Path) -> set[tuple[str, str]]:
+    return {(r["model"], r["target"]) for r in ResultsFile(path)}
+
+
+def test_an_old_run_folder_reads_with_todays_labels(tmp_path) -> None:
+    root = old_run_folder(tmp_path / "run", DEMO_LIKE)
+    assert "grid" in (root / "results.jsonl").read_text()  # as the old version wrote it
+    assert labels(root / "results.jsonl") == {
+        ("target", "natural"),
+        ("target", "grid-aligned"),
+        ("retrain", "-"),
+        ("ga_gdr", "natural"),
+        ("ga_gdr", "grid-aligned"),
+        ("npo", "grid-aligned"),
+    }
+    folder = RunFolder(root)
+    assert ("npo", "grid-aligned") in {(e["name"], e["target"]) for e in folder.read_audited()}
+    # every model's files under their old names, where only those exist
+    assert folder.checkpoint("npo@grid-aligned") == root / "models" / "npo@grid"
+    assert folder.checkpoint("ga_gdr@natural") == root / "models" / "ga_gdr@natural"
+    assert folder.training_log("npo@grid-aligned") == root / "models" / "npo@grid.log.json"
+    assert folder.method_file("npo@grid-aligned") == root / "models" / "npo@grid.method.json"
+    assert folder.quantized("npo@grid-aligned") == root / "quantized" / "npo@grid"
+    assert cell_folder(folder.quantized_root, "npo@grid-aligned", "rtn-w4-g32").is_dir()
+    assert folder.relearned("npo@grid-aligned", "relearn-forget-10").is_dir()
+    # what nothing made yet gets today's name; a new-named folder wins over an old one
+    assert folder.checkpoint("oeu@grid-aligned") == root / "models" / "oeu@grid-aligned"
+    (root / "models" / "npo@grid-aligned").mkdir()
+    assert folder.checkpoint("npo@grid-aligned") == root / "models" / "npo@grid-aligned"
+    # the stored recipe's `targets: [grid]` validates to the new label
+    stored = folder.read_recipe()
+    assert stored["method"][1]["targets"] == ["grid"]
+    assert validate_recipe(stored).method[1].targets == ("grid-aligned",)
+
+
+def test_an_old_audit_labels_its_target_target(tmp_path) -> None:
+    """An audit's target was `natural`; today it is `target` (no model.name): lines, audited.json
+    and the audited model's merged checkpoint follow."""
+    root = old_run_folder(tmp_path / "run", AUDIT_ONLY)
+    assert labels(root / "results.jsonl") == {("target", "target"), ("retrain", "-"), ("plain", "target")}
+    folder = RunFolder(root)
+    assert {e["target"] for e in folder.read_audited()} == {"target", "-"}
+    assert folder.checkpoint("plain@target") == root / "models" / "plain@natural"
+    assert folder.quantized("plain@target") == root / "quantized" / "plain@natural"
+    # a results file beside no recipe keeps its labels (all but the renamed `grid`)
+    lone = tmp_path / "lone" / "results.jsonl"
+    lone.parent.mkdir()
+    lines = [{"model": "m", "target": t, "quantizer": "fp", "metric": "verbmem"} for t in ("natural", "grid")]
+    lone.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert labels(lone) == {("m", "natural"), ("m", "grid-aligned")}
+
+
+def test_an_old_name_is_looked_up_only_for_labels_that_had_one(tmp_path) -> None:
+    for old in ("ga@natural", "ga@grid"):
+        (tmp_path / old).mkdir()
+    assert located(tmp_path, "ga@grid-aligned") == tmp_path / "ga@grid"
+    assert located(tmp_path, "ga@target") == tmp_path / "ga@natural"
+    assert located(tmp_path, "ga@-") == tmp_path / "ga@-"
+    assert located(tmp_path, "ga") == tmp_path / "ga"
