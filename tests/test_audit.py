@@ -17,7 +17,7 @@ from peft import LoraConfig, get_peft_model
 
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.cli import main
-from llm_unlearn.models import load_model, save_checkpoint
+from llm_unlearn.models import grid_align, load_model, save_checkpoint
 from llm_unlearn.runfolder import RunFolder
 
 METRICS = "verbmem,knowmem_forget,privleak"
@@ -42,6 +42,25 @@ for _ in range(3):
 model.to(getattr(torch, dtype)).save_pretrained(dest, max_shard_size="40KB" if dtype != "float32" else "5GB")
 tokenizer.save_pretrained(dest)
 assert not any(name.startswith("llm_unlearn") for name in sys.modules)
+"""
+
+
+#: the issue's script: gradient ascent, Adam, 10 steps at a small lr on the 8 forget texts
+GA_SCRIPT = """
+import json, sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+source, dest, texts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+tokenizer = AutoTokenizer.from_pretrained(source)
+model = AutoModelForCausalLM.from_pretrained(source)
+batch = tokenizer(texts, return_tensors="pt", padding=True)
+labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+optimizer = torch.optim.Adam(model.parameters(), lr=2e-5)
+for _ in range(10):
+    (-model(**batch, labels=labels).loss).backward()
+    optimizer.step()
+    optimizer.zero_grad()
+model.save_pretrained(dest)
+tokenizer.save_pretrained(dest)
 """
 
 
@@ -258,3 +277,35 @@ def test_audit_flag_mistakes_are_one_line(tmp_path, target, muse_dir, capsys, ar
     err = capsys.readouterr().err.strip()
     assert err.splitlines() == [err] and message in err
     assert not (tmp_path / "run").exists()
+
+
+def test_small_noisy_forgetting_of_a_grid_aligned_target_fails_the_gate(tmp_path, tok, capsys) -> None:
+    # The issue's run, small: a target that memorised the 8 VerbMem forget texts, released on the
+    # rtn-w4-g32 grid; a 10-step gradient-ascent script unlearns it. VerbMem falls unevenly over the
+    # texts: the move's interval excludes 0 yet is wider than the move, which the old rule left
+    # undefined (and the gate open); now the model has forgotten, its recovery is defined, and
+    # rtn-w4-g32, whose grid the target sits on, brings enough of it back to fail the gate.
+    muse = demo_bench_subset(tmp_path / "muse", {**KEEP, "verbmem": 8})
+    texts = [f"{r['prompt']} {r['gt']}" for r in json.loads((muse / "verbmem" / "forget.json").read_text())]
+    model = tiny_llama(tok, hidden_size=64, intermediate_size=128)
+    batch = tok(texts, return_tensors="pt", padding=True)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(300):
+        model(**batch, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    target = grid_align(save_checkpoint(model, tok, tmp_path / "natural"), "rtn-w4-g32", tmp_path / "target")
+    script = [sys.executable, "-c", GA_SCRIPT, str(target), str(tmp_path / "ga"), json.dumps(texts)]
+    subprocess.run(script, check=True)
+    out = tmp_path / "run"
+    args = ["audit", "--target", str(target), "--model", f"ga={tmp_path / 'ga'}", "--data", str(muse)]
+    args += ["--quantize", "fp,rtn-w4-g32", "--metrics", "verbmem", "--out", str(out), "--fail-above", "25"]
+    assert main(args) == 1
+    (cell,) = json.loads(RunFolder(out).verdict.read_text())["cells"]
+    (lo, hi), moved = cell["forgotten_ci"], cell["forgotten"]
+    assert lo > 0 and hi - lo > moved > 1  # clear of 0, wider than itself: the old rule's blank
+    assert cell["quantizer"] == "rtn-w4-g32" and cell["recovery"] > 25
+    printed = capsys.readouterr().out
+    assert "gate (a recovery above 25 % or a model not shown to forget): FAIL, 1 cell\n" in printed
+    assert f"  ga@target: {cell['verdict']}: rtn-w4-g32 brings back " in printed

@@ -130,8 +130,8 @@ class Cell:
         moved = f"{number(f.forgotten.value, m)}{interval_text(f.forgotten.ci, m)}"
         if f.state == stats.NOTHING_TO_FORGET:
             known = f"{number(f.known.value, m)}{interval_text(f.known.ci, m)}"
-            beyond = "the retrain model" if f.reference == "retrain" else "the metric's floor"
-            return f"the target's {m} is only {known} above {beyond}: it cannot test the forget set"
+            beyond = "retrain" if f.reference == "retrain" else "floor"
+            return f"{m}: target − {beyond} = {known} toward knowing, not a point clear of 0: nothing to test"
         if f.state == stats.NOT_FORGOTTEN:
             return f"unlearning moved {m} by {moved} at fp: not a point clear of 0"
         return f"{self.quantizer} brings back {self.recovery_text()} of the {moved} {m} forgotten"
@@ -334,7 +334,8 @@ def gate_summary(verdict: dict[str, Any], fail_above_pct: float | None, where: s
     failing = failing_cells(verdict, fail_above_pct)
     excluded = sum(c["verdict"] == stats.NOTHING_TO_FORGET for c in verdict["cells"])
     rule = f"a recovery above {fail_above_pct:g} % or a model not shown to forget"
-    lines.append(f"gate ({rule}): " + (f"FAIL, {len(failing)} cells" if failing else "pass"))
+    cells = f"{len(failing)} cell" + ("s" if len(failing) > 1 else "")
+    lines.append(f"gate ({rule}): " + (f"FAIL, {cells}" if failing else "pass"))
     for c in failing[:GATE_LINES]:
         lines.append(f"  {c['model']}@{c['target']}: {c['verdict']}: {c['why']}")
     if len(failing) > GATE_LINES:
