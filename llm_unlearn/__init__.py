@@ -16,7 +16,7 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 logging.getLogger("kernels").setLevel(logging.ERROR)
 
 _EXPORTS = {
-    "write_report": "llm_unlearn.audit.report",
+    "write_report": "llm_unlearn.audit.write",
     "MuseCorpus": "llm_unlearn.data.corpora",
     "load_muse": "llm_unlearn.data.corpora",
     "METHODS": "llm_unlearn.methods",

@@ -19,9 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llm_unlearn.audit.relearn import relearnings
-from llm_unlearn.audit.report import write_report
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.audit.run import NO_TARGET, AuditModel, audit
+from llm_unlearn.audit.write import write_report
 from llm_unlearn.callbacks import StopOnMetric
 from llm_unlearn.context import prompt_budget, special_prefix_length, window_length
 from llm_unlearn.data.benchmark import load_benchmark, training_texts, training_windows
