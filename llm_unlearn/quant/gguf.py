@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from llm_unlearn.cachedir import cache_dir
 from llm_unlearn.errors import UserError
 from llm_unlearn.quant.overlap import bucket
 from llm_unlearn.quant.registry import Quantizer, WeightCodes, register_quantizer
@@ -156,8 +157,6 @@ def converter_dir() -> Path:
         if not (folder / "convert_hf_to_gguf.py").is_file():
             raise UserError(f"{CONVERTER_ENV}={folder} has no convert_hf_to_gguf.py; point it at llama.cpp")
         return folder
-    from llm_unlearn.models import cache_dir  # models imports quant: import here
-
     release = _version().split()[-1]
     folder = cache_dir() / "llama.cpp" / release
     if not (folder / "convert_hf_to_gguf.py").is_file():
