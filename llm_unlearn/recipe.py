@@ -34,12 +34,9 @@ from llm_unlearn.audit import stats
 from llm_unlearn.data.benchmark import detect_benchmark
 from llm_unlearn.data.tofu import FORGET_SPLITS, role_config
 from llm_unlearn.errors import UserError
-from llm_unlearn.kernels import family
-from llm_unlearn.kernels.llamacpp import llama_cpp_module
 from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS
-from llm_unlearn.quant import get_quantizer
-from llm_unlearn.quant.rtn import RTNQuantizer
+from llm_unlearn.quant import family, get_quantizer
 from llm_unlearn.registry import Registry
 from llm_unlearn.runfolder import (
     GRID_ALIGNED,
@@ -262,7 +259,7 @@ class QuailSection(_Section):
     @field_validator("quantizer")
     @classmethod
     def _rtn(cls, name: str) -> str:
-        if not isinstance(get_quantizer(name), RTNQuantizer):
+        if not get_quantizer(name).has_mean_step:
             raise ValueError(f"{name!r}: margin auto is defined on an RTN grid; name an rtn-w... quantizer")
         return name
 
@@ -588,13 +585,17 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _kernels_can_run(self) -> Recipe:
-        gguf = [name for name in self.quantize if family(name) == "gguf"]
-        if self.evaluate_with == "kernels" and gguf:
-            llama_cpp_module()  # llama.cpp runs those cells: missing, it is one line now, not mid-audit
-            if "lm_eval" in self.evaluate:
+        # each quantizer says what its own kernels need: a missing backend is one line now, not mid-audit
+        if self.evaluate_with != "kernels":
+            return self
+        for name in self.quantize:
+            quantizer = get_quantizer(name)
+            quantizer.check_kernels()
+            runtime = quantizer.kernel_runtime
+            if runtime is not None and "lm_eval" in self.evaluate:
                 raise ValueError(
-                    f"evaluate_with: kernels: lm_eval wraps a transformers model, and llama.cpp runs "
-                    f"{gguf[0]}; use simulated or move lm_eval to a recipe without gguf-* quantizers"
+                    f"evaluate_with: kernels: lm_eval wraps a transformers model, and {runtime} runs "
+                    f"{name}; use simulated or move lm_eval to a recipe without {family(name)}-* quantizers"
                 )
         return self
 
