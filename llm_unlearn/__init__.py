@@ -27,7 +27,7 @@ _EXPORTS = {
     "get_quantizer": "llm_unlearn.quant",
     "Recipe": "llm_unlearn.recipe",
     "load_recipe": "llm_unlearn.recipe",
-    "UnlearningConfig": "llm_unlearn.trainer",
+    "UnlearningConfig": "llm_unlearn.unlearning_config",
     "UnlearningTrainer": "llm_unlearn.trainer",
 }
 __all__ = sorted(_EXPORTS)

@@ -46,7 +46,7 @@ from llm_unlearn.runfolder import (
     target_label,
 )
 from llm_unlearn.terms import TERMS
-from llm_unlearn.trainer import UnlearningConfig
+from llm_unlearn.unlearning_config import UnlearningConfig
 
 TOFU_METRICS = ("tofu_forget_quality", "tofu_model_utility", "tofu_truth_ratio", "tofu_prob", "tofu_rouge")
 # Set by the method section or by the run itself, so a `train:` entry would be silently ignored:
@@ -686,37 +686,6 @@ class Recipe(_Section):
         """The targets of the run, by label, or those `method` unlearns."""
         available = (self.target_label, GRID_ALIGNED) if self.model.grid_align else (self.target_label,)
         return method.targets if method is not None and method.targets else available
-
-    def training_config(
-        self, method: MethodSection, output_dir: Path, hinge_margin: float | None = None
-    ) -> UnlearningConfig:
-        """The method's `UnlearningConfig`; `hinge_margin` resolves a QUAIL margin of 'auto'."""
-        spec = METHODS.get(method.name)
-        settings: dict[str, Any] = {"report_to": "none", "save_strategy": "no", **self.train}
-        if method.learning_rate is not None:
-            settings["learning_rate"] = method.learning_rate
-        if method.quail is not None:
-            margin = method.quail.margin if method.quail.margin != "auto" else hinge_margin
-            if margin is None:
-                raise ValueError("QUAIL margin 'auto' must be resolved from the target model first")
-            settings.update(
-                hinge_weight=method.quail.weight, hinge_margin=margin, hinge_distance=method.quail.distance
-            )
-        if spec.projection is not None:
-            projection = method.projection or ProjectionSection()
-            settings.update(projection=projection.scope, projection_alpha=projection.alpha)
-        try:
-            return UnlearningConfig(
-                output_dir=str(output_dir),
-                forget_loss=spec.forget_loss,
-                retain_loss=spec.retain_loss,
-                term_params={t: p.model_dump() for t, p in spec.resolve(method.term_values()).items()},
-                retain_weight=method.retain_weight,
-                saliency_percentile=method.sure.percentile if method.sure else None,
-                **settings,
-            )
-        except ValueError as err:  # TrainingArguments' own cross-field checks (e.g. bf16 without a GPU)
-            raise RecipeError(f"train: {str(err).splitlines()[0]}") from None
 
 
 #: ranges TrainingArguments does not check; outside them a run fails late or trains nothing
