@@ -26,7 +26,7 @@ from llm_unlearn.methods import METHODS
 from llm_unlearn.models import demo_checkpoints, load_model, load_tokenizer
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.recipe import load_recipe
-from llm_unlearn.trainer import UnlearningTrainer
+from llm_unlearn.trainer import UnlearningTrainer, training_config
 
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP = 3
@@ -68,7 +68,7 @@ def main() -> None:
         margin = None
         if method.quail is not None and method.quail.margin == "auto":
             margin = get_quantizer(method.quail.quantizer).mean_step(model) / 2
-        config = recipe.training_config(method, Path(tempfile.mkdtemp()), hinge_margin=margin)
+        config = training_config(recipe, method, Path(tempfile.mkdtemp()), hinge_margin=margin)
         config.max_steps = WARMUP + args.steps
         config.disable_tqdm = True
         config.logging_steps = 10_000

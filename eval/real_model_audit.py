@@ -40,11 +40,12 @@ from pathlib import Path
 import smollm2  # eval/smollm2.py, beside this script
 import torch
 
+from llm_unlearn.cachedir import cache_dir
 from llm_unlearn.data.books import BenchmarkSpec, Book, build_benchmark
 from llm_unlearn.data.corpora import load_muse
 from llm_unlearn.metrics.generation import generate_greedy
 from llm_unlearn.metrics.knowmem import build_prompt, cut_answer
-from llm_unlearn.models import cache_dir, gguf_checkpoint, load_model, load_tokenizer, train_causal_lm
+from llm_unlearn.models import gguf_checkpoint, load_model, load_tokenizer, train_causal_lm
 from llm_unlearn.pipeline import run
 from llm_unlearn.recipe import load_recipe
 

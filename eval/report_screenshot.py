@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from llm_unlearn.audit.report import write_report
+from llm_unlearn.audit.write import write_report
 
 
 def main() -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import yaml
 
-from llm_unlearn.audit.report import write_report
+from llm_unlearn.audit.write import write_report
 from llm_unlearn.runfolder import RunFolder, read_json
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 logging.getLogger("kernels").setLevel(logging.ERROR)
 
 _EXPORTS = {
-    "write_report": "llm_unlearn.audit.report",
+    "write_report": "llm_unlearn.audit.write",
     "MuseCorpus": "llm_unlearn.data.corpora",
     "load_muse": "llm_unlearn.data.corpora",
     "METHODS": "llm_unlearn.methods",
@@ -27,7 +27,7 @@ _EXPORTS = {
     "get_quantizer": "llm_unlearn.quant",
     "Recipe": "llm_unlearn.recipe",
     "load_recipe": "llm_unlearn.recipe",
-    "UnlearningConfig": "llm_unlearn.trainer",
+    "UnlearningConfig": "llm_unlearn.unlearning_config",
     "UnlearningTrainer": "llm_unlearn.trainer",
 }
 __all__ = sorted(_EXPORTS)

@@ -208,7 +208,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from llm_unlearn.audit.report import write_report
+    from llm_unlearn.audit.write import write_report
 
     if not (args.run_dir / "results.jsonl").is_file() or not (args.run_dir / "results.jsonl").stat().st_size:
         raise UserError(f"{args.run_dir}: no results in results.jsonl here; give the folder a run wrote")

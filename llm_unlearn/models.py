@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -33,6 +32,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from llm_unlearn.cachedir import cache_dir
 from llm_unlearn.data.collate import LMDataset, UnlearningCollator, chunk_texts
 from llm_unlearn.data.corpora import DEMO, is_hub_id, load_muse
 from llm_unlearn.errors import UserError
@@ -59,11 +59,6 @@ DEMO_TRAINING = dict(
     seed=0,
 )
 DEMO_MAX_LENGTH = 128
-
-
-def cache_dir() -> Path:
-    """Where built models are cached: $LLM_UNLEARN_CACHE or ~/.cache/llm_unlearn."""
-    return Path(os.environ.get("LLM_UNLEARN_CACHE", Path.home() / ".cache" / "llm_unlearn"))
 
 
 def eval_placement(device: torch.device, device_map: str | None = None) -> dict[str, Any]:

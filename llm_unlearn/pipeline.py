@@ -19,9 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llm_unlearn.audit.relearn import relearnings
-from llm_unlearn.audit.report import write_report
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.audit.run import NO_TARGET, AuditModel, audit
+from llm_unlearn.audit.write import write_report
 from llm_unlearn.callbacks import StopOnMetric
 from llm_unlearn.context import prompt_budget, special_prefix_length, window_length
 from llm_unlearn.data.benchmark import load_benchmark, training_texts, training_windows
@@ -49,7 +49,7 @@ from llm_unlearn.quant.calibration import Calibration, build_calibration, calibr
 from llm_unlearn.recipe import MethodSection, Recipe, RecipeError, validate_recipe
 from llm_unlearn.runfolder import GRID_ALIGNED, RunFolder, write_json
 from llm_unlearn.tofu_checkpoints import demo_tofu_checkpoints
-from llm_unlearn.trainer import UnlearningTrainer
+from llm_unlearn.trainer import UnlearningTrainer, training_config
 
 console = Console(stderr=True)
 
@@ -279,7 +279,7 @@ def unlearn(
     if method.quail is not None and method.quail.margin == "auto":
         margin = get_quantizer(method.quail.quantizer).mean_step(model) / 2
     folder, model_name = RunFolder(dest.parents[1]), dest.name
-    args = recipe.training_config(method, folder.trainer_scratch(model_name), hinge_margin=margin)
+    args = training_config(recipe, method, folder.trainer_scratch(model_name), hinge_margin=margin)
     # What the trainer would refuse (OEU under FSDP, a layer the model lacks, ...) as one line, now.
     UnlearningTrainer.check(args, model, PartialState().distributed_type.value)
     lora = recipe.model.lora

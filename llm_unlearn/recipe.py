@@ -34,12 +34,9 @@ from llm_unlearn.audit import stats
 from llm_unlearn.data.benchmark import detect_benchmark
 from llm_unlearn.data.tofu import FORGET_SPLITS, role_config
 from llm_unlearn.errors import UserError
-from llm_unlearn.kernels import family
-from llm_unlearn.kernels.llamacpp import llama_cpp_module
 from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS
-from llm_unlearn.quant import get_quantizer
-from llm_unlearn.quant.rtn import RTNQuantizer
+from llm_unlearn.quant import family, get_quantizer
 from llm_unlearn.registry import Registry
 from llm_unlearn.runfolder import (
     GRID_ALIGNED,
@@ -49,7 +46,7 @@ from llm_unlearn.runfolder import (
     target_label,
 )
 from llm_unlearn.terms import TERMS
-from llm_unlearn.trainer import UnlearningConfig
+from llm_unlearn.unlearning_config import UnlearningConfig
 
 TOFU_METRICS = ("tofu_forget_quality", "tofu_model_utility", "tofu_truth_ratio", "tofu_prob", "tofu_rouge")
 # Set by the method section or by the run itself, so a `train:` entry would be silently ignored:
@@ -262,7 +259,7 @@ class QuailSection(_Section):
     @field_validator("quantizer")
     @classmethod
     def _rtn(cls, name: str) -> str:
-        if not isinstance(get_quantizer(name), RTNQuantizer):
+        if not get_quantizer(name).has_mean_step:
             raise ValueError(f"{name!r}: margin auto is defined on an RTN grid; name an rtn-w... quantizer")
         return name
 
@@ -588,13 +585,17 @@ class Recipe(_Section):
 
     @model_validator(mode="after")
     def _kernels_can_run(self) -> Recipe:
-        gguf = [name for name in self.quantize if family(name) == "gguf"]
-        if self.evaluate_with == "kernels" and gguf:
-            llama_cpp_module()  # llama.cpp runs those cells: missing, it is one line now, not mid-audit
-            if "lm_eval" in self.evaluate:
+        # each quantizer says what its own kernels need: a missing backend is one line now, not mid-audit
+        if self.evaluate_with != "kernels":
+            return self
+        for name in self.quantize:
+            quantizer = get_quantizer(name)
+            quantizer.check_kernels()
+            runtime = quantizer.kernel_runtime
+            if runtime is not None and "lm_eval" in self.evaluate:
                 raise ValueError(
-                    f"evaluate_with: kernels: lm_eval wraps a transformers model, and llama.cpp runs "
-                    f"{gguf[0]}; use simulated or move lm_eval to a recipe without gguf-* quantizers"
+                    f"evaluate_with: kernels: lm_eval wraps a transformers model, and {runtime} runs "
+                    f"{name}; use simulated or move lm_eval to a recipe without {family(name)}-* quantizers"
                 )
         return self
 
@@ -685,37 +686,6 @@ class Recipe(_Section):
         """The targets of the run, by label, or those `method` unlearns."""
         available = (self.target_label, GRID_ALIGNED) if self.model.grid_align else (self.target_label,)
         return method.targets if method is not None and method.targets else available
-
-    def training_config(
-        self, method: MethodSection, output_dir: Path, hinge_margin: float | None = None
-    ) -> UnlearningConfig:
-        """The method's `UnlearningConfig`; `hinge_margin` resolves a QUAIL margin of 'auto'."""
-        spec = METHODS.get(method.name)
-        settings: dict[str, Any] = {"report_to": "none", "save_strategy": "no", **self.train}
-        if method.learning_rate is not None:
-            settings["learning_rate"] = method.learning_rate
-        if method.quail is not None:
-            margin = method.quail.margin if method.quail.margin != "auto" else hinge_margin
-            if margin is None:
-                raise ValueError("QUAIL margin 'auto' must be resolved from the target model first")
-            settings.update(
-                hinge_weight=method.quail.weight, hinge_margin=margin, hinge_distance=method.quail.distance
-            )
-        if spec.projection is not None:
-            projection = method.projection or ProjectionSection()
-            settings.update(projection=projection.scope, projection_alpha=projection.alpha)
-        try:
-            return UnlearningConfig(
-                output_dir=str(output_dir),
-                forget_loss=spec.forget_loss,
-                retain_loss=spec.retain_loss,
-                term_params={t: p.model_dump() for t, p in spec.resolve(method.term_values()).items()},
-                retain_weight=method.retain_weight,
-                saliency_percentile=method.sure.percentile if method.sure else None,
-                **settings,
-            )
-        except ValueError as err:  # TrainingArguments' own cross-field checks (e.g. bf16 without a GPU)
-            raise RecipeError(f"train: {str(err).splitlines()[0]}") from None
 
 
 #: ranges TrainingArguments does not check; outside them a run fails late or trains nothing

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
+from llm_unlearn.cachedir import cache_dir
 from llm_unlearn.data.tofu import DEMO_TOFU, TOFU, get_template, load_tofu, qa_texts, role_config
 from llm_unlearn.models import (
     DEMO_CONFIG,
@@ -26,7 +27,6 @@ from llm_unlearn.models import (
     DEMO_TOKENIZER_VOCAB,
     DEMO_TRAINING,
     build_tokenizer,
-    cache_dir,
     train_demo_model,
 )
 

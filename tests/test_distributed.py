@@ -35,7 +35,8 @@ SCRIPT = textwrap.dedent(
     from conftest import char_tokenizer, tiny_llama
 
     from llm_unlearn.data.collate import ForgetRetainDataset, chunk_texts
-    from llm_unlearn.trainer import UnlearningConfig, UnlearningTrainer
+    from llm_unlearn.trainer import UnlearningTrainer
+    from llm_unlearn.unlearning_config import UnlearningConfig
 
     def train(out, batch, **method):
         torch.set_num_threads(1)

@@ -9,6 +9,7 @@ import yaml
 
 from llm_unlearn.cli import main
 from llm_unlearn.recipe import RecipeError, apply_overrides, load_recipe, validate_recipe
+from llm_unlearn.trainer import training_config
 
 ALL_RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
 # CNN-track recipes (`methods:`) have their own schema and tests (test_cnn.py)
@@ -47,7 +48,7 @@ def test_shipped_recipes_validate(path: Path) -> None:
     # TrainingArguments accepts the train section (bf16 needs a GPU: switched off on this CPU)
     recipe = load_recipe(path, ["train.bf16=false"])
     for method in recipe.method:
-        recipe.training_config(method, Path("/tmp/unused"), hinge_margin=0.01)
+        training_config(recipe, method, Path("/tmp/unused"), hinge_margin=0.01)
 
 
 BASELINES = [
@@ -91,13 +92,13 @@ def test_method_sections_reach_the_training_config() -> None:
     )
     sure, quail, auto, oeu = recipe.method
     assert [m.run_name for m in recipe.method] == ["npo_gdr+sure", "ga_gdr+quail", "quail_auto", "oeu"]
-    config = recipe.training_config(sure, Path("/tmp/unused"))
+    config = training_config(recipe, sure, Path("/tmp/unused"))
     assert (config.saliency_percentile, config.learning_rate, config.forget_loss) == (80, 3e-4, "npo")
-    config = recipe.training_config(quail, Path("/tmp/unused"))
+    config = training_config(recipe, quail, Path("/tmp/unused"))
     assert (config.hinge_weight, config.hinge_margin, config.hinge_distance) == (2, 0.25, "l2")
     assert config.learning_rate == recipe.train["learning_rate"]
-    assert recipe.training_config(auto, Path("/tmp/unused"), hinge_margin=0.01).hinge_margin == 0.01
-    config = recipe.training_config(oeu, Path("/tmp/unused"))
+    assert training_config(recipe, auto, Path("/tmp/unused"), hinge_margin=0.01).hinge_margin == 0.01
+    config = training_config(recipe, oeu, Path("/tmp/unused"))
     assert (config.forget_loss, config.retain_loss, config.projection, config.projection_alpha) == (
         "entropy", "gdr", "layer", 1.0,
     )  # fmt: skip
@@ -234,7 +235,7 @@ def test_training_arguments_errors_are_recipe_errors(tmp_path: Path) -> None:
     train = {"load_best_model_at_end": True, "eval_strategy": "steps"}
     recipe = load_recipe(write(tmp_path, with_(train=train)))
     with pytest.raises(RecipeError, match=r"train: .*load_best_model_at_end requires"):
-        recipe.training_config(recipe.method[0], tmp_path)
+        training_config(recipe, recipe.method[0], tmp_path)
 
 
 def test_override_through_a_scalar_is_an_error() -> None:

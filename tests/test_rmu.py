@@ -13,7 +13,8 @@ from test_trainer import make_trainer
 
 from llm_unlearn.errors import UserError
 from llm_unlearn.terms.rmu import control_vector, rmu_forget, rmu_retain
-from llm_unlearn.trainer import UnlearningConfig, UnlearningTrainer
+from llm_unlearn.trainer import UnlearningTrainer
+from llm_unlearn.unlearning_config import UnlearningConfig
 
 # Two real tokens and one padding position, d = 2; control c·u = (2, 0).
 HIDDEN = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [9.0, 9.0]]])

@@ -17,7 +17,8 @@ import llm_unlearn.trainer as trainer_module
 from llm_unlearn import terms as objectives
 from llm_unlearn.data.collate import ForgetRetainDataset, UnlearningCollator, chunk_texts
 from llm_unlearn.saliency import salient_modules, weight_matrices
-from llm_unlearn.trainer import UnlearningConfig, UnlearningTrainer
+from llm_unlearn.trainer import UnlearningTrainer
+from llm_unlearn.unlearning_config import UnlearningConfig
 
 
 def test_sure_saliency_is_the_accumulated_forget_gradient_norm(tok, tmp_path) -> None:

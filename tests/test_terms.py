@@ -13,7 +13,8 @@ from test_trainer import make_trainer
 
 from llm_unlearn.recipe import RESERVED_TRAIN_FIELDS, MethodSection, RecipeError, load_recipe
 from llm_unlearn.terms import TERMS, klr_muse, npo_muse
-from llm_unlearn.trainer import UnlearningConfig, UnlearningTrainer
+from llm_unlearn.trainer import UnlearningTrainer, training_config
+from llm_unlearn.unlearning_config import UnlearningConfig
 
 
 def test_method_fields_and_reserved_train_fields_derive_from_the_registry(tmp_path) -> None:
@@ -38,7 +39,7 @@ def test_method_fields_and_reserved_train_fields_derive_from_the_registry(tmp_pa
 
 def test_training_config_carries_every_terms_resolved_parameters(tmp_path) -> None:
     recipe = load_recipe(write(tmp_path, with_(method=[{"name": "npo_klr", "beta": 0.5}])))
-    config = recipe.training_config(recipe.method[0], tmp_path)
+    config = training_config(recipe, recipe.method[0], tmp_path)
     assert config.term_params == {"npo": {"beta": 0.5, "muse_compat": False}, "klr": {"muse_compat": False}}
     assert config.weighted_terms() == [("npo", 1.0), ("klr", 1.0)]
 
@@ -138,6 +139,6 @@ def test_muse_compat_trains_on_the_raw_logit_forms_and_the_default_stays_correct
 def test_shipped_recipes_still_resolve_to_the_baselines_terms() -> None:
     root = Path(__file__).parents[1] / "recipes"
     recipe = load_recipe(root / "npo_gdr_news.yaml", ["train.bf16=false"])  # no GPU here
-    config = recipe.training_config(recipe.method[0], Path("/tmp/unused"))
+    config = training_config(recipe, recipe.method[0], Path("/tmp/unused"))
     assert config.weighted_terms() == [("npo", 1.0), ("gdr", 1.0)]
     assert config.resolved_params()["npo"].beta == 0.1

@@ -38,7 +38,8 @@ from llm_unlearn.data.tofu import (
 from llm_unlearn.data.tofu_demo import generate_demo_tofu
 from llm_unlearn.metrics.tofu import answer_logprobs
 from llm_unlearn.recipe import RecipeError, load_recipe, validate_recipe
-from llm_unlearn.trainer import UnlearningConfig, UnlearningTrainer
+from llm_unlearn.trainer import UnlearningTrainer
+from llm_unlearn.unlearning_config import UnlearningConfig
 
 PERTURBED = {
     "question": "Q?",

@@ -12,7 +12,8 @@ from llm_unlearn.metrics import EvalContext, evaluate, required_splits
 from llm_unlearn.metrics import tofu as m
 from llm_unlearn.models import load_model, load_tokenizer
 from llm_unlearn.tofu_checkpoints import demo_tofu_checkpoints
-from llm_unlearn.trainer import UnlearningConfig, UnlearningTrainer
+from llm_unlearn.trainer import UnlearningTrainer
+from llm_unlearn.unlearning_config import UnlearningConfig
 
 NAMES = ["tofu_forget_quality", "tofu_model_utility", "tofu_prob"]
 

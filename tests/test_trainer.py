@@ -12,7 +12,8 @@ from conftest import tiny_llama
 from llm_unlearn import terms as objectives
 from llm_unlearn.data.collate import ForgetRetainDataset, UnlearningCollator, chunk_texts
 from llm_unlearn.methods import METHODS
-from llm_unlearn.trainer import UnlearningConfig, UnlearningTrainer
+from llm_unlearn.trainer import UnlearningTrainer
+from llm_unlearn.unlearning_config import UnlearningConfig
 
 FORGET = ["Alva Merrin was born in Tolvenridge.", "Alva Merrin wrote The Amber Bell in 1931."]
 RETAIN = ["Doro Kesh was a clockmaker.", "Doro Kesh studied with Pell Varin.", "Doro Kesh lived by a mill."]

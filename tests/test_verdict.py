@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llm_unlearn.audit.report import AuditCells, failing_cells, render_markdown, write_report
+from llm_unlearn.audit.report import AuditCells, failing_cells, render_markdown
+from llm_unlearn.audit.write import write_report
 from llm_unlearn.cli import main
 from llm_unlearn.errors import UserError
 from llm_unlearn.runfolder import RunFolder

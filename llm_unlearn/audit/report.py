@@ -18,18 +18,15 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from llm_unlearn.audit import stats
 from llm_unlearn.audit.relearn import RELEARN_METHOD
-from llm_unlearn.audit.results import Key, ResultsFile, cell_key
+from llm_unlearn.audit.results import Key, cell_key
 from llm_unlearn.audit.run import DIAGNOSTICS
 from llm_unlearn.metrics import METRICS
 from llm_unlearn.recipe import VerdictSection, validate_model
-from llm_unlearn.runfolder import GRID_ALIGNED, NO_TARGET, RunFolder, write_atomic, write_json
+from llm_unlearn.runfolder import GRID_ALIGNED, NO_TARGET
 
 TITLES = {
     "verbmem": "VerbMem on forget (ROUGE-L F1 × 100, lower = more forgotten)",
@@ -348,27 +345,6 @@ def gate_summary(verdict: dict[str, Any], fail_above_pct: float | None, where: s
 def verdict_settings(recipe: dict[str, Any] | None, where: str = "recipe.yaml") -> VerdictSection:
     """The run recipe's `verdict` section, or the defaults when it has none (an older run folder)."""
     return validate_model(VerdictSection, (recipe or {}).get("verdict") or {}, f"{where}: verdict")
-
-
-def write_report(run_dir: Path) -> Path:
-    """Write run_dir/report.md, report.html and verdict.json from the run's result files, under the
-    recipe's verdict settings (the defaults without one); return the .md path. Each file is written
-    atomically: a reader (a CI gate on verdict.json) never sees half of one."""
-    folder = RunFolder(run_dir)
-    results = list(ResultsFile(folder.results))
-    diagnostics = list(ResultsFile(folder.diagnostics)) if folder.diagnostics.is_file() else []
-    recipe = folder.read_recipe()
-    cells = AuditCells(results, verdict_settings(recipe, str(folder.recipe)))
-    title = recipe["name"] if recipe else run_dir.name
-    text = render_markdown(results + diagnostics, title, cells)
-    if recipe:
-        text += "\n## Recipe\n\n```yaml\n" + yaml.safe_dump(recipe, sort_keys=False) + "```\n"
-    write_atomic(folder.report_md, text)
-    write_json(folder.verdict, cells.verdict())
-    from llm_unlearn.audit.html import render_html  # html imports this module's tables
-
-    write_atomic(folder.report_html, render_html(results, diagnostics, title, recipe, cells))
-    return folder.report_md
 
 
 @dataclass

@@ -24,7 +24,7 @@ from accelerate import PartialState
 from rich.progress import Progress
 from transformers import PreTrainedModel
 
-from llm_unlearn.audit.cache import cached_codes, cell_folder, quantized
+from llm_unlearn.audit.cache import cached_codes, cell_folder, ensure_cell, quantized
 from llm_unlearn.audit.relearn import Relearning, relearned
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.audit.stats import metric_ci
@@ -86,6 +86,9 @@ def audit(
                 quantizer = _quantizer(quantizer_name, calibration)
                 cell = _cell(cache, model, quantizer)
                 if uses_kernels(quantizer_name, kernels):
+                    quantizer.check_kernels()  # a missing backend is one line, before quantizing for it
+                    if quantizer.artifacts_hold_the_model:  # the backend runs the file kept in the cell
+                        ensure_cell(model.path, quantizer, cell)
                     network = kernel_model(model.path, quantizer, cell)
                 else:
                     network = quantized(model.path, quantizer, cell, placement)

@@ -7,17 +7,25 @@ demo_tofu, a folder of TOFU config files, a Hub id naming TOFU); anything else i
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from llm_unlearn.data.collate import chunk_texts
 from llm_unlearn.data.corpora import MuseCorpus, load_muse
 from llm_unlearn.data.tofu import TofuCorpus, is_tofu_source, load_tofu, qa_texts
 from llm_unlearn.data.tofu import training_windows as qa_windows
 
-if TYPE_CHECKING:  # the recipe validates its data section with this module's detect_benchmark
-    from llm_unlearn.recipe import DataSection
-
 Benchmark = Literal["muse", "tofu"]
+
+
+class Splits(Protocol):
+    """Which MUSE raw splits are the forget and retain sets: the recipe's data section is one (typed
+    here, not imported: the recipe validates with this module, so data stays below it)."""
+
+    @property
+    def forget_split(self) -> str: ...
+
+    @property
+    def retain_split(self) -> str: ...
 
 
 def detect_benchmark(source: str, benchmark: str = "auto") -> Benchmark:
@@ -41,7 +49,7 @@ def load_benchmark(
     return load_tofu(source, needs, forget_split, template)
 
 
-def training_texts(data: DataSection, corpus: MuseCorpus | TofuCorpus, role: str) -> list[str]:
+def training_texts(data: Splits, corpus: MuseCorpus | TofuCorpus, role: str) -> list[str]:
     """The whole texts of the forget or retain set (`role`), for relearning slices and calibration:
     MUSE's raw passages of data.forget_split / retain_split, or TOFU's question-answer pairs in the
     run's chat template."""
@@ -51,7 +59,7 @@ def training_texts(data: DataSection, corpus: MuseCorpus | TofuCorpus, role: str
 
 
 def training_windows(
-    data: DataSection, corpus: MuseCorpus | TofuCorpus, role: str, tokenizer: Any, length: int
+    data: Splits, corpus: MuseCorpus | TofuCorpus, role: str, tokenizer: Any, length: int
 ) -> list[list[int]]:
     """The forget or retain set as training windows: MUSE's passages cut into `length`-token windows
     (the loss on every token), or TOFU's QA pairs with the loss on the answer only."""

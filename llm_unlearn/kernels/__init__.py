@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from llm_unlearn.models import load_model
-from llm_unlearn.quant import Quantizer
+from llm_unlearn.quant import Quantizer, family
 
 #: quantizer family -> how its cells are computed with `kernels` (a result line's `evaluation`)
 KERNELS = {
@@ -30,13 +30,10 @@ KERNELS = {
 }
 
 
-def family(quantizer: str) -> str:
-    return quantizer.split("-", 1)[0]
-
-
 def kernel_model(checkpoint: Path, quantizer: Quantizer, cell: Path) -> nn.Module:
     """The model at `checkpoint` under `quantizer`, run by the backend's own inference; `cell` is
-    its folder in the audit's quantized cache (where `gguf-*` keeps llama.cpp's file)."""
+    its folder in the audit's quantized cache, already written where the backend runs the file the
+    quantizer kept there (`Quantizer.artifacts_hold_the_model`: llama.cpp's for `gguf-*`)."""
     if family(quantizer.name) == "gguf":
         from llm_unlearn.kernels.llamacpp import llama_cpp_model
 

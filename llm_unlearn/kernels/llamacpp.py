@@ -44,21 +44,10 @@ from transformers import AutoConfig, GenerationConfig, PretrainedConfig
 from transformers.modeling_outputs import CausalLMOutput
 
 from llm_unlearn.context import context_length
-from llm_unlearn.errors import UserError
-from llm_unlearn.quant.gguf import GGUFQuantizer
+from llm_unlearn.quant.gguf import GGUFQuantizer, llama_cpp_module
 
-MISSING = "evaluate_with: kernels runs gguf-* cells on llama.cpp: pip install 'llm-unlearn[llamacpp]'"
 #: the smallest context a Llama is built with (llama-cpp-python's default n_ctx)
 MIN_CONTEXT = 512
-
-
-def llama_cpp_module() -> Any:
-    """The `llama_cpp` package, or a one-line UserError naming the extra that installs it."""
-    try:
-        import llama_cpp
-    except ImportError:
-        raise UserError(MISSING) from None
-    return llama_cpp
 
 
 class LlamaCppModel(nn.Module):
@@ -184,12 +173,9 @@ def _without_weight_repacking(llama_cpp: Any) -> Iterator[None]:
 
 
 def llama_cpp_model(checkpoint: Path, quantizer: GGUFQuantizer, cell: Path) -> LlamaCppModel:
-    """The `gguf-*` cell of `checkpoint` in `cell` (quantized and cached first if it is not) run by
-    llama.cpp: the GGUF file its quantizer kept there."""
-    from llm_unlearn.audit.cache import ensure_cell  # the audit imports this package: import here
-
-    llama_cpp_module()  # before quantizing: the one line, not a conversion's traceback
-    ensure_cell(checkpoint, quantizer, cell)
+    """The `gguf-*` cell of `checkpoint` in `cell` run by llama.cpp: the GGUF file its quantizer
+    kept there (the audit writes the cell first, `audit/run.py`)."""
+    llama_cpp_module()  # the one line, not a traceback from inside llama.cpp
     path = quantizer.kept_file(cell)
     config = AutoConfig.from_pretrained(str(checkpoint))
     if (checkpoint / "generation_config.json").is_file():

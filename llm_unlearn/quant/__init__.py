@@ -8,6 +8,7 @@ from llm_unlearn.quant.registry import (
     QUANTIZER_FAMILIES,
     Quantizer,
     WeightCodes,
+    family,
     get_quantizer,
     register_quantizer,
 )
@@ -15,4 +16,4 @@ from llm_unlearn.quant.registry import (
 # importing a module registers its quantizers
 from llm_unlearn.quant import bnb, calibrated, fp8, gguf, hqq, rtn  # noqa: E402,F401  isort: skip
 
-__all__ = ["QUANTIZER_FAMILIES", "Quantizer", "WeightCodes", "get_quantizer", "register_quantizer"]
+__all__ = ["QUANTIZER_FAMILIES", "Quantizer", "WeightCodes", "family", "get_quantizer", "register_quantizer"]

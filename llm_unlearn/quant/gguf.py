@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from llm_unlearn.cachedir import cache_dir
 from llm_unlearn.errors import UserError
 from llm_unlearn.quant.overlap import bucket
 from llm_unlearn.quant.registry import Quantizer, WeightCodes, register_quantizer
@@ -64,6 +65,8 @@ FTYPES = {
     "q2_k": "Q2_K",
 }
 MISSING = "GGUF quantizers need llama-cpp-python: pip install 'llm-unlearn[llamacpp]'"
+#: running a cell on llama.cpp's own inference (`evaluate_with: kernels`, `kernels/llamacpp.py`)
+KERNELS_MISSING = "evaluate_with: kernels runs gguf-* cells on llama.cpp: pip install 'llm-unlearn[llamacpp]'"
 #: where llama.cpp's converter is looked for first (a llama.cpp checkout or its vendored copy)
 CONVERTER_ENV = "LLM_UNLEARN_LLAMA_CPP"
 #: the converter's files in llama-cpp-python's source archive
@@ -84,6 +87,7 @@ class GGUFQuantizer(Quantizer):
 
     pattern = "gguf-{" + ",".join(FTYPES) + "}"
     artifacts_hold_the_model = True  # the GGUF file gives every parameter its value
+    kernel_runtime = "llama.cpp"
 
     def __init__(self, name: str) -> None:
         ftype = FTYPES.get(name.removeprefix("gguf-"))
@@ -136,6 +140,9 @@ class GGUFQuantizer(Quantizer):
             shutil.copy2(path, folder / path.name)
         (folder / "gguf_types.json").write_text(json.dumps(self.tensor_types, indent=1))
 
+    def check_kernels(self) -> None:
+        llama_cpp_module()  # missing, it is one line now, not mid-audit
+
     def config(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -156,8 +163,6 @@ def converter_dir() -> Path:
         if not (folder / "convert_hf_to_gguf.py").is_file():
             raise UserError(f"{CONVERTER_ENV}={folder} has no convert_hf_to_gguf.py; point it at llama.cpp")
         return folder
-    from llm_unlearn.models import cache_dir  # models imports quant: import here
-
     release = _version().split()[-1]
     folder = cache_dir() / "llama.cpp" / release
     if not (folder / "convert_hf_to_gguf.py").is_file():
@@ -383,6 +388,16 @@ def _block_scales(qtype: str, blocks: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 #: the no-op log callback handed to llama.cpp (kept referenced: llama.cpp calls it later)
 _SILENCE: list[Any] = []
+
+
+def llama_cpp_module() -> Any:
+    """The `llama_cpp` package that runs a GGUF cell (`evaluate_with: kernels`), or a one-line
+    UserError naming the extra that installs it."""
+    try:
+        import llama_cpp
+    except ImportError:
+        raise UserError(KERNELS_MISSING) from None
+    return llama_cpp
 
 
 def _llama_cpp() -> Any:

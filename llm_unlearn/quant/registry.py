@@ -112,6 +112,12 @@ class Quantizer(ABC):
     #: whether the files `save_artifacts` keeps hold the whole quantized model (llama.cpp's GGUF
     #: file): a cell then stores nothing else and is rebuilt from them (`load_artifacts`)
     artifacts_hold_the_model: bool = False
+    #: under `evaluate_with: kernels`, what runs this family's cells where that is no transformers
+    #: model (llama.cpp for gguf-*): lm_eval, which wraps a transformers model, cannot evaluate them
+    kernel_runtime: str | None = None
+    #: whether `mean_step(model)` gives the mean step of a grid the weights alone fix (RTN): QUAIL's
+    #: margin `auto` is half of it
+    has_mean_step: bool = False
 
     @abstractmethod
     def quantize_model(self, model: nn.Module) -> nn.Module:
@@ -121,6 +127,12 @@ class Quantizer(ABC):
         """Raise a one-line UserError if this quantizer cannot quantize `model` (a model on the meta
         device will do: only shapes are read), so a run refuses before it trains anything.
         Quantizers that take any shape keep this default."""
+        return None
+
+    def check_kernels(self) -> None:
+        """Raise a one-line UserError if this family's own kernels (`evaluate_with: kernels`) cannot
+        run here (their package is missing), so a recipe refuses before anything is built; families
+        with nothing to check keep this default."""
         return None
 
     @abstractmethod
@@ -152,13 +164,17 @@ def register_quantizer(family: str) -> Callable[[Callable[[str], Quantizer]], Ca
     return QUANTIZER_FAMILIES.register(family)
 
 
+def family(name: str) -> str:
+    """The family of a quantizer name, its registry key: `rtn-w4-g128-asym` -> `rtn`."""
+    return name.split("-", 1)[0]
+
+
 def get_quantizer(name: str) -> Quantizer:
     """The quantizer called `name`; a malformed or unknown name raises with the known patterns."""
-    family = name.split("-", 1)[0]
-    if family not in QUANTIZER_FAMILIES:
+    if family(name) not in QUANTIZER_FAMILIES:
         raise UnknownNameError(f"unknown quantizer {name!r}; known: {known_quantizers()}")
     try:
-        return QUANTIZER_FAMILIES.get(family)(name)
+        return QUANTIZER_FAMILIES.get(family(name))(name)
     except UserError:
         raise
     except ValueError as err:  # a malformed name (`gptq-w5`) is the user's to fix, wherever it was typed

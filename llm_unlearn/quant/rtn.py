@@ -181,6 +181,7 @@ class RTNQuantizer(Quantizer):
     """
 
     pattern = "rtn-w{2,3,4,8}[-g{32,64,128}][-asym|-min]"
+    has_mean_step = True
 
     def __init__(self, name: str) -> None:
         match = _RTN_NAME.fullmatch(name)
