@@ -37,7 +37,7 @@ from llm_unlearn.errors import UserError
 from llm_unlearn.kernels import family
 from llm_unlearn.kernels.llamacpp import llama_cpp_module
 from llm_unlearn.methods import METHODS
-from llm_unlearn.metrics import METRICS
+from llm_unlearn.metrics import METRICS, benchmark_defaults, benchmark_metrics
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.quant.rtn import RTNQuantizer
 from llm_unlearn.registry import Registry
@@ -51,7 +51,6 @@ from llm_unlearn.runfolder import (
 from llm_unlearn.terms import TERMS
 from llm_unlearn.trainer import UnlearningConfig
 
-TOFU_METRICS = ("tofu_forget_quality", "tofu_model_utility", "tofu_truth_ratio", "tofu_prob", "tofu_rouge")
 # Set by the method section or by the run itself, so a `train:` entry would be silently ignored:
 # every field UnlearningConfig adds to TrainingArguments, and the output folder.
 RESERVED_TRAIN_FIELDS = {"output_dir"} | {f.name for f in dataclasses.fields(UnlearningConfig) if f.init} - {
@@ -216,7 +215,7 @@ def _data_kind(data: dict[str, Any]) -> str:
 
 
 class LmEvalSection(_Section):
-    """General utility through lm-evaluation-harness (`pip install lm-eval`): the `lm_eval` metric."""
+    """General utility through lm-evaluation-harness (`pip install lm-eval`): the settings of its metric."""
 
     tasks: tuple[str, ...] = Field(
         min_length=1, description="lm-eval task names, e.g. mmlu, arc_easy, hellaswag."
@@ -232,7 +231,7 @@ class LmEvalSection(_Section):
 
 class StopSection(_Section):
     metric: Annotated[str, registered(METRICS)] = Field(
-        description="Metric checked during unlearning, e.g. knowmem_forget."
+        description="Metric checked during unlearning: any registered metric."
     )
     below: float = Field(description="Stop once the metric is at or below this value.")
     every_n_steps: int = Field(default=25, ge=1)
@@ -499,7 +498,7 @@ class Recipe(_Section):
     train: dict[str, Any] = Field(default_factory=dict, description="Any TrainingArguments field.")
     quantize: tuple[str, ...] = ("fp",)
     calibration: CalibrationSection = CalibrationSection()
-    evaluate: tuple[str, ...] = ("verbmem", "knowmem_forget", "knowmem_retain", "privleak")
+    evaluate: tuple[str, ...] = benchmark_defaults("muse")
     evaluate_with: Literal["simulated", "kernels"] = Field(
         default="simulated",
         description="simulated: every quantized cell is its dequantized weights (float32 on the CPU, the "
@@ -517,7 +516,9 @@ class Recipe(_Section):
         description="Relearning checks, each one audit column beside the quantizers; none by default.",
     )
     verdict: VerdictSection = VerdictSection()
-    lm_eval: LmEvalSection | None = Field(default=None, description="The tasks of the `lm_eval` metric.")
+    lm_eval: LmEvalSection | None = Field(
+        default=None, description="The tasks of the lm-evaluation-harness metric."
+    )
     output: OutputSection
 
     @field_validator("method", "models", "relearn", mode="before")
@@ -562,28 +563,26 @@ class Recipe(_Section):
     @model_validator(mode="before")
     @classmethod
     def _benchmark_metrics_by_default(cls, data: Any) -> Any:
-        # the default metrics are the benchmark's own: MUSE's four, or TOFU's five
+        # the default metrics are the benchmark's own (the registry's default_rank): MUSE's four, TOFU's five
         if isinstance(data, dict) and "evaluate" not in data:
             section = data.get("data") if isinstance(data.get("data"), dict) else {}
             if _data_kind(section) == "tofu":
-                data = {**data, "evaluate": TOFU_METRICS}
+                data = {**data, "evaluate": benchmark_defaults("tofu")}
         return data
 
     @model_validator(mode="after")
     def _metrics_fit_the_benchmark(self) -> Recipe:
         kind = self.data.kind
         for name in self.evaluate:
-            configs = set(METRICS.get(name).requires)
-            if configs and (kind == "tofu") != (configs == {"tofu"}):
-                other = "TOFU" if kind == "muse" else "MUSE"
+            metric = METRICS.get(name)
+            if metric.benchmark is not None and metric.benchmark != kind:
                 raise ValueError(
-                    f"evaluate: {name} reads {other} data but data.source is a {kind.upper()} benchmark; "
-                    f"use {'tofu_* metrics' if kind == 'tofu' else 'verbmem, knowmem_*, privleak*'}"
+                    f"evaluate: {name} reads {metric.benchmark.upper()} data but data.source is a "
+                    f"{kind.upper()} benchmark; use {', '.join(benchmark_metrics(kind))}"
                 )
-        if "lm_eval" in self.evaluate and self.lm_eval is None:
-            raise ValueError(
-                "evaluate: lm_eval needs an lm_eval section naming its tasks, e.g. {tasks: [arc_easy]}"
-            )
+            if metric.settings is not None and getattr(self, metric.settings, None) is None:
+                described = type(self).model_fields[metric.settings].description
+                raise ValueError(f"evaluate: {name} needs an {metric.settings} section ({described})")
         return self
 
     @model_validator(mode="after")
@@ -591,11 +590,12 @@ class Recipe(_Section):
         gguf = [name for name in self.quantize if family(name) == "gguf"]
         if self.evaluate_with == "kernels" and gguf:
             llama_cpp_module()  # llama.cpp runs those cells: missing, it is one line now, not mid-audit
-            if "lm_eval" in self.evaluate:
-                raise ValueError(
-                    f"evaluate_with: kernels: lm_eval wraps a transformers model, and llama.cpp runs "
-                    f"{gguf[0]}; use simulated or move lm_eval to a recipe without gguf-* quantizers"
-                )
+            for name in self.evaluate:
+                if METRICS.get(name).transformers_only:
+                    raise ValueError(
+                        f"evaluate_with: kernels: {name} wraps a transformers model, and llama.cpp runs "
+                        f"{gguf[0]}; use simulated or move {name} to a recipe without gguf-* quantizers"
+                    )
         return self
 
     @model_validator(mode="after")
