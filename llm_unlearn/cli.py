@@ -88,7 +88,6 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 AUDIT_QUANTIZERS = "fp,rtn-w8,rtn-w4-g128"
-MUSE_METRICS = ("verbmem", "knowmem_forget", "knowmem_retain", "privleak")
 #: the flags that build an audit recipe on the command line (beside --set and --fail-above)
 AUDIT_FLAGS = (
     "target", "model", "retrain", "data", "quantize", "metrics", "out", "relearn", "batch_size",
@@ -170,13 +169,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from llm_unlearn.data.benchmark import detect_benchmark, load_benchmark
-    from llm_unlearn.metrics import METRICS, EvalContext, evaluate, required_splits, tofu
+    from llm_unlearn.metrics import METRICS, EvalContext, benchmark_defaults, evaluate, required_splits, tofu
     from llm_unlearn.models import eval_placement, load_model, load_tokenizer, resolve_checkpoint
-    from llm_unlearn.recipe import TOFU_METRICS
     from llm_unlearn.runfolder import write_json
 
     kind = detect_benchmark(args.data)
-    default = ",".join(TOFU_METRICS if kind == "tofu" else MUSE_METRICS)
+    default = ",".join(benchmark_defaults(kind))
     names = _names(default if args.metrics is None else args.metrics, "--metrics")
     for name in names:
         METRICS.get(name)
@@ -387,7 +385,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reference-truth-ratios",
         type=Path,
-        help="tofu_forget_quality's reference: the retain model's results JSON (this command's, or "
+        help="TOFU forget quality's reference: the retain model's results JSON (this command's, or "
         "open-unlearning's TOFU_EVAL.json)",
     )
     p.add_argument("--out", type=Path, required=True, help="JSON file for the results")

@@ -38,7 +38,7 @@ from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from llm_unlearn.audit.cache import CONFIG, materialize
-from llm_unlearn.audit.report import TITLES, AuditCells, verdict_markdown, verdict_settings
+from llm_unlearn.audit.report import AuditCells, metric_title, verdict_markdown, verdict_settings
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.data.corpora import DEMO, is_hub_id
 from llm_unlearn.errors import UserError
@@ -320,7 +320,7 @@ def _audit_table(cells: AuditCells, rows: list[dict[str, Any]], run: str, target
         found = [cells.get("target", target, "fp", metric), cells.get("retrain", "-", "fp", metric)]
         found += [cells.get(run, target, q, metric) for q in quantizers]
         texts = ["–" if c is None else c.text() for c in found]
-        lines.append(f"| {TITLES.get(metric, metric)} | " + " | ".join(texts) + " |")
+        lines.append(f"| {metric_title(metric)} | " + " | ".join(texts) + " |")
     lines += ["", "Quantizers:", ""]
     configs = {r["quantizer"]: r.get("quantizer_config", {}) for r in rows}
     lines += [f"- `{q}`: `{json.dumps(configs[q], sort_keys=True)}`" for q in quantizers]

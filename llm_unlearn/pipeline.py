@@ -30,7 +30,7 @@ from llm_unlearn.data.corpora import DEMO, MuseCorpus
 from llm_unlearn.data.tofu import DEMO_TOFU, TofuCorpus
 from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
-from llm_unlearn.metrics import METRICS, EvalContext, harness, required_splits
+from llm_unlearn.metrics import METRICS, EvalContext, required_splits
 from llm_unlearn.models import (
     Checkpoint,
     check_same_model_family,
@@ -99,8 +99,10 @@ def run(recipe: Recipe) -> Path:
             path = materialize(sources[f"models.{i}.path"], folder.checkpoint(f"{entry.name}@{label}"))
             models.append(AuditModel(entry.name, label, path))
     ctx = EvalContext(tokenizer=tokenizer, corpus=corpus, batch_size=_eval_batch_size(recipe))
-    if recipe.lm_eval is not None:
-        ctx.extra[harness.SETTINGS_KEY] = recipe.lm_eval.model_dump()
+    # a metric's own recipe section (`Metric.settings`: lm-eval's tasks) travels in ctx.extra
+    for section in sorted({METRICS.get(n).settings for n in METRICS.names()} - {None}):
+        if getattr(recipe, section, None) is not None:
+            ctx.extra[section] = getattr(recipe, section).model_dump()
     for method in recipe.method:
         for target_name in recipe.targets(method):
             dest = folder.checkpoint(f"{method.run_name}@{target_name}")

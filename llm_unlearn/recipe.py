@@ -30,12 +30,12 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from transformers import TrainingArguments
 
-from llm_unlearn.audit import stats
 from llm_unlearn.data.benchmark import detect_benchmark
 from llm_unlearn.data.tofu import FORGET_SPLITS, role_config
 from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
-from llm_unlearn.metrics import METRICS
+from llm_unlearn.metrics import METRICS, benchmark_defaults, benchmark_metrics
+from llm_unlearn.metrics.bootstrap import CONFIDENCE, RESAMPLES, SEED
 from llm_unlearn.quant import family, get_quantizer
 from llm_unlearn.registry import Registry
 from llm_unlearn.runfolder import (
@@ -48,7 +48,6 @@ from llm_unlearn.runfolder import (
 from llm_unlearn.terms import TERMS
 from llm_unlearn.unlearning_config import UnlearningConfig
 
-TOFU_METRICS = ("tofu_forget_quality", "tofu_model_utility", "tofu_truth_ratio", "tofu_prob", "tofu_rouge")
 # Set by the method section or by the run itself, so a `train:` entry would be silently ignored:
 # every field UnlearningConfig adds to TrainingArguments, and the output folder.
 RESERVED_TRAIN_FIELDS = {"output_dir"} | {f.name for f in dataclasses.fields(UnlearningConfig) if f.init} - {
@@ -213,7 +212,7 @@ def _data_kind(data: dict[str, Any]) -> str:
 
 
 class LmEvalSection(_Section):
-    """General utility through lm-evaluation-harness (`pip install lm-eval`): the `lm_eval` metric."""
+    """General utility through lm-evaluation-harness (`pip install lm-eval`): the settings of its metric."""
 
     tasks: tuple[str, ...] = Field(
         min_length=1, description="lm-eval task names, e.g. mmlu, arc_easy, hellaswag."
@@ -229,7 +228,7 @@ class LmEvalSection(_Section):
 
 class StopSection(_Section):
     metric: Annotated[str, registered(METRICS)] = Field(
-        description="Metric checked during unlearning, e.g. knowmem_forget."
+        description="Metric checked during unlearning: any registered metric."
     )
     below: float = Field(description="Stop once the metric is at or below this value.")
     every_n_steps: int = Field(default=25, ge=1)
@@ -432,28 +431,32 @@ class RelearnSection(_Section):
         return self.label or f"relearn-{self.split}-{self.steps}"
 
 
+#: the verdict bands' defaults, in percent of recovery (audit/stats.py reads them from here)
+HOLDS_BELOW, FAILS_FROM = 25.0, 50.0
+
+
 class VerdictSection(_Section):
     """The release verdict of each forget-metric recovery (`audit/stats.py`) and its bootstrap."""
 
     holds_below: float = Field(
-        default=stats.HOLDS_BELOW,
+        default=HOLDS_BELOW,
         gt=0,
         lt=100,
         description="'holds' when the whole recovery interval is below this percentage.",
     )
     fails_from: float = Field(
-        default=stats.FAILS_FROM,
+        default=FAILS_FROM,
         gt=0,
         le=100,
         description="'fails' when the whole recovery interval is at or above this percentage.",
     )
     resamples: int = Field(
-        default=stats.RESAMPLES, ge=100, le=100_000, description="Bootstrap resamples of every interval."
+        default=RESAMPLES, ge=100, le=100_000, description="Bootstrap resamples of every interval."
     )
     confidence: float = Field(
-        default=stats.CONFIDENCE, gt=0, lt=1, description="Coverage of every interval (0.95 = 95 %)."
+        default=CONFIDENCE, gt=0, lt=1, description="Coverage of every interval (0.95 = 95 %)."
     )
-    seed: int = Field(default=stats.SEED, ge=0, description="Seeds the bootstrap resamples.")
+    seed: int = Field(default=SEED, ge=0, description="Seeds the bootstrap resamples.")
     metrics: tuple[str, ...] | None = Field(
         default=None,
         min_length=1,
@@ -496,7 +499,7 @@ class Recipe(_Section):
     train: dict[str, Any] = Field(default_factory=dict, description="Any TrainingArguments field.")
     quantize: tuple[str, ...] = ("fp",)
     calibration: CalibrationSection = CalibrationSection()
-    evaluate: tuple[str, ...] = ("verbmem", "knowmem_forget", "knowmem_retain", "privleak")
+    evaluate: tuple[str, ...] = benchmark_defaults("muse")
     evaluate_with: Literal["simulated", "kernels"] = Field(
         default="simulated",
         description="simulated: every quantized cell is its dequantized weights (float32 on the CPU, the "
@@ -514,7 +517,9 @@ class Recipe(_Section):
         description="Relearning checks, each one audit column beside the quantizers; none by default.",
     )
     verdict: VerdictSection = VerdictSection()
-    lm_eval: LmEvalSection | None = Field(default=None, description="The tasks of the `lm_eval` metric.")
+    lm_eval: LmEvalSection | None = Field(
+        default=None, description="The tasks of the lm-evaluation-harness metric."
+    )
     output: OutputSection
 
     @field_validator("method", "models", "relearn", mode="before")
@@ -559,28 +564,26 @@ class Recipe(_Section):
     @model_validator(mode="before")
     @classmethod
     def _benchmark_metrics_by_default(cls, data: Any) -> Any:
-        # the default metrics are the benchmark's own: MUSE's four, or TOFU's five
+        # the default metrics are the benchmark's own (the registry's default_rank): MUSE's four, TOFU's five
         if isinstance(data, dict) and "evaluate" not in data:
             section = data.get("data") if isinstance(data.get("data"), dict) else {}
             if _data_kind(section) == "tofu":
-                data = {**data, "evaluate": TOFU_METRICS}
+                data = {**data, "evaluate": benchmark_defaults("tofu")}
         return data
 
     @model_validator(mode="after")
     def _metrics_fit_the_benchmark(self) -> Recipe:
         kind = self.data.kind
         for name in self.evaluate:
-            configs = set(METRICS.get(name).requires)
-            if configs and (kind == "tofu") != (configs == {"tofu"}):
-                other = "TOFU" if kind == "muse" else "MUSE"
+            metric = METRICS.get(name)
+            if metric.benchmark is not None and metric.benchmark != kind:
                 raise ValueError(
-                    f"evaluate: {name} reads {other} data but data.source is a {kind.upper()} benchmark; "
-                    f"use {'tofu_* metrics' if kind == 'tofu' else 'verbmem, knowmem_*, privleak*'}"
+                    f"evaluate: {name} reads {metric.benchmark.upper()} data but data.source is a "
+                    f"{kind.upper()} benchmark; use {', '.join(benchmark_metrics(kind))}"
                 )
-        if "lm_eval" in self.evaluate and self.lm_eval is None:
-            raise ValueError(
-                "evaluate: lm_eval needs an lm_eval section naming its tasks, e.g. {tasks: [arc_easy]}"
-            )
+            if metric.settings is not None and getattr(self, metric.settings, None) is None:
+                described = type(self).model_fields[metric.settings].description
+                raise ValueError(f"evaluate: {name} needs an {metric.settings} section ({described})")
         return self
 
     @model_validator(mode="after")
@@ -592,11 +595,13 @@ class Recipe(_Section):
             quantizer = get_quantizer(name)
             quantizer.check_kernels()
             runtime = quantizer.kernel_runtime
-            if runtime is not None and "lm_eval" in self.evaluate:
-                raise ValueError(
-                    f"evaluate_with: kernels: lm_eval wraps a transformers model, and {runtime} runs "
-                    f"{name}; use simulated or move lm_eval to a recipe without {family(name)}-* quantizers"
-                )
+            for metric in self.evaluate if runtime is not None else ():
+                if METRICS.get(metric).transformers_only:
+                    raise ValueError(
+                        f"evaluate_with: kernels: {metric} wraps a transformers model, and {runtime} runs "
+                        f"{name}; use simulated or move {metric} to a recipe without "
+                        f"{family(name)}-* quantizers"
+                    )
         return self
 
     @model_validator(mode="after")

@@ -22,7 +22,6 @@ from llm_unlearn.audit import stats
 from llm_unlearn.audit.report import (
     DIAGNOSTIC_COLUMNS,
     TARGET_LABELS,
-    TITLES,
     VERDICT_ORDER,
     AuditCells,
     Cell,
@@ -30,10 +29,12 @@ from llm_unlearn.audit.report import (
     diagnostic_cell,
     gate_note,
     metric_tables,
+    metric_title,
     row_order,
     verdict_counts,
     verdict_legend,
 )
+from llm_unlearn.metrics import METRICS
 
 #: the colour of each verdict: never forgotten / forgetting failed / partly back / kept / untestable
 VERDICT_CSS = {
@@ -122,7 +123,7 @@ def _metric_view(tables: MetricTables, cells: AuditCells, metric: str) -> dict[s
             cell = cells.get(model, target, q, metric)
             row.append({"text": cell.text() if cell else "", "css": css(cell)})
         view.append({"model": model, "target": TARGET_LABELS.get(target, target), "cells": row})
-    return {"title": TITLES.get(metric, metric), "rows": view}
+    return {"title": metric_title(metric), "rows": view}
 
 
 def css(cell: Cell | None) -> str:
@@ -173,8 +174,10 @@ def _bits(config: dict[str, Any]) -> float:
 
 def _plots(tables: MetricTables, diagnostics: list[dict[str, Any]]) -> list[dict[str, str]]:
     plots = [_metric_vs_bits(tables)]
-    if "knowmem_forget" in tables.values and "knowmem_retain" in tables.values:
-        plots.append(_tradeoff(tables))
+    pairs = [(m, METRICS.get(m).paired_with) for m in tables.values if m in METRICS]
+    pairs = [(forget, retain) for forget, retain in pairs if retain in tables.values]
+    if pairs:  # the first forget metric drawn against its retain twin (`Metric.paired_with`)
+        plots.append(_tradeoff(tables, *pairs[0]))
     if diagnostics:
         plots.append(_update_kept_histogram(diagnostics))
     return plots
@@ -223,8 +226,8 @@ def _metric_vs_bits(tables: MetricTables) -> dict[str, str]:
     }
 
 
-def _tradeoff(tables: MetricTables) -> dict[str, str]:
-    forget, retain = tables.values["knowmem_forget"], tables.values["knowmem_retain"]
+def _tradeoff(tables: MetricTables, forget_metric: str, retain_metric: str) -> dict[str, str]:
+    forget, retain = tables.values[forget_metric], tables.values[retain_metric]
     quantizers = [q for q in tables.quantizers if not tables.is_relearn(q)]
     lowest = min(quantizers, key=lambda q: _bits(tables.configs.get(q, {})))
     fig = Figure(figsize=(7, 5))
@@ -242,8 +245,10 @@ def _tradeoff(tables: MetricTables) -> dict[str, str]:
         if None not in points[1] and lowest != "fp":
             ax.annotate("", points[1], points[0], arrowprops={"arrowstyle": "->", "color": colour})
             ax.plot(*points[1], "x", color=colour)
-    ax.set_xlabel("KnowMem on retain (utility, higher is better)")
-    ax.set_ylabel("KnowMem on forget (lower = more forgotten)")
+    forgets, retains = METRICS.get(forget_metric), METRICS.get(retain_metric)
+    ax.set_xlabel(f"{retains.title or retain_metric} (utility, higher is better)")
+    direction = "lower" if forgets.lower_forgets else "higher"
+    ax.set_ylabel(f"{forgets.title or forget_metric} ({direction} = more forgotten)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     return {
         "title": "Forgetting vs utility, and where quantization moves each model",

@@ -28,18 +28,6 @@ from llm_unlearn.metrics import METRICS
 from llm_unlearn.recipe import VerdictSection, validate_model
 from llm_unlearn.runfolder import GRID_ALIGNED, NO_TARGET
 
-TITLES = {
-    "verbmem": "VerbMem on forget (ROUGE-L F1 × 100, lower = more forgotten)",
-    "knowmem_forget": "KnowMem on forget (ROUGE-L F1 × 100, lower = more forgotten)",
-    "knowmem_retain": "KnowMem on retain (ROUGE-L F1 × 100, higher = more utility kept)",
-    "privleak": "PrivLeak (Min-K% Prob AUC vs the retrain model, %, near 0 is ideal)",
-    "tofu_forget_quality": "TOFU forget quality (KS p-value vs the retrain model, higher = more forgotten)",
-    "tofu_model_utility": "TOFU model utility (harmonic mean of nine, higher = more utility kept)",
-    "tofu_prob": "TOFU answer probability on forget (lower = more forgotten)",
-    "tofu_rouge": "TOFU ROUGE-L recall on forget (lower = more forgotten)",
-    "tofu_truth_ratio": "TOFU truth ratio on forget (mean min(R, 1/R), near 1 = forgotten)",
-    "lm_eval": "lm-evaluation-harness (mean accuracy over the recipe's tasks)",
-}
 #: how a target label reads in a table: each label is its own, the retrain model's none is a dash
 TARGET_LABELS = {NO_TARGET: "–"}
 #: worst first: a model not shown to forget, then the recovery bands, then what the gate excludes
@@ -48,6 +36,11 @@ VERDICT_ORDER = (stats.NOT_FORGOTTEN, stats.FAILS, stats.PARTLY, stats.HOLDS, st
 FAILS_THE_GATE = (stats.NOT_FORGOTTEN,)
 #: marks a recovery whose interval crosses a verdict threshold
 CROSSES = "~"
+
+
+def metric_title(metric: str) -> str:
+    """The registry's `Metric.heading` (title and unit); the name itself for a name no longer registered."""
+    return METRICS.get(metric).heading if metric in METRICS else metric
 
 
 def metric_point(metric: str) -> float:
@@ -404,7 +397,7 @@ def render_markdown(results: list[dict[str, Any]], title: str, cells: AuditCells
     ]
     lines += _summary(cells, table, quantizers)
     for metric, rows in table.items():
-        lines += [f"### {TITLES.get(metric, metric)}", ""]
+        lines += [f"### {metric_title(metric)}", ""]
         lines.append("| model | target | " + " | ".join(quantizers) + " |")
         lines.append("|---|---|" + "---|" * len(quantizers))
         for model, target in sorted(rows, key=row_order):

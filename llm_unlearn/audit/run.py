@@ -13,7 +13,6 @@ each metric's batches (`metrics/generation.py`); only the main process writes fi
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,11 +26,9 @@ from transformers import PreTrainedModel
 from llm_unlearn.audit.cache import cached_codes, cell_folder, ensure_cell, quantized
 from llm_unlearn.audit.relearn import Relearning, relearned
 from llm_unlearn.audit.results import ResultsFile
-from llm_unlearn.audit.stats import metric_ci
 from llm_unlearn.errors import UserError
 from llm_unlearn.kernels import evaluation, kernel_model, uses_kernels
-from llm_unlearn.metrics import EvalContext, evaluate, tofu
-from llm_unlearn.metrics.privleak import privleak_value
+from llm_unlearn.metrics import METRICS, EvalContext, evaluate, metric_ci
 from llm_unlearn.models import CheckpointTensors, eval_placement, load_model
 from llm_unlearn.quant import Quantizer, get_quantizer
 from llm_unlearn.quant.calibration import Calibration
@@ -217,26 +214,17 @@ def _evaluate_cell(
     quantizer_name = quantizer.name
     for metric in metrics:
         start = time.perf_counter()
-        is_privleak = metric.startswith("privleak")
-        reference = _reference_auc(results, metric) if is_privleak else None
-        extra = dict(ctx.extra)
+        # a metric with a retrain reference (`Metric.reference`) takes it from the retrain model's
+        # full-precision cell, which the audit evaluates first; that cell is its own reference
+        reference = METRICS.get(metric).reference
         retrain_fp = results.get("retrain", NO_TARGET, "fp", metric)
-        if metric == tofu.FORGET_QUALITY and retrain_fp is not None:
-            extra[tofu.REFERENCE_KEY] = tofu.reference_truth_ratios(retrain_fp)
-        cell_ctx = dataclasses.replace(ctx, privleak_reference_auc=reference, extra=extra)
+        cell_ctx = ctx
+        if reference is not None:
+            cell_ctx = reference.given(ctx, None if retrain_fp is None else reference.take(retrain_fp))
         value = evaluate(network, cell_ctx, [metric])[metric]
-        if is_privleak and model.name == "retrain" and reference is None:
-            # The retrain model at full precision defines the reference: its PrivLeak is 0 by definition.
-            value.update(agg_value=privleak_value(value["auc"], value["auc"]), reference_auc=value["auc"])
-            value["reference"] = "retrain"
-            value["ci"] = metric_ci(value)  # the interval of the re-referenced value
-        if metric == tofu.FORGET_QUALITY and model.name == "retrain" and retrain_fp is None:
-            # likewise forget quality: the retrain model's own truth ratios are the reference (p = 1)
-            own = tofu.reference_truth_ratios(value)
-            value.update(
-                agg_value=tofu.forget_quality(own, own), reference="retrain", reference_truth_ratios=own
-            )
-            value["ci"] = metric_ci(value)
+        if reference is not None and model.name == "retrain" and retrain_fp is None:
+            reference.own(value)
+            value["ci"] = metric_ci(value, metric=metric)  # the interval of the re-referenced value
         results.add(
             {
                 "model": model.name,
@@ -250,9 +238,3 @@ def _evaluate_cell(
                 **value,
             }
         )
-
-
-def _reference_auc(results: ResultsFile, metric: str) -> float | None:
-    """PrivLeak's reference: the retrain model's membership AUC at full precision, when audited."""
-    record = results.get("retrain", NO_TARGET, "fp", metric)
-    return None if record is None else record["auc"]

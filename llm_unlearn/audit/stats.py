@@ -1,19 +1,10 @@
-"""Confidence intervals, recovery and the release verdict of an audit (METHODS.md, "Confidence and
-verdict"). Pure functions of a cell's stored results; nothing here reads files or models.
+"""Recovery and the release verdict of an audit (METHODS.md, "Confidence and verdict"). Pure
+functions of a cell's stored results; nothing here reads files or models, or knows a metric by name.
 
-Every interval is a percentile bootstrap: B resamples (default 1,000) of a cell's examples with
-replacement, drawn by `numpy.random.default_rng(seed)` created afresh in each call (so an interval
-depends only on its inputs and the seed, not on what was computed before), and the (1 − c)/2 and
-(1 + c)/2 percentiles (numpy's linear interpolation) of the B resampled statistics, c = 0.95.
-Resamples are count matrices (`Examples`), so every statistic is vectorised over all B at once.
+The intervals are `metrics/bootstrap.py`'s percentile bootstraps, each cell's examples built as its
+registered metric says (`Metric.bootstrap`: the plain mean of VerbMem's and KnowMem's ROUGE, PrivLeak's
+passages resampled within forget and holdout with AUC_ref fixed, ...); this module pairs them.
 
-- VerbMem, KnowMem: the statistic is the cell's agg_value by its own definition, the mean of the
-  per-example `score` (ROUGE-L F1 × 100).
-- PrivLeak: passages are resampled within each class (forget members and holdout non-members, each
-  to its own count), so both classes are present in every resample; the statistic is
-  PrivLeak = (AUC − AUC_ref) / AUC_ref × 100, the AUC recomputed on the resample (as sklearn's
-  roc_auc_score: ties count ½) and AUC_ref held FIXED at the cell's `reference_auc`: the
-  interval is the uncertainty of this model's AUC on these passages, not that of the retrain model.
 - Before any column, each unlearned model × forget metric is in one of three states (`forgetting`),
   from paired bootstraps at full precision, oriented so that forgetting is positive
   (s = +1 for a metric that falls as the model forgets, VerbMem and KnowMem; −1 for one that rises,
@@ -44,180 +35,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from scipy.stats import ks_2samp
 
-from llm_unlearn.metrics.privleak import privleak_value
+from llm_unlearn.metrics.bootstrap import CONFIDENCE, RESAMPLES, SEED, Examples, Interval, percentile_interval
+from llm_unlearn.metrics.registry import examples, metric_ci
+from llm_unlearn.recipe import FAILS_FROM, HOLDS_BELOW
 
-#: the per-question values of TOFU's model utility, in the order its nine means take them
-UTILITY_FIELDS = ("probability", "rouge", "truth_ratio_stat")
-
-RESAMPLES = 1000
-CONFIDENCE = 0.95
-SEED = 0
 MIN_FORGOTTEN = 1.0
 #: verdict thresholds on the recovery, in percent
-HOLDS_BELOW, FAILS_FROM = 25.0, 50.0
 HOLDS, PARTLY, FAILS = "holds", "partly back", "fails"
 #: the states of an unlearned model × forget metric at full precision (`forgetting`)
 NOTHING_TO_FORGET, NOT_FORGOTTEN, FORGOTTEN = "nothing to forget", "not forgotten", "forgotten"
-Interval = tuple[float, float]
-
-
-@dataclass(frozen=True)
-class Examples:
-    """A cell's per-example values in index order, and how its aggregate is computed from them:
-
-    - `mean` (VerbMem, KnowMem, TOFU's probability, ROUGE, truth ratio): the mean of `scores`;
-    - `privleak`: `strata` marks the forget passages (1) and holdout ones (0), `reference_auc` is the
-      fixed AUC_ref;
-    - `ks` (TOFU forget quality): the KS-test p-value of `scores` (the truth ratios) against the fixed
-      `reference` ratios of the retain model;
-    - `utility` (TOFU model utility): `scores` [n, 3] holds each question's probability, ROUGE and
-      truth-ratio statistic, `strata` its set; the harmonic mean of the nine set × field means.
-
-    Examples are resampled within each stratum (each to its own count), so every class or set stays
-    present. A resample is kept as counts: how often each example is among the indices drawn with
-    replacement ([B, n]), so a statistic is a matrix product over all B resamples at once, and one
-    count matrix applied to several cells is an exactly paired resampling.
-    """
-
-    keys: tuple[str, ...]
-    scores: np.ndarray
-    kind: str = "mean"
-    strata: np.ndarray | None = None
-    reference_auc: float | None = None
-    reference: np.ndarray | None = None
-
-    def resample(self, resamples: int, seed: int) -> np.ndarray:
-        """[resamples, n] counts, drawn within each stratum."""
-        if self.strata is None:
-            return _counts((len(self.scores),), resamples, seed)
-        groups = np.unique(self.strata)
-        drawn = _counts(tuple(int((self.strata == g).sum()) for g in groups), resamples, seed)
-        counts, start = np.empty_like(drawn), 0
-        for g in groups:
-            where = self.strata == g
-            counts[:, where] = drawn[:, start : start + int(where.sum())]
-            start += int(where.sum())
-        return counts
-
-    def statistic(self, counts: np.ndarray) -> np.ndarray:
-        """The cell's aggregate on each row of `counts` ([B, n] from `resample`; ones = the sample)."""
-        if self.kind == "privleak":
-            member = self.strata.astype(bool)
-            return privleak_value(weighted_auc(self.scores, member, counts), self.reference_auc)
-        if self.kind == "ks":
-            rows = np.atleast_2d(counts).astype(int)
-            found = [ks_2samp(np.repeat(self.scores, row), self.reference).pvalue for row in rows]
-            return np.array(found).reshape(np.shape(counts)[:-1])
-        if self.kind == "utility":
-            rows = np.atleast_2d(counts)
-            means = []
-            for g in np.unique(self.strata):
-                where = self.strata == g
-                means.append(rows[:, where] @ self.scores[where] / rows[:, where].sum(axis=1)[:, None])
-            values = np.concatenate(means, axis=1)  # [B, 9]
-            with np.errstate(divide="ignore"):
-                harmonic = values.shape[1] / (1 / values).sum(axis=1)
-            harmonic = np.where((values > 0).all(axis=1), harmonic, 0.0)
-            return harmonic.reshape(np.shape(counts)[:-1])
-        return counts @ self.scores / len(self.scores)
-
-
-@lru_cache(maxsize=32)
-def _counts(sizes: tuple[int, ...], resamples: int, seed: int) -> np.ndarray:
-    """[resamples, Σ sizes] float counts (for BLAS products): each block of `sizes` columns is k indices
-    drawn with replacement among its own k, counted. Cached: every cell of one shape shares it."""
-    rng = np.random.default_rng(seed)
-    blocks = []
-    for k in sizes:
-        drawn = rng.integers(0, k, size=(resamples, k)) + k * np.arange(resamples)[:, None]
-        blocks.append(np.bincount(drawn.ravel(), minlength=resamples * k).reshape(resamples, k))
-    counts = np.concatenate(blocks, axis=1).astype(float)
-    counts.flags.writeable = False
-    return counts
-
-
-def weighted_auc(scores: np.ndarray, member: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """Per row of `counts`: the ROC AUC (members labelled 1, ties counting ½, as sklearn's
-    roc_auc_score) of the sample holding example i counts[i] times, i.e.
-    Σ_i c_i (w(o < s_i) + w(o ≤ s_i)) / 2 / (m·o) over members i, w(·) the drawn weight of the
-    non-members below (not above) s_i, m and o the numbers of members and non-members drawn;
-    w from cumulative counts over the sorted non-member scores: O(B·n), no B × m × o product."""
-    members, others = scores[member], scores[~member]
-    order = np.argsort(others)
-    co = counts[..., ~member][..., order]
-    cumulative = np.concatenate([np.zeros((*co.shape[:-1], 1)), np.cumsum(co, axis=-1)], axis=-1)
-    below = cumulative[..., np.searchsorted(others[order], members, side="left")]
-    not_above = cumulative[..., np.searchsorted(others[order], members, side="right")]
-    cm = counts[..., member]
-    return (cm * (below + not_above) / 2).sum(axis=-1) / (cm.sum(axis=-1) * co.sum(axis=-1))
-
-
-def examples(result: Mapping[str, Any]) -> Examples | None:
-    """The per-example values behind `result`'s agg_value, or None when there are none (a metric
-    without them, an empty split) or they do not reproduce the agg_value (then an interval of them
-    would not be an interval of the stored value). PrivLeak is recognised by its `reference_auc`,
-    TOFU's forget quality by its `reference_truth_ratios`, model utility by its `components`."""
-    by_index = result.get("value_by_index") or {}
-    agg = result.get("agg_value")
-    if not by_index or agg is None or not np.isfinite(agg):
-        return None
-    keys = tuple(sorted(by_index, key=_index_order))
-    rows = [by_index[k] for k in keys]
-    try:
-        if "components" in result:
-            sets = sorted({r["set"] for r in rows})
-            scores = np.array([[float(r[f]) for f in UTILITY_FIELDS] for r in rows])
-            strata = np.array([sets.index(r["set"]) for r in rows])
-            found = Examples(keys, scores, "utility", strata)
-        elif "reference_truth_ratios" in result:
-            scores = np.array([float(r["truth_ratio"]) for r in rows])
-            found = Examples(keys, scores, "ks", reference=np.array(result["reference_truth_ratios"], float))
-        elif "reference_auc" in result:
-            member = np.array([bool(r.get("member")) for r in rows])
-            if member.all() or not member.any():
-                return None
-            scores = np.array([float(r["score"]) for r in rows])
-            found = Examples(keys, scores, "privleak", member.astype(int), float(result["reference_auc"]))
-        else:
-            found = Examples(keys, np.array([float(r["score"]) for r in rows]))
-    except (KeyError, TypeError, ValueError):
-        return None
-    point = float(found.statistic(np.ones(len(keys))))
-    return found if abs(point - agg) <= 1e-6 * max(1.0, abs(agg)) else None
-
-
-def _index_order(key: Any) -> tuple[str, int]:
-    # value_by_index keys are example numbers, or "<set>/<number>" for TOFU's model utility
-    text = str(key)
-    prefix, _, number = text.rpartition("/")
-    return (prefix, int(number))
-
-
-def percentile_interval(samples: np.ndarray, confidence: float = CONFIDENCE) -> Interval | None:
-    """The percentile interval of the finite `samples` (NaN/inf ones dropped); None if none is."""
-    finite = samples[np.isfinite(samples)]
-    if finite.size == 0:
-        return None
-    lo, hi = np.percentile(finite, [50 * (1 - confidence), 50 * (1 + confidence)])
-    return float(lo), float(hi)
-
-
-def metric_ci(
-    result: Mapping[str, Any], resamples: int = RESAMPLES, confidence: float = CONFIDENCE, seed: int = SEED
-) -> list[float] | None:
-    """[low, high] percentile-bootstrap interval of `result`'s agg_value from its per-example values
-    (PrivLeak: stratified passages, AUC_ref fixed); None without usable per-example values."""
-    found = examples(result)
-    if found is None:
-        return None
-    interval = percentile_interval(found.statistic(found.resample(resamples, seed)), confidence)
-    return None if interval is None else list(interval)
 
 
 def recovery(

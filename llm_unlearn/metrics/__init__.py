@@ -1,4 +1,4 @@
-"""Metrics: MUSE's VerbMem, KnowMem and PrivLeak, found by name in METRICS.
+"""Metrics: MUSE's VerbMem, KnowMem and PrivLeak, TOFU's, lm-eval's, found by name in METRICS.
 
 Importing this package registers every metric module.
 """
@@ -9,16 +9,31 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from llm_unlearn.audit import stats
-from llm_unlearn.metrics import harness, knowmem, privleak, tofu, verbmem  # noqa: F401  (registers the metrics)
-from llm_unlearn.metrics.registry import METRICS, EvalContext, Metric, MetricResult, register_metric
+from llm_unlearn.metrics import em, harness, knowmem, privleak, tofu, verbmem  # noqa: F401  (registers the metrics)
+from llm_unlearn.metrics.registry import (
+    METRICS,
+    EvalContext,
+    Metric,
+    MetricResult,
+    RetrainReference,
+    benchmark_defaults,
+    benchmark_metrics,
+    examples,
+    metric_ci,
+    register_metric,
+)
 
 __all__ = [
     "METRICS",
     "EvalContext",
     "Metric",
     "MetricResult",
+    "RetrainReference",
+    "benchmark_defaults",
+    "benchmark_metrics",
     "evaluate",
+    "examples",
+    "metric_ci",
     "register_metric",
     "required_splits",
 ]
@@ -35,10 +50,10 @@ def required_splits(names: Iterable[str]) -> dict[str, set[str]]:
 
 def evaluate(model: nn.Module, ctx: EvalContext, names: list[str]) -> dict[str, MetricResult]:
     """Run the named metrics in order; {name: result}, each with `ci`: the [low, high] 95 % bootstrap
-    interval of its agg_value (`audit/stats.py`; None without per-example values). Unknown names fail
-    before any model call."""
+    interval of its agg_value (`metrics/bootstrap.py`, as the metric resamples its examples; None
+    without per-example values). Unknown names fail before any model call."""
     metrics = [METRICS.get(name) for name in names]
     results = {m.name: m.fn(model, ctx) for m in metrics}
-    for result in results.values():
-        result["ci"] = stats.metric_ci(result)
+    for name, result in results.items():
+        result["ci"] = metric_ci(result, metric=name)
     return results

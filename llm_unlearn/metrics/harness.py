@@ -47,7 +47,16 @@ def _task_manager(include_path: str | None) -> Any:
     return TaskManager(include_path=include_path)
 
 
-@register_metric("lm_eval", requires={}, point=0.01)
+@register_metric(
+    "lm_eval",
+    requires={},
+    role="utility",
+    title="lm-evaluation-harness",
+    unit="mean accuracy over the recipe's tasks",
+    settings=SETTINGS_KEY,
+    transformers_only=True,
+    point=0.01,
+)
 def lm_eval_metric(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """Mean headline metric of the recipe's lm-eval tasks (higher = more general utility kept)."""
     settings = ctx.extra.get(SETTINGS_KEY)

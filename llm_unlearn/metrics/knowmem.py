@@ -87,7 +87,12 @@ def _knowmem(model: nn.Module, ctx: EvalContext, qa_split: str, icl_split: str) 
 @register_metric(
     "knowmem_forget",
     requires={"knowmem": ("forget_qa", "forget_qa_icl")},
-    forget=True,
+    benchmark="muse",
+    role="forget",
+    default_rank=1,
+    title="KnowMem on forget",
+    unit="ROUGE-L F1 × 100, lower = more forgotten",
+    paired_with="knowmem_retain",
     new_tokens=MAX_NEW_TOKENS,
     floor=0.0,
 )
@@ -97,7 +102,14 @@ def knowmem_forget(model: nn.Module, ctx: EvalContext) -> MetricResult:
 
 
 @register_metric(
-    "knowmem_retain", requires={"knowmem": ("retain_qa", "retain_qa_icl")}, new_tokens=MAX_NEW_TOKENS
+    "knowmem_retain",
+    requires={"knowmem": ("retain_qa", "retain_qa_icl")},
+    benchmark="muse",
+    role="retain",
+    default_rank=2,
+    title="KnowMem on retain",
+    unit="ROUGE-L F1 × 100, higher = more utility kept",
+    new_tokens=MAX_NEW_TOKENS,
 )
 def knowmem_retain(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """KnowMem on the retain QA (M4, utility): higher = more preserved."""

@@ -16,17 +16,21 @@ Passages are cut to their first `context_length(model)` tokens (BOS kept); `cut_
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
+from typing import Any
 
+import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from llm_unlearn.context import context_length, count_over, cut_record
+from llm_unlearn.metrics.bootstrap import Examples, register_statistic, weighted_auc
 from llm_unlearn.metrics.generation import token_logprobs, token_min_k_plus_plus_zscores, token_rows
-from llm_unlearn.metrics.registry import EvalContext, MetricResult, register_metric
+from llm_unlearn.metrics.registry import EvalContext, MetricResult, RetrainReference, register_metric
 
 K = 0.4
 IDEAL_AUC = 0.5
@@ -94,16 +98,63 @@ def _privleak(model: nn.Module, ctx: EvalContext, kind: str) -> MetricResult:
     }
 
 
+# --- what the audit asks: its bootstrap and its reference ---------------------------------------
+
+
+@register_statistic("privleak")
+def privleak_statistic(found: Examples, counts: np.ndarray) -> np.ndarray:
+    """PrivLeak of each resample: the AUC recomputed on the resampled passages (`weighted_auc`, ties
+    ½ as sklearn's), AUC_ref held FIXED at the cell's `reference_auc`: the interval is the
+    uncertainty of this model's AUC on these passages, not that of the retrain model."""
+    return privleak_value(weighted_auc(found.scores, found.strata.astype(bool), counts), found.reference)
+
+
+def privleak_examples(
+    keys: tuple[str, ...], rows: Sequence[Mapping[str, Any]], result: Mapping[str, Any]
+) -> Examples | None:
+    """Passages resampled within each class (forget members 1, holdout non-members 0, each to its own
+    count), so both classes are in every resample; None when one class is missing (no AUC)."""
+    member = np.array([bool(r.get("member")) for r in rows])
+    if member.all() or not member.any():
+        return None
+    scores = np.array([float(r["score"]) for r in rows])
+    return Examples(keys, scores, "privleak", member.astype(int), float(result["reference_auc"]))
+
+
+def _given(ctx: EvalContext, reference_auc: float | None) -> EvalContext:
+    return dataclasses.replace(ctx, privleak_reference_auc=reference_auc)
+
+
+def _own(value: MetricResult) -> None:
+    # The retrain model at full precision defines the reference: its PrivLeak is 0 by definition.
+    value.update(agg_value=privleak_value(value["auc"], value["auc"]), reference_auc=value["auc"])
+    value["reference"] = "retrain"
+
+
+#: the retrain model's membership AUC is AUC_ref of every other model's cell
+RETRAIN_AUC = RetrainReference(take=lambda retrain: retrain["auc"], given=_given, own=_own)
+
 _REQUIRES = {"privleak": ("forget", "holdout")}
-for _name, _kind in [
-    ("privleak", "min_k"),
-    ("privleak_loss", "loss"),
-    ("privleak_zlib", "zlib"),
-    ("privleak_min_k_plus_plus", "min_k_plus_plus"),
+for _name, _kind, _rank, _title in [
+    ("privleak", "min_k", 3, "PrivLeak"),
+    ("privleak_loss", "loss", None, ""),
+    ("privleak_zlib", "zlib", None, ""),
+    ("privleak_min_k_plus_plus", "min_k_plus_plus", None, ""),
 ]:
     # MUSE's sign: a target that memorised the forget set sits near −100, the retrain model at 0 by
     # definition, so PrivLeak rises as a model forgets (past 0: over-unlearned); floor: a model that
-    # knows nothing scores members and non-members alike, AUC 0.5 = its reference, PrivLeak 0
-    register_metric(_name, requires=_REQUIRES, forget=True, lower_forgets=False, floor=0.0)(
-        partial(_privleak, kind=_kind)
-    )
+    # knows nothing scores members and non-members alike, AUC 0.5 = its reference, PrivLeak 0.
+    # The other scores' reports keep their names as titles (as before titles were registered).
+    register_metric(
+        _name,
+        requires=_REQUIRES,
+        benchmark="muse",
+        role="forget",
+        default_rank=_rank,
+        title=_title,
+        unit="Min-K% Prob AUC vs the retrain model, %, near 0 is ideal" if _title else "",
+        bootstrap=privleak_examples,
+        reference=RETRAIN_AUC,
+        lower_forgets=False,
+        floor=0.0,
+    )(partial(_privleak, kind=_kind))

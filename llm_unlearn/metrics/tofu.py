@@ -19,12 +19,14 @@ the code, e.g. to compare with truth ratios from open-unlearning's saved TOFU_EV
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from rouge_score import rouge_scorer
 from scipy import stats
@@ -34,8 +36,9 @@ from transformers import PreTrainedTokenizerBase
 from llm_unlearn.data.collate import IGNORE_INDEX, LabeledWindow
 from llm_unlearn.data.tofu import TOFU, encode_qa, get_template
 from llm_unlearn.errors import UserError
+from llm_unlearn.metrics.bootstrap import Examples, register_statistic
 from llm_unlearn.metrics.generation import _device, _eval_mode, _pad, _pad_id, _sharded, generate_greedy
-from llm_unlearn.metrics.registry import EvalContext, MetricResult, register_metric
+from llm_unlearn.metrics.registry import EvalContext, MetricResult, RetrainReference, register_metric
 from llm_unlearn.metrics.verbmem import mean_or_nan
 
 MAX_NEW_TOKENS = 200
@@ -167,12 +170,79 @@ def _ratios(model: nn.Module, ctx: EvalContext, records: list[dict[str, Any]], r
     return [truth_ratio(p[reference], p["perturbed_answer"], mean) for p in probs]
 
 
+# --- what the audit asks: bootstraps and the retrain reference ---------------------------------
+
+#: the per-question values of model utility, in the order its nine means take them
+UTILITY_FIELDS = ("probability", "rouge", "truth_ratio_stat")
+
+
+@register_statistic("ks")
+def ks_statistic(found: Examples, counts: np.ndarray) -> np.ndarray:
+    """Forget quality of each resample: the KS-test p-value of the resampled truth ratios against the
+    FIXED `reference` ratios of the retain model."""
+    rows = np.atleast_2d(counts).astype(int)
+    values = [stats.ks_2samp(np.repeat(found.scores, row), found.reference).pvalue for row in rows]
+    return np.array(values).reshape(np.shape(counts)[:-1])
+
+
+def ks_examples(
+    keys: tuple[str, ...], rows: Sequence[Mapping[str, Any]], result: Mapping[str, Any]
+) -> Examples:
+    """The truth ratios R_i, resampled against the result's fixed `reference_truth_ratios`."""
+    scores = np.array([float(r["truth_ratio"]) for r in rows])
+    return Examples(keys, scores, "ks", reference=np.array(result["reference_truth_ratios"], float))
+
+
+@register_statistic("utility")
+def utility_statistic(found: Examples, counts: np.ndarray) -> np.ndarray:
+    """Model utility of each resample: the harmonic mean of the nine set × field means (0 when one is)."""
+    rows = np.atleast_2d(counts)
+    means = []
+    for g in np.unique(found.strata):
+        where = found.strata == g
+        means.append(rows[:, where] @ found.scores[where] / rows[:, where].sum(axis=1)[:, None])
+    values = np.concatenate(means, axis=1)  # [B, 9]
+    with np.errstate(divide="ignore"):
+        harmonic = values.shape[1] / (1 / values).sum(axis=1)
+    harmonic = np.where((values > 0).all(axis=1), harmonic, 0.0)
+    return harmonic.reshape(np.shape(counts)[:-1])
+
+
+def utility_examples(
+    keys: tuple[str, ...], rows: Sequence[Mapping[str, Any]], result: Mapping[str, Any]
+) -> Examples:
+    """Each question's probability, ROUGE and truth-ratio statistic ([n, 3]), resampled within its set."""
+    sets = sorted({r["set"] for r in rows})
+    scores = np.array([[float(r[f]) for f in UTILITY_FIELDS] for r in rows])
+    return Examples(keys, scores, "utility", np.array([sets.index(r["set"]) for r in rows]))
+
+
+def _given(ctx: EvalContext, ratios: list[float] | None) -> EvalContext:
+    return ctx if ratios is None else dataclasses.replace(ctx, extra={**ctx.extra, REFERENCE_KEY: ratios})
+
+
+def _own(value: MetricResult) -> None:
+    # the retrain model's own truth ratios are its reference (p = 1)
+    own = reference_truth_ratios(value)
+    value.update(agg_value=forget_quality(own, own), reference="retrain", reference_truth_ratios=own)
+
+
 # --- metrics ---------------------------------------------------------------------------------
 
 _FORGET = {TOFU: ("forget_perturbed",)}
 
 
-@register_metric("tofu_prob", requires=_FORGET, forget=True, point=UNIT_POINT, floor=0.0)
+@register_metric(
+    "tofu_prob",
+    requires=_FORGET,
+    benchmark="tofu",
+    role="forget",
+    default_rank=3,
+    title="TOFU answer probability on forget",
+    unit="lower = more forgotten",
+    point=UNIT_POINT,
+    floor=0.0,
+)
 def tofu_prob(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """Forget-set answer probability p(a) = P(a|q)^(1/|a|): lower = more forgotten."""
     records = _records(ctx, "forget_perturbed")
@@ -185,7 +255,16 @@ def tofu_prob(model: nn.Module, ctx: EvalContext) -> MetricResult:
 
 
 @register_metric(
-    "tofu_rouge", requires=_FORGET, forget=True, new_tokens=MAX_NEW_TOKENS, point=UNIT_POINT, floor=0.0
+    "tofu_rouge",
+    requires=_FORGET,
+    benchmark="tofu",
+    role="forget",
+    default_rank=4,
+    title="TOFU ROUGE-L recall on forget",
+    unit="lower = more forgotten",
+    new_tokens=MAX_NEW_TOKENS,
+    point=UNIT_POINT,
+    floor=0.0,
 )
 def tofu_rouge(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """Forget-set ROUGE-L recall of the greedy answer: lower = more forgotten."""
@@ -205,7 +284,16 @@ def tofu_rouge(model: nn.Module, ctx: EvalContext) -> MetricResult:
 
 # a model without a preference between the true and the perturbed answers has R = 1, min(R, 1/R) = 1
 @register_metric(
-    "tofu_truth_ratio", requires=_FORGET, forget=True, point=UNIT_POINT, lower_forgets=False, floor=1.0
+    "tofu_truth_ratio",
+    requires=_FORGET,
+    benchmark="tofu",
+    role="forget",
+    default_rank=2,
+    title="TOFU truth ratio on forget",
+    unit="mean min(R, 1/R), near 1 = forgotten",
+    point=UNIT_POINT,
+    lower_forgets=False,
+    floor=1.0,
 )
 def tofu_truth_ratio(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """Forget-set truth ratio, mean min(R, 1/R): near 1 = the model no longer prefers the truth."""
@@ -215,7 +303,20 @@ def tofu_truth_ratio(model: nn.Module, ctx: EvalContext) -> MetricResult:
     return {"agg_value": mean_or_nan([v["score"] for v in by_index.values()]), "value_by_index": by_index}
 
 
-@register_metric(FORGET_QUALITY, requires=_FORGET, forget=True, point=UNIT_POINT, lower_forgets=False)
+@register_metric(
+    FORGET_QUALITY,
+    requires=_FORGET,
+    benchmark="tofu",
+    role="forget",
+    default_rank=0,
+    title="TOFU forget quality",
+    unit="KS p-value vs the retrain model, higher = more forgotten",
+    bootstrap=ks_examples,
+    # the retrain model's forget-set truth ratios are the KS test's reference
+    reference=RetrainReference(take=lambda retrain: reference_truth_ratios(retrain), given=_given, own=_own),
+    point=UNIT_POINT,
+    lower_forgets=False,
+)
 def tofu_forget_quality(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """KS p-value against the retain model's forget-set truth ratios, ctx.extra[REFERENCE_KEY]
     (1 = indistinguishable from the retain model); nan when no reference is given.
@@ -241,6 +342,12 @@ def tofu_forget_quality(model: nn.Module, ctx: EvalContext) -> MetricResult:
 @register_metric(
     "tofu_model_utility",
     requires={TOFU: tuple(c for c, _, _ in UTILITY_SETS.values())},
+    benchmark="tofu",
+    role="utility",
+    default_rank=1,
+    title="TOFU model utility",
+    unit="harmonic mean of nine, higher = more utility kept",
+    bootstrap=utility_examples,
     new_tokens=MAX_NEW_TOKENS,
     point=UNIT_POINT,
 )
@@ -282,7 +389,7 @@ def utility_components(value_by_index: Mapping[str, Mapping[str, Any]]) -> dict[
     out = {}
     for name in UTILITY_SETS:
         rows = [v for v in value_by_index.values() if v["set"] == name]
-        for field in ("probability", "rouge", "truth_ratio_stat"):
+        for field in UTILITY_FIELDS:
             out[f"{name}_{field}"] = mean_or_nan([row[field] for row in rows])
     return out
 

@@ -36,7 +36,15 @@ def mean_or_nan(xs: list[float]) -> float:
 
 
 @register_metric(
-    "verbmem", requires={"verbmem": ("forget",)}, forget=True, new_tokens=MAX_NEW_TOKENS, floor=0.0
+    "verbmem",
+    requires={"verbmem": ("forget",)},
+    benchmark="muse",
+    role="forget",
+    default_rank=0,
+    title="VerbMem on forget",
+    unit="ROUGE-L F1 × 100, lower = more forgotten",
+    new_tokens=MAX_NEW_TOKENS,
+    floor=0.0,
 )
 def verbmem(model: nn.Module, ctx: EvalContext) -> MetricResult:
     records = ctx.corpus.get("verbmem", "forget")[: ctx.limit]
