@@ -10,8 +10,8 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+from helpers import mean_cell, privleak_cell
 from sklearn.metrics import roc_auc_score
-from test_stats import mean_cell, privleak_cell
 
 from llm_unlearn.data.corpora import MuseCorpus
 from llm_unlearn.metrics import EvalContext, bootstrap, evaluate, examples, metric_ci

@@ -7,8 +7,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 from conftest import char_tokenizer, demo_bench_subset, tiny_llama
+from helpers import CONTEXT, tiny_gpt2
 from tokenizers import processors
-from transformers import GPT2Config, GPT2LMHeadModel, PretrainedConfig, PreTrainedTokenizerFast
+from transformers import PretrainedConfig, PreTrainedTokenizerFast
 
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.context import (
@@ -26,27 +27,6 @@ from llm_unlearn.metrics.generation import generate_greedy
 from llm_unlearn.models import save_checkpoint
 from llm_unlearn.pipeline import run
 from llm_unlearn.recipe import validate_recipe
-
-CONTEXT = 256
-
-
-def tiny_gpt2(
-    tok: PreTrainedTokenizerFast, n_positions: int = CONTEXT, **overrides: object
-) -> GPT2LMHeadModel:
-    torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=len(tok),
-        n_positions=n_positions,
-        n_embd=32,
-        n_layer=2,
-        n_head=4,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-        **overrides,
-    )
-    return GPT2LMHeadModel(config).eval()
-
 
 # --- pure parts ------------------------------------------------------------------------------
 

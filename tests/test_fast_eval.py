@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import tiny_llama
-from test_context import CONTEXT, tiny_gpt2
+from helpers import CONTEXT, tiny_gpt2
 from torch import nn
 from transformers import MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast
 

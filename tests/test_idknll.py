@@ -7,8 +7,7 @@ import math
 
 import pytest
 import torch
-from test_recipe import with_, write
-from test_trainer import make_trainer
+from helpers import make_trainer, with_, write
 
 from llm_unlearn.recipe import RecipeError, load_recipe
 from llm_unlearn.terms import ce, gdr

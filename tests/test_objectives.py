@@ -8,14 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import tiny_llama
+from helpers import LABELS, LOGITS, NLL
 
 from llm_unlearn import terms as objectives
-
-# One sequence, vocabulary of 2. Position 0 predicts token 0 with p = 1/2; position 1 predicts
-# token 1 with p = 3/4; position 2 predicts nothing (label -100 would follow, and is shifted out).
-LOGITS = torch.tensor([[[0.0, 0.0], [0.0, math.log(3.0)], [5.0, -5.0]]])
-LABELS = torch.tensor([[7, 0, 1]])  # the first label is never predicted
-NLL = math.log(2) + math.log(4 / 3)  # = ln(8/3)
 
 
 def test_sequence_nll_and_ce_by_hand() -> None:

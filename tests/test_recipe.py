@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import GOOD, with_, write
 
 from llm_unlearn.cli import main
 from llm_unlearn.recipe import RecipeError, apply_overrides, load_recipe, validate_recipe
@@ -14,32 +15,6 @@ from llm_unlearn.trainer import training_config
 ALL_RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
 # CNN-track recipes (`methods:`) have their own schema and tests (test_cnn.py)
 RECIPES = [p for p in ALL_RECIPES if "methods" not in yaml.safe_load(p.read_text())]
-GOOD = {
-    "name": "t",
-    "model": {"target": "demo", "retrain": "demo", "grid_align": "rtn-w4-g32"},
-    "method": [{"name": "ga_gdr"}],
-    "output": {"dir": "runs/t"},
-}
-
-
-def write(tmp_path: Path, data: dict | str) -> Path:
-    path = tmp_path / "recipe.yaml"
-    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
-    return path
-
-
-def with_(**changes) -> dict:
-    data = yaml.safe_load(yaml.safe_dump(GOOD))
-    for dotted, value in changes.items():
-        node = data
-        *parents, leaf = dotted.split("__")
-        for key in parents:
-            node = node[int(key)] if key.isdigit() else node[key]
-        if value is ...:
-            del node[leaf]
-        else:
-            node[int(leaf) if leaf.isdigit() else leaf] = value
-    return data
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])

@@ -8,8 +8,8 @@ import copy
 import pytest
 import torch
 from conftest import tiny_llama
+from helpers import make_trainer
 from peft import LoraConfig, get_peft_model
-from test_trainer import make_trainer
 
 from llm_unlearn.errors import UserError
 from llm_unlearn.terms.rmu import control_vector, rmu_forget, rmu_retain

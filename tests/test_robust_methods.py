@@ -8,8 +8,8 @@ import types
 import pytest
 import torch
 from conftest import tiny_llama
+from helpers import make_trainer
 from peft import LoraConfig, get_peft_model
-from test_trainer import make_trainer
 from torch import nn
 from transformers.modeling_outputs import CausalLMOutput
 

@@ -7,8 +7,7 @@ import math
 
 import pytest
 import torch
-from test_objectives import LABELS, LOGITS, NLL
-from test_trainer import make_trainer
+from helpers import LABELS, LOGITS, NLL, make_trainer
 
 from llm_unlearn.terms import gdr
 from llm_unlearn.terms.simnpo import simnpo

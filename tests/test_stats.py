@@ -5,29 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
+from helpers import mean_cell, privleak_cell
 
 from llm_unlearn.audit import stats
 from llm_unlearn.metrics import METRICS
-
-
-def mean_cell(scores: list[float]) -> dict:
-    """A VerbMem/KnowMem-like result: agg_value = mean of the per-example scores."""
-    by_index = {str(i): {"score": s} for i, s in enumerate(scores)}
-    return {"agg_value": float(np.mean(scores)), "value_by_index": by_index}
-
-
-def privleak_cell(members: list[float], others: list[float], reference_auc: float = 0.5) -> dict:
-    scores = [*members, *others]
-    auc = roc_auc_score([1] * len(members) + [0] * len(others), scores)
-    by_index = {str(i): {"score": s, "member": i < len(members)} for i, s in enumerate(scores)}
-    return {
-        "metric": "privleak",  # as a results line names it: its bootstrap is the metric's own
-        "agg_value": (auc - reference_auc) / reference_auc * 100,
-        "auc": auc,
-        "reference_auc": reference_auc,
-        "value_by_index": by_index,
-    }
 
 
 def test_paired_recovery_is_exact_when_every_example_moves_alike() -> None:

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_llama
-from test_recipe import with_, write
-from test_trainer import make_trainer
+from helpers import make_trainer, with_, write
 
 from llm_unlearn.recipe import RESERVED_TRAIN_FIELDS, MethodSection, RecipeError, load_recipe
 from llm_unlearn.terms import TERMS, klr_muse, npo_muse

@@ -8,43 +8,13 @@ import copy
 import pytest
 import torch
 from conftest import tiny_llama
+from helpers import FORGET, RETAIN, make_trainer
 
 from llm_unlearn import terms as objectives
 from llm_unlearn.data.collate import ForgetRetainDataset, UnlearningCollator, chunk_texts
 from llm_unlearn.methods import METHODS
 from llm_unlearn.trainer import UnlearningTrainer
 from llm_unlearn.unlearning_config import UnlearningConfig
-
-FORGET = ["Alva Merrin was born in Tolvenridge.", "Alva Merrin wrote The Amber Bell in 1931."]
-RETAIN = ["Doro Kesh was a clockmaker.", "Doro Kesh studied with Pell Varin.", "Doro Kesh lived by a mill."]
-
-
-def make_trainer(tok, tmp_path, method: str, model=None, ref_model=None, **overrides) -> UnlearningTrainer:
-    spec = METHODS.get(method)
-    forget = chunk_texts(FORGET, tok, 64)
-    retain = chunk_texts(RETAIN, tok, 64) if spec.retain_loss else None
-    settings = dict(
-        output_dir=str(tmp_path / "out"),
-        forget_loss=spec.forget_loss,
-        retain_loss=spec.retain_loss,
-        projection=spec.projection,
-        learning_rate=1e-2,
-        per_device_train_batch_size=2,
-        max_steps=2,
-        report_to="none",
-        save_strategy="no",
-        disable_tqdm=True,
-        use_cpu=True,
-        seed=0,
-    )
-    settings.update(overrides)
-    return UnlearningTrainer(
-        model=model if model is not None else tiny_llama(tok),
-        args=UnlearningConfig(**settings),
-        train_dataset=ForgetRetainDataset(forget, retain, seed=0),
-        processing_class=tok,
-        ref_model=ref_model,
-    )
 
 
 def trains_every_parameter_on_the_batch(method: str) -> bool:

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from test_trainer import make_trainer
+from helpers import make_trainer
 
 from llm_unlearn.terms.undial import undial
 
