@@ -24,7 +24,6 @@ from llm_unlearn.data.collate import ForgetRetainDataset, chunk_texts
 from llm_unlearn.data.corpora import load_muse
 from llm_unlearn.methods import METHODS
 from llm_unlearn.models import demo_checkpoints, load_model, load_tokenizer
-from llm_unlearn.quant import get_quantizer
 from llm_unlearn.recipe import load_recipe
 from llm_unlearn.trainer import UnlearningTrainer, training_config
 
@@ -65,10 +64,10 @@ def main() -> None:
         if recipe.target_label not in recipe.targets(method):
             continue
         model = load_model(target)
-        margin = None
-        if method.quail is not None and method.quail.margin == "auto":
-            margin = get_quantizer(method.quail.quantizer).mean_step(model) / 2
-        config = training_config(recipe, method, Path(tempfile.mkdtemp()), hinge_margin=margin)
+        prepared = {}  # what the run's modifiers resolve from the target (`Modifier.prepare`)
+        for modifier, section in method.active_modifiers():
+            prepared.update(modifier.prepare(section, model))
+        config = training_config(recipe, method, Path(tempfile.mkdtemp()), **prepared)
         config.max_steps = WARMUP + args.steps
         config.disable_tqdm = True
         config.logging_steps = 10_000

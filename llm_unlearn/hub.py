@@ -44,6 +44,7 @@ from llm_unlearn.data.corpora import DEMO, is_hub_id
 from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS
+from llm_unlearn.modifiers import modifiers
 from llm_unlearn.recipe import MethodSection
 from llm_unlearn.runfolder import GRID_ALIGNED, RunFolder, relabel
 from llm_unlearn.terms import TERMS
@@ -363,15 +364,6 @@ def _unlearning_facts(
         ("forget set", f"{_dataset_label(data['source'])}, raw split `{data['forget_split']}`"),
         ("retain set", f"{_dataset_label(data['source'])}, raw split `{data['retain_split']}`"),
     ]
-    if resolved.get("sure"):
-        sure = resolved["sure"]
-        facts.append(
-            (
-                "SURE",
-                f"trained only the {sure['count']} most salient modules (percentile {sure['percentile']}, "
-                f"{sure['param_share']:.1%} of the parameters); every other weight is unchanged",
-            )
-        )
     if resolved.get("trained"):
         trained = resolved["trained"]
         facts.append(
@@ -380,10 +372,8 @@ def _unlearning_facts(
                 f"{trained['count']} tensors ({trained['param_share']:.1%}); the rest unchanged",
             )
         )
-    if "hinge" in terms:
-        facts.append(("QUAIL", f"logit hinge, margin {terms['hinge']['params']['margin']}"))
-    if resolved.get("projection"):
-        facts.append(("OEU projection", f"scope `{resolved['projection']}`"))
+    for modifier in modifiers():
+        facts += modifier.facts(resolved)
     if resolved.get("lora"):
         lora = resolved["lora"]
         facts.append(
@@ -402,17 +392,15 @@ def _hyper_parameters(recipe: dict[str, Any], resolved: dict[str, Any]) -> dict[
     params["max_length"] = recipe["data"]["max_length"]
     for term, entry in resolved["terms"].items():
         spec = TERMS.get(term)
-        if spec.regulariser:  # QUAIL's hinge: hinge_weight, hinge_margin, hinge_distance
+        if spec.regulariser:  # a modifier's term (hinge): hinge_weight, hinge_margin, hinge_distance
             params[f"{term}_weight"] = entry["weight"]
             params.update({f"{term}_{key}": value for key, value in entry["params"].items()})
             continue
         if spec.part == "retain":
             params["retain_weight"] = entry["weight"]
         params.update(entry["params"])
-    if resolved.get("sure"):
-        params["saliency_percentile"] = resolved["sure"]["percentile"]
-    if resolved.get("projection"):
-        params.update(projection=resolved["projection"], projection_alpha=resolved["projection_alpha"])
+    for modifier in modifiers():
+        params.update(modifier.hyper_parameters(resolved))
     return params
 
 
@@ -450,7 +438,7 @@ def _base_license(base: str) -> str | None:
 
 def _tags(section: MethodSection, recipe: dict[str, Any]) -> list[str]:
     tags = ["llm-unlearn", "unlearning", "quantization-robustness-audit", section.name]
-    tags += [name for name, on in (("sure", section.sure), ("quail", section.quail)) if on is not None]
+    tags += [tag for modifier in modifiers() for tag in modifier.tags(getattr(section, modifier.name))]
     return tags + (["lora"] if recipe["model"].get("lora") else [])
 
 

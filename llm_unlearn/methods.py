@@ -4,8 +4,8 @@ The six baselines of MUSE and of the quantization-failure paper (arXiv 2410.1645
 GA, GA_GDR, GA_KLR, NPO, NPO_GDR, NPO_KLR (lr 1e-5, β = 0.1, λ = 1 in the papers), and OEU
 (entropy forgetting + GDR with the forget gradient projected orthogonal to the retain gradient,
 arXiv 2602.00567). SURE and QUAIL are not methods of their own: they modify any of these
-(a recipe's `sure:` / `quail:` entries), as in their papers. A new method is a term file in
-`terms/` plus one row here.
+(a recipe's `sure:` / `quail:` entries), as in their papers; they and OEU's projection are the
+registered modifiers of `modifiers/`. A new method is a term file in `terms/` plus one row here.
 """
 
 from __future__ import annotations

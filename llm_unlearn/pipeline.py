@@ -44,6 +44,7 @@ from llm_unlearn.models import (
     resolve_checkpoint,
     train_and_save,
 )
+from llm_unlearn.modifiers import modifiers
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.quant.calibration import Calibration, build_calibration, calibration_texts
 from llm_unlearn.recipe import MethodSection, Recipe, RecipeError, validate_recipe
@@ -198,10 +199,11 @@ def check_target_fits(recipe: Recipe, target: Path, tokenizer: PreTrainedTokeniz
     named = [("quantize", name) for name in recipe.quantize]
     if recipe.model.grid_align:
         named.append(("model.grid_align", recipe.model.grid_align))
-    named += [
-        (f"method.{i}.quail.quantizer", m.quail.quantizer)
+    named += [  # what a modifier quantizes the target with before training (`Modifier.quantizers`)
+        (f"method.{i}.{modifier.name}.{key}", name)
         for i, m in enumerate(recipe.method)
-        if m.quail and m.quail.margin == "auto"  # a given margin never quantizes with it
+        for modifier, section in m.active_modifiers()
+        for key, name in modifier.quantizers(section)
     ]
     for field, name in named:
         try:
@@ -277,11 +279,11 @@ def unlearn(
     retain = None
     if spec.retain_loss is not None:
         retain = training_windows(recipe.data, corpus, "retain", tokenizer, max_length)
-    margin = None
-    if method.quail is not None and method.quail.margin == "auto":
-        margin = get_quantizer(method.quail.quantizer).mean_step(model) / 2
+    prepared = {}  # what the run's modifiers resolve from the target (`Modifier.prepare`)
+    for modifier, section in method.active_modifiers():
+        prepared.update(modifier.prepare(section, model))
     folder, model_name = RunFolder(dest.parents[1]), dest.name
-    args = training_config(recipe, method, folder.trainer_scratch(model_name), hinge_margin=margin)
+    args = training_config(recipe, method, folder.trainer_scratch(model_name), **prepared)
     # What the trainer would refuse (OEU under FSDP, a layer the model lacks, ...) as one line, now.
     UnlearningTrainer.check(args, model, PartialState().distributed_type.value)
     lora = recipe.model.lora
@@ -308,8 +310,8 @@ def unlearn(
 
     def finish(network: PreTrainedModel, state_dict: dict | None) -> tuple[PreTrainedModel, dict | None]:
         # The training log (losses, and the stop metric when one is set) sits beside the checkpoint,
-        # with the terms as they trained (weight and every parameter, defaults included) and what the
-        # method resolved at run time (QUAIL's margin, SURE's modules): the model card reads them
+        # with the terms as they trained (weight and every parameter, defaults included) and what each
+        # modifier resolved at run time (its `record`, None when off): the model card reads them
         # from here, so it cannot drift from the run.
         write_json(folder.training_log(model_name), trainer.state.log_history)
         weights, params = dict(args.weighted_terms()), args.resolved_params()
@@ -319,13 +321,10 @@ def unlearn(
             "terms": {
                 t: {"weight": weights[t], "params": p.model_dump(mode="json")} for t, p in params.items()
             },
-            "hinge_margin": args.hinge_margin if method.quail else None,
-            "projection": args.projection,
-            "projection_alpha": args.projection_alpha if args.projection else None,
-            "lora": lora.model_dump() if lora else None,
-            "sure": trainer.saliency,
-            "trained": trainer.trained,
         }
+        for modifier in modifiers():
+            resolved.update(modifier.record(getattr(method, modifier.name), args, trainer))
+        resolved.update(lora=lora.model_dump() if lora else None, trained=trainer.trained)
         write_json(folder.method_file(model_name), resolved)
         if lora is None:
             return network, state_dict

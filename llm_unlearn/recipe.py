@@ -36,6 +36,7 @@ from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS, benchmark_defaults, benchmark_metrics
 from llm_unlearn.metrics.bootstrap import CONFIDENCE, RESAMPLES, SEED
+from llm_unlearn.modifiers import Modifier, Section, modifiers
 from llm_unlearn.quant import family, get_quantizer
 from llm_unlearn.registry import Registry
 from llm_unlearn.runfolder import (
@@ -234,40 +235,6 @@ class StopSection(_Section):
     every_n_steps: int = Field(default=25, ge=1)
 
 
-class SureSection(_Section):
-    percentile: float = Field(default=90.0, ge=0, le=100, description="γ: train modules at or above it.")
-
-
-class QuailSection(_Section):
-    weight: float = Field(default=1.0, gt=0, description="λ_h, the weight of the hinge.")
-    margin: float | Literal["auto"] = Field(
-        default="auto",
-        description="m in logit units, or 'auto' = half the mean grid step of `quantizer` on the target's "
-        "weights (the paper's rule; weights and logits have different units, so keep it tunable).",
-    )
-    distance: Literal["mean_abs", "l2", "linf"] = "mean_abs"
-    quantizer: str = Field(default="rtn-w4-g128", description="The RTN quantizer whose step sets m=auto.")
-
-    @field_validator("margin")
-    @classmethod
-    def _non_negative(cls, margin: float | str) -> float | str:
-        if not isinstance(margin, str) and margin < 0:
-            raise ValueError(f"margin must be >= 0 or 'auto', got {margin}")
-        return margin
-
-    @field_validator("quantizer")
-    @classmethod
-    def _rtn(cls, name: str) -> str:
-        if not get_quantizer(name).has_mean_step:
-            raise ValueError(f"{name!r}: margin auto is defined on an RTN grid; name an rtn-w... quantizer")
-        return name
-
-
-class ProjectionSection(_Section):
-    alpha: float = Field(default=1.0, ge=0, le=1, description="α: 1 removes the whole retain component.")
-    scope: Literal["layer", "global"] = Field(default="layer", description="'global' is the ablation.")
-
-
 class _MethodCommon(_Section):
     name: Annotated[str, registered(METHODS)] = Field(
         description=f"One of the registered methods ({', '.join(METHODS.names())})."
@@ -275,7 +242,8 @@ class _MethodCommon(_Section):
     label: str | None = Field(
         default=None,
         pattern=NAME_PATTERN,
-        description="This run's name in results and report; default: name, plus +sure / +quail / +global.",
+        description="This run's name in results and report; default: name, plus "
+        f"{' / '.join(m.suffix_label for m in modifiers())}.",
     )
     beta: float = Field(
         default=0.1,
@@ -296,16 +264,11 @@ class _MethodCommon(_Section):
         "grid-aligned (with model.grid_align); default: all.",
     )
     stop: StopSection | None = None
-    sure: SureSection | None = Field(default=None, description="SURE: train only the salient modules.")
-    quail: QuailSection | None = Field(default=None, description="QUAIL: add the logit-space hinge.")
-    projection: ProjectionSection | None = Field(
-        default=None, description="OEU's gradient projection (methods with a projection only, e.g. oeu)."
-    )
 
     @model_validator(mode="after")
-    def _projection_needs_oeu(self) -> _MethodCommon:
-        if self.projection is not None and METHODS.get(self.name).projection is None:
-            raise ValueError(f"projection applies to methods that project gradients (oeu), not {self.name!r}")
+    def _modifiers_apply(self) -> _MethodCommon:
+        for modifier in modifiers():
+            modifier.check_method(METHODS.get(self.name), getattr(self, modifier.name))
         return self
 
     @model_validator(mode="after")
@@ -329,16 +292,19 @@ class _MethodCommon(_Section):
         """The name of this run's checkpoint, results rows and report rows."""
         if self.label:
             return self.label
-        suffix = "+sure" if self.sure else ""
-        suffix += "+quail" if self.quail else ""
-        suffix += "+global" if self.projection and self.projection.scope == "global" else ""
-        return self.name + suffix
+        return self.name + "".join(m.suffix(getattr(self, m.name)) for m in modifiers())
+
+    def active_modifiers(self) -> list[tuple[Modifier, Section | None]]:
+        """The modifiers this run uses, with their sections (None where a modifier is on by method)."""
+        spec = METHODS.get(self.name)
+        pairs = [(m, getattr(self, m.name)) for m in modifiers()]
+        return [(m, section) for m, section in pairs if m.active(spec, section)]
 
 
 def _term_fields() -> dict[str, tuple[Any, FieldInfo]]:
     """Every parameter a method's terms declare, as an optional method field (None: the term's
-    default); one name means one thing in every term. β is the common field above; QUAIL's hinge
-    is configured by the `quail:` section."""
+    default); one name means one thing in every term. β is the common field above; a regulariser
+    term is configured by the modifier that adds it (modifiers/)."""
     fields: dict[str, tuple[Any, FieldInfo]] = {}
     for name in TERMS.names():
         term = TERMS.get(name)
@@ -352,9 +318,23 @@ def _term_fields() -> dict[str, tuple[Any, FieldInfo]]:
     return fields
 
 
+def _modifier_fields() -> dict[str, tuple[Any, FieldInfo]]:
+    """One optional section per registered modifier (None: off), named as the modifier."""
+    fields: dict[str, tuple[Any, FieldInfo]] = {}
+    for modifier in modifiers():
+        if modifier.name in _MethodCommon.model_fields or modifier.name in _TERM_FIELDS:
+            raise TypeError(f"modifier {modifier.name!r} has the name of another method field")
+        fields[modifier.name] = (
+            modifier.section | None,
+            Field(default=None, description=modifier.description),
+        )
+    return fields
+
+
 _TERM_FIELDS = _term_fields()
-#: a method entry: the common fields and every registered term's parameters, derived from the registry
-MethodSection = create_model("MethodSection", __base__=_MethodCommon, **_TERM_FIELDS)
+#: a method entry: the common fields, every registered term's parameters and every registered
+#: modifier's section, derived from the registries
+MethodSection = create_model("MethodSection", __base__=_MethodCommon, **_TERM_FIELDS, **_modifier_fields())
 
 
 class AuditedModelSection(_Section):
@@ -635,26 +615,13 @@ class Recipe(_Section):
         return self
 
     @model_validator(mode="after")
-    def _sure_is_not_lora(self) -> Recipe:
-        if self.model.lora is not None and any(m.sure for m in self.method):
-            raise ValueError(
-                "model.lora with a method's sure: SURE picks base-model modules; use one of them"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _oeu_fits_the_training_setup(self) -> Recipe:
-        for i, method in enumerate(self.method):
-            if METHODS.get(method.name).projection is None:
-                continue
-            if self.train.get("fp16"):
-                raise ValueError(
-                    f"method.{i}: OEU's hand-written update bypasses fp16's loss scaler; use train.bf16"
-                )
-            if self.train.get("fsdp") or self.train.get("deepspeed"):
-                raise ValueError(
-                    f"method.{i}: OEU projects whole per-layer gradients; FSDP/DeepSpeed shard them: use DDP"
-                )
+    def _modifiers_fit_the_recipe(self) -> Recipe:
+        # each modifier's refusals of the rest of the recipe (SURE with LoRA, OEU in fp16 or sharded)
+        for modifier in modifiers():
+            for i, method in enumerate(self.method):
+                section = getattr(method, modifier.name)
+                if modifier.active(METHODS.get(method.name), section):
+                    modifier.check_recipe(self, i, section)
         return self
 
     @model_validator(mode="after")

@@ -28,31 +28,24 @@ from llm_unlearn import projection, saliency
 from llm_unlearn.data.collate import ForgetRetainDataset, UnlearningCollator, pad_batch
 from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
-from llm_unlearn.recipe import MethodSection, ProjectionSection, Recipe, RecipeError
+from llm_unlearn.recipe import MethodSection, Recipe, RecipeError
 from llm_unlearn.terms import TERMS, TermInput, sequence_nll
 from llm_unlearn.unlearning_config import UnlearningConfig
 
 
 def training_config(
-    recipe: Recipe, method: MethodSection, output_dir: Path, hinge_margin: float | None = None
+    recipe: Recipe, method: MethodSection, output_dir: Path, **resolved: Any
 ) -> UnlearningConfig:
     """The `UnlearningConfig` of one of `recipe`'s methods: its train section, the method's terms and
-    modifiers (SURE, QUAIL, OEU's projection); `hinge_margin` resolves a QUAIL margin of 'auto'.
-    Here, beside the trainer that runs it, so the recipe only validates."""
+    the settings of each registered modifier it uses (modifiers/); `resolved` holds what those
+    modifiers resolved from the target before training (`Modifier.prepare`, e.g. hinge_margin for
+    a QUAIL margin of 'auto'). Here, beside the trainer that runs it, so the recipe only validates."""
     spec = METHODS.get(method.name)
     settings: dict[str, Any] = {"report_to": "none", "save_strategy": "no", **recipe.train}
     if method.learning_rate is not None:
         settings["learning_rate"] = method.learning_rate
-    if method.quail is not None:
-        margin = method.quail.margin if method.quail.margin != "auto" else hinge_margin
-        if margin is None:
-            raise ValueError("QUAIL margin 'auto' must be resolved from the target model first")
-        settings.update(
-            hinge_weight=method.quail.weight, hinge_margin=margin, hinge_distance=method.quail.distance
-        )
-    if spec.projection is not None:
-        section = method.projection or ProjectionSection()
-        settings.update(projection=section.scope, projection_alpha=section.alpha)
+    for modifier, section in method.active_modifiers():
+        settings.update(modifier.settings(spec, section, resolved))
     try:
         return UnlearningConfig(
             output_dir=str(output_dir),
@@ -60,7 +53,6 @@ def training_config(
             retain_loss=spec.retain_loss,
             term_params={t: p.model_dump() for t, p in spec.resolve(method.term_values()).items()},
             retain_weight=method.retain_weight,
-            saliency_percentile=method.sure.percentile if method.sure else None,
             **settings,
         )
     except ValueError as err:  # TrainingArguments' own cross-field checks (e.g. bf16 without a GPU)

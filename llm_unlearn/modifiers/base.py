@@ -1,0 +1,111 @@
+"""What a modifier is, and its registry.
+
+A modifier changes how any unlearning method trains without being a method itself (SURE, QUAIL,
+OEU's projection): a recipe turns one on with its section in a method entry (`sure:`, `quail:`,
+`projection:`). A registered modifier holds everything the rest of the package needs to know
+about it, so recipe, trainer, pipeline and Hub card iterate over `MODIFIERS` and name none:
+
+- `section`: its recipe section, a pydantic model with a description per field;
+- `suffix`: what it adds to the run's default name (`ga_gdr+sure`);
+- `check_method`, `check_recipe`: its refusals, raised as `ValueError` while the recipe is
+  validated, before anything is built;
+- `quantizers`: the quantizers it applies to the target before training (checked with the others);
+- `prepare`: what it resolves from the target before training (QUAIL's margin `auto`);
+- `settings`: the `UnlearningConfig` fields it sets, from its section and the resolved values;
+- `record`: what `.method.json` records of it after training;
+- `facts`, `hyper_parameters`, `tags`: what the Hub card says of it, read back from `.method.json`.
+
+The order of `modifiers()` (by `position`) is the order of the suffixes, records and card lines.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from llm_unlearn.methods import Method
+from llm_unlearn.registry import Registry
+
+
+class Section(BaseModel):
+    """A modifier's recipe section: every field has a default, a range and a description."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Modifier:
+    """One modifier. Subclasses set the class attributes and override the hooks they need;
+    `register_modifier` adds one. `section` arguments are None where the recipe has no section."""
+
+    name: ClassVar[str]
+    #: order among the modifiers: run-name suffixes, `.method.json` and the card follow it
+    position: ClassVar[int]
+    section: ClassVar[type[Section]]
+    #: the method entry's field description
+    description: ClassVar[str]
+    #: the run-name suffix, as the `label` field's description shows it
+    suffix_label: ClassVar[str]
+
+    def active(self, method: Method, section: Section | None) -> bool:
+        """Whether this run uses the modifier: by default, when its section is given."""
+        return section is not None
+
+    def suffix(self, section: Section | None) -> str:
+        """What the modifier adds to the method's name in the run's default name."""
+        return self.suffix_label if section is not None else ""
+
+    def check_method(self, method: Method, section: Section | None) -> None:
+        """Refuse (ValueError) a section the method entry cannot take."""
+
+    def check_recipe(self, recipe: Any, index: int, section: Section | None) -> None:
+        """Refuse (ValueError, whole message) what the rest of the recipe rules out, for an active
+        modifier of `recipe.method[index]`."""
+
+    def quantizers(self, section: Section | None) -> list[tuple[str, str]]:
+        """(field inside the section, quantizer name): the quantizers the run applies to the target
+        for this modifier, checked against it before anything trains."""
+        return []
+
+    def prepare(self, section: Section | None, model: Any) -> dict[str, Any]:
+        """Values resolved from the target model before training, for `settings`."""
+        return {}
+
+    def settings(self, method: Method, section: Section | None, resolved: dict[str, Any]) -> dict[str, Any]:
+        """The `UnlearningConfig` fields this modifier sets."""
+        return {}
+
+    def record(self, section: Section | None, args: Any, trainer: Any) -> dict[str, Any]:
+        """Its entries of `.method.json` (written for every modifier, active or not: None when off)."""
+        return {}
+
+    def facts(self, resolved: dict[str, Any]) -> list[tuple[str, str]]:
+        """What the Hub card says of it, from `.method.json`."""
+        return []
+
+    def hyper_parameters(self, resolved: dict[str, Any]) -> dict[str, Any]:
+        """Its entries of the card's hyper-parameters, from `.method.json`."""
+        return {}
+
+    def tags(self, section: Section | None) -> list[str]:
+        """The card's tags for it."""
+        return [self.name] if section is not None else []
+
+
+MODIFIERS: Registry[Modifier] = Registry("modifier")
+
+
+def register_modifier(name: str):
+    """Class decorator: register one instance of the modifier under `name`."""
+
+    def add(cls: type[Modifier]) -> type[Modifier]:
+        cls.name = name
+        MODIFIERS.register(name)(cls())
+        return cls
+
+    return add
+
+
+def modifiers() -> list[Modifier]:
+    """Every registered modifier, in `position` order."""
+    return sorted((MODIFIERS.get(n) for n in MODIFIERS.names()), key=lambda m: m.position)

@@ -1,0 +1,69 @@
+"""The modifier registry: each registered modifier is one optional section of a method entry, and
+recipe, training config and `.method.json` take what they know of it from the registration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from llm_unlearn.methods import METHODS
+from llm_unlearn.modifiers import MODIFIERS, modifiers
+from llm_unlearn.recipe import MethodSection, validate_recipe
+from llm_unlearn.trainer import training_config
+
+BASE = {
+    "name": "tiny",
+    "model": {"target": "demo"},
+    "train": {"max_steps": 1},
+    "output": {"dir": "/tmp/unused"},
+}
+
+
+def test_every_modifier_is_an_optional_section_of_a_method_entry() -> None:
+    assert [m.name for m in modifiers()] == ["sure", "quail", "projection"]  # run-name order
+    for modifier in modifiers():
+        field = MethodSection.model_fields[modifier.name]
+        assert field.default is None and field.description == modifier.description
+    section = MethodSection.model_validate({"name": "ga_gdr", "sure": {}, "quail": {"margin": 0.1}})
+    assert isinstance(section.sure, MODIFIERS.get("sure").section)
+    assert [m.name for m, _ in section.active_modifiers()] == ["sure", "quail"]
+    # OEU's projection is on by method, with its section's defaults when none is given
+    assert [m.name for m, s in MethodSection(name="oeu").active_modifiers()] == ["projection"]
+
+
+def test_run_names_take_each_modifiers_suffix_in_registry_order() -> None:
+    section = MethodSection.model_validate({"name": "ga_gdr", "quail": {"margin": 0.1}, "sure": {}})
+    assert section.run_name == "ga_gdr+sure+quail"
+    assert (
+        MethodSection.model_validate({"name": "oeu", "projection": {"scope": "global"}}).run_name
+        == "oeu+global"
+    )
+    assert MethodSection.model_validate({"name": "oeu", "projection": {"scope": "layer"}}).run_name == "oeu"
+
+
+def test_each_active_modifier_sets_its_training_config() -> None:
+    recipe = validate_recipe(
+        {**BASE, "method": [{"name": "npo_gdr", "sure": {"percentile": 70}, "quail": {}}, {"name": "oeu"}]}
+    )
+    both, oeu = recipe.method
+    with pytest.raises(ValueError, match="QUAIL margin 'auto' must be resolved"):
+        training_config(recipe, both, Path("/tmp/unused"))
+    config = training_config(recipe, both, Path("/tmp/unused"), hinge_margin=0.02)
+    assert (config.saliency_percentile, config.hinge_margin, config.projection) == (70, 0.02, None)
+    config = training_config(recipe, oeu, Path("/tmp/unused"))
+    assert (config.saliency_percentile, config.hinge_weight, config.projection) == (None, 0, "layer")
+
+
+def test_records_name_every_modifier_even_when_off() -> None:
+    """`.method.json` holds every modifier's keys (None when off), so a card reads any run's file."""
+    recipe = validate_recipe({**BASE, "method": [{"name": "ga_gdr"}]})
+    args = training_config(recipe, recipe.method[0], Path("/tmp/unused"))
+    trainer = type("T", (), {"saliency": None})()
+    record = {}
+    for modifier in modifiers():
+        record.update(modifier.record(getattr(recipe.method[0], modifier.name), args, trainer))
+    assert record == {"sure": None, "hinge_margin": None, "projection": None, "projection_alpha": None}
+    assert all(m.facts({"terms": {}, **record}) == [] for m in modifiers())
+    assert all(m.hyper_parameters(record) == {} for m in modifiers())
+    assert METHODS.get("ga_gdr").projection is None
