@@ -28,10 +28,10 @@ import torch
 
 from llm_unlearn.audit.cache import quantized
 from llm_unlearn.data.corpora import DEMO, load_muse
-from llm_unlearn.kernels import KERNELS, kernel_model
+from llm_unlearn.kernels import backend_description, kernel_model
 from llm_unlearn.metrics import EvalContext, evaluate, required_splits
 from llm_unlearn.models import demo_checkpoints, gguf_checkpoint, load_tokenizer
-from llm_unlearn.quant import family, get_quantizer
+from llm_unlearn.quant import get_quantizer
 
 ROOT = Path(__file__).resolve().parents[1]
 METRICS = ["verbmem", "knowmem_forget", "knowmem_retain", "privleak"]  # recipes/demo.yaml
@@ -108,7 +108,7 @@ def save(out: Path, rows: list[dict[str, object]]) -> None:
     }
     figures = {
         "metrics": METRICS,
-        "kernels": {q: KERNELS[family(q)] for q in quantizers},
+        "kernels": {q: backend_description(q) for q in quantizers},
         "max_abs_difference_excluding_privleak": summary,
         "cells": rows,
     }

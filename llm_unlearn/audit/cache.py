@@ -177,9 +177,9 @@ def load_cell(
 def quantized(
     checkpoint: Path, quantizer: Quantizer, folder: Path, placement: dict[str, Any] | None = None
 ) -> PreTrainedModel:
-    """`checkpoint` under `quantizer` (`fp`: the checkpoint itself), from its cell in `folder`
-    when valid, else quantized now and cached there; placed as `load_cell` places it."""
-    if quantizer.name == "fp":
+    """`checkpoint` under `quantizer` (`fp`, at full precision: the checkpoint itself), from its cell
+    in `folder` when valid, else quantized now and cached there; placed as `load_cell` places it."""
+    if quantizer.at_full_precision:
         return load_model(checkpoint, placement=placement)
     state = PartialState()
     # Under a launch the main process quantizes and writes the cache first, the others then load

@@ -71,7 +71,7 @@ def render_html(
         legend=verdict_legend(cells.settings),
         states=[{"verdict": v, "css": VERDICT_CSS[v]} for v in VERDICT_ORDER],
         quantizers=tables.quantizers,
-        has_relearn=any(tables.is_relearn(q) for q in tables.quantizers),
+        has_relearn=any(tables.is_change(q) for q in tables.quantizers),
         has_grid=tables.has_grid_aligned(),
         metrics=[_metric_view(tables, cells, metric) for metric in tables.values],
         plots=_plots(tables, diagnostics),
@@ -196,8 +196,8 @@ def _png(fig: Figure) -> str:
 
 
 def _metric_vs_bits(tables: MetricTables) -> dict[str, str]:
-    # relearn columns are full precision: they have no place on a bits axis
-    quantizers = [q for q in tables.quantizers if not tables.is_relearn(q)]
+    # changes made to the model (relearning) are full precision: they have no place on a bits axis
+    quantizers = [q for q in tables.quantizers if not tables.is_change(q)]
     order = sorted(quantizers, key=lambda q: -_bits(tables.configs.get(q, {})))
     metrics = list(tables.values)
     fig = Figure(figsize=(5.2 * min(len(metrics), 2), 3.6 * ((len(metrics) + 1) // 2)))
@@ -228,7 +228,7 @@ def _metric_vs_bits(tables: MetricTables) -> dict[str, str]:
 
 def _tradeoff(tables: MetricTables, forget_metric: str, retain_metric: str) -> dict[str, str]:
     forget, retain = tables.values[forget_metric], tables.values[retain_metric]
-    quantizers = [q for q in tables.quantizers if not tables.is_relearn(q)]
+    quantizers = [q for q in tables.quantizers if not tables.is_change(q)]
     lowest = min(quantizers, key=lambda q: _bits(tables.configs.get(q, {})))
     fig = Figure(figsize=(7, 5))
     ax = fig.subplots()

@@ -19,12 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from transformers import PrinterCallback, Trainer, TrainingArguments
+from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainingArguments
 
+from llm_unlearn.columns import Column, register_column
 from llm_unlearn.context import window_length
 from llm_unlearn.data.benchmark import training_texts
 from llm_unlearn.data.collate import LMDataset, UnlearningCollator, chunk_texts
@@ -33,16 +35,24 @@ from llm_unlearn.data.tofu import TofuCorpus
 from llm_unlearn.errors import UserError
 from llm_unlearn.models import load_model, load_tokenizer, train_and_save
 from llm_unlearn.recipe import Recipe
-from llm_unlearn.runfolder import write_json
+from llm_unlearn.runfolder import RunFolder, write_json
 
 #: the `method` of a relearn column's recorded configuration (a quantizer's names its algorithm)
 RELEARN_METHOD = "relearn"
 CONFIG_FILE = "relearn.json"
 
 
+@register_column("relearn")
 @dataclass(frozen=True)
-class Relearning:
-    """One relearn entry of a recipe, resolved: its column name, its slice of text, its settings."""
+class Relearning(Column):
+    """One relearn entry of a recipe, resolved: its column name, its slice of text, its settings.
+
+    A column that changes the model rather than a format it ships in: evaluated at full precision,
+    no codes, and a cell recorded under other settings is stale (a re-run may change an entry but
+    keep its name)."""
+
+    is_format = False
+    at_full_precision = True
 
     name: str
     split: str  # the raw split the slice is drawn from, e.g. forget or retain1
@@ -70,6 +80,22 @@ class Relearning:
             "text_sha256": hashlib.sha256(json.dumps(self.texts).encode()).hexdigest()[:16],
             "evaluation": "full precision (float32) after relearning",
         }
+
+    def stale(self, recorded: Mapping[str, Any]) -> bool:
+        return recorded.get("quantizer_config") != self.config()
+
+    @classmethod
+    def claims(cls, config: Mapping[str, Any]) -> bool:
+        return config.get("method") == RELEARN_METHOD
+
+    def network(
+        self, source: Path, model: str, run_folder: RunFolder, placement: dict[str, Any] | None = None
+    ) -> PreTrainedModel:
+        """`source`, the checkpoint of `model` (RUN@TARGET), relearned once into its folder of
+        `run_folder` (`relearned`) and loaded as `models.load_model` places it."""
+        return load_model(
+            relearned(source, self, run_folder.relearned(model, self.name)), placement=placement
+        )
 
     def training_arguments(self, output_dir: Path) -> TrainingArguments:
         # The relearn settings win over the recipe's: the check must run exactly as recorded.

@@ -20,10 +20,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from llm_unlearn.audit import stats
-from llm_unlearn.audit.relearn import RELEARN_METHOD
+from llm_unlearn.audit import (
+    columns,  # noqa: F401  registers every kind of column
+    stats,
+)
 from llm_unlearn.audit.results import Key, cell_key
 from llm_unlearn.audit.run import DIAGNOSTICS
+from llm_unlearn.columns import is_format
 from llm_unlearn.metrics import METRICS
 from llm_unlearn.recipe import VerdictSection, validate_model
 from llm_unlearn.runfolder import GRID_ALIGNED, NO_TARGET
@@ -352,9 +355,10 @@ class MetricTables:
         """Whether a target of the run is the grid-aligned copy (`model.grid_align`)."""
         return any(t == GRID_ALIGNED for rows in self.values.values() for _, t in rows)
 
-    def is_relearn(self, column: str) -> bool:
-        """Whether `column` is a relearn check (at full precision) rather than a quantizer."""
-        return self.configs.get(column, {}).get("method") == RELEARN_METHOD
+    def is_change(self, column: str) -> bool:
+        """Whether `column` is a change made to the model (a relearn check, at full precision) rather
+        than a precision or format it ships in (a quantizer): its kind says (`columns.is_format`)."""
+        return not is_format(self.configs.get(column, {}))
 
 
 def metric_tables(results: list[dict[str, Any]]) -> MetricTables:
@@ -368,8 +372,8 @@ def metric_tables(results: list[dict[str, Any]]) -> MetricTables:
         if r["quantizer"] not in quantizers:
             quantizers.append(r["quantizer"])
         configs[r["quantizer"]] = r.get("quantizer_config", {})
-    # relearn columns after every quantizer, also when a re-run added a quantizer after them
-    quantizers.sort(key=lambda q: configs[q].get("method") == RELEARN_METHOD)
+    # changes (relearn columns) after every format, also when a re-run added a quantizer after them
+    quantizers.sort(key=lambda q: not is_format(configs[q]))
     return MetricTables(values, quantizers, configs)
 
 
@@ -407,8 +411,8 @@ def render_markdown(results: list[dict[str, Any]], title: str, cells: AuditCells
         lines.append("")
     lines += _diagnostics(diagnostics)
     lines += ["## Quantizers", ""]
-    lines += [f"- `{name}`: {configs[name]}" for name in quantizers if not tables.is_relearn(name)]
-    relearn = [name for name in quantizers if tables.is_relearn(name)]
+    lines += [f"- `{name}`: {configs[name]}" for name in quantizers if not tables.is_change(name)]
+    relearn = [name for name in quantizers if tables.is_change(name)]
     if relearn:
         lines += ["", "## Relearn checks", ""]
         lines += [f"- `{name}`: {configs[name]}" for name in relearn]

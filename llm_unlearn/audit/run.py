@@ -23,13 +23,14 @@ from accelerate import PartialState
 from rich.progress import Progress
 from transformers import PreTrainedModel
 
-from llm_unlearn.audit.cache import cached_codes, cell_folder, ensure_cell, quantized
-from llm_unlearn.audit.relearn import Relearning, relearned
+from llm_unlearn.audit.cache import cached_codes, cell_folder
+from llm_unlearn.audit.columns import column_network, require_calibration
+from llm_unlearn.audit.relearn import Relearning
 from llm_unlearn.audit.results import ResultsFile
-from llm_unlearn.errors import UserError
-from llm_unlearn.kernels import evaluation, kernel_model, uses_kernels
+from llm_unlearn.columns import Column
+from llm_unlearn.kernels import evaluation
 from llm_unlearn.metrics import METRICS, EvalContext, evaluate, metric_ci
-from llm_unlearn.models import CheckpointTensors, eval_placement, load_model
+from llm_unlearn.models import CheckpointTensors, eval_placement
 from llm_unlearn.quant import Quantizer, get_quantizer
 from llm_unlearn.quant.calibration import Calibration
 from llm_unlearn.quant.overlap import diagnose
@@ -75,36 +76,21 @@ def audit(
     columns = len(quantizers) + len(relearn)
     task = progress.add_task("audit", total=len(ordered) * columns) if progress else None
     for model in ordered:
-        for quantizer_name in quantizers:
-            pending = [m for m in metrics if results.get(model.name, model.target, quantizer_name, m) is None]
+        for column in _columns(quantizers, relearn, calibration):
+            pending = [
+                m
+                for m in metrics
+                if (recorded := results.get(model.name, model.target, column.name, m)) is None
+                or column.stale(recorded)
+            ]
             if progress:
-                progress.update(task, description=f"audit {model.name}@{model.target} {quantizer_name}")
+                progress.update(task, description=f"audit {model.name}@{model.target} {column.name}")
             if pending:
-                quantizer = _quantizer(quantizer_name, calibration)
-                cell = _cell(cache, model, quantizer)
-                if uses_kernels(quantizer_name, kernels):
-                    quantizer.check_kernels()  # a missing backend is one line, before quantizing for it
-                    if quantizer.artifacts_hold_the_model:  # the backend runs the file kept in the cell
-                        ensure_cell(model.path, quantizer, cell)
-                    network = kernel_model(model.path, quantizer, cell)
-                else:
-                    network = quantized(model.path, quantizer, cell, placement)
-                how = evaluation(quantizer_name, kernels, next(network.parameters()).dtype)
-                _evaluate_cell(model, quantizer, network, pending, ctx, results, how)
+                label = f"{model.name}@{model.target}"
+                network = column_network(column, model.path, label, run_folder, cache, placement, kernels)
+                how = evaluation(column, kernels, next(network.parameters()).dtype)
+                _evaluate_cell(model, column, network, pending, ctx, results, how)
                 del network  # or it stays alive while the next cell loads: two models at once
-            if progress:
-                progress.advance(task)
-        for relearning in relearn:
-            pending = _relearn_pending(results, model, relearning, metrics)
-            if progress:
-                progress.update(task, description=f"audit {model.name}@{model.target} {relearning.name}")
-            if pending:
-                cached = run_folder.relearned(f"{model.name}@{model.target}", relearning.name)
-                folder = relearned(model.path, relearning, cached)
-                network = load_model(folder, placement=placement)
-                how = evaluation("fp", False, next(network.parameters()).dtype)
-                _evaluate_cell(model, relearning, network, pending, ctx, results, how)
-                del network
             if progress:
                 progress.advance(task)
     diagnostics = ResultsFile.shared(run_folder.diagnostics)
@@ -112,34 +98,27 @@ def audit(
     for model in ordered:
         if model.target not in targets or model.name in ("target", "retrain"):
             continue
-        for quantizer_name in quantizers:
-            done = diagnostics.get(model.name, model.target, quantizer_name, DIAGNOSTICS) is not None
-            if quantizer_name != "fp" and not done:
+        for column in _columns(quantizers, relearn, calibration):
+            done = diagnostics.get(model.name, model.target, column.name, DIAGNOSTICS) is not None
+            if column.has_codes and not done:
                 if progress:
-                    progress.update(
-                        task, description=f"diagnose {model.name}@{model.target} {quantizer_name}"
-                    )
-                quantizer = _quantizer(quantizer_name, calibration)
-                _diagnose_cell(model, targets[model.target], quantizer, cache, diagnostics)
+                    progress.update(task, description=f"diagnose {model.name}@{model.target} {column.name}")
+                _diagnose_cell(model, targets[model.target], column, cache, diagnostics)  # type: ignore[arg-type]
 
 
-def _relearn_pending(
-    results: ResultsFile, model: AuditModel, relearning: Relearning, metrics: Sequence[str]
-) -> list[str]:
-    # A cell recorded under other settings is stale: a re-run may change an entry but keep its name.
-    config = relearning.config()
-    return [
-        m
-        for m in metrics
-        if (results.get(model.name, model.target, relearning.name, m) or {}).get("quantizer_config") != config
-    ]
+def _columns(
+    quantizers: Sequence[str], relearn: Sequence[Relearning], calibration: Calibration | None
+) -> Iterator[Column]:
+    """The audit's columns in order, each quantizer made afresh for each cell (it keeps what its
+    last quantization wrote): the quantizers by name, then the relearn checks."""
+    for name in quantizers:
+        yield _quantizer(name, calibration)  # GPTQ/AWQ refuse to quantize without it (`audit/columns.py`)
+    yield from relearn
 
 
 def _quantizer(name: str, calibration: Calibration | None) -> Quantizer:
     quantizer = get_quantizer(name)
     if quantizer.needs_calibration:
-        if calibration is None:
-            raise UserError(f"quantize: {name} needs calibration text; set the recipe's calibration section")
         quantizer.calibration = calibration
     return quantizer
 
@@ -167,6 +146,7 @@ class _ModuleWeights(Mapping[str, torch.Tensor]):
 def _diagnose_cell(
     model: AuditModel, target: AuditModel, quantizer: Quantizer, cache: Path, results: ResultsFile
 ) -> None:
+    require_calibration(quantizer)
     cells = _cell(cache, target, quantizer), _cell(cache, model, quantizer)
     found = diagnose_checkpoints(target.path, model.path, quantizer, *cells)
     if not found:  # a quantizer without integer codes has nothing to compare
@@ -204,14 +184,13 @@ def diagnose_checkpoints(
 
 def _evaluate_cell(
     model: AuditModel,
-    quantizer: Quantizer | Relearning,
+    column: Column,
     network: PreTrainedModel,
     metrics: list[str],
     ctx: EvalContext,
     results: ResultsFile,
     evaluation: str,
 ) -> None:
-    quantizer_name = quantizer.name
     for metric in metrics:
         start = time.perf_counter()
         # a metric with a retrain reference (`Metric.reference`) takes it from the retrain model's
@@ -229,10 +208,10 @@ def _evaluate_cell(
             {
                 "model": model.name,
                 "target": model.target,
-                "quantizer": quantizer_name,
+                "quantizer": column.name,  # the key results files have always had: old runs read unchanged
                 "metric": metric,
                 "checkpoint": str(model.path),
-                "quantizer_config": quantizer.config(),
+                "quantizer_config": column.config(),
                 "evaluation": evaluation,
                 "seconds": round(time.perf_counter() - start, 2),
                 **value,

@@ -37,6 +37,7 @@ class BitsAndBytesQuantizer(Quantizer):
     """bitsandbytes weight quantization, named `bnb-nf4`, `bnb-fp4` or `bnb-int8`."""
 
     pattern = "bnb-{nf4,fp4,int8}"
+    kernels = "bitsandbytes"  # evaluate_with: kernels swaps in bitsandbytes' own layers (`kernels/bnb.py`)
 
     def __init__(self, name: str) -> None:
         match = _NAME.fullmatch(name)

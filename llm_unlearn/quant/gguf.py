@@ -88,6 +88,7 @@ class GGUFQuantizer(Quantizer):
     pattern = "gguf-{" + ",".join(FTYPES) + "}"
     artifacts_hold_the_model = True  # the GGUF file gives every parameter its value
     kernel_runtime = "llama.cpp"
+    kernels = "llama.cpp"  # evaluate_with: kernels runs the cell's GGUF file (`kernels/llamacpp.py`)
 
     def __init__(self, name: str) -> None:
         ftype = FTYPES.get(name.removeprefix("gguf-"))

@@ -7,7 +7,7 @@ recipes, results and reports.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from llm_unlearn.columns import Column, register_column
 from llm_unlearn.errors import UserError
 from llm_unlearn.registry import Registry, UnknownNameError
 
@@ -98,12 +99,15 @@ class WeightCodes:
         return groups / self.scale.float()[:, None] + self.zero.float()[:, None]
 
 
-class Quantizer(ABC):
-    """Turns a model into its quantized variant, in place, for evaluation."""
+@register_column("quantizer")
+class Quantizer(Column):
+    """Turns a model into its quantized variant, in place, for evaluation: an audit column whose
+    cells are cached as codes (`audit/cache.py`). A quantizer names its family's real-kernel backend
+    in `kernels` (`llm_unlearn.kernels`), if it has one, and sets `has_codes` False where
+    `quantize_with_codes` gives none. Recorded configurations no other kind claims are a quantizer's."""
 
     name: str
-    #: the family's naming pattern, shown to users who mistype a name
-    pattern: str = ""
+    has_codes = True
     #: GPTQ and AWQ fit their rounding to activations: the caller sets `calibration` first
     needs_calibration: bool = False
     calibration: Calibration | None = None

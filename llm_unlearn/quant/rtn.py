@@ -257,6 +257,8 @@ class FullPrecision(Quantizer):
     """No quantization: the `fp` column of the audit, so every model is evaluated through one path."""
 
     pattern = "fp"
+    has_codes = False
+    at_full_precision = True  # its cells are the checkpoint itself: nothing to cache
 
     def __init__(self, name: str) -> None:
         if name != "fp":
