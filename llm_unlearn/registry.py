@@ -36,6 +36,16 @@ class Registry(Generic[T]):
 
         return add
 
+    def register_instance(self, name: str) -> Callable[[type], type]:
+        """Class decorator: name the class `name` and register one instance of it (terms, modifiers)."""
+
+        def add(cls: type) -> type:
+            cls.name = name
+            self.register(name)(cls())
+            return cls
+
+        return add
+
     def get(self, name: str) -> T:
         try:
             return self._entries[name]

@@ -20,6 +20,7 @@ The order of `modifiers()` (by `position`) is the order of the suffixes, records
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -95,15 +96,9 @@ class Modifier:
 MODIFIERS: Registry[Modifier] = Registry("modifier")
 
 
-def register_modifier(name: str):
+def register_modifier(name: str) -> Callable[[type], type]:
     """Class decorator: register one instance of the modifier under `name`."""
-
-    def add(cls: type[Modifier]) -> type[Modifier]:
-        cls.name = name
-        MODIFIERS.register(name)(cls())
-        return cls
-
-    return add
+    return MODIFIERS.register_instance(name)
 
 
 def modifiers() -> list[Modifier]:

@@ -10,7 +10,7 @@ shifts once, the way Hugging Face causal LMs compute `.loss`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -80,15 +80,9 @@ class Term:
 TERMS: Registry[Term] = Registry("loss term")
 
 
-def register_term(name: str):
+def register_term(name: str) -> Callable[[type], type]:
     """Class decorator: register one instance of the term under `name`."""
-
-    def add(cls: type[Term]) -> type[Term]:
-        cls.name = name
-        TERMS.register(name)(cls())
-        return cls
-
-    return add
+    return TERMS.register_instance(name)
 
 
 def names(part: Part) -> tuple[str, ...]:
