@@ -227,14 +227,7 @@ class AuditCells:
         if not is_unlearned(model):
             return cell
         if not is_forget_metric(metric):
-            base = self.records.get(("target", target, "fp", metric))
-            fp = self.records.get((model, target, "fp", metric))
-            if quantizer == "fp" or base is None or fp is None:
-                return cell
-            found = stats.paired_recovery(
-                base, fp, record, **self._bootstrap, min_forgotten=metric_point(metric)
-            )
-            return replace(cell, recovery=found)
+            return cell if quantizer == "fp" else replace(cell, recovery=self._recovery(key, record))
         forgetting = self.forgetting(model, target, metric)
         if forgetting is None:
             return cell
@@ -244,15 +237,22 @@ class AuditCells:
             return replace(cell, verdict=forgetting.state if quantizer == "fp" else None)
         if quantizer == "fp":
             return cell
-        base = self.records[("target", target, "fp", metric)]
-        fp = self.records[(model, target, "fp", metric)]
-        found = stats.paired_recovery(base, fp, record, **self._bootstrap, min_forgotten=metric_point(metric))
+        found = self._recovery(key, record)
         return replace(
             cell,
             recovery=found,
             verdict=stats.verdict(found.value, found.ci, s.holds_below, s.fails_from),
             crosses_boundary=stats.crosses_boundary(found.ci, s.holds_below, s.fails_from),
         )
+
+    def _recovery(self, key: Key, record: dict[str, Any]) -> stats.Recovery | None:
+        """The recovery of the cell `key` (record `record`) against its model and target at fp."""
+        model, target, _, metric = key
+        base = self.records.get(("target", target, "fp", metric))
+        fp = self.records.get((model, target, "fp", metric))
+        if base is None or fp is None:
+            return None
+        return stats.paired_recovery(base, fp, record, **self._bootstrap, min_forgotten=metric_point(metric))
 
     def verdict_cells(self, model: str | None = None, target: str | None = None) -> list[Cell]:
         """Every verdict row, optionally of one model and target, worst first (by verdict, then by
