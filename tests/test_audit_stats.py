@@ -1,5 +1,5 @@
 """audit/stats.py: the paired recovery (PrivLeak's passages resampled once), the three states before
-any recovery and the verdict. The intervals themselves: tests/test_bootstrap.py."""
+any recovery and the verdict. The intervals themselves: tests/test_metrics_bootstrap.py."""
 
 from __future__ import annotations
 
