@@ -1,4 +1,12 @@
-"""Shared fixtures: a character-level tokenizer and tiny Llama models, all built offline."""
+"""Shared fixtures: a character-level tokenizer and tiny Llama models, all built offline.
+
+Where a module's tests live: one test file per module of `llm_unlearn/`, flat in tests/.
+`llm_unlearn/<module>.py` -> `tests/test_<module>.py`; a package's module
+`llm_unlearn/<package>/<module>.py` -> `tests/test_<package>_<module>.py` (audit/report.py ->
+test_audit_report.py, terms/npo.py -> test_terms_npo.py); a package's `__init__.py` (a registry)
+-> `tests/test_<package>.py`. Tests that span stages keep a file named for their entry point:
+test_pipeline.py, test_demo.py, test_readme.py, test_errors.py, test_distributed.py, test_cli.py.
+Shared builders live here and in helpers.py; no test file imports another test file."""
 
 from __future__ import annotations
 

@@ -134,3 +134,8 @@ def tiny_gpt2(
 LOGITS = torch.tensor([[[0.0, 0.0], [0.0, math.log(3.0)], [5.0, -5.0]]])
 LABELS = torch.tensor([[7, 0, 1]])  # the first label is never predicted
 NLL = math.log(2) + math.log(4 / 3)  # = ln(8/3)
+
+# The muse_compat terms (test_terms_npo.py, test_terms_klr.py): one position, vocabulary of 2,
+# z_θ = (0, 1), z_θ₀ = (1, 1).
+Z = torch.tensor([[[0.0, 1.0]]])
+Z0 = torch.tensor([[[1.0, 1.0]]])

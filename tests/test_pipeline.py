@@ -16,9 +16,7 @@ import pytest
 import yaml
 from conftest import demo_bench_subset, old_run_folder, tiny_llama
 
-from llm_unlearn.audit.report import render_markdown
 from llm_unlearn.audit.results import ResultsFile
-from llm_unlearn.audit.stats import recovery
 from llm_unlearn.cli import main
 from llm_unlearn.errors import UserError
 from llm_unlearn.models import save_checkpoint
@@ -143,37 +141,6 @@ def test_torn_last_line_is_cut(tmp_path) -> None:
     assert len(results) == 1
     results.add({**record, "metric": "privleak"})
     assert [json.loads(line)["metric"] for line in path.read_text().splitlines()] == ["verbmem", "privleak"]
-
-
-def test_recovery_ratio() -> None:
-    assert recovery(quantized=50.0, unlearned=10.0, target=90.0) == 0.5
-    assert recovery(quantized=10.0, unlearned=10.0, target=90.0) == 0.0
-    assert recovery(quantized=90.0, unlearned=10.0, target=90.0) == 1.0
-    assert recovery(quantized=50.0, unlearned=89.5, target=90.0) is None  # unlearning moved nothing
-
-
-def test_report_shows_recovery_against_the_same_target() -> None:
-    def rec(model, target, q, value):
-        return {
-            "model": model,
-            "target": target,
-            "quantizer": q,
-            "metric": "knowmem_forget",
-            "agg_value": value,
-        }
-
-    results = [
-        rec("target", "grid-aligned", "fp", 80.0),
-        rec("target", "grid-aligned", "rtn-w4-g32", 80.0),
-        rec("target", "natural", "fp", 60.0),
-        rec("ga", "grid-aligned", "fp", 20.0),
-        rec("ga", "grid-aligned", "rtn-w4-g32", 50.0),
-        rec("ga", "natural", "fp", 20.0),
-        rec("ga", "natural", "rtn-w4-g32", 30.0),
-    ]
-    text = render_markdown(results, "t")
-    assert "| ga | grid-aligned | 20.0 | 50.0 (50%) |" in text  # (50 - 20) / (80 - 20)
-    assert "| ga | natural | 20.0 | 30.0 (25%) |" in text  # (30 - 20) / (60 - 20)
 
 
 def test_cli_evaluate_and_report(tmp_path, checkpoints, muse_dir, capsys) -> None:

@@ -4,12 +4,15 @@ the trainer equals one step written by hand."""
 from __future__ import annotations
 
 import copy
+import types
 
 import pytest
 import torch
 from conftest import tiny_llama
 from helpers import FORGET, RETAIN, make_trainer
+from peft import LoraConfig, get_peft_model
 
+import llm_unlearn.trainer as trainer_module
 from llm_unlearn import terms as objectives
 from llm_unlearn.data.collate import ForgetRetainDataset, UnlearningCollator, chunk_texts
 from llm_unlearn.methods import METHODS
@@ -156,3 +159,41 @@ def test_retain_loss_needs_retain_data(tok, tmp_path) -> None:
             train_dataset=ForgetRetainDataset(chunk_texts(FORGET, tok, 64), None),
             processing_class=tok,
         )
+
+
+def test_lora_reference_is_the_base_model_without_a_copy(tok, tmp_path, monkeypatch) -> None:
+    base = tiny_llama(tok)
+    base_weights = {n: p.detach().clone() for n, p in base.named_parameters()}
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+
+    def no_copy(obj):
+        raise AssertionError("a LoRA run must not copy the base model")
+
+    monkeypatch.setattr(trainer_module, "copy", types.SimpleNamespace(deepcopy=no_copy))
+    trainer = make_trainer(
+        tok,
+        tmp_path,
+        "npo_klr",
+        model=model,
+        max_steps=3,
+        learning_rate=0.05,
+        hinge_weight=0.1,
+        hinge_margin=1.0,
+    )
+    assert trainer.ref_model is None
+    trainer.train()
+    batch = UnlearningCollator(tok.pad_token_id)([trainer.train_dataset[0]])
+    reference = trainer._reference_logits(trainer.model, batch, "retain")
+    check = tiny_llama(tok)  # the base model, rebuilt
+    with torch.no_grad():
+        expected = check(
+            input_ids=batch["retain_input_ids"], attention_mask=batch["retain_attention_mask"]
+        ).logits
+        current = trainer.model(
+            input_ids=batch["retain_input_ids"], attention_mask=batch["retain_attention_mask"]
+        ).logits
+    torch.testing.assert_close(reference, expected)
+    assert not torch.allclose(current, expected)  # the adapter did learn
+    for name, p in trainer.model.get_base_model().named_parameters():
+        if "lora_" not in name:
+            assert torch.equal(p, base_weights[name.replace(".base_layer", "")]), name

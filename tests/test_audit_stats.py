@@ -1,5 +1,5 @@
 """audit/stats.py: the paired recovery (PrivLeak's passages resampled once), the three states before
-any recovery and the verdict. The intervals themselves: tests/test_bootstrap.py."""
+any recovery and the verdict. The intervals themselves: tests/test_metrics_bootstrap.py."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 from helpers import mean_cell, privleak_cell
 
 from llm_unlearn.audit import stats
+from llm_unlearn.audit.stats import recovery
 from llm_unlearn.metrics import METRICS
 
 
@@ -174,3 +175,10 @@ def test_privleak_rises_as_the_model_forgets() -> None:
     )
     assert state.known.value == 100 and state.forgotten.value == pytest.approx(110)
     assert state.state == stats.FORGOTTEN
+
+
+def test_recovery_ratio() -> None:
+    assert recovery(quantized=50.0, unlearned=10.0, target=90.0) == 0.5
+    assert recovery(quantized=10.0, unlearned=10.0, target=90.0) == 0.0
+    assert recovery(quantized=90.0, unlearned=10.0, target=90.0) == 1.0
+    assert recovery(quantized=50.0, unlearned=89.5, target=90.0) is None  # unlearning moved nothing

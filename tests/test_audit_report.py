@@ -229,3 +229,27 @@ def test_the_issues_small_noisy_forgetting_fails_the_gate(tmp_path, monkeypatch,
         main(["demo", "--fail-above", "97"]) == 0 and "gate (a recovery above 97 %" in capsys.readouterr().out
     )
     assert main(["demo"]) == 0  # no gate asked for: the verdict is printed, the exit code is 0
+
+
+def test_report_shows_recovery_against_the_same_target() -> None:
+    def rec(model, target, q, value):
+        return {
+            "model": model,
+            "target": target,
+            "quantizer": q,
+            "metric": "knowmem_forget",
+            "agg_value": value,
+        }
+
+    results = [
+        rec("target", "grid-aligned", "fp", 80.0),
+        rec("target", "grid-aligned", "rtn-w4-g32", 80.0),
+        rec("target", "natural", "fp", 60.0),
+        rec("ga", "grid-aligned", "fp", 20.0),
+        rec("ga", "grid-aligned", "rtn-w4-g32", 50.0),
+        rec("ga", "natural", "fp", 20.0),
+        rec("ga", "natural", "rtn-w4-g32", 30.0),
+    ]
+    text = render_markdown(results, "t")
+    assert "| ga | grid-aligned | 20.0 | 50.0 (50%) |" in text  # (50 - 20) / (80 - 20)
+    assert "| ga | natural | 20.0 | 30.0 (25%) |" in text  # (30 - 20) / (60 - 20)
