@@ -1,14 +1,14 @@
 """`UnlearningConfig` and `UnlearningTrainer`: the Trainer subclass every LLM method runs on.
 
 As in TRL, the method's settings are a `TrainingArguments` subclass and the trainer overrides
-only the hooks it needs (`compute_loss`, `training_step` for OEU, `log`). The maths is in the
-registered loss terms (`terms/`), `saliency.py` and `projection.py`; this file runs the forward
-passes, builds the references θ₀ the terms declare (the union of their needs) and sums
+only the hooks it needs (`compute_loss`, `training_step`, `log`). The maths is in the registered
+loss terms (`terms/`) and modifiers (`modifiers/`); this file runs the forward passes, builds the
+references θ₀ the terms declare (the union of their needs) and sums
 
     L = L_forget(θ; x_f) + λ_h · hinge(z_θ, z_θ₀; x_f) + λ · L_retain(θ; x_r)
 
-with SURE freezing all but the salient modules before training, and OEU replacing the summed
-gradient by projection(g_f, g_r) + g_r.
+and runs the trainer hooks of the modifiers its config enables (`Modifier.enabled`): their
+refusals, their preparation before the optimizer exists, and a training step of their own.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate.utils import broadcast_object_list
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
-from llm_unlearn import projection, saliency
+from llm_unlearn import saliency
 from llm_unlearn.data.collate import ForgetRetainDataset, UnlearningCollator, pad_batch
 from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
+from llm_unlearn.modifiers import Modifier, modifiers
 from llm_unlearn.recipe import MethodSection, Recipe, RecipeError
 from llm_unlearn.terms import TERMS, TermInput, sequence_nll
 from llm_unlearn.unlearning_config import UnlearningConfig
@@ -104,31 +104,24 @@ class UnlearningTrainer(Trainer):
             ref_model.eval().requires_grad_(False)
             self.ref_model = self.accelerator.prepare_model(ref_model, evaluation_mode=True)
         self._ref_nll = self._reference_nll(train_dataset, pad_id) if "nll" in needs else None
-        #: SURE's choice (modules, count, param_share), None without SURE
-        self.saliency: dict[str, Any] | None = None
-        if args.saliency_percentile is not None:
-            self.saliency = self._train_salient_only(train_dataset, pad_id)
+        #: the modifiers this run's config enables, in registry order
+        self.modifiers: list[Modifier] = _enabled(args)
+        #: the enabled modifiers' own state during the run, by modifier name
+        self.modifier_state: dict[str, Any] = {}
+        for modifier in modifiers():
+            for name, off in modifier.trainer_attributes.items():
+                setattr(self, name, off)
+        for modifier in self.modifiers:
+            modifier.prepare_trainer(self, train_dataset, pad_id)
         #: the parameters a term restricts training to (RMU), None when every parameter trains
         self.trained: dict[str, Any] | None = self._train_term_parameters()
-        self._oeu_grads: tuple[list, list] | None = None
-        self._oeu_micro_steps = 0
 
     @staticmethod
     def check(args: UnlearningConfig, model: nn.Module, distributed_type: str = "") -> None:
         """Refuse, as one-line user errors before anything trains, the settings the trainer cannot run:
-        OEU under FSDP/DeepSpeed, SURE with LoRA, OEU in fp16, a term's layer the model lacks."""
-        if args.projection is not None and (
-            args.fsdp or args.deepspeed or distributed_type in ("FSDP", "DEEPSPEED")
-        ):
-            raise UserError(
-                "OEU's layer-wise projection needs whole gradients; FSDP/DeepSpeed shard them: use DDP"
-            )
-        if args.projection is not None and args.fp16:
-            raise UserError("train.fp16 with OEU: its hand-written update bypasses the loss scaler; use bf16")
-        if args.saliency_percentile is not None and _has_adapter(model):
-            raise UserError(
-                "SURE selects base-model modules; it does not combine with a LoRA adapter (model.lora)"
-            )
+        what each enabled modifier refuses (`Modifier.check_trainer`), a term's layer the model lacks."""
+        for modifier in _enabled(args):
+            modifier.check_trainer(args, model, distributed_type)
         layers = getattr(getattr(model, "config", None), "num_hidden_layers", None)
         for term, p in args.resolved_params().items():
             layer = TERMS.get(term).layer(p)
@@ -138,7 +131,7 @@ class UnlearningTrainer(Trainer):
                     "set the method's `layer`"
                 )
 
-    def _forget_batches(
+    def forget_batches(
         self, dataset: ForgetRetainDataset, pad_id: int, size: int
     ) -> Iterator[dict[str, torch.Tensor]]:
         """The forget windows in dataset order, as forget_* batches of `size`."""
@@ -154,25 +147,11 @@ class UnlearningTrainer(Trainer):
         was_training = self.model.training
         self.model.eval()
         values = []
-        for batch in self._forget_batches(dataset, pad_id, self.args.per_device_eval_batch_size):
+        for batch in self.forget_batches(dataset, pad_id, self.args.per_device_eval_batch_size):
             logits = self._reference_logits(self.model, batch, "forget")
             values.append(sequence_nll(logits, batch["forget_labels"]).cpu())
         self.model.train(was_training)
         return torch.cat(values)
-
-    def _train_salient_only(self, dataset: ForgetRetainDataset, pad_id: int) -> dict[str, Any]:
-        """SURE: freeze all but the salient modules. Done before the optimizer exists, so frozen
-        parameters get no optimizer state; every process takes the main process's choice, so the
-        processes of a data-parallel run train the same parameters."""
-        _checkpoint_if_asked(self.model, self.args)  # a full backward pass: the memory training will need
-        batches = self._forget_batches(dataset, pad_id, self.args.per_device_train_batch_size)
-        losses = (self._forget_term(self.model, batch, log=False) for batch in batches)
-        scores = saliency.module_saliency(self.model, losses)
-        chosen = [saliency.salient_modules(scores, self.args.saliency_percentile)]
-        if self.accelerator.num_processes > 1:
-            broadcast_object_list(chosen)
-        choice = saliency.train_only(self.model, chosen[0])
-        return {"percentile": self.args.saliency_percentile, **choice, "saliency": scores}
 
     def _train_term_parameters(self) -> dict[str, Any] | None:
         """Freeze all but the parameters a term trains (RMU: a few MLPs), before the optimizer exists."""
@@ -239,7 +218,7 @@ class UnlearningTrainer(Trainer):
             losses[term_name] = term(views, p)
         return losses
 
-    def _forget_term(
+    def forget_term(
         self, model: nn.Module, inputs: dict[str, torch.Tensor], log: bool = True
     ) -> torch.Tensor:
         """L_forget + λ_h · hinge on the forget part of the batch."""
@@ -251,7 +230,7 @@ class UnlearningTrainer(Trainer):
                 )
         return sum(self.weights[term] * value for term, value in losses.items())
 
-    def _retain_term(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def retain_term(self, model: nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         """L_retain on the retain part of the batch (without λ)."""
         loss = self._terms(model, inputs, "retain")[self.args.retain_loss]
         self._metrics["retain_loss"].append(loss.item())
@@ -264,9 +243,9 @@ class UnlearningTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
-        loss = self._forget_term(model, inputs)
+        loss = self.forget_term(model, inputs)
         if self.args.retain_loss is not None:
-            loss = loss + self.args.retain_weight * self._retain_term(model, inputs)
+            loss = loss + self.args.retain_weight * self.retain_term(model, inputs)
         return (loss, None) if return_outputs else loss
 
     def training_step(
@@ -275,51 +254,13 @@ class UnlearningTrainer(Trainer):
         inputs: dict[str, torch.Tensor],
         num_items_in_batch: torch.Tensor | int | None = None,
     ) -> torch.Tensor:
-        """OEU: two backward passes per micro-batch, g_f and λ·g_r kept apart, then the update
-        projection.combine(ḡ_f, λ·ḡ_r) written into `.grad` once per optimizer step.
-
-        Gradient accumulation: g_f and g_r are summed separately over the micro-batches of the
-        accumulation window and averaged (as the Trainer averages a loss over the window), and
-        the projection acts on these averages, i.e. on the gradients actually applied, not on
-        each micro-batch. Data parallel: the forward runs on the unwrapped module and the
-        gradients are taken with `autograd.grad`, so DDP's hooks never reduce them; the averaged
-        g_f and g_r are all-reduced here before projecting, so every process applies the same
-        update. Without `projection` this is the Trainer's own step.
-        """
-        if self.args.projection is None:
-            return super().training_step(model, inputs, num_items_in_batch)
-        model.train()
-        inputs = self._prepare_inputs(inputs)
-        network = self.accelerator.unwrap_model(model)
-        params = [p for p in network.parameters() if p.requires_grad]
-        with self.compute_loss_context_manager():
-            forget_loss = self._forget_term(network, inputs)
-        g_f = torch.autograd.grad(forget_loss, params, allow_unused=True)
-        with self.compute_loss_context_manager():
-            retain_loss = self.args.retain_weight * self._retain_term(network, inputs)
-        g_r = torch.autograd.grad(retain_loss, params, allow_unused=True)
-        if self._oeu_grads is None:
-            self._oeu_grads = ([None] * len(params), [None] * len(params))
-        for total, grads in zip(self._oeu_grads, (g_f, g_r), strict=True):
-            for i, g in enumerate(grads):
-                if g is not None:
-                    total[i] = g.detach() if total[i] is None else total[i] + g.detach()
-        self._oeu_micro_steps += 1
-        if self.accelerator.sync_gradients:
-            self._apply_projected_update(params)
-        return (forget_loss + retain_loss).detach() / self.current_gradient_accumulation_steps
-
-    def _apply_projected_update(self, params: list[nn.Parameter]) -> None:
-        sum_f, sum_r = self._oeu_grads
-        g_f = [None if g is None else g / self._oeu_micro_steps for g in sum_f]
-        g_r = [None if g is None else g / self._oeu_micro_steps for g in sum_r]
-        if self.accelerator.num_processes > 1:
-            g_f, g_r = ([_mean_over_processes(self.accelerator, g) for g in grads] for grads in (g_f, g_r))
-        update = projection.combine(g_f, g_r, self.args.projection_alpha, self.args.projection)
-        for p, u in zip(params, update, strict=True):
-            p.grad = None if u is None else u.to(p.dtype)
-        self._oeu_grads = None
-        self._oeu_micro_steps = 0
+        """The step of the enabled modifier that takes it over (`Modifier.training_step`), if any;
+        otherwise the Trainer's own step."""
+        for modifier in self.modifiers:
+            loss = modifier.training_step(self, model, inputs)
+            if loss is not None:
+                return loss
+        return super().training_step(model, inputs, num_items_in_batch)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         # Add the mean of each loss term since the last log, so a user sees which term moves.
@@ -328,14 +269,6 @@ class UnlearningTrainer(Trainer):
                 logs[key] = sum(values) / len(values)
         self._metrics.clear()
         super().log(logs, start_time)
-
-
-def _checkpoint_if_asked(model: nn.Module, args: UnlearningConfig) -> None:
-    """Turn on activation checkpointing now when the run asks for it (the Trainer does so only in
-    `train()`). transformers < 5.18, which the [gptq] extra pins, calls it gradient checkpointing."""
-    if getattr(args, "activation_checkpointing", None) or getattr(args, "gradient_checkpointing", False):
-        named = getattr(model, "activation_checkpointing_enable", None)
-        (named or model.gradient_checkpointing_enable)()
 
 
 def _forward(
@@ -356,9 +289,9 @@ def _has_adapter(model: nn.Module) -> bool:
     return hasattr(model, "disable_adapter") and hasattr(model, "peft_config")
 
 
-def _mean_over_processes(accelerator: Any, grad: torch.Tensor | None) -> torch.Tensor | None:
-    # A parameter no process's loss reached has no gradient anywhere (same graph on every rank).
-    return None if grad is None else accelerator.reduce(grad, reduction="mean")
+def _enabled(args: UnlearningConfig) -> list[Modifier]:
+    """The registered modifiers `args` enables, in registry order."""
+    return [m for m in modifiers() if m.enabled(args)]
 
 
 class _NextRetainPairing(TrainerCallback):

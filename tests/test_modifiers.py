@@ -67,3 +67,23 @@ def test_records_name_every_modifier_even_when_off() -> None:
     assert all(m.facts({"terms": {}, **record}) == [] for m in modifiers())
     assert all(m.hyper_parameters(record) == {} for m in modifiers())
     assert METHODS.get("ga_gdr").projection is None
+
+
+def test_the_trainer_runs_the_hooks_of_the_modifiers_a_method_turns_on() -> None:
+    """`UnlearningTrainer` decides from the training config which modifiers' hooks run: those the
+    method entry turned on, but QUAIL, whose hinge is a loss term and has no trainer hook."""
+    recipe = validate_recipe(
+        {
+            **BASE,
+            "method": [
+                {"name": "npo_gdr", "sure": {}, "quail": {"margin": 0.1}},
+                {"name": "oeu", "projection": {"scope": "global"}},
+                {"name": "ga_gdr"},
+            ],
+        }
+    )
+    enabled = [
+        [m.name for m in modifiers() if m.enabled(training_config(recipe, method, Path("/tmp/unused")))]
+        for method in recipe.method
+    ]
+    assert enabled == [["sure"], ["projection"], []]

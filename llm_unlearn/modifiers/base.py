@@ -13,7 +13,12 @@ about it, so recipe, trainer, pipeline and Hub card iterate over `MODIFIERS` and
 - `prepare`: what it resolves from the target before training (QUAIL's margin `auto`);
 - `settings`: the `UnlearningConfig` fields it sets, from its section and the resolved values;
 - `record`: what `.method.json` records of it after training;
-- `facts`, `hyper_parameters`, `tags`: what the Hub card says of it, read back from `.method.json`.
+- `facts`, `hyper_parameters`, `tags`: what the Hub card says of it, read back from `.method.json`;
+- its trainer hooks, run by `UnlearningTrainer` for the modifiers a training config turns on
+  (`enabled`): `check_trainer` (refusals that depend on the training arguments),
+  `prepare_trainer` (once, before the optimizer exists: SURE's saliency pass) and
+  `training_step` (a step of its own: OEU's projected update); `trainer_attributes` are the
+  attributes every trainer carries for it, on or off (`trainer.saliency`).
 
 The order of `modifiers()` (by `position`) is the order of the suffixes, records and card lines.
 """
@@ -47,6 +52,9 @@ class Modifier:
     description: ClassVar[str]
     #: the run-name suffix, as the `label` field's description shows it
     suffix_label: ClassVar[str]
+    #: attributes every `UnlearningTrainer` carries for this modifier, with their (immutable) value
+    #: when it is off; `prepare_trainer` sets them when on, and records and reports read them
+    trainer_attributes: ClassVar[dict[str, Any]] = {}
 
     def active(self, method: Method, section: Section | None) -> bool:
         """Whether this run uses the modifier: by default, when its section is given."""
@@ -91,6 +99,25 @@ class Modifier:
     def tags(self, section: Section | None) -> list[str]:
         """The card's tags for it."""
         return [self.name] if section is not None else []
+
+    # --- trainer hooks: `UnlearningTrainer` runs them for the modifiers its config turns on --------
+
+    def enabled(self, args: Any) -> bool:
+        """Whether a training config (`UnlearningConfig`, which `settings` filled) runs this modifier."""
+        return False
+
+    def check_trainer(self, args: Any, model: Any, distributed_type: str) -> None:
+        """Refuse (UserError, one line) what the trainer cannot run with this modifier on: `args`, the
+        model and accelerate's distributed type ('' before the accelerator exists)."""
+
+    def prepare_trainer(self, trainer: Any, dataset: Any, pad_id: int) -> None:
+        """Run once, when the trainer is built: after θ₀'s references, before the optimizer exists
+        (parameters frozen here get no optimizer state)."""
+
+    def training_step(self, trainer: Any, model: Any, inputs: dict[str, Any]) -> Any:
+        """The training step's loss when this modifier takes the step over; None leaves it to the
+        Trainer. At most one enabled modifier takes it over."""
+        return None
 
 
 MODIFIERS: Registry[Modifier] = Registry("modifier")
