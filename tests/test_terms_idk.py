@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from helpers import make_trainer, with_, write
+from helpers import assert_one_sgd_step, make_trainer, with_, write
 
 from llm_unlearn.recipe import RecipeError, load_recipe
 from llm_unlearn.terms import ce, gdr
@@ -74,13 +74,7 @@ def test_one_idknll_step_is_the_hand_written_sgd_step(tok, tmp_path) -> None:
     f = manual(input_ids=idk["input_ids"], attention_mask=idk["attention_mask"]).logits
     r = manual(input_ids=batch["retain_input_ids"], attention_mask=batch["retain_attention_mask"]).logits
     (ce(f, idk["labels"]) + weight * gdr(r, batch["retain_labels"])).backward()
-    with torch.no_grad():
-        for p in manual.parameters():
-            if p.grad is not None:
-                p -= lr * p.grad
-    trainer.train()
-    for (name, a), b in zip(trainer.model.named_parameters(), manual.parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+    assert_one_sgd_step(trainer, manual, lr)
 
 
 def test_a_missing_refusal_file_is_a_one_line_recipe_error(tmp_path) -> None:

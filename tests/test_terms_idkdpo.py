@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from helpers import make_trainer
+from helpers import assert_one_sgd_step, make_trainer
 
 from llm_unlearn.terms import gdr, sequence_nll
 from llm_unlearn.terms.idk import idk_pairs, refusal_texts
@@ -54,12 +54,6 @@ def test_one_idkdpo_step_is_the_hand_written_sgd_step(tok, tmp_path) -> None:
     loss = idkdpo(nll(manual, pairs["idk"]), ref["idk"], nll(manual, pairs["answer"]), ref["answer"], 0.5)
     r = manual(input_ids=batch["retain_input_ids"], attention_mask=batch["retain_attention_mask"]).logits
     (loss + weight * gdr(r, batch["retain_labels"])).backward()
-    with torch.no_grad():
-        for p in manual.parameters():
-            if p.grad is not None:
-                p -= lr * p.grad
-    trainer.train()
-    for (name, a), b in zip(trainer.model.named_parameters(), manual.parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+    assert_one_sgd_step(trainer, manual, lr)
     for a, b in zip(trainer.ref_model.parameters(), ref_before, strict=True):
         assert torch.equal(a, b)

@@ -9,7 +9,7 @@ import types
 import pytest
 import torch
 from conftest import tiny_llama
-from helpers import FORGET, RETAIN, make_trainer
+from helpers import FORGET, RETAIN, assert_one_sgd_step, make_trainer
 from peft import LoraConfig, get_peft_model
 
 import llm_unlearn.trainer as trainer_module
@@ -116,13 +116,7 @@ def test_one_step_equals_a_hand_written_sgd_step(case, tok, tmp_path) -> None:
     manual = copy.deepcopy(trainer.model)  # with SURE's requires_grad flags
     batch = next(iter(trainer.get_train_dataloader()))
     hand_loss(trainer, manual, batch, method, weight).backward()
-    with torch.no_grad():
-        for p in manual.parameters():
-            if p.grad is not None:
-                p -= lr * p.grad
-    trainer.train()
-    for (name, a), b in zip(trainer.model.named_parameters(), manual.parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+    assert_one_sgd_step(trainer, manual, lr)
 
 
 def test_gradient_accumulation_matches_one_big_batch(tok, tmp_path) -> None:
