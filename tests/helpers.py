@@ -52,12 +52,15 @@ def make_trainer(tok, tmp_path, method: str, model=None, ref_model=None, **overr
     )
 
 
-def assert_one_sgd_step(trainer: UnlearningTrainer, manual: torch.nn.Module, lr: float) -> None:
-    """Step `manual` by hand (plain SGD on the gradients already on it; a parameter without one stays),
-    train `trainer` one step, and check the two models agree parameter by parameter."""
+def assert_one_sgd_step(
+    trainer: UnlearningTrainer, manual: torch.nn.Module, lr: float, every_parameter: bool = False
+) -> None:
+    """Step `manual` by hand (plain SGD on the gradients already on it; a parameter without one stays,
+    unless `every_parameter`: then a missing gradient is an error), train `trainer` one step, and
+    check the two models agree parameter by parameter."""
     with torch.no_grad():
         for p in manual.parameters():
-            if p.grad is not None:
+            if every_parameter or p.grad is not None:
                 p -= lr * p.grad
     trainer.train()
     for (name, a), b in zip(trainer.model.named_parameters(), manual.parameters(), strict=True):

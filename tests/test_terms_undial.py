@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from helpers import make_trainer
+from helpers import assert_one_sgd_step, make_trainer
 
 from llm_unlearn.terms.undial import undial
 
@@ -49,11 +49,6 @@ def test_one_undial_step_is_the_hand_written_sgd_step(tok, tmp_path) -> None:
     with torch.no_grad():
         ref = trainer.ref_model(**x).logits
     undial(manual(**x).logits, ref, batch["forget_labels"], 3.0).backward()
-    with torch.no_grad():
-        for p in manual.parameters():
-            p -= lr * p.grad
-    trainer.train()
-    for (name, a), b in zip(trainer.model.named_parameters(), manual.parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+    assert_one_sgd_step(trainer, manual, lr, every_parameter=True)
     for a, b in zip(trainer.ref_model.parameters(), ref_before, strict=True):
         assert torch.equal(a, b)
