@@ -10,6 +10,9 @@ string, everything it needs:
 - `is_format`: a precision or format the model ships in (a quantizer: the report's bits axis), or a
   change made to the model (relearning), evaluated at full precision;
 - `at_full_precision`: whether its cells are the full-precision model (`fp`, a relearned model);
+- `route`: `shipped` (a format or precision the model is released in: `fp`, quantizers, casts) or
+  `attack` (a cheap step someone takes after release to bring the knowledge back: relearning,
+  pruning, adversarial calibration, in-context probing); the verdict takes the worst column of each;
 - `kernels`: the real-kernel backend that evaluates its cells under `evaluate_with: kernels`, by the
   name it is registered under in `llm_unlearn.kernels` (None: simulated only);
 - `stale(recorded)`: whether a results line recorded earlier must be computed again.
@@ -40,6 +43,7 @@ class Column(ABC):
     is_format: ClassVar[bool] = True
     at_full_precision: ClassVar[bool] = False
     kernels: ClassVar[str | None] = None
+    route: ClassVar[str] = "shipped"
 
     @abstractmethod
     def config(self) -> dict[str, Any]:
@@ -55,6 +59,15 @@ class Column(ABC):
         """Whether a recorded configuration (a results line's `quantizer_config`) is this kind's."""
         return False
 
+    @classmethod
+    def route_of(cls, config: Mapping[str, Any]) -> str:
+        """The route of the column that recorded `config`: the kind's, unless its settings make it
+        an attack (a quantizer calibrated on forget text)."""
+        return cls.route
+
+
+#: the verdict's groups of columns, in the order reports show them
+ROUTES = ("shipped", "attack")
 
 COLUMN_KINDS: Registry[type[Column]] = Registry("column kind")
 
@@ -77,3 +90,10 @@ def is_format(config: Mapping[str, Any]) -> bool:
     configuration no registered kind claims counts as one, as every column but relearning did)."""
     kind = column_kind(config)
     return True if kind is None else kind.is_format
+
+
+def route(config: Mapping[str, Any]) -> str:
+    """`shipped` or `attack` (`ROUTES`) for the column that recorded `config`; a configuration no
+    registered kind claims is a format the model ships in."""
+    kind = column_kind(config)
+    return "shipped" if kind is None else kind.route_of(config)

@@ -53,6 +53,7 @@ class Relearning(Column):
 
     is_format = False
     at_full_precision = True
+    route = "attack"
 
     name: str
     split: str  # the raw split the slice is drawn from, e.g. forget or retain1

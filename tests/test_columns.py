@@ -1,0 +1,24 @@
+"""The column base: each recorded configuration finds its kind, its route and whether it is a format."""
+
+from llm_unlearn.audit.relearn import Relearning
+from llm_unlearn.columns import ROUTES, column_kind, is_format, route
+from llm_unlearn.quant import get_quantizer
+
+
+def _relearning() -> Relearning:
+    return Relearning(
+        name="relearn-forget", split="forget", texts=("a", "b"), steps=2, learning_rate=1e-3,
+        batch_size=1, seed=0, max_length=16,
+    )  # fmt: skip
+
+
+def test_a_quantizer_is_a_shipped_format_and_relearning_an_attack() -> None:
+    rtn, relearned = get_quantizer("rtn-w4-g32").config(), _relearning().config()
+    assert column_kind(rtn).__name__ == "Quantizer" and column_kind(relearned) is Relearning
+    assert (route(rtn), is_format(rtn)) == ("shipped", True)
+    assert (route(relearned), is_format(relearned)) == ("attack", False)
+    assert set(ROUTES) == {"shipped", "attack"}
+
+
+def test_a_configuration_no_kind_claims_is_shipped() -> None:
+    assert route({"name": "mystery", "method": "nobody-knows"}) == "shipped"
