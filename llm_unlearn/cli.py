@@ -17,6 +17,7 @@ from typing import NoReturn
 
 import yaml
 
+from llm_unlearn.columns import ROUTES
 from llm_unlearn.errors import UserError
 from llm_unlearn.registry import UnknownNameError
 
@@ -40,12 +41,12 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from llm_unlearn.recipe import load_recipe
 
-    return _run_recipe(load_recipe(args.recipe, args.set), args.fail_above)
+    return _run_recipe(load_recipe(args.recipe, args.set), args)
 
 
-def _run_recipe(recipe, fail_above: float | None) -> int:
-    """Run `recipe`, print where its files are, each model's verdict and, under `fail_above`, the
-    cells that fail the release gate; 1 when one does, else 0."""
+def _run_recipe(recipe, args: argparse.Namespace) -> int:
+    """Run `recipe`, print where its files are, each model's verdict and, under `--fail-above`, the
+    cells of the routes `--fail-on` names that fail the release gate; 1 when one does, else 0."""
     from llm_unlearn.audit.report import gate_summary
     from llm_unlearn.pipeline import run
     from llm_unlearn.runfolder import RunFolder, read_json
@@ -53,7 +54,7 @@ def _run_recipe(recipe, fail_above: float | None) -> int:
     folder = RunFolder(run(recipe))
     verdict = read_json(folder.verdict) if folder.verdict.is_file() else {"models": [], "cells": []}
     print(f"results: {folder.results}\nreport:  {folder.report_md}, {folder.report_html}")
-    lines, failed = gate_summary(verdict, fail_above, str(folder.verdict))
+    lines, failed = gate_summary(verdict, args.fail_above, str(folder.verdict), args.fail_on)
     print("\n".join(lines))
     return 1 if failed else 0
 
@@ -65,7 +66,7 @@ def _audit(args: argparse.Namespace) -> int:
     if args.recipe is not None:
         if flags:
             raise UserError(f"audit: give a recipe file or {', '.join(flags)}, not both")
-        return _run_recipe(load_recipe(args.recipe, args.set), args.fail_above)
+        return _run_recipe(load_recipe(args.recipe, args.set), args)
     for flag in ("target", "model", "data", "out"):
         if not getattr(args, flag):
             raise UserError(f"audit: --{flag} is required (or give an audit recipe file)")
@@ -84,7 +85,7 @@ def _audit(args: argparse.Namespace) -> int:
         data["train"] = {"per_device_eval_batch_size": args.batch_size}
     if args.allow_pickle:
         data["model"]["allow_pickle"] = True
-    return _run_recipe(validate_recipe(apply_overrides(data, args.set), where="audit"), args.fail_above)
+    return _run_recipe(validate_recipe(apply_overrides(data, args.set), where="audit"), args)
 
 
 AUDIT_QUANTIZERS = "fp,rtn-w8,rtn-w4-g128"
@@ -321,7 +322,15 @@ def _parser() -> argparse.ArgumentParser:
             "--fail-above",
             type=float,
             metavar="PCT",
-            help="exit 1 when any cell's recovery (verdict.json) is above PCT percent: a release gate",
+            help="exit 1 when any cell's recovery (verdict.json) is above PCT percent, or a model is not "
+            "shown to forget: a release gate",
+        )
+        p.add_argument(
+            "--fail-on",
+            choices=(*ROUTES, "any"),
+            default="any",
+            help="the routes back whose cells --fail-above reads: shipped (full precision, formats, casts), "
+            "attack (relearning, pruning, adversarial calibration, in-context) or any (default)",
         )
 
     fail_above(recipe_command("run", _run, "unlearn, quantize, evaluate and report, as the recipe says"))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from llm_unlearn.audit.report import AuditCells, failing_cells, render_markdown
+from llm_unlearn.audit.report import FAIL_ON, AuditCells, failing_cells, gate_summary, render_markdown
 from llm_unlearn.audit.write import write_report
 from llm_unlearn.cli import main
 from llm_unlearn.errors import UserError
@@ -86,6 +86,7 @@ def test_verdict_json_has_the_settings_and_every_forget_cell_worst_first(run_dir
         "verdict": "fails",
         "crosses_boundary": False,
         "gates": True,
+        "route": "shipped",
         "forgotten": 50.0,
         "forgotten_ci": [50.0, 50.0],
         "known": 70.0,  # no retrain model: the target's KnowMem above ROUGE's floor, 0
@@ -120,12 +121,10 @@ def test_report_opens_with_each_models_verdict_and_shows_intervals(run_dir) -> N
     )
     assert text.index("## Verdict") < legend < per_model < text.index("Rows: the target")
     assert text.index("Rows: the target") < text.index("### KnowMem on forget")
+    # a state holds for every route; a model without an attack column has no worst attack
+    assert "| weak | natural | **not forgotten** | not forgotten | not forgotten | unlearning moved" in text
     assert (
-        "| weak | natural | **not forgotten** | knowmem_forget | fp |  | unlearning moved knowmem_forget "
-        "by 2.0" in text
-    )
-    assert (
-        "| ga | natural | **fails** | knowmem_forget | rtn-w4-g32 | 80% [80%, 80%] | rtn-w4-g32 brings"
+        "| ga | natural | **fails** | fails: rtn-w4-g32 knowmem_forget 80% [80%, 80%] | – | rtn-w4-g32 brings"
         in text
     )
     assert "Every verdict row, worst first (4): " in text
@@ -174,6 +173,48 @@ def test_the_recipe_chooses_the_metrics_that_gate(run_dir) -> None:
     )
     with pytest.raises(UserError, match="'knowmem_retain' is not a forget metric"):
         write_report(run_dir)
+
+
+def test_each_model_gets_its_worst_route_of_each_kind_and_the_gate_reads_the_routes_named(run_dir) -> None:
+    # oeu holds as shipped (10 %) but a relearning attack brings back 90 %; ga has no attack column
+    rows = results()
+    relearned = [u + 0.9 * 50 for u in UNLEARNED]
+    attack = cell("oeu", "relearn-forget-2", "knowmem_forget", relearned)
+    attack["quantizer_config"] = {"name": "relearn-forget-2", "method": "relearn"}
+    (run_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*rows, attack]))
+    write_report(run_dir)
+    verdict = json.loads(RunFolder(run_dir).verdict.read_text())
+    oeu = next(m for m in verdict["models"] if m["model"] == "oeu")
+    assert (oeu["verdict"], oeu["quantizer"], oeu["recovery"]) == (
+        "fails",
+        "relearn-forget-2",
+        pytest.approx(90),
+    )
+    assert oeu["routes"]["shipped"]["verdict"] == "holds"
+    assert oeu["routes"]["shipped"]["recovery"] == pytest.approx(10)
+    assert oeu["routes"]["attack"]["quantizer"] == "relearn-forget-2"
+    ga = next(m for m in verdict["models"] if m["model"] == "ga")
+    assert ga["routes"]["attack"] is None and ga["routes"]["shipped"]["verdict"] == "fails"
+    weak = next(m for m in verdict["models"] if m["model"] == "weak")  # a state counts for every route
+    assert weak["routes"]["shipped"]["verdict"] == weak["routes"]["attack"]["verdict"] == "not forgotten"
+    on = {r: [(c["model"], c["quantizer"]) for c in failing_cells(verdict, 50, r)] for r in FAIL_ON}
+    assert on["shipped"] == [("weak", "fp"), ("ga", "rtn-w4-g32")]
+    assert on["attack"] == [("weak", "fp"), ("oeu", "relearn-forget-2")]
+    assert on["any"] == [("weak", "fp"), ("oeu", "relearn-forget-2"), ("ga", "rtn-w4-g32")]
+    lines, failed = gate_summary(verdict, 50, "verdict.json", "attack")
+    assert (
+        failed
+        and "gate (a recovery under attack above 50 % or a model not shown to forget): FAIL, 2 cells" in lines
+    )
+    assert any(
+        "as shipped: holds, rtn-w4-g32 10% · under attack: fails, relearn-forget-2 90%" in line
+        for line in lines
+    )
+    text = (run_dir / "report.md").read_text()
+    assert (
+        "| oeu | natural | **fails** | holds: rtn-w4-g32 knowmem_forget 10% [10%, 10%] | "
+        "fails: relearn-forget-2" in text
+    )
 
 
 def test_one_cell_function_serves_every_view() -> None:
@@ -229,6 +270,10 @@ def test_the_issues_small_noisy_forgetting_fails_the_gate(tmp_path, monkeypatch,
         main(["demo", "--fail-above", "97"]) == 0 and "gate (a recovery above 97 %" in capsys.readouterr().out
     )
     assert main(["demo"]) == 0  # no gate asked for: the verdict is printed, the exit code is 0
+    # every column here is a format the model ships in: a gate on attacks alone passes it
+    assert main(["demo", "--fail-above", "25", "--fail-on", "attack"]) == 0
+    assert "gate (a recovery under attack above 25 %" in capsys.readouterr().out
+    assert main(["demo", "--fail-above", "25", "--fail-on", "shipped"]) == 1
 
 
 def test_report_shows_recovery_against_the_same_target() -> None:

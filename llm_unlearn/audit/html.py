@@ -21,15 +21,20 @@ from matplotlib.figure import Figure
 from llm_unlearn.audit import stats
 from llm_unlearn.audit.report import (
     DIAGNOSTIC_COLUMNS,
+    ROUTE_TITLES,
+    ROUTES_NOTE,
     TARGET_LABELS,
+    VERDICT_HEADING,
     VERDICT_ORDER,
     AuditCells,
     Cell,
     MetricTables,
+    ModelVerdict,
     diagnostic_cell,
     gate_note,
     metric_tables,
     metric_title,
+    route_text,
     row_order,
     verdict_counts,
     verdict_legend,
@@ -65,7 +70,10 @@ def render_html(
     return env.get_template("report.html.j2").render(
         title=title,
         verdict_counts=verdict_counts(verdicts) if verdicts else None,
-        models=[_model_view(v.worst) for v in cells.model_verdicts()],
+        models=[_model_view(v) for v in cells.model_verdicts()],
+        heading=VERDICT_HEADING,
+        route_titles=list(ROUTE_TITLES.values()),
+        routes_note=ROUTES_NOTE,
         gate=gate_note(cells.settings),
         verdicts=[_verdict_view(c) for c in verdicts],
         legend=verdict_legend(cells.settings),
@@ -135,8 +143,9 @@ def css(cell: Cell | None) -> str:
     return VERDICT_CSS.get(verdict, "")
 
 
-def _model_view(worst: Cell) -> dict[str, str]:
-    return {**_verdict_view(worst), "why": worst.why()}
+def _model_view(verdict: ModelVerdict) -> dict[str, Any]:
+    routes = [{"text": route_text(c), "css": css(c)} for c in verdict.routes.values()]
+    return {**_verdict_view(verdict.worst), "routes": routes}
 
 
 def _verdict_view(cell: Cell) -> dict[str, str]:

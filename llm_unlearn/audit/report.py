@@ -7,8 +7,11 @@ Recovery of a metric M under quantizer q (METHODS.md), for an unlearned model u 
     recovery = (M(q(u)) − M(u)) / (M(t) − M(u))        all but q(u) at full precision
 
 0 % = quantization keeps the forgetting, 100 % = the quantized model is back at the target.
-A relearn column (`audit/relearn.py`: the model after a few fine-tuning steps, at full precision)
-takes the place of q(u) the same way. Intervals, the undefined rule and the verdict are
+Every other column (a cast, a relearned or pruned model, an in-context probe) takes the place of
+q(u) the same way. Columns fall in two routes back (`columns.ROUTES`): *as shipped* (full precision,
+formats, casts) and *under attack* (relearning, pruning, adversarial calibration, in-context); each
+model's answer is its worst gating cell, overall and per route, and the gate reads the routes
+`--fail-on` names. Intervals, the undefined rule and the verdict are
 `audit/stats.py`'s; `AuditCells` is the one place that applies them to a run's cells, for every
 view (report.md, report.html, verdict.json, the Hub card).
 """
@@ -26,7 +29,7 @@ from llm_unlearn.audit import (
 )
 from llm_unlearn.audit.results import Key, cell_key
 from llm_unlearn.audit.run import DIAGNOSTICS
-from llm_unlearn.columns import is_format
+from llm_unlearn.columns import ROUTES, is_format, route
 from llm_unlearn.metrics import METRICS
 from llm_unlearn.recipe import VerdictSection, validate_model
 from llm_unlearn.runfolder import GRID_ALIGNED, NO_TARGET
@@ -39,6 +42,9 @@ VERDICT_ORDER = (stats.NOT_FORGOTTEN, stats.FAILS, stats.PARTLY, stats.HOLDS, st
 FAILS_THE_GATE = (stats.NOT_FORGOTTEN,)
 #: marks a recovery whose interval crosses a verdict threshold
 CROSSES = "~"
+#: how each route reads in reports, and the routes `--fail-on` can name (`any`: both)
+ROUTE_TITLES = {"shipped": "as shipped", "attack": "under attack"}
+FAIL_ON = (*ROUTES, "any")
 
 
 def metric_title(metric: str) -> str:
@@ -95,6 +101,7 @@ class Cell:
     verdict: str | None = None
     crosses_boundary: bool = False
     gates: bool = False
+    route: str = "shipped"
 
     @property
     def has_recovery(self) -> bool:
@@ -143,6 +150,7 @@ class Cell:
             "verdict": self.verdict,
             "crosses_boundary": self.crosses_boundary,
             "gates": self.gates,
+            "route": self.route,
             "forgotten": f.forgotten.value,
             "forgotten_ci": None if f.forgotten.ci is None else list(f.forgotten.ci),
             "known": None if f.known is None else f.known.value,
@@ -154,24 +162,49 @@ class Cell:
 
 @dataclass(frozen=True)
 class ModelVerdict:
-    """One unlearned model's answer: its worst gating cell (None when it has none) and that verdict."""
+    """One unlearned model's answer: its worst gating cell (None when it has none) and that verdict,
+    and the worst gating cell of each route (`columns.ROUTES`; None for a route with no column)."""
 
     model: str
     target: str
     verdict: str
     worst: Cell | None
+    routes: dict[str, Cell | None]
 
     def entry(self) -> dict[str, Any]:
-        w = self.worst
         return {
             "model": self.model,
             "target": self.target,
             "verdict": self.verdict,
-            "metric": None if w is None else w.metric,
-            "quantizer": None if w is None else w.quantizer,
-            "recovery": None if w is None or not w.has_recovery else 100 * w.recovery.value,
-            "why": "" if w is None else w.why(),
+            **_worst_entry(self.worst),
+            "routes": {r: _route_entry(c) for r, c in self.routes.items()},
         }
+
+
+def _route_entry(c: Cell | None) -> dict[str, Any] | None:
+    return None if c is None else {"verdict": c.verdict, **_worst_entry(c)}
+
+
+def _worst_entry(w: Cell | None) -> dict[str, Any]:
+    return {
+        "metric": None if w is None else w.metric,
+        "quantizer": None if w is None else w.quantizer,
+        "recovery": None if w is None or not w.has_recovery else 100 * w.recovery.value,
+        "recovery_ci": [100 * x for x in w.recovery.ci] if w and w.has_recovery and w.recovery.ci else None,
+        "why": "" if w is None else w.why(),
+    }
+
+
+def in_route(cell: dict[str, Any] | Cell, routes: str) -> bool:
+    """Whether a verdict cell (a Cell or a verdict.json line) counts for `routes` (a route or `any`):
+    its column's route, or any route for a model's state at full precision (not forgotten, nothing
+    to forget), which no column changes."""
+    get = cell.get if isinstance(cell, dict) else lambda key, default=None: getattr(cell, key, default)
+    return routes == "any" or get("route", "shipped") == routes or get("verdict") in STATES
+
+
+#: the verdicts of a model's state before any column: they hold for every route
+STATES = (stats.NOT_FORGOTTEN, stats.NOTHING_TO_FORGET)
 
 
 class AuditCells:
@@ -223,7 +256,12 @@ class AuditCells:
             return None
         model, target, quantizer, metric = key
         s = self.settings
-        cell = Cell(*key, float(record["agg_value"]), stats.metric_ci(record, **self._bootstrap))
+        cell = Cell(
+            *key,
+            float(record["agg_value"]),
+            stats.metric_ci(record, **self._bootstrap),
+            route=route(record.get("quantizer_config", {})),
+        )
         if not is_unlearned(model):
             return cell
         if not is_forget_metric(metric):
@@ -265,12 +303,19 @@ class AuditCells:
     def model_verdicts(self, model: str | None = None, target: str | None = None) -> list[ModelVerdict]:
         """One answer per unlearned model (of `model`/`target` if given), worst first: its worst
         gating cell, whose verdict is the model's."""
-        found: dict[tuple[str, str], ModelVerdict] = {}
+        worst: dict[tuple[str, str], Cell] = {}
+        by_route: dict[tuple[str, str], dict[str, Cell | None]] = {}
         for cell in self.verdict_cells(model, target):
             key = (cell.model, cell.target)
-            if cell.gates and key not in found:  # cells come worst first
-                found[key] = ModelVerdict(cell.model, cell.target, cell.verdict, cell)
-        return sorted(found.values(), key=lambda v: (VERDICT_ORDER.index(v.verdict), v.target, v.model))
+            if not cell.gates:
+                continue
+            worst.setdefault(key, cell)  # cells come worst first
+            routes = by_route.setdefault(key, dict.fromkeys(ROUTES))
+            for r in ROUTES:
+                if routes[r] is None and in_route(cell, r):
+                    routes[r] = cell
+        found = [ModelVerdict(*key, cell.verdict, cell, by_route[key]) for key, cell in worst.items()]
+        return sorted(found, key=lambda v: (VERDICT_ORDER.index(v.verdict), v.target, v.model))
 
     def verdict(self) -> dict[str, Any]:
         """verdict.json's content: the settings, each model's answer, the count of each verdict, and
@@ -297,13 +342,17 @@ def _worst_first(cell: Cell) -> tuple[int, float, str, str, str, str]:
     )
 
 
-def failing_cells(verdict: dict[str, Any], fail_above_pct: float) -> list[dict[str, Any]]:
+def failing_cells(
+    verdict: dict[str, Any], fail_above_pct: float, fail_on: str = "any"
+) -> list[dict[str, Any]]:
     """The gating cells of verdict.json content `verdict` that fail the release gate, worst first: a
-    model not shown to forget, or a point recovery above `fail_above_pct` %."""
+    model not shown to forget, or a point recovery above `fail_above_pct` % in a column of the
+    routes `fail_on` names (`shipped`, `attack` or `any`)."""
     return [
         c
         for c in verdict["cells"]
         if c.get("gates", True)
+        and in_route(c, fail_on)
         and (c["verdict"] in FAILS_THE_GATE or (c["recovery"] is not None and c["recovery"] > fail_above_pct))
     ]
 
@@ -312,21 +361,27 @@ def failing_cells(verdict: dict[str, Any], fail_above_pct: float) -> list[dict[s
 GATE_LINES = 8
 
 
-def gate_summary(verdict: dict[str, Any], fail_above_pct: float | None, where: str) -> tuple[list[str], bool]:
+def gate_summary(
+    verdict: dict[str, Any], fail_above_pct: float | None, where: str, fail_on: str = "any"
+) -> tuple[list[str], bool]:
     """The terminal's account of verdict.json content `verdict` (written to `where`): the counts,
-    one line per unlearned model (worst first), and under `fail_above_pct` the cells that fail the
-    gate, worst first; and whether any does."""
+    one line per unlearned model (worst first, with its worst route of each kind), and under
+    `fail_above_pct` the cells of the routes `fail_on` names that fail the gate, worst first; and
+    whether any does."""
     counts = verdict.get("counts", {})
     lines = [f"verdict: {where}: " + (", ".join(f"{n} {v}" for v, n in counts.items()) or "no cells")]
     width = max((len(f"{m['model']}@{m['target']}") for m in verdict["models"]), default=0)
     for m in verdict["models"]:
         name = f"{m['model']}@{m['target']}"
         lines.append(f"  {m['verdict']:<17} {name:<{width}}  {m['why']}")
+        if m["verdict"] not in STATES:  # a state holds for every route: the line above says it
+            lines.append(f"  {'':<17} {'':<{width}}  {route_line(m.get('routes', {}))}")
     if fail_above_pct is None:
         return lines, False
-    failing = failing_cells(verdict, fail_above_pct)
+    failing = failing_cells(verdict, fail_above_pct, fail_on)
     excluded = sum(c["verdict"] == stats.NOTHING_TO_FORGET for c in verdict["cells"])
-    rule = f"a recovery above {fail_above_pct:g} % or a model not shown to forget"
+    routes = "" if fail_on == "any" else f" {ROUTE_TITLES[fail_on]}"
+    rule = f"a recovery{routes} above {fail_above_pct:g} % or a model not shown to forget"
     cells = f"{len(failing)} cell" + ("s" if len(failing) > 1 else "")
     lines.append(f"gate ({rule}): " + (f"FAIL, {cells}" if failing else "pass"))
     for c in failing[:GATE_LINES]:
@@ -336,6 +391,20 @@ def gate_summary(verdict: dict[str, Any], fail_above_pct: float | None, where: s
     if excluded:
         lines.append(f"excluded from the gate: {excluded} model × metric rows with nothing to forget")
     return lines, bool(failing)
+
+
+def route_line(routes: dict[str, dict[str, Any] | None]) -> str:
+    """'as shipped: holds, rtn-w4-g32 12% · under attack: fails, relearn-forget-10 84%' from a
+    verdict.json model's `routes` (a route without a column reads `no column`)."""
+    parts = []
+    for r in ROUTES:
+        w = routes.get(r)
+        if w is None:
+            parts.append(f"{ROUTE_TITLES[r]}: no column")
+            continue
+        recovery = "" if w["recovery"] is None else f" {w['recovery']:.0f}%"
+        parts.append(f"{ROUTE_TITLES[r]}: {w['verdict']}, {w['quantizer']}{recovery}")
+    return " · ".join(parts)
 
 
 def verdict_settings(recipe: dict[str, Any] | None, where: str = "recipe.yaml") -> VerdictSection:
@@ -447,6 +516,22 @@ def verdict_legend(settings: VerdictSection) -> str:
     )
 
 
+VERDICT_HEADING = "Verdict: does the forgetting survive every route back?"
+ROUTES_NOTE = (
+    "as shipped (full precision, the formats and casts it is released in) and under attack (cheap "
+    "steps someone takes after release: relearning, pruning, adversarial calibration, in-context shots)."
+)
+
+
+def route_text(cell: Cell | None) -> str:
+    """A route's worst cell as a table shows it: `fails: relearn-forget-10 knowmem_f 84% [70%, 95%]`."""
+    if cell is None:
+        return "–"
+    if cell.verdict in STATES:
+        return cell.verdict
+    return f"{cell.verdict}: {cell.quantizer} {cell.metric} {cell.recovery_text()}"
+
+
 def verdict_counts(cells: list[Cell]) -> str:
     """'1 not forgotten, 2 fails, 3 partly back, 5 holds, 0 nothing to forget' over `cells`."""
     counts = Counter(c.verdict for c in cells)
@@ -462,25 +547,22 @@ def verdict_markdown(cells: AuditCells, model: str | None = None, target: str | 
     """The verdict sections: the legend, one row per unlearned model (of one model if given), then
     every verdict row worst first, each with why."""
     rows = cells.verdict_cells(model, target)
-    lines = ["## Verdict: does the forgetting survive quantization (and relearning)?", ""]
+    lines = [f"## {VERDICT_HEADING}", ""]
     if not rows:
         return [*lines, "No verdict: no unlearned model has a forget metric at full precision.", ""]
     lines += [
         verdict_legend(cells.settings),
         "",
         "One row per unlearned model: its worst cell among the metrics that gate "
-        f"({gate_note(cells.settings)}).",
+        f"({gate_note(cells.settings)}), and the worst column of each route: {ROUTES_NOTE}",
         "",
-        "| model | target | verdict | metric | column | recovery [interval] | why |",
-        "|---|---|---|---|---|---|---|",
+        "| model | target | verdict | " + "".join(f"worst {t} | " for t in ROUTE_TITLES.values()) + "why |",
+        "|---|---|---|" + "---|" * len(ROUTES) + "---|",
     ]
     for v in cells.model_verdicts(model, target):
-        w = v.worst
-        recovery = w.recovery_text() if w.has_recovery else ""
-        lines.append(
-            f"| {v.model} | {TARGET_LABELS.get(v.target, v.target)} | **{v.verdict}** | {w.metric} | "
-            f"{w.quantizer} | {recovery} | {w.why()} |"
-        )
+        routes = " | ".join(route_text(v.routes[r]) for r in ROUTES)
+        target_label = TARGET_LABELS.get(v.target, v.target)
+        lines.append(f"| {v.model} | {target_label} | **{v.verdict}** | {routes} | {v.worst.why()} |")
     lines += [
         "",
         f"Every verdict row, worst first ({len(rows)}): **{verdict_counts(rows)}**.",
