@@ -1,10 +1,13 @@
-"""Time the demo cold (no cached models) and warm (cached target/retrain), and the test suite.
+"""Time the demo cold (no cached models) and warm (cached target/retrain), the demo with the
+quantization-only columns it had before the release gate's routes (`--set` below), and the test suite.
 
-    python eval/demo_benchmark.py [--skip-tests] [--out eval/results/demo_benchmark.json]
+    python eval/demo_benchmark.py [--skip-tests] [--skip-cold] [--out eval/results/demo_benchmark.json]
 
-Each demo run goes to a fresh output folder; the cold run also uses a fresh model cache. Prints
-and saves JSON with the wall-clock seconds, the machine's core count, and the demo's audit table
-(the run's report.md is copied beside the JSON).
+Each demo run goes to a fresh output folder; the cold run also uses a fresh model cache. The ratio
+`warm_over_quantization_only` compares the demo's default battery (formats, casts and the attack
+routes) with the same demo audited under `fp, rtn-w8, rtn-w4-g32` alone, both warm, in this one run.
+Prints and saves JSON with the wall-clock seconds, the machine's core count and load average, and
+the demo's audit table (the run's report.md and verdict.json are copied beside the JSON).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: the demo's columns before the release gate's routes: the baseline of the time ratio
+QUANTIZATION_ONLY = "[fp, rtn-w8, rtn-w4-g32]"
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> float:
@@ -33,14 +38,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "eval" / "results" / "demo_benchmark.json")
     parser.add_argument("--skip-tests", action="store_true")
+    parser.add_argument("--skip-cold", action="store_true", help="time the warm runs only")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="llm_unlearn_bench_"))
     env = {**os.environ, "LLM_UNLEARN_CACHE": str(work / "cache")}
     demo = [sys.executable, "-m", "llm_unlearn", "demo"]
     figures: dict[str, object] = {"cores": os.cpu_count(), "python": platform.python_version()}
-    figures["demo_cold_s"] = timed([*demo, "--set", f"output.dir={work / 'cold'}"], env)
+    figures["load_average_before"] = os.getloadavg()
+    if args.skip_cold:
+        env.pop("LLM_UNLEARN_CACHE")  # the usual model cache, warmed by an earlier demo
+    else:
+        figures["demo_cold_s"] = timed([*demo, "--set", f"output.dir={work / 'cold'}"], env)
+    only = [*demo, "--set", f"output.dir={work / 'quant'}", "--set", f"quantize={QUANTIZATION_ONLY}"]
+    figures["demo_warm_quantization_only_s"] = timed([*only, "--set", "relearn=[]"], env)
     figures["demo_warm_s"] = timed([*demo, "--set", f"output.dir={work / 'warm'}"], env)
+    figures["warm_over_quantization_only"] = round(
+        figures["demo_warm_s"] / figures["demo_warm_quantization_only_s"], 2
+    )
+    figures["load_average_after"] = os.getloadavg()
     if not args.skip_tests:
         tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
         figures["tests_s"] = timed(tests, dict(os.environ))
@@ -48,6 +64,7 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report = args.out.with_name("demo_report.md")
     shutil.copy(work / "warm" / "report.md", report)
+    shutil.copy(work / "warm" / "verdict.json", args.out.with_name("demo_verdict.json"))
     figures["report"] = str(report.relative_to(ROOT))
     args.out.write_text(json.dumps(figures, indent=1) + "\n")
     print(json.dumps(figures, indent=1))
