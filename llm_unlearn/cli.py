@@ -237,6 +237,10 @@ def _diagnose(args: argparse.Namespace) -> int:
     from llm_unlearn.quant.calibration import build_calibration, calibration_texts
     from llm_unlearn.quant.overlap import format_table
 
+    if args.out is not None and args.out.is_dir():
+        raise UserError(
+            f"--out {args.out}: is a folder; give a JSON file name, e.g. {args.out / 'diagnose.json'}"
+        )
     quantizer = get_quantizer(args.quantizer)
     no_codes = (
         f"--quantizer {args.quantizer}: has no integer codes to compare; choose rtn-, gptq-, awq- or bnb-"

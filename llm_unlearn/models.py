@@ -248,6 +248,11 @@ def resolve_checkpoint(spec: str | Path, field: str, allow_pickle: bool = False)
         if not allow_pickle:
             _refuse_pickle_only(folder, field)
         folder = _safetensors_copy(folder, field)
+    if not any(folder.glob("*.safetensors")):  # or the run would claim its folder, then fail to load it
+        raise UserError(
+            f"{field}: {text!r} holds a config.json but no weights (*.safetensors); give a complete "
+            "checkpoint folder"
+        )
     for weights in folder.glob("*.safetensors"):  # headers only: a truncated or foreign file fails here
         try:
             with safe_open(str(weights), framework="pt"):

@@ -39,6 +39,8 @@ from typing import Any
 
 import yaml
 
+from llm_unlearn.errors import UserError
+
 #: the user's target when the run unlearns it or grid-aligns a copy of it
 NATURAL = "natural"
 #: the copy of the target whose Linear weights sit on a low-bit grid (a recipe's model.grid_align)
@@ -198,7 +200,23 @@ class RunFolder:
 
     # --- typed reads and writes ---
     def read_recipe(self) -> dict[str, Any] | None:
-        return yaml.safe_load(self.recipe.read_text(encoding="utf-8")) if self.recipe.is_file() else None
+        """The run's recipe.yaml as a mapping; None where there is none. One torn by a crash of an
+        older version mid-write, or by a hand edit, is the user's to restore: refused in one line."""
+        if not self.recipe.is_file():
+            return None
+        try:
+            recipe = yaml.safe_load(self.recipe.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            problem = str(err).splitlines()[0]
+            raise UserError(
+                f"{self.recipe}: not readable YAML ({problem}); restore it, or delete the run folder to "
+                "start over"
+            ) from None
+        if not isinstance(recipe, dict):
+            raise UserError(
+                f"{self.recipe}: not a recipe mapping; restore it, or delete the run folder to start over"
+            )
+        return recipe
 
     def write_recipe(self, resolved: dict[str, Any]) -> None:
         write_atomic(self.recipe, yaml.safe_dump(resolved, sort_keys=False))

@@ -57,6 +57,9 @@ def shared(tmp_path_factory) -> dict[str, Path]:
     vocab["model"]["vocab"]["zz"] = vocab["model"]["vocab"].pop("z")
     (other_tok / "tokenizer.json").write_text(json.dumps(vocab))
     paths["othertok"] = other_tok
+    noweights = save_checkpoint(tiny_llama(tok), tok, root / "noweights")
+    (noweights / "model.safetensors").unlink()
+    paths["noweights"] = noweights
     return paths
 
 
@@ -328,6 +331,10 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
     ("diagnose-shapes", ["diagnose", "TARGET", "WIDE"], "UNLEARNED: architecture differs from TARGET's: hidden_size"),
     ("diagnose-missing", ["diagnose", "/no/target", "TARGET"], "TARGET: folder '/no/target' not found"),
     ("diagnose-quantizer", ["diagnose", "TARGET", "TARGET", "--quantizer", "rtn-w7"], "malformed RTN quantizer name 'rtn-w7'"),
+    ("diagnose-out-folder", ["diagnose", "TARGET", "TARGET", "--out", "WORK"], "is a folder; give a JSON file name"),
+    ("audit-target-no-weights", ["audit", "--target", "NOWEIGHTS", "--model", "a=TARGET", "--data", "MUSE", "--out", "WORK/run"], "holds a config.json but no weights"),
+    ("audit-torn-recipe", ["audit", "--target", "TARGET", "--model", "a=TARGET", "--data", "MUSE", "--out", "TORN"], "recipe.yaml: not readable YAML"),
+    ("report-torn-recipe", ["report", "TORN"], "recipe.yaml: not readable YAML"),
     ("push-no-run", ["push", "WORK", "--repo-id", "org/name", "--dry-run"], "no recipe.yaml and results.jsonl here"),
     ("push-bad-repo", ["push", "WORK", "--repo-id", "not a repo", "--dry-run"], "--repo-id 'not a repo': give ORG/NAME"),
     ("audit-recipe-and-flags", ["audit", "RECIPE", "--target", "TARGET"], "audit: give a recipe file or --target, not both"),
@@ -349,10 +356,16 @@ def test_command_line_mistakes(tmp_path, shared, capsys, monkeypatch, argv, expe
     ):
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.jsonl").write_text(lines)
+    (tmp_path / "torn").mkdir()  # a crash of an older version mid-write, or a hand edit
+    (tmp_path / "torn" / "recipe.yaml").write_text("name: t\nmodel: {target: [oops\n")
+    (tmp_path / "torn" / "results.jsonl").write_text(
+        '{"model": "a", "target": "b", "quantizer": "fp", "metric": "m"}\n'
+    )
     places = {
         "TARGET": shared["target"], "WIDE": shared["wide"], "PICKLED": shared["pickled"], "MUSE": shared["muse"],
         "OUT": work / "out.json", "WORK": work, "RECIPE": tmp_path / "recipe.yaml",
-        "EMPTYRUN": tmp_path / "emptyrun", "BADRUN": tmp_path / "badrun",
+        "EMPTYRUN": tmp_path / "emptyrun", "BADRUN": tmp_path / "badrun", "TORN": tmp_path / "torn",
+        "NOWEIGHTS": shared["noweights"],
     }  # fmt: skip
     argv = [str(places.get(a, a)) if a in places else a.replace("WORK", str(work)) for a in argv]
     before = workspace_files(tmp_path)
