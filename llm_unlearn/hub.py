@@ -21,6 +21,7 @@ only ever handed to `HfApi`: never printed, logged or written.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,8 @@ def push(
             "no Hugging Face token: log in with `hf auth login` or set HF_TOKEN (or use --dry-run)"
         )
     plan = plan_push(run_dir, repo_id, model, private, with_quantized, with_adapter)
+    if not dry_run:  # no network or a refused token: one line, before the card or the plan is written
+        _hub_call(repo_id, lambda: HfApi(token=token).whoami())
     plan.card_path.parent.mkdir(parents=True, exist_ok=True)
     plan.card_path.write_text(str(plan.card))
     print(format_plan(plan, dry_run))
@@ -503,7 +506,8 @@ def _check_revision(name: str) -> None:
 def _upload(plan: UploadPlan, token: str) -> None:
     """Create the repo (if new) and one commit per branch, with huggingface_hub."""
     api = HfApi(token=token)
-    try:
+
+    def commits() -> None:
         api.create_repo(plan.repo_id, private=plan.private, exist_ok=True)
         for commit in plan.commits:
             if commit.revision != "main":
@@ -515,11 +519,19 @@ def _upload(plan: UploadPlan, token: str) -> None:
                 + ("" if commit.revision == "main" else f" quantized with {commit.revision}"),
                 revision=commit.revision,
             )
-    # huggingface_hub reports a refused token, a missing network or offline mode with many exception
-    # types (HfHubHTTPError, OfflineModeIsEnabled, httpx's); each is the user's to fix
+
+    _hub_call(plan.repo_id, commits)
+
+
+def _hub_call(repo_id: str, call: Callable[[], object]) -> None:
+    """`call()`, its failure one line: huggingface_hub reports a refused token, a missing network or
+    offline mode with many exception types (HfHubHTTPError, OfflineModeIsEnabled, httpx's), each the
+    user's to fix."""
+    try:
+        call()
     except Exception as err:
         detail = (str(err).strip().splitlines() or [""])[0][:200]
-        raise UserError(f"push to {plan.repo_id}: {type(err).__name__}: {detail}") from None
+        raise UserError(f"push to {repo_id}: {type(err).__name__}: {detail}") from None
 
 
 def _size(n: int) -> str:

@@ -257,8 +257,9 @@ def test_push_uploads_with_the_token_and_never_shows_it(run_dir, tmp_path, capsy
     calls = []
 
     def record(name):
-        def call(self, repo_id, *args, **kwargs):
-            calls.append((name, self.token, repo_id, args, kwargs))
+        def call(self, *args, **kwargs):
+            repo_id, *rest = args or (None,)
+            calls.append((name, self.token, repo_id, tuple(rest), kwargs))
 
         return call
 
@@ -268,13 +269,14 @@ def test_push_uploads_with_the_token_and_never_shows_it(run_dir, tmp_path, capsy
     shutil.copytree(run_dir, copy)
     assert main(["push", str(copy), "--repo-id", "my-org/x", "--private"]) == 0
     assert [(c[0], c[1], c[2]) for c in calls] == [
+        ("whoami", FAKE_TOKEN, None),  # the Hub reached (and the token taken) before anything is written
         ("create_repo", FAKE_TOKEN, "my-org/x"),
         ("create_commit", FAKE_TOKEN, "my-org/x"),
     ]
-    assert calls[0][4] == {"private": True, "exist_ok": True}
-    operations = calls[1][3][0]
+    assert calls[1][4] == {"private": True, "exist_ok": True}
+    operations = calls[2][3][0]
     assert sorted(op.path_in_repo for op in operations) == sorted(CHECKPOINT_FILES | RUN_FILES)
-    assert calls[1][4]["revision"] == "main"
+    assert calls[2][4]["revision"] == "main"
     out, err = capsys.readouterr()
     assert FAKE_TOKEN not in out + err
     for path in copy.rglob("*"):
@@ -383,10 +385,13 @@ def test_an_offline_push_with_a_token_is_one_line(run_dir, tmp_path, capsys, mon
             "Cannot reach https://huggingface.co/api/repos/create: offline mode is enabled."
         )
 
-    monkeypatch.setattr(HfApi, "create_repo", offline)
+    monkeypatch.setattr(HfApi, "whoami", offline)
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
+    before = sorted(copy.rglob("*"))
     assert main(["push", str(copy), "--repo-id", "my-org/x"]) == 2
-    err = capsys.readouterr().err.strip()
+    out, err = capsys.readouterr()
+    err = err.strip()
     assert err.splitlines() == [err] and "push to my-org/x: OfflineModeIsEnabled: Cannot reach" in err
     assert FAKE_TOKEN not in err
+    assert out == "" and sorted(copy.rglob("*")) == before  # no plan printed, no card written
