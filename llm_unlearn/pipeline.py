@@ -56,6 +56,14 @@ console = Console(stderr=True)
 
 
 def run(recipe: Recipe) -> Path:
+    """`run_claimed`, then the run folder given up for the next run, even where the run failed."""
+    try:
+        return run_claimed(recipe)
+    finally:
+        RunFolder(recipe.output.dir).release()
+
+
+def run_claimed(recipe: Recipe) -> Path:
     """Run the whole recipe; returns the run folder holding results.jsonl and report.md.
 
     Everything a user can get wrong (the data, every model named, a run folder of another
@@ -86,6 +94,7 @@ def run(recipe: Recipe) -> Path:
 
     with state.main_process_first():  # one writer; the others then read what it wrote
         if state.is_main_process:
+            folder.claim()  # the first write: a second run into this folder is refused here
             folder.models.mkdir(parents=True, exist_ok=True)
             folder.write_recipe(recipe.model_dump(mode="json"))
         label = recipe.target_label

@@ -3,6 +3,7 @@
 ```
 RUN_DIR/
   recipe.yaml                    the resolved recipe (written once the inputs are validated)
+  .lock                          who is writing the folder now (`claim`): pid and host
   audited.json                   the audited models: name, target, checkpoint, where it came from
   results.jsonl                  one line per model × target × quantizer × metric (audit/results.py)
   diagnostics.jsonl              weight diagnostics per unlearned model × quantizer
@@ -25,13 +26,17 @@ results and audited.json lines get today's labels (`relabel`), and each model's 
 found under their old names where only those exist (`located`).
 
 Every JSON or YAML file here is written atomically (a temporary file, then a rename), so a killed
-run leaves either the old file or the new one, never half of one.
+run leaves either the old file or the new one, never half of one. One process writes a run folder
+at a time: a run claims it with an exclusive `flock` on `.lock`, which the kernel drops when the
+holder exits (a crash or a kill included), so a lock left by a dead run is never stale.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +117,10 @@ def write_json(path: Path, value: Any) -> Path:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+#: the run folders this process has claimed, with the descriptor holding each one's lock
+_CLAIMED: dict[Path, int] = {}
 
 
 @dataclass(frozen=True)
@@ -197,6 +206,37 @@ class RunFolder:
         if not isinstance(model, dict):
             return None
         return target_label(model.get("name"), bool(recipe.get("method")), bool(model.get("grid_align")))
+
+    @property
+    def lock(self) -> Path:
+        return self.root / ".lock"
+
+    # --- one writer at a time ---
+    def claim(self) -> None:
+        """Hold this folder for this process until `release` or its exit; another run writing it now
+        is a one-line refusal naming that run."""
+        if self.root in _CLAIMED:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UserError(
+                f"output.dir {self.root}: another run ({holder}) is writing this folder; wait for it to "
+                "finish, or choose another output.dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        _CLAIMED[self.root] = fd
+
+    def release(self) -> None:
+        """Let another run write this folder (a no-op where this process holds no claim)."""
+        fd = _CLAIMED.pop(self.root, None)
+        if fd is not None:
+            os.close(fd)  # closing the descriptor drops its flock
 
     # --- typed reads and writes ---
     def read_recipe(self) -> dict[str, Any] | None:

@@ -4,6 +4,7 @@ the workspace (a failed start claims no run folder)."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pickle
@@ -371,6 +372,26 @@ def test_command_line_mistakes(tmp_path, shared, capsys, monkeypatch, argv, expe
     before = workspace_files(tmp_path)
     one_line_error(capsys, argv, expected)
     assert workspace_files(tmp_path) == before
+
+
+def test_a_second_run_into_a_folder_being_written_is_one_line_and_resumes_after(
+    tmp_path, shared, capsys
+) -> None:
+    recipe = base_recipe(shared, tmp_path / "run")
+    recipe["evaluate"] = ["privleak"]
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    (tmp_path / "run").mkdir()
+    holder = os.open(tmp_path / "run" / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the first run, still going
+    os.write(holder, b"pid 4242 on elsewhere")
+    before = workspace_files(tmp_path)
+    one_line_error(
+        capsys, ["run", str(tmp_path / "recipe.yaml")], "another run (pid 4242 on elsewhere) is writing"
+    )
+    assert workspace_files(tmp_path) == before
+    os.close(holder)  # it finished (or died): the folder is free, and the same command now runs
+    assert main(["run", str(tmp_path / "recipe.yaml")]) == 0
+    assert (tmp_path / "run" / "results.jsonl").is_file()
 
 
 def test_push_without_a_token_touches_nothing(tmp_path, capsys, monkeypatch) -> None:

@@ -3,13 +3,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import socket
 from pathlib import Path
 
+import pytest
 from conftest import old_run_folder
 
 from llm_unlearn.audit.cache import cell_folder
 from llm_unlearn.audit.results import ResultsFile
+from llm_unlearn.errors import UserError
 from llm_unlearn.recipe import validate_recipe
 from llm_unlearn.runfolder import RunFolder, located
 
@@ -86,3 +91,29 @@ def test_an_old_name_is_looked_up_only_for_labels_that_had_one(tmp_path) -> None
     assert located(tmp_path, "ga@target") == tmp_path / "ga@natural"
     assert located(tmp_path, "ga@-") == tmp_path / "ga@-"
     assert located(tmp_path, "ga") == tmp_path / "ga"
+
+
+def _hold(lock: Path) -> int:
+    """Another run's claim on a folder: an open descriptor with an exclusive flock on its `.lock`."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, b"pid 4242 on elsewhere")
+    return fd
+
+
+def test_one_run_writes_a_folder_at_a_time_and_a_dead_runs_lock_is_not_stale(tmp_path) -> None:
+    folder = RunFolder(tmp_path / "run")
+    other = _hold(folder.lock)
+    with pytest.raises(UserError, match=r"another run \(pid 4242 on elsewhere\) is writing this folder"):
+        folder.claim()
+    os.close(other)  # that run exits (or crashes): the kernel drops its lock, its file stays
+    assert folder.lock.read_text() == "pid 4242 on elsewhere"
+    folder.claim()
+    assert folder.lock.read_text() == f"pid {os.getpid()} on {socket.gethostname()}"
+    folder.claim()  # this process's own claim again: nothing to do
+    with pytest.raises(BlockingIOError):  # held: a third party cannot take it
+        _hold(folder.lock)
+    folder.release()
+    os.close(_hold(folder.lock))  # released: it can
+    folder.release()  # nothing held: a no-op
