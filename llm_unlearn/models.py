@@ -303,14 +303,20 @@ def materialize(checkpoint: Checkpoint, dest: Path) -> Path:
     if checkpoint.base is None:
         return checkpoint.path
     if not dest.exists():
-        from peft import PeftModel
-
-        base = load_model(materialize(checkpoint.base, dest.with_name(dest.name + ".base")))
-        merged = PeftModel.from_pretrained(base, str(checkpoint.path)).merge_and_unload()
+        base = materialize(checkpoint.base, dest.with_name(dest.name + ".base"))
+        merged = load_merged(base, checkpoint.path)
         own = (checkpoint.path / "tokenizer_config.json").is_file()
         tokenizer = load_tokenizer(checkpoint.path if own else checkpoint.model)
         save_checkpoint(merged, tokenizer, dest)
     return dest
+
+
+def load_merged(base: Path, adapter: Path, placement: dict[str, Any] | None = None) -> PreTrainedModel:
+    """The checkpoint `base` with the PEFT adapter saved in `adapter` merged into its weights (for
+    LoRA W + (alpha / r)·B·A, peft's `merge_and_unload`), placed as `load_model` places it."""
+    from peft import PeftModel  # peft is slow to import; only adapters need it
+
+    return PeftModel.from_pretrained(load_model(base, placement=placement), str(adapter)).merge_and_unload()
 
 
 #: config fields whose difference makes two checkpoints different architectures

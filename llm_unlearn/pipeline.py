@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from llm_unlearn.audit.relearn import relearnings
+from llm_unlearn.audit.relearn import check_lora_fits, relearnings
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.audit.run import NO_TARGET, AuditModel, audit
 from llm_unlearn.audit.write import write_report
@@ -91,6 +91,7 @@ def run_claimed(recipe: Recipe) -> Path:
         if field != "model.target":
             check_same_model_family(target, checkpoint.model, field)
     check_target_fits(recipe, target, tokenizer)
+    check_lora_fits(recipe, target)
 
     with state.main_process_first():  # one writer; the others then read what it wrote
         if state.is_main_process:

@@ -78,13 +78,16 @@ class _Section(BaseModel):
 
 
 class LoraSection(_Section):
+    """A LoRA adapter (peft's `LoraConfig`): each adapted weight W stays frozen and acts as
+    W + (alpha / r)·B·A, with A (r × in) and B (out × r, zero at the start) the only trained weights."""
+
     r: int = Field(default=8, ge=1, description="Adapter rank.")
     alpha: int = Field(default=16, ge=1, description="LoRA scaling numerator (scale = alpha / r).")
     target_modules: str | tuple[str, ...] = Field(
         default="all-linear",
         description="Module names to adapt, or 'all-linear' (every Linear but the head).",
     )
-    dropout: float = Field(default=0.0, ge=0, lt=1)
+    dropout: float = Field(default=0.0, ge=0, lt=1, description="Dropout on the adapter's input.")
 
 
 def _home(path: str | None) -> str | None:
@@ -380,6 +383,10 @@ class CalibrationSection(_Section):
         return self
 
 
+#: a LoRA relearn entry's learning rate when it sets none: common for LoRA, 10× full fine-tuning's
+LORA_LEARNING_RATE = 1e-4
+
+
 class RelearnSection(_Section):
     """A relearning check: every audited model briefly fine-tuned on a seeded slice of raw text, then
     evaluated at full precision in an audit column of its own, beside the quantizers."""
@@ -395,20 +402,39 @@ class RelearnSection(_Section):
     learning_rate: float = Field(
         default=1e-5,
         gt=0,
-        description="Constant, no warm-up or weight decay; 1e-5 is the MUSE baselines' unlearning rate.",
+        description="Constant, no warm-up or weight decay; 1e-5 is the MUSE baselines' unlearning rate. "
+        f"With `lora` and no learning_rate set, {LORA_LEARNING_RATE:g}: an adapter starts from zero and "
+        "trains few weights, so it takes a higher rate than full fine-tuning.",
     )
     batch_size: int = Field(default=4, ge=1, description="Windows per step (per process).")
     seed: int = Field(default=0, description="Seeds the slice and the order of its windows.")
+    lora: LoraSection | None = Field(
+        default=None,
+        description="Relearn through a LoRA adapter on the frozen model (peft), as a user with one consumer "
+        "GPU would (Łucki et al. 2024), instead of all weights: r, alpha, dropout, target_modules (default "
+        "all-linear: every attention and MLP projection); `lora: {}` takes every default. Only the adapter "
+        "is cached; it is merged into the model for evaluation.",
+    )
     label: str | None = Field(
         default=None,
         pattern=NAME_PATTERN,
-        description="The column's name in results and report; default relearn-<split>-<steps>.",
+        description="The column's name in results and report; default relearn-<split>-<steps>, or "
+        "relearn-lora-<split>-<steps> with `lora`.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lora_learning_rate(cls, data: Any) -> Any:
+        # LoRA's own default rate when the entry sets none; full fine-tuning keeps the field's default
+        if isinstance(data, dict) and data.get("lora") is not None and "learning_rate" not in data:
+            return {**data, "learning_rate": LORA_LEARNING_RATE}
+        return data
 
     @property
     def column(self) -> str:
         """The audit column of this check (the `quantizer` field of its results lines)."""
-        return self.label or f"relearn-{self.split}-{self.steps}"
+        kind = "relearn-lora" if self.lora is not None else "relearn"
+        return self.label or f"{kind}-{self.split}-{self.steps}"
 
 
 #: the verdict bands' defaults, in percent of recovery (audit/stats.py reads them from here)

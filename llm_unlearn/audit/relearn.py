@@ -10,8 +10,16 @@ fine-tuning does not undo the unlearning. Its recovery ratio reads as a quantize
 
     recovery = (M(relearn(u)) − M(u)) / (M(t) − M(u))        t, u at full precision, not relearned
 
-Relearned checkpoints are cached in `relearned/<model>@<target>/<column>/` of the run folder with
-the settings that made them (`relearn.json`, written last), so a resumed audit does not retrain.
+An entry with a `lora` section relearns through a LoRA adapter instead (Hu et al. 2024 and Łucki et
+al. 2024, arXiv 2409.18025: what a user with one consumer GPU does): every weight W of the model stays
+frozen and peft trains A (r × in) and B (out × r, zero at the start) on the adapted modules; the
+evaluated model is W + (alpha / r)·B·A (peft's `merge_and_unload`, huggingface/peft
+src/peft/tuners/lora/layer.py `get_delta_weight`).
+
+Relearned checkpoints (for LoRA the adapter alone, `adapter_model.safetensors` and
+`adapter_config.json`, merged into the source checkpoint when loaded) are cached in
+`relearned/<model>@<target>/<column>/` of the run folder with the settings that made them
+(`relearn.json`, written last), so a resumed audit does not retrain.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peft import LoraConfig, get_peft_model
 from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainingArguments
 
 from llm_unlearn.columns import Column, register_column
@@ -33,8 +42,8 @@ from llm_unlearn.data.collate import LMDataset, UnlearningCollator, chunk_texts
 from llm_unlearn.data.corpora import MuseCorpus
 from llm_unlearn.data.tofu import TofuCorpus
 from llm_unlearn.errors import UserError
-from llm_unlearn.models import load_model, load_tokenizer, train_and_save
-from llm_unlearn.recipe import Recipe
+from llm_unlearn.models import load_merged, load_model, load_tokenizer, model_skeleton, train_and_save
+from llm_unlearn.recipe import LoraSection, Recipe
 from llm_unlearn.runfolder import RunFolder, write_json
 
 #: the `method` of a relearn column's recorded configuration (a quantizer's names its algorithm)
@@ -65,10 +74,12 @@ class Relearning(Column):
     max_length: int
     #: the recipe's train section: precision, memory and optimizer settings carry over
     train: dict[str, Any] = field(default_factory=dict)
+    #: relearn through this LoRA adapter; None: every weight (full fine-tuning)
+    lora: LoraSection | None = None
 
     def config(self) -> dict[str, Any]:
         """What every results line of the column records, as a quantizer's configuration."""
-        return {
+        config = {
             "name": self.name,
             "method": RELEARN_METHOD,
             "split": self.split,
@@ -81,6 +92,10 @@ class Relearning(Column):
             "text_sha256": hashlib.sha256(json.dumps(self.texts).encode()).hexdigest()[:16],
             "evaluation": "full precision (float32) after relearning",
         }
+        if self.lora is not None:  # only here: a full fine-tuning record stays as before, its cells fresh
+            config["lora"] = self.lora.model_dump(mode="json")
+            config["evaluation"] = "full precision (float32) after relearning, the adapter merged"
+        return config
 
     def stale(self, recorded: Mapping[str, Any]) -> bool:
         return recorded.get("quantizer_config") != self.config()
@@ -93,10 +108,12 @@ class Relearning(Column):
         self, source: Path, model: str, run_folder: RunFolder, placement: dict[str, Any] | None = None
     ) -> PreTrainedModel:
         """`source`, the checkpoint of `model` (RUN@TARGET), relearned once into its folder of
-        `run_folder` (`relearned`) and loaded as `models.load_model` places it."""
-        return load_model(
-            relearned(source, self, run_folder.relearned(model, self.name)), placement=placement
-        )
+        `run_folder` (`relearned`) and loaded as `models.load_model` places it (a LoRA adapter merged
+        into `source`)."""
+        folder = relearned(source, self, run_folder.relearned(model, self.name))
+        if self.lora is None:
+            return load_model(folder, placement=placement)
+        return load_merged(source, folder, placement)
 
     def training_arguments(self, output_dir: Path) -> TrainingArguments:
         # The relearn settings win over the recipe's: the check must run exactly as recorded.
@@ -138,14 +155,16 @@ def relearnings(recipe: Recipe, corpus: MuseCorpus | TofuCorpus) -> list[Relearn
                 seed=entry.seed,
                 max_length=recipe.data.max_length,
                 train=recipe.train,
+                lora=entry.lora,
             )
         )
     return found
 
 
 def relearned(source: Path, relearning: Relearning, folder: Path) -> Path:
-    """The checkpoint `folder`: `source` fine-tuned as `relearning` says; trained once, then reused
-    while `folder/relearn.json` records the same settings. `source` itself is only read.
+    """The checkpoint `folder`: `source` fine-tuned as `relearning` says (with `lora`, the adapter
+    alone); trained once, then reused while `folder/relearn.json` records the same settings. `source`
+    itself is only read.
 
     Every process of a launch that calls this trains (the Trainer's data parallelism, as in
     unlearning) and the main process alone saves (`train_and_save`).
@@ -157,6 +176,8 @@ def relearned(source: Path, relearning: Relearning, folder: Path) -> Path:
     tokenizer = load_tokenizer(source)
     args = relearning.training_arguments(folder.with_name(folder.name + ".trainer"))
     model = load_model(source)
+    if relearning.lora is not None:  # saved as a PeftModel saves itself: the adapter, not the model
+        model = get_peft_model(model, lora_config(relearning.lora))
     windows = chunk_texts(relearning.texts, tokenizer, window_length(relearning.max_length, model))
     trainer = Trainer(
         model=model,
@@ -169,3 +190,30 @@ def relearned(source: Path, relearning: Relearning, folder: Path) -> Path:
     if trainer.is_world_process_zero():
         write_json(saved, config)  # last: a folder without it is retrained
     return folder
+
+
+def lora_config(lora: LoraSection) -> LoraConfig:
+    """peft's configuration of the adapter a recipe's `lora` section describes."""
+    modules = lora.target_modules
+    return LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=modules if isinstance(modules, str) else list(modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def check_lora_fits(recipe: Recipe, target: Path) -> None:
+    """Refuse in one line, before anything trains, a relearn entry's LoRA target modules that the
+    target's architecture lacks (peft matches them on a weightless copy, as it will when training)."""
+    for i, entry in enumerate(recipe.relearn):
+        if entry.lora is None:
+            continue
+        try:
+            get_peft_model(model_skeleton(target), lora_config(entry.lora))
+        except ValueError as err:  # peft's NoMatchingPeftModuleError
+            raise UserError(
+                f"relearn.{i}.lora.target_modules: {str(err).splitlines()[0]} "
+                "Name modules of the model (e.g. q_proj, v_proj) or all-linear."
+            ) from None
