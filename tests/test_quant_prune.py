@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 
 import pytest
 import torch
 from conftest import tiny_llama
 from torch.nn.utils import prune as torch_prune
 
-from llm_unlearn.audit.cache import is_valid, load_cell, quantized
+from llm_unlearn.audit.cache import CHANGED, CODES, CONFIG, SOURCE, is_valid, load_cell, quantized
 from llm_unlearn.columns import column_kind, is_format, route
 from llm_unlearn.errors import UserError
 from llm_unlearn.models import load_model, save_checkpoint
@@ -17,6 +18,11 @@ from llm_unlearn.quant import get_quantizer
 from llm_unlearn.quant.calibration import GENERIC_TEXT, build_calibration
 from llm_unlearn.quant.prune import MASKS, Prune, read_sparsity, wanda_mask
 from llm_unlearn.quant.rtn import quantization_targets
+
+#: SparseGPT runs through llm-compressor, in the gptq venv (`.ci/run`'s backend job)
+needs_llmcompressor = pytest.mark.skipif(
+    importlib.util.find_spec("llmcompressor") is None, reason="SparseGPT needs llm-compressor"
+)
 
 
 @pytest.fixture(scope="module")
@@ -133,10 +139,60 @@ def inputs_of_each_linear(model, layer, ids):
     return seen
 
 
-@pytest.mark.parametrize("name", ["prune", "prune-mag", "prune-mag-0", "prune-mag-100", "prune-mag-050",
-                                  "prune-wanda-x", "prune-24-50", "prune-sparse-50"])  # fmt: skip
+def sparsegpt_by_hand(w, x, sparsity, block=128, damp=0.01):
+    """IST-DASLab/sparsegpt's `fasterprune` (unstructured), `x` [tokens, in]: H = 2XᵀX + λI, per block
+    of inputs the lowest w² / [H⁻¹]_jj² zeroed and each column's error moved onto the later ones."""
+    W, cols = w.clone().float(), w.shape[1]
+    H = 2 * x.T.float() @ x.float()
+    H += damp * H.diag().mean() * torch.eye(cols)
+    Hinv = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(H)), upper=True)
+    for i1 in range(0, cols, block):
+        i2 = min(i1 + block, cols)
+        W1, Hinv1 = W[:, i1:i2].clone(), Hinv[i1:i2, i1:i2]
+        score = W1**2 / Hinv1.diag()[None, :] ** 2
+        pruned = score <= score.flatten().sort().values[int(score.numel() * sparsity)]
+        Q1, Err1 = torch.zeros_like(W1), torch.zeros_like(W1)
+        for i in range(i2 - i1):
+            q = torch.where(pruned[:, i], 0.0, W1[:, i])
+            Q1[:, i] = q
+            Err1[:, i] = (W1[:, i] - q) / Hinv1[i, i]
+            W1[:, i:] -= Err1[:, i : i + 1] @ Hinv1[i : i + 1, i:]
+        W[:, i1:i2] = Q1
+        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+    return W
+
+
+@needs_llmcompressor
+def test_sparsegpt_is_the_papers_algorithm_on_the_first_blocks_inputs(tok, calibration, tmp_path):
+    checkpoint = save_checkpoint(tiny_llama(tok), tok, tmp_path / "m")
+    reference = load_model(checkpoint)
+    quantizer, model = pruned("prune-sparsegpt-50", load_model(checkpoint), calibration)
+    ids = torch.tensor([list(w) for w in calibration.input_ids])
+    layer = reference.model.layers[0]  # the first block's inputs are the unpruned model's
+    seen = inputs_of_each_linear(reference, layer, ids)
+    assert len(seen) == 7
+    for sub, inputs in seen.items():
+        module = layer.get_submodule(sub)
+        expected = sparsegpt_by_hand(module.weight, torch.cat(inputs).reshape(-1, module.in_features), 0.5)
+        got = model.get_submodule(f"model.layers.0.{sub}").weight
+        assert torch.equal(got == 0, expected == 0), sub
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    for name, module in quantization_targets(model):
+        # SparseGPT zeroes int(numel · s) + 1 weights a block (its threshold's own weight too)
+        assert quantizer.sparsity[name] == (module.weight == 0).sum().item() / module.weight.numel()
+        assert 0.5 < quantizer.sparsity[name] < 0.52
+    assert quantizer.config()["library"].startswith("llmcompressor")
+
+
+MALFORMED = ["prune", "prune-mag", "prune-mag-0", "prune-mag-100", "prune-mag-050", "prune-wanda-x",
+             "prune-24-50", "prune-sparse-50", "prune-sparsegpt-0"]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", MALFORMED)
 def test_a_malformed_pruning_name_is_one_line_showing_the_pattern(name):
-    pattern = r"expected prune-mag-\{1\.\.99\}, prune-24, prune-wanda-\{1\.\.99\}"
+    pattern = (
+        r"expected prune-mag-\{1\.\.99\}, prune-24, prune-wanda-\{1\.\.99\}, prune-sparsegpt-\{1\.\.99\}"
+    )
     with pytest.raises(UserError, match=pattern) as err:
         get_quantizer(name)
     assert "\n" not in str(err.value)
@@ -160,7 +216,14 @@ def test_a_pruning_column_is_an_attack_not_a_format(calibration):
         config = quantizer.config()
         assert column_kind(config) is Prune
         assert (route(config), is_format(config), quantizer.has_codes) == ("attack", False, False)
-    assert (mag.needs_calibration, wanda.needs_calibration) == (False, True)
+    sparsegpt = get_quantizer("prune-sparsegpt-50")
+    assert (mag.needs_calibration, wanda.needs_calibration, sparsegpt.needs_calibration) == (
+        False,
+        True,
+        True,
+    )
+    # the masks rebuild a cell, except SparseGPT's: it moves the weights it keeps
+    assert (mag.artifacts_hold_the_model, sparsegpt.artifacts_hold_the_model) == (True, False)
 
 
 def test_two_of_four_refuses_an_input_dim_not_a_multiple_of_four(tok):
@@ -171,17 +234,27 @@ def test_two_of_four_refuses_an_input_dim_not_a_multiple_of_four(tok):
         get_quantizer("prune-24").check_model(model)
 
 
-@pytest.mark.parametrize("name", ["prune-mag-50", "prune-24", "prune-wanda-40"])
-def test_a_cached_cell_keeps_the_masks_and_is_rebuilt_bit_for_bit(name, tok, tmp_path, calibration):
+@pytest.mark.parametrize(
+    "name",
+    [
+        "prune-mag-50",
+        "prune-24",
+        "prune-wanda-40",
+        pytest.param("prune-sparsegpt-60", marks=needs_llmcompressor),
+    ],
+)
+def test_a_cached_cell_is_rebuilt_bit_for_bit(name, tok, tmp_path, calibration):
     checkpoint = save_checkpoint(tiny_llama(tok, tie_word_embeddings=True), tok, tmp_path / "m")
     fresh_quantizer, fresh = pruned(name, load_model(checkpoint), calibration)
-
     cell = tmp_path / "cell"
     first = quantized(checkpoint, column(name, calibration), cell)
     assert is_valid(cell, column(name, calibration), checkpoint)
-    assert sorted(p.name for p in cell.iterdir()) == [MASKS, "quantizer.json", "source.json", "sparsity.json"]
-    bits = sum(m.weight.numel() for _, m in quantization_targets(fresh))
-    assert (cell / MASKS).stat().st_size < bits / 8 + 4096  # one bit a weight, not a copy
+    # the masks, or for SparseGPT the changed weights (its codes file is empty: no integer codes)
+    kept = [MASKS] if fresh_quantizer.artifacts_hold_the_model else [CHANGED, CODES]
+    assert sorted(p.name for p in cell.iterdir()) == sorted([*kept, CONFIG, SOURCE, "sparsity.json"])
+    if fresh_quantizer.artifacts_hold_the_model:
+        bits = sum(m.weight.numel() for _, m in quantization_targets(fresh))
+        assert (cell / MASKS).stat().st_size < bits / 8 + 4096  # one bit a weight, not a copy
     assert read_sparsity(cell) == fresh_quantizer.sparsity
     rebuilt = load_cell(cell, checkpoint, column(name, calibration))
     again = quantized(checkpoint, column(name, calibration), cell)  # read from the cache

@@ -15,17 +15,25 @@ multiplied by a mask M (1 kept, 0 pruned), W' = W ⊙ M:
   output row, the int(in · N/100) lowest of each row zeroed (stable sort). Like the reference, the
   blocks are pruned in order and a block's activations come from the model with the blocks before
   it already pruned (one forward pass over the calibration windows per block). The windows are the
-  audit's calibration text (`quant/calibration.py`), recorded with every result.
+  audit's calibration text (`quant/calibration.py`), recorded with every result;
+- `prune-sparsegpt-{N}`: SparseGPT (Frantar & Alistarh 2023, "SparseGPT: Massive Language Models
+  Can Be Accurately Pruned in One-Shot"; IST-DASLab/sparsegpt `sparsegpt.py::fasterprune`) through
+  llm-compressor's `SparseGPTModifier` (`pip install llm-unlearn[gptq]`;
+  `llmcompressor/modifiers/pruning/sparsegpt/sgpt_sparsify.py`), on the same calibration windows:
+  with H = 2XXᵀ + λI (λ = 0.01 · mean diag), in each block of 128 inputs the weights of lowest
+  w_ij² / [H⁻¹]_jj² are zeroed, and each pruned column's error is moved onto the columns not yet
+  visited, δW = -(w_j / [H⁻¹]_jj) · H⁻¹_{j,:} (the OBS update): the kept weights change too.
 
 A pruned model is a change made to the model (not a format: `is_format` False, evaluated in the
 checkpoint's precision) and an attack route. Its cell keeps the masks, one bit a weight
 (`numpy.packbits`), not the weights: the cell is rebuilt from the checkpoint and the masks
-(`artifacts_hold_the_model`), with `sparsity.json` beside them, the fraction of zeros of each
-pruned weight (`read_sparsity`).
+(`artifacts_hold_the_model`); SparseGPT, whose kept weights move, is cached as changed tensors like
+a cast. Every cell has `sparsity.json`, the fraction of zeros of each pruned weight (`read_sparsity`).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -40,26 +48,39 @@ from torch import nn
 
 from llm_unlearn.columns import register_column
 from llm_unlearn.errors import UserError
+from llm_unlearn.quant.calibrated import _import, _quiet, _run_oneshot, _versions
 from llm_unlearn.quant.registry import Quantizer, WeightCodes, register_quantizer
 from llm_unlearn.quant.rtn import SKIPPED, quantization_targets
 
 METHOD = "prune"
 MASKS, SPARSITY = "masks.safetensors", "sparsity.json"
 # N without a leading zero, so one column has one name
-_NAME = re.compile(r"prune-(?:(?P<criterion>mag|wanda)-(?P<percent>[1-9][0-9]?)|(?P<semi>24))")
-CRITERIA = {"mag": "magnitude", "24": "2:4", "wanda": "wanda"}
+_NAME = re.compile(r"prune-(?:(?P<criterion>mag|wanda|sparsegpt)-(?P<percent>[1-9][0-9]?)|(?P<semi>24))")
+CRITERIA = {"mag": "magnitude", "24": "2:4", "wanda": "wanda", "sparsegpt": "sparsegpt"}
+GRANULARITY = {
+    "magnitude": "layer",
+    "2:4": "4 consecutive inputs",
+    "wanda": "output row",
+    "sparsegpt": "blocks of 128 inputs",
+}
+CALIBRATED = ("wanda", "sparsegpt")
+#: what a cell's weights are, by whether the kept weights moved (SparseGPT)
+EVALUATION = (
+    "the checkpoint's weights with the pruned ones set to zero",
+    "SparseGPT's weights: the pruned ones zero, the kept ones updated",
+)
 
 
 @register_column(METHOD)  # a recorded configuration finds this kind: an attack, not a format
 @register_quantizer(METHOD)
 class Prune(Quantizer):
-    """Magnitude, 2:4 or Wanda pruning, named `prune-mag-{N}`, `prune-24`, `prune-wanda-{N}`."""
+    """Magnitude, 2:4, Wanda or SparseGPT pruning: `prune-mag-{N}`, `prune-24`, `prune-wanda-{N}`,
+    `prune-sparsegpt-{N}`."""
 
-    pattern = "prune-mag-{1..99}, prune-24, prune-wanda-{1..99}"
+    pattern = "prune-mag-{1..99}, prune-24, prune-wanda-{1..99}, prune-sparsegpt-{1..99}"
     has_codes = False
     is_format = False
     route = "attack"
-    artifacts_hold_the_model = True  # the masks rebuild the cell from the checkpoint
 
     def __init__(self, name: str) -> None:
         match = _NAME.fullmatch(name)
@@ -68,7 +89,9 @@ class Prune(Quantizer):
         self.name = name
         self.criterion = CRITERIA[match["semi"] or match["criterion"]]
         self.percent = 50 if match["semi"] else int(match["percent"])
-        self.needs_calibration = self.criterion == "wanda"
+        self.needs_calibration = self.criterion in CALIBRATED
+        # the masks rebuild a cell from the checkpoint, unless SparseGPT moved the kept weights too
+        self.artifacts_hold_the_model = self.criterion != "sparsegpt"
         #: the last pruning's keep-masks (packed, with their shape) and achieved sparsity, by module name
         self.masks: dict[str, tuple[torch.Tensor, torch.Size]] = {}
         self.sparsity: dict[str, float] = {}
@@ -85,7 +108,12 @@ class Prune(Quantizer):
 
     def quantize_model(self, model: nn.Module) -> nn.Module:
         self.check_model(model)  # before anything is pruned
+        if self.needs_calibration and self.calibration is None:
+            raise ValueError(f"{self.name} needs calibration data: set `quantizer.calibration` first")
         self.masks, self.sparsity = {}, {}
+        if self.criterion == "sparsegpt":
+            self._sparsegpt(model)
+            return model
         for name, module, mask in self._masks(model):
             apply_mask(module.weight, mask)  # before Wanda's next block runs on the pruned model
             self.masks[name] = (pack_mask(mask), mask.shape)  # an eighth of a bool mask, on the CPU
@@ -94,8 +122,6 @@ class Prune(Quantizer):
 
     def _masks(self, model: nn.Module) -> Iterator[tuple[str, nn.Linear, torch.Tensor]]:
         if self.criterion == "wanda":
-            if self.calibration is None:
-                raise ValueError(f"{self.name} needs calibration data: set `quantizer.calibration` first")
             yield from wanda_masks(model, self.calibration.input_ids, self.percent)
             return
         for name, module in quantization_targets(model):
@@ -104,18 +130,34 @@ class Prune(Quantizer):
             else:
                 yield name, module, semi_structured_mask(module.weight)
 
+    def _sparsegpt(self, model: nn.Module) -> None:
+        """SparseGPT by llm-compressor on a copy of `model` (`model` must come from `from_pretrained`,
+        as for GPTQ), whose target weights `model` then takes; the achieved sparsity recorded."""
+        targets = [name for name, _ in quantization_targets(model)]
+        SparseGPTModifier = _import("llmcompressor.modifiers.pruning.sparsegpt").SparseGPTModifier
+        work = copy.deepcopy(model)  # llm-compressor hooks and wraps what it runs on
+        with _quiet():
+            _run_oneshot(
+                work, SparseGPTModifier(sparsity=self.percent / 100, targets=targets), self.calibration
+            )
+        with torch.no_grad():
+            for name in targets:
+                weight = model.get_submodule(name).weight
+                weight.copy_(work.get_submodule(name).weight)
+                self.sparsity[name] = zero_fraction(weight)
+
     def config(self) -> dict[str, Any]:
+        library = {"library": _versions("llmcompressor")} if self.criterion == "sparsegpt" else {}
         return {
             "name": self.name,
             "method": METHOD,
             "criterion": self.criterion,
             "sparsity": self.percent / 100,
-            "granularity": {"magnitude": "layer", "2:4": "4 consecutive inputs", "wanda": "output row"}[
-                self.criterion
-            ],
+            "granularity": GRANULARITY[self.criterion],
+            **library,
             "calibration": self.calibration.record() if self.calibration else None,
             "skipped": list(SKIPPED),
-            "evaluation": "the checkpoint's weights with the pruned ones set to zero",
+            "evaluation": EVALUATION[self.criterion == "sparsegpt"],
         }
 
     @classmethod
@@ -123,12 +165,14 @@ class Prune(Quantizer):
         return config.get("method") == METHOD
 
     def save_artifacts(self, folder: Path) -> None:
-        """The last pruning's masks, packed eight a byte, and its achieved sparsity per weight."""
-        tensors: dict[str, torch.Tensor] = {}
-        for name, (packed, shape) in self.masks.items():
-            tensors[f"{name}.mask"] = packed
-            tensors[f"{name}.shape"] = torch.tensor(list(shape))
-        save_file(tensors, str(folder / MASKS))
+        """The last pruning's achieved sparsity per weight and, where they rebuild the cell, its
+        masks, packed eight a byte."""
+        if self.artifacts_hold_the_model:
+            tensors: dict[str, torch.Tensor] = {}
+            for name, (packed, shape) in self.masks.items():
+                tensors[f"{name}.mask"] = packed
+                tensors[f"{name}.shape"] = torch.tensor(list(shape))
+            save_file(tensors, str(folder / MASKS))
         (folder / SPARSITY).write_text(json.dumps(self.sparsity, indent=1) + "\n")
 
     def load_artifacts(self, folder: Path, model: nn.Module) -> dict[str, WeightCodes]:
