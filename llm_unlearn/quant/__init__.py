@@ -14,6 +14,6 @@ from llm_unlearn.quant.registry import (
 )
 
 # importing a module registers its quantizers
-from llm_unlearn.quant import bnb, calibrated, cast, fp8, gguf, hqq, rtn  # noqa: E402,F401  isort: skip
+from llm_unlearn.quant import bnb, calibrated, cast, fp8, gguf, hqq, prune, rtn  # noqa: E402,F401  isort: skip
 
 __all__ = ["QUANTIZER_FAMILIES", "Quantizer", "WeightCodes", "family", "get_quantizer", "register_quantizer"]
