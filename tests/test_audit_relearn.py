@@ -100,7 +100,7 @@ def test_relearn_columns_sit_beside_the_quantizers_and_resume_from_the_cache(
     assert results.get("ga", "natural", COLUMNS[0], "verbmem")["quantizer_config"]["text_sha256"] == digest
     report = (out / "report.md").read_text()
     assert "| model | target | fp | rtn-w4-g32 | relearn-forget-2 | relearn-retain-2 |" in report
-    assert "## Relearn checks" in report and "- `relearn-forget-2`: {'batch_size': 4" in report
+    assert "Under attack:" in report and "- `relearn-forget-2`: {'batch_size': 4" in report
     assert "<th>relearn-retain-2</th>" in (out / "report.html").read_text()
 
     # Resumed without the relearn cells: they come back from the cached checkpoints, nothing trains.
@@ -308,5 +308,5 @@ def test_report_shows_relearn_columns_after_the_quantizers_with_their_recovery()
     text = render_markdown(results, "t")
     assert "| model | target | fp | rtn-w4-g32 | relearn-forget-10 |" in text
     assert "| ga | natural | 10.0 | 12.0 (4%) | 35.0 (50%) |" in text  # (35 - 10) / (60 - 10)
-    assert "## Relearn checks\n\n- `relearn-forget-10`" in text
+    assert "Under attack:\n\n- `relearn-forget-10`" in text
     assert "<th>relearn-forget-10</th>" in render_html(results, [], "t")

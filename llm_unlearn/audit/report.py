@@ -462,9 +462,10 @@ def render_markdown(results: list[dict[str, Any]], title: str, cells: AuditCells
         "brings back (0 % kept, 100 % back at the target), or why there is none (not forgotten: unlearning",
         "did not move the metric by a point clear of 0; nothing to forget: the target knows no more than",
         "the retrain model).",
-        "Columns named relearn-… (when the recipe has a relearn section) are each model after a few",
-        "fine-tuning steps on a slice of forget or retain text, at full precision; their ratio is the",
-        "share that relearning brings back.",
+        "Columns that change the model rather than the format it ships in (relearn-…: a few fine-tuning",
+        "steps on forget or retain text, full or through a LoRA adapter; prune-…: weights pruned) are",
+        "listed last; their ratio is the share that change brings back. Each column's route (as shipped,",
+        "under attack) and settings are listed at the end.",
         *_target_note(tables),
         "",
     ]
@@ -479,13 +480,14 @@ def render_markdown(results: list[dict[str, Any]], title: str, cells: AuditCells
             lines.append(f"| {model} | {TARGET_LABELS.get(target, target)} | " + " | ".join(texts) + " |")
         lines.append("")
     lines += _diagnostics(diagnostics)
-    lines += ["## Quantizers", ""]
-    lines += [f"- `{name}`: {configs[name]}" for name in quantizers if not tables.is_change(name)]
-    relearn = [name for name in quantizers if tables.is_change(name)]
-    if relearn:
-        lines += ["", "## Relearn checks", ""]
-        lines += [f"- `{name}`: {configs[name]}" for name in relearn]
-    return "\n".join(lines) + "\n"
+    lines += ["## Columns", ""]
+    for group in ROUTES:
+        names = [q for q in quantizers if route(configs[q]) == group]
+        if names:
+            lines += [f"{ROUTE_TITLES[group].capitalize()}:", ""]
+            lines += [f"- `{name}`: {configs[name]}" for name in names]
+            lines.append("")
+    return "\n".join(lines)
 
 
 def _target_note(tables: MetricTables) -> list[str]:
