@@ -20,7 +20,7 @@ import yaml
 from llm_unlearn.errors import UserError
 from llm_unlearn.registry import UnknownNameError
 
-SUBCOMMANDS = ("run", "audit", "check", "demo", "evaluate", "report", "diagnose", "cnn", "push")
+SUBCOMMANDS = ("run", "audit", "check", "demo", "evaluate", "report", "verify", "diagnose", "cnn", "push")
 
 
 def demo_recipe(full: bool = False, benchmark: str = "muse") -> Path:
@@ -45,7 +45,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_recipe(recipe, fail_above: float | None) -> int:
     """Run `recipe`, print where its files are, each model's verdict and, under `fail_above`, the
-    cells that fail the release gate; 1 when one does, else 0."""
+    cells that fail the release gate (recorded in the certificate); 1 when one does, else 0."""
+    from llm_unlearn.audit.certificate import write_certificate
     from llm_unlearn.audit.report import gate_summary
     from llm_unlearn.pipeline import run
     from llm_unlearn.runfolder import RunFolder, read_json
@@ -55,6 +56,8 @@ def _run_recipe(recipe, fail_above: float | None) -> int:
     print(f"results: {folder.results}\nreport:  {folder.report_md}, {folder.report_html}")
     lines, failed = gate_summary(verdict, fail_above, str(folder.verdict))
     print("\n".join(lines))
+    if fail_above is not None and folder.verdict.is_file():
+        print(f"certificate: {write_certificate(folder.root, fail_above)}")
     return 1 if failed else 0
 
 
@@ -84,7 +87,8 @@ def _audit(args: argparse.Namespace) -> int:
         data["train"] = {"per_device_eval_batch_size": args.batch_size}
     if args.allow_pickle:
         data["model"]["allow_pickle"] = True
-    return _run_recipe(validate_recipe(apply_overrides(data, args.set), where="audit"), args.fail_above)
+    recipe = validate_recipe(apply_overrides(data, args.set), where="audit")
+    return _run_recipe(recipe, args.fail_above)
 
 
 AUDIT_QUANTIZERS = "fp,rtn-w8,rtn-w4-g128"
@@ -212,6 +216,14 @@ def _report(args: argparse.Namespace) -> int:
         raise UserError(f"{args.run_dir}: no results in results.jsonl here; give the folder a run wrote")
     print(write_report(args.run_dir))
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from llm_unlearn.audit.certificate import verify
+
+    passes, line = verify(args.run_dir, args.path)
+    print(line)
+    return 0 if passes else 1
 
 
 def _push(args: argparse.Namespace) -> int:
@@ -412,6 +424,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="rewrite report.md and report.html of a run folder from its results")
     p.add_argument("run_dir", type=Path)
     p.set_defaults(func=_report)
+
+    p = sub.add_parser(
+        "verify",
+        help="whether a file or folder about to ship is one the run's certificate covers, and passes",
+    )
+    p.add_argument("run_dir", type=Path, help="the run folder (its certificate.json)")
+    p.add_argument("path", type=Path, help="the file, or folder of files, about to be shipped")
+    p.set_defaults(func=_verify)
 
     p = sub.add_parser("push", help="upload one unlearned model of a run folder with an audit model card")
     p.add_argument("run_dir", type=Path)

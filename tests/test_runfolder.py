@@ -86,3 +86,19 @@ def test_an_old_name_is_looked_up_only_for_labels_that_had_one(tmp_path) -> None
     assert located(tmp_path, "ga@target") == tmp_path / "ga@natural"
     assert located(tmp_path, "ga@-") == tmp_path / "ga@-"
     assert located(tmp_path, "ga") == tmp_path / "ga"
+
+
+def test_a_columns_cache_is_found_in_whichever_root_holds_it(tmp_path) -> None:
+    folder = RunFolder(tmp_path)
+    (tmp_path / "quantized" / "ga@natural" / "rtn-w4-g32").mkdir(parents=True)
+    (tmp_path / "relearned" / "ga@grid" / "relearn-forget").mkdir(parents=True)  # an old label
+    assert (
+        folder.column_cache("ga@natural", "rtn-w4-g32")
+        == tmp_path / "quantized" / "ga@natural" / "rtn-w4-g32"
+    )
+    assert (
+        folder.column_cache("ga@grid-aligned", "relearn-forget")
+        == tmp_path / "relearned" / "ga@grid" / "relearn-forget"
+    )
+    assert folder.column_cache("ga@natural", "fp") is None
+    assert folder.column_cache("ga@natural", "relearn-forget") is None
