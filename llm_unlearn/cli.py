@@ -40,12 +40,24 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from llm_unlearn.recipe import load_recipe
 
-    return _run_recipe(load_recipe(args.recipe, args.set), args.fail_above)
+    _check_gate_flags(args)
+    return _run_recipe(load_recipe(args.recipe, args.set), args.fail_above, args.junit)
 
 
-def _run_recipe(recipe, fail_above: float | None) -> int:
+def _check_gate_flags(args: argparse.Namespace) -> None:
+    """`--junit` reports the gate's cells, so it needs the gate's threshold; and a file to write."""
+    if args.junit is None:
+        return
+    if args.fail_above is None:
+        raise UserError("--junit: the JUnit report is the release gate's; give --fail-above PCT too")
+    if args.junit.is_dir():
+        raise UserError(f"--junit {args.junit}: is a folder; give an XML file name")
+
+
+def _run_recipe(recipe, fail_above: float | None, junit: Path | None) -> int:
     """Run `recipe`, print where its files are, each model's verdict and, under `fail_above`, the
-    cells that fail the release gate (recorded in the certificate); 1 when one does, else 0."""
+    cells that fail the release gate (recorded in the certificate; as JUnit XML in `junit` if
+    given); 1 when one does, else 0."""
     from llm_unlearn.audit.certificate import write_certificate
     from llm_unlearn.audit.report import gate_summary
     from llm_unlearn.pipeline import run
@@ -58,17 +70,22 @@ def _run_recipe(recipe, fail_above: float | None) -> int:
     print("\n".join(lines))
     if fail_above is not None and folder.verdict.is_file():
         print(f"certificate: {write_certificate(folder.root, fail_above)}")
+    if junit is not None and fail_above is not None:
+        from llm_unlearn.audit.junit import write_junit  # junitparser, only where a report is asked for
+
+        print(f"junit: {write_junit(verdict, fail_above, folder.root.name, junit)}")
     return 1 if failed else 0
 
 
 def _audit(args: argparse.Namespace) -> int:
     from llm_unlearn.recipe import apply_overrides, load_recipe, validate_recipe
 
+    _check_gate_flags(args)
     flags = [f"--{n.replace('_', '-')}" for n in AUDIT_FLAGS if getattr(args, n) not in (None, [], False)]
     if args.recipe is not None:
         if flags:
             raise UserError(f"audit: give a recipe file or {', '.join(flags)}, not both")
-        return _run_recipe(load_recipe(args.recipe, args.set), args.fail_above)
+        return _run_recipe(load_recipe(args.recipe, args.set), args.fail_above, args.junit)
     for flag in ("target", "model", "data", "out"):
         if not getattr(args, flag):
             raise UserError(f"audit: --{flag} is required (or give an audit recipe file)")
@@ -88,7 +105,7 @@ def _audit(args: argparse.Namespace) -> int:
     if args.allow_pickle:
         data["model"]["allow_pickle"] = True
     recipe = validate_recipe(apply_overrides(data, args.set), where="audit")
-    return _run_recipe(recipe, args.fail_above)
+    return _run_recipe(recipe, args.fail_above, args.junit)
 
 
 AUDIT_QUANTIZERS = "fp,rtn-w8,rtn-w4-g128"
@@ -334,6 +351,12 @@ def _parser() -> argparse.ArgumentParser:
             type=float,
             metavar="PCT",
             help="exit 1 when any cell's recovery (verdict.json) is above PCT percent: a release gate",
+        )
+        p.add_argument(
+            "--junit",
+            type=Path,
+            metavar="FILE",
+            help="also write the gate as JUnit XML: one test case per gating cell (needs --fail-above)",
         )
 
     fail_above(recipe_command("run", _run, "unlearn, quantize, evaluate and report, as the recipe says"))
