@@ -109,6 +109,14 @@ def test_the_same_folder_gives_the_same_certificate(run_dir) -> None:
     assert not any(m["passes"] for m in gated["models"])
 
 
+def test_a_results_line_without_a_checkpoint_hashes_nothing_for_it(run_dir) -> None:
+    folder = RunFolder(run_dir)
+    folder.audited.unlink()
+    lines = [{**json.loads(line), "checkpoint": ""} for line in folder.results.read_text().splitlines()]
+    folder.results.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert [a["column"] for a in certificate(run_dir)["artifacts"]] == []
+
+
 def test_a_data_source_that_is_no_folder_is_recorded_by_name(run_dir) -> None:
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump({"name": "t", "data": {"source": "demo"}}))
     data = certificate(run_dir)["data"]

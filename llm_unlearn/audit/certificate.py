@@ -97,7 +97,8 @@ def _artifact(model: str, target: str, column: str | None, path: Path) -> dict[s
 
 def _artifacts(folder: RunFolder, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each audited checkpoint, then each of its columns' cached products, by model and column."""
-    checkpoints = {(r["model"], r["target"]): r["checkpoint"] for r in results if "checkpoint" in r}
+    # an empty path would be the working folder: a line that names no checkpoint names none
+    checkpoints = {(r["model"], r["target"]): r["checkpoint"] for r in results if r.get("checkpoint")}
     checkpoints |= {(e["name"], e["target"]): e["checkpoint"] for e in folder.read_audited()}
     columns: dict[tuple[str, str], set[str]] = defaultdict(set)
     for r in results:
