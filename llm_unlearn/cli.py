@@ -21,7 +21,7 @@ from llm_unlearn.columns import ROUTES
 from llm_unlearn.errors import UserError
 from llm_unlearn.registry import UnknownNameError
 
-SUBCOMMANDS = ("run", "audit", "check", "demo", "evaluate", "report", "diagnose", "cnn", "push")
+SUBCOMMANDS = ("run", "audit", "check", "demo", "evaluate", "report", "verify", "diagnose", "cnn", "push")
 
 
 def demo_recipe(full: bool = False, benchmark: str = "muse") -> Path:
@@ -41,12 +41,25 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from llm_unlearn.recipe import load_recipe
 
+    _check_gate_flags(args)
     return _run_recipe(load_recipe(args.recipe, args.set), args)
+
+
+def _check_gate_flags(args: argparse.Namespace) -> None:
+    """`--junit` reports the gate's cells, so it needs the gate's threshold; and a file to write."""
+    if args.junit is None:
+        return
+    if args.fail_above is None:
+        raise UserError("--junit: the JUnit report is the release gate's; give --fail-above PCT too")
+    if args.junit.is_dir():
+        raise UserError(f"--junit {args.junit}: is a folder; give an XML file name")
 
 
 def _run_recipe(recipe, args: argparse.Namespace) -> int:
     """Run `recipe`, print where its files are, each model's verdict and, under `--fail-above`, the
-    cells of the routes `--fail-on` names that fail the release gate; 1 when one does, else 0."""
+    cells of the routes `--fail-on` names that fail the release gate (recorded in the certificate;
+    as JUnit XML in `--junit` if given); 1 when one does, else 0."""
+    from llm_unlearn.audit.certificate import write_certificate
     from llm_unlearn.audit.report import gate_summary
     from llm_unlearn.pipeline import run
     from llm_unlearn.runfolder import RunFolder, read_json
@@ -56,12 +69,20 @@ def _run_recipe(recipe, args: argparse.Namespace) -> int:
     print(f"results: {folder.results}\nreport:  {folder.report_md}, {folder.report_html}")
     lines, failed = gate_summary(verdict, args.fail_above, str(folder.verdict), args.fail_on)
     print("\n".join(lines))
+    fail_above, fail_on = args.fail_above, args.fail_on
+    if fail_above is not None and folder.verdict.is_file():
+        print(f"certificate: {write_certificate(folder.root, fail_above, fail_on)}")
+    if args.junit is not None and fail_above is not None:
+        from llm_unlearn.audit.junit import write_junit  # junitparser, only where a report is asked for
+
+        print(f"junit: {write_junit(verdict, fail_above, folder.root.name, args.junit, fail_on)}")
     return 1 if failed else 0
 
 
 def _audit(args: argparse.Namespace) -> int:
     from llm_unlearn.recipe import apply_overrides, load_recipe, validate_recipe
 
+    _check_gate_flags(args)
     flags = [f"--{n.replace('_', '-')}" for n in AUDIT_FLAGS if getattr(args, n) not in (None, [], False)]
     if args.recipe is not None:
         if flags:
@@ -215,6 +236,14 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from llm_unlearn.audit.certificate import verify
+
+    passes, line = verify(args.run_dir, args.path)
+    print(line)
+    return 0 if passes else 1
+
+
 def _push(args: argparse.Namespace) -> int:
     from llm_unlearn.hub import push
 
@@ -336,6 +365,12 @@ def _parser() -> argparse.ArgumentParser:
             help="the routes back whose cells --fail-above reads: shipped (full precision, formats, casts), "
             "attack (relearning, pruning, adversarial calibration, in-context) or any (default)",
         )
+        p.add_argument(
+            "--junit",
+            type=Path,
+            metavar="FILE",
+            help="also write the gate as JUnit XML: one test case per gating cell (needs --fail-above)",
+        )
 
     fail_above(recipe_command("run", _run, "unlearn, quantize, evaluate and report, as the recipe says"))
     p = recipe_command(
@@ -425,6 +460,14 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="rewrite report.md and report.html of a run folder from its results")
     p.add_argument("run_dir", type=Path)
     p.set_defaults(func=_report)
+
+    p = sub.add_parser(
+        "verify",
+        help="whether a file or folder about to ship is one the run's certificate covers, and passes",
+    )
+    p.add_argument("run_dir", type=Path, help="the run folder (its certificate.json)")
+    p.add_argument("path", type=Path, help="the file, or folder of files, about to be shipped")
+    p.set_defaults(func=_verify)
 
     p = sub.add_parser("push", help="upload one unlearned model of a run folder with an audit model card")
     p.add_argument("run_dir", type=Path)

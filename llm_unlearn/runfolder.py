@@ -8,6 +8,7 @@ RUN_DIR/
   results.jsonl                  one line per model × target × quantizer × metric (audit/results.py)
   diagnostics.jsonl              weight diagnostics per unlearned model × quantizer
   verdict.json                   the release verdict per unlearned model × quantizer × forget metric
+  certificate.json               the verdict bound to the sha256 of every file audited (audit/certificate.py)
   report.md, report.html
   models/<run>@<target>/         checkpoints this run made (unlearned, merged adapters, the grid-aligned copy)
   models/<run>@<target>.log.json        the training log
@@ -149,6 +150,10 @@ class RunFolder:
         return self.root / "verdict.json"
 
     @property
+    def certificate(self) -> Path:
+        return self.root / "certificate.json"
+
+    @property
     def report_md(self) -> Path:
         return self.root / "report.md"
 
@@ -188,6 +193,12 @@ class RunFolder:
 
     def relearned(self, model: str, column: str) -> Path:
         return located(self.root / "relearned", model) / column
+
+    def column_cache(self, model: str, column: str) -> Path | None:
+        """The cached product of `model` (RUN@TARGET) under `column`, in whichever cache holds it
+        (a quantized cell or a relearned checkpoint); None where neither does (`fp`, a cell never made)."""
+        found = [p for p in (self.quantized(model) / column, self.relearned(model, column)) if p.is_dir()]
+        return found[0] if found else None
 
     def hub_card(self, model: str) -> Path:
         return self.root / "hub" / model / "README.md"

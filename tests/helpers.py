@@ -106,6 +106,45 @@ def mean_cell(scores: list[float]) -> dict:
     return {"agg_value": float(np.mean(scores)), "value_by_index": by_index}
 
 
+GATE_TARGET = [50.0, 60.0, 70.0, 80.0, 90.0]
+GATE_UNLEARNED = [0.0, 10.0, 20.0, 30.0, 40.0]  # t_i − u_i = 50 on every example
+
+
+def gate_row(model: str, quantizer: str, metric: str, scores: list[float], target: str = "natural") -> dict:
+    """A results line of `model` under `quantizer`: `metric`'s per-example `scores` and their mean."""
+    return {
+        "model": model,
+        "target": target,
+        "quantizer": quantizer,
+        "metric": metric,
+        "checkpoint": f"checkpoints/{model}",
+        "quantizer_config": {"name": quantizer, "method": "none" if quantizer == "fp" else "rtn"},
+        "evaluation": "simulated",
+        **mean_cell(scores),
+    }
+
+
+def gate_results() -> list[dict]:
+    """A run whose gate has every outcome: under rtn-w4-g32, ga brings back 80 % of KnowMem-forget
+    (fails), oeu 10 % (holds); weak moved it by 2 points on one example of five (not forgotten);
+    VerbMem's retrain model knows what the target knows, so every VerbMem row is nothing to forget."""
+    rows = [
+        gate_row("target", "fp", "knowmem_forget", GATE_TARGET),
+        gate_row("target", "fp", "verbmem", GATE_TARGET),
+        gate_row("retrain", "fp", "verbmem", GATE_TARGET, target="-"),
+        gate_row("weak", "fp", "knowmem_forget", [40.0, *GATE_TARGET[1:]]),
+    ]
+    for model, share in {"ga": 0.8, "oeu": 0.1}.items():
+        back = [u + share * 50 for u in GATE_UNLEARNED]
+        rows += [
+            gate_row(model, "fp", "knowmem_forget", GATE_UNLEARNED),
+            gate_row(model, "rtn-w4-g32", "knowmem_forget", back),
+            gate_row(model, "fp", "verbmem", GATE_UNLEARNED),
+            gate_row(model, "rtn-w4-g32", "verbmem", GATE_UNLEARNED),
+        ]
+    return rows
+
+
 def privleak_cell(members: list[float], others: list[float], reference_auc: float = 0.5) -> dict:
     scores = [*members, *others]
     auc = roc_auc_score([1] * len(members) + [0] * len(others), scores)

@@ -117,3 +117,19 @@ def test_one_run_writes_a_folder_at_a_time_and_a_dead_runs_lock_is_not_stale(tmp
     folder.release()
     os.close(_hold(folder.lock))  # released: it can
     folder.release()  # nothing held: a no-op
+
+
+def test_a_columns_cache_is_found_in_whichever_root_holds_it(tmp_path) -> None:
+    folder = RunFolder(tmp_path)
+    (tmp_path / "quantized" / "ga@natural" / "rtn-w4-g32").mkdir(parents=True)
+    (tmp_path / "relearned" / "ga@grid" / "relearn-forget").mkdir(parents=True)  # an old label
+    assert (
+        folder.column_cache("ga@natural", "rtn-w4-g32")
+        == tmp_path / "quantized" / "ga@natural" / "rtn-w4-g32"
+    )
+    assert (
+        folder.column_cache("ga@grid-aligned", "relearn-forget")
+        == tmp_path / "relearned" / "ga@grid" / "relearn-forget"
+    )
+    assert folder.column_cache("ga@natural", "fp") is None
+    assert folder.column_cache("ga@natural", "relearn-forget") is None
