@@ -32,7 +32,6 @@ def make_trainer(tok, tmp_path, method: str, model=None, ref_model=None, **overr
         output_dir=str(tmp_path / "out"),
         forget_loss=spec.forget_loss,
         retain_loss=spec.retain_loss,
-        projection=spec.projection,
         learning_rate=1e-2,
         per_device_train_batch_size=2,
         max_steps=2,
@@ -42,6 +41,11 @@ def make_trainer(tok, tmp_path, method: str, model=None, ref_model=None, **overr
         use_cpu=True,
         seed=0,
     )
+    # a modifier's settings join those the method turns on (OEU's projection)
+    settings["modifiers"] = {
+        **({"projection": {"scope": spec.projection}} if spec.projection else {}),
+        **overrides.pop("modifiers", {}),
+    }
     settings.update(overrides)
     return UnlearningTrainer(
         model=model if model is not None else tiny_llama(tok),

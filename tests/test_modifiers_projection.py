@@ -35,7 +35,8 @@ def oeu_trainer(tok, tmp_path, alpha: float, scope: str = "layer", batch: int = 
     texts_f, texts_r = ["abcdefgh", "hgfedcba"], ["qrstuvwx", "xwvutsrq"]  # equal lengths
     args = UnlearningConfig(
         output_dir=str(tmp_path / "oeu"), forget_loss="entropy", retain_loss="gdr", retain_weight=0.7,
-        projection=scope, projection_alpha=alpha, optim="sgd", learning_rate=0.5, max_steps=1,
+        modifiers={"projection": {"scope": scope, "alpha": alpha}}, optim="sgd", learning_rate=0.5,
+        max_steps=1,
         lr_scheduler_type="constant", max_grad_norm=0.0, per_device_train_batch_size=batch,
         gradient_accumulation_steps=accumulation, report_to="none", save_strategy="no", use_cpu=True,
         disable_tqdm=True,

@@ -68,16 +68,18 @@ def test_method_sections_reach_the_training_config() -> None:
     sure, quail, auto, oeu = recipe.method
     assert [m.run_name for m in recipe.method] == ["npo_gdr+sure", "ga_gdr+quail", "quail_auto", "oeu"]
     config = training_config(recipe, sure, Path("/tmp/unused"))
-    assert (config.saliency_percentile, config.learning_rate, config.forget_loss) == (80, 3e-4, "npo")
-    config = training_config(recipe, quail, Path("/tmp/unused"))
-    assert (config.hinge_weight, config.hinge_margin, config.hinge_distance) == (2, 0.25, "l2")
-    assert config.learning_rate == recipe.train["learning_rate"]
-    assert training_config(recipe, auto, Path("/tmp/unused"), hinge_margin=0.01).hinge_margin == 0.01
-    config = training_config(recipe, oeu, Path("/tmp/unused"))
-    assert (config.forget_loss, config.retain_loss, config.projection, config.projection_alpha) == (
-        "entropy", "gdr", "layer", 1.0,
+    assert (config.modifiers["sure"], config.learning_rate, config.forget_loss) == (
+        {"percentile": 80}, 3e-4, "npo",
     )  # fmt: skip
-    assert config.saliency_percentile is None and config.hinge_weight == 0
+    config = training_config(recipe, quail, Path("/tmp/unused"))
+    assert config.modifiers == {"quail": {"weight": 2, "margin": 0.25, "distance": "l2"}}
+    assert config.learning_rate == recipe.train["learning_rate"]
+    auto_config = training_config(recipe, auto, Path("/tmp/unused"), hinge_margin=0.01)
+    assert auto_config.modifiers["quail"]["margin"] == 0.01
+    config = training_config(recipe, oeu, Path("/tmp/unused"))
+    assert (config.forget_loss, config.retain_loss, config.modifiers) == (
+        "entropy", "gdr", {"projection": {"scope": "layer", "alpha": 1.0}},
+    )  # fmt: skip
 
 
 BAD = {

@@ -24,7 +24,7 @@ def test_method_fields_and_reserved_train_fields_derive_from_the_registry(tmp_pa
         "forget_loss",
         "retain_loss",
         "term_params",
-        "hinge_margin",
+        "modifiers",
     } <= RESERVED_TRAIN_FIELDS
     assert "learning_rate" not in RESERVED_TRAIN_FIELDS
     with pytest.raises(
@@ -53,7 +53,11 @@ def test_the_trainer_refuses_what_it_cannot_run_before_training(tok, tmp_path) -
     """The same refusals at the start of `unlearn()`, for a launch (FSDP from accelerate) or a model
     the recipe cannot see."""
     args = UnlearningConfig(
-        output_dir=str(tmp_path), forget_loss="entropy", retain_loss="gdr", projection="layer", use_cpu=True
+        output_dir=str(tmp_path),
+        forget_loss="entropy",
+        retain_loss="gdr",
+        modifiers={"projection": {"scope": "layer"}},
+        use_cpu=True,
     )
     with pytest.raises(ValueError, match="FSDP/DeepSpeed shard them: use DDP"):
         UnlearningTrainer.check(args, tiny_llama(tok), "FSDP")

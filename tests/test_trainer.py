@@ -78,11 +78,12 @@ def hand_loss(trainer, model, batch, method: str, weight: float = 1.0) -> torch.
         loss = objectives.ga(logits, batch["forget_labels"])
     else:
         loss = objectives.npo(logits, batch["forget_labels"], trainer._ref_nll[batch["forget_index"]], 0.1)
-    if args.hinge_weight:
+    quail = args.modifiers.get("quail")
+    if quail:
         with torch.no_grad():
             ref_logits = trainer.ref_model(**forget).logits
-        hinge = objectives.quail_hinge(logits, ref_logits, batch["forget_labels"], args.hinge_margin)
-        loss = loss + args.hinge_weight * hinge
+        hinge = objectives.quail_hinge(logits, ref_logits, batch["forget_labels"], quail["margin"])
+        loss = loss + quail["weight"] * hinge
     if spec.retain_loss == "gdr":
         r_logits = model(
             input_ids=batch["retain_input_ids"], attention_mask=batch["retain_attention_mask"]
@@ -95,8 +96,8 @@ STEP_CASES = {
     "ga": ("ga", {}),
     "ga_gdr": ("ga_gdr", {}),
     "npo_gdr": ("npo_gdr", {}),
-    "sure": ("ga_gdr", {"saliency_percentile": 80.0}),
-    "quail": ("ga_gdr", {"hinge_weight": 0.5, "hinge_margin": 50.0}),
+    "sure": ("ga_gdr", {"modifiers": {"sure": {"percentile": 80.0}}}),
+    "quail": ("ga_gdr", {"modifiers": {"quail": {"weight": 0.5, "margin": 50.0}}}),
 }
 
 
@@ -108,7 +109,7 @@ def test_one_step_equals_a_hand_written_sgd_step(case, tok, tmp_path) -> None:
     method, extra = STEP_CASES[case]
     lr, weight = 0.5, 0.7
     # QUAIL's hinge is 0 with zero gradient at θ = θ₀: a different reference makes it act at step 1.
-    ref_model = tiny_llama(tok, seed=1) if "hinge_weight" in extra else None
+    ref_model = tiny_llama(tok, seed=1) if "quail" in extra.get("modifiers", {}) else None
     trainer = make_trainer(
         tok, tmp_path, method, optim="sgd", learning_rate=lr, max_steps=1, lr_scheduler_type="constant",
         max_grad_norm=0.0, retain_weight=weight, per_device_train_batch_size=2, ref_model=ref_model, **extra,
@@ -171,8 +172,7 @@ def test_lora_reference_is_the_base_model_without_a_copy(tok, tmp_path, monkeypa
         model=model,
         max_steps=3,
         learning_rate=0.05,
-        hinge_weight=0.1,
-        hinge_margin=1.0,
+        modifiers={"quail": {"weight": 0.1, "margin": 1.0}},
     )
     assert trainer.ref_model is None
     trainer.train()
