@@ -9,11 +9,19 @@ import yaml
 from helpers import GOOD, with_, write
 
 from llm_unlearn.cli import main
-from llm_unlearn.recipe import RecipeError, apply_overrides, load_recipe, validate_recipe
+from llm_unlearn.recipe import (
+    RESERVED_TRAIN_FIELDS,
+    MethodSection,
+    RecipeError,
+    apply_overrides,
+    load_recipe,
+    validate_recipe,
+)
+from llm_unlearn.terms import TERMS
 from llm_unlearn.trainer import training_config
 
 ALL_RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
-# CNN-track recipes (`methods:`) have their own schema and tests (test_cnn.py)
+# CNN-track recipes (`methods:`) have their own schema and tests (test_cnn_recipe.py)
 RECIPES = [p for p in ALL_RECIPES if "methods" not in yaml.safe_load(p.read_text())]
 
 
@@ -278,3 +286,31 @@ def test_an_old_recipe_names_the_grid_aligned_target_grid() -> None:
         ]
     )
     assert validate_recipe(recipe.model_dump(mode="json")).model_dump() == validate_recipe(new).model_dump()
+
+
+def test_method_fields_and_reserved_train_fields_derive_from_the_registry(tmp_path) -> None:
+    for name in TERMS.names():
+        for key in TERMS.get(name).params.model_fields:
+            assert key in MethodSection.model_fields or TERMS.get(name).regulariser, (name, key)
+    assert {
+        "output_dir",
+        "forget_loss",
+        "retain_loss",
+        "term_params",
+        "modifiers",
+    } <= RESERVED_TRAIN_FIELDS
+    assert "learning_rate" not in RESERVED_TRAIN_FIELDS
+    with pytest.raises(
+        RecipeError, match=r"method\.0: muse_compat is a parameter of the terms klr, npo; 'ga'"
+    ):
+        load_recipe(write(tmp_path, with_(method=[{"name": "ga", "muse_compat": True}])))
+    with pytest.raises(RecipeError, match=r"train: 'term_params' is set by the recipe's method"):
+        load_recipe(write(tmp_path, with_(train={"term_params": {}})))
+
+
+def test_shipped_recipes_still_resolve_to_the_baselines_terms() -> None:
+    root = Path(__file__).parents[1] / "recipes"
+    recipe = load_recipe(root / "npo_gdr_news.yaml", ["train.bf16=false"])  # no GPU here
+    config = training_config(recipe, recipe.method[0], Path("/tmp/unused"))
+    assert config.weighted_terms() == [("npo", 1.0), ("gdr", 1.0)]
+    assert config.resolved_params()["npo"].beta == 0.1

@@ -9,14 +9,16 @@ import types
 import pytest
 import torch
 from conftest import tiny_llama
-from helpers import FORGET, RETAIN, assert_one_sgd_step, make_trainer
+from helpers import FORGET, RETAIN, assert_one_sgd_step, make_trainer, with_, write
 from peft import LoraConfig, get_peft_model
 
 import llm_unlearn.trainer as trainer_module
 from llm_unlearn import terms as objectives
 from llm_unlearn.data.collate import ForgetRetainDataset, UnlearningCollator, chunk_texts
 from llm_unlearn.methods import METHODS
-from llm_unlearn.trainer import UnlearningTrainer
+from llm_unlearn.recipe import load_recipe
+from llm_unlearn.terms import klr_muse, npo_muse
+from llm_unlearn.trainer import UnlearningTrainer, training_config
 from llm_unlearn.unlearning_config import UnlearningConfig
 
 
@@ -191,3 +193,28 @@ def test_lora_reference_is_the_base_model_without_a_copy(tok, tmp_path, monkeypa
     for name, p in trainer.model.get_base_model().named_parameters():
         if "lora_" not in name:
             assert torch.equal(p, base_weights[name.replace(".base_layer", "")]), name
+
+
+def test_training_config_carries_every_terms_resolved_parameters(tmp_path) -> None:
+    recipe = load_recipe(write(tmp_path, with_(method=[{"name": "npo_klr", "beta": 0.5}])))
+    config = training_config(recipe, recipe.method[0], tmp_path)
+    assert config.term_params == {"npo": {"beta": 0.5, "muse_compat": False}, "klr": {"muse_compat": False}}
+    assert config.weighted_terms() == [("npo", 1.0), ("klr", 1.0)]
+
+
+def test_muse_compat_trains_on_the_raw_logit_forms_and_the_default_stays_correct(tok, tmp_path) -> None:
+    params = {"npo": {"muse_compat": True}, "klr": {"muse_compat": True}}
+    trainer = make_trainer(tok, tmp_path, "npo_klr", term_params=params, ref_model=tiny_llama(tok, seed=1))
+    assert trainer._ref_nll is None  # the raw-logit form reads θ₀'s logits, not the cached NLL
+    batch = next(iter(trainer.get_train_dataloader()))
+    part = {"input_ids": batch["forget_input_ids"], "attention_mask": batch["forget_attention_mask"]}
+    retain = {"input_ids": batch["retain_input_ids"], "attention_mask": batch["retain_attention_mask"]}
+    with torch.no_grad():
+        got = trainer.compute_loss(trainer.model, batch)
+        ref = trainer.ref_model
+        expected = npo_muse(trainer.model(**part).logits, ref(**part).logits, 0.1) + klr_muse(
+            trainer.model(**retain).logits, ref(**retain).logits
+        )
+    torch.testing.assert_close(got, expected)
+    default = make_trainer(tok, tmp_path, "npo_klr")
+    assert default._ref_nll is not None and default.params["npo"].muse_compat is False
