@@ -13,13 +13,16 @@ import sys
 import tempfile
 from importlib.resources import files
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import yaml
 
 from llm_unlearn.columns import ROUTES
 from llm_unlearn.errors import UserError
-from llm_unlearn.registry import UnknownNameError
+from llm_unlearn.registry import Registry, UnknownNameError
+
+if TYPE_CHECKING:
+    from llm_unlearn.metrics import RetrainReference
 
 SUBCOMMANDS = ("run", "audit", "check", "demo", "evaluate", "report", "verify", "diagnose", "cnn", "push")
 
@@ -191,7 +194,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from llm_unlearn.data.benchmark import detect_benchmark, load_benchmark
-    from llm_unlearn.metrics import METRICS, EvalContext, benchmark_defaults, evaluate, required_splits, tofu
+    from llm_unlearn.metrics import METRICS, EvalContext, benchmark_defaults, evaluate, required_splits
     from llm_unlearn.models import eval_placement, load_model, load_tokenizer, resolve_checkpoint
     from llm_unlearn.runfolder import write_json
 
@@ -203,9 +206,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.out.is_dir():
         raise UserError(f"--out {args.out}: is a folder; give a JSON file name")
     corpus = load_benchmark(args.data, required_splits(names), kind, args.forget_split, args.template)
-    extra = {}
-    if args.reference_truth_ratios is not None:
-        extra[tofu.REFERENCE_KEY] = tofu.load_reference_truth_ratios(args.reference_truth_ratios)
+    given = []  # each reference given by hand, read before the model is (a bad file fails first)
+    for reference in _reference_flags(METRICS).values():
+        value = getattr(args, _dest(reference.flag.name))
+        if value is not None:
+            load = reference.flag.load or (lambda parsed: parsed)
+            given.append((reference, load(value)))
     checkpoint = resolve_checkpoint(args.model, "--model", args.allow_pickle)
     if checkpoint.base is not None:
         raise UserError("--model: is a PEFT adapter; `llm-unlearn audit` merges adapters into their base")
@@ -213,10 +219,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         tokenizer=load_tokenizer(checkpoint.path, field="--model"),
         corpus=corpus,
         batch_size=args.batch_size,
-        privleak_reference_auc=args.reference_auc,
         limit=args.limit,
-        extra=extra,
     )
+    for reference, value in given:
+        ctx = reference.given(ctx, value)
     placement = eval_placement(PartialState().device)  # an accelerator when there is one, as the audit
     results = evaluate(load_model(checkpoint.path, field="--model", placement=placement), ctx, names)
     write_json(args.out, results)
@@ -322,17 +328,32 @@ def _at_least(low: int):
     return parse
 
 
-def _auc(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value <= 1:  # also refuses nan
-        raise argparse.ArgumentTypeError(f"an AUC in (0, 1], got {text}")
-    return value
+def _reference_flags(metrics: Registry) -> dict[str, RetrainReference]:
+    """The retrain references `evaluate` takes by hand, by flag (metrics may share one: PrivLeak's)."""
+    references = (metrics.get(name).reference for name in metrics.names())
+    return {r.flag.name: r for r in references if r is not None and r.flag is not None}
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")  # argparse's own: --reference-auc -> reference_auc
+
+
+def _usage_error(parse):
+    """`parse` with its ValueError's message as the usage error (argparse hides a ValueError's)."""
+
+    def checked(text: str):
+        try:
+            return parse(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    return checked
 
 
 def _parser() -> argparse.ArgumentParser:
+    # lazy, as every verb's imports: the metrics import torch (evaluate's flags come from them)
+    from llm_unlearn.metrics import METRICS
+
     parser = _Parser(prog="llm-unlearn", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -430,17 +451,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--template", default="plain", choices=("plain", "llama2", "llama3"), help="TOFU's chat format"
     )
-    p.add_argument(
-        "--reference-truth-ratios",
-        type=Path,
-        help="TOFU forget quality's reference: the retain model's results JSON (this command's, or "
-        "open-unlearning's TOFU_EVAL.json)",
-    )
     p.add_argument("--out", type=Path, required=True, help="JSON file for the results")
     p.add_argument("--batch-size", type=_at_least(1), default=16)
-    p.add_argument(
-        "--reference-auc", type=_auc, help="the retrain model's AUC in (0, 1], PrivLeak's reference"
-    )
+    # each metric's retrain reference given by hand (metrics/: `RetrainReference.flag`)
+    for flag, reference in _reference_flags(METRICS).items():
+        p.add_argument(flag, type=_usage_error(reference.flag.parse), help=reference.flag.help)
     p.add_argument("--limit", type=_at_least(1), help="examples per metric (smoke runs only)")
     p.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     p.set_defaults(func=_evaluate)

@@ -395,7 +395,7 @@ def _hyper_parameters(recipe: dict[str, Any], resolved: dict[str, Any]) -> dict[
     params["max_length"] = recipe["data"]["max_length"]
     for term, entry in resolved["terms"].items():
         spec = TERMS.get(term)
-        if spec.regulariser:  # a modifier's term (hinge): hinge_weight, hinge_margin, hinge_distance
+        if spec.regulariser:  # a modifier's term: <term>_weight, <term>_<parameter>
             params[f"{term}_weight"] = entry["weight"]
             params.update({f"{term}_{key}": value for key, value in entry["params"].items()})
             continue

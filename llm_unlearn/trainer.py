@@ -5,8 +5,9 @@ only the hooks it needs (`compute_loss`, `training_step`, `log`). The maths is i
 loss terms (`terms/`) and modifiers (`modifiers/`); this file runs the forward passes, builds the
 references θ₀ the terms declare (the union of their needs) and sums
 
-    L = L_forget(θ; x_f) + λ_h · hinge(z_θ, z_θ₀; x_f) + λ · L_retain(θ; x_r)
+    L = L_forget(θ; x_f) + Σ w_m · L_m(θ; x_f) + λ · L_retain(θ; x_r)
 
+with the terms the modifiers add in between (`Modifier.terms`: QUAIL's λ_h · hinge(z_θ, z_θ₀; x_f)),
 and runs the trainer hooks of the modifiers its config enables (`Modifier.enabled`): their
 refusals, their preparation before the optimizer exists, and a training step of their own.
 """
@@ -38,14 +39,13 @@ def training_config(
 ) -> UnlearningConfig:
     """The `UnlearningConfig` of one of `recipe`'s methods: its train section, the method's terms and
     the settings of each registered modifier it uses (modifiers/); `resolved` holds what those
-    modifiers resolved from the target before training (`Modifier.prepare`, e.g. hinge_margin for
-    a QUAIL margin of 'auto'). Here, beside the trainer that runs it, so the recipe only validates."""
+    modifiers resolved from the target before training (`Modifier.prepare`, e.g. QUAIL's margin
+    `auto`). Here, beside the trainer that runs it, so the recipe only validates."""
     spec = METHODS.get(method.name)
     settings: dict[str, Any] = {"report_to": "none", "save_strategy": "no", **recipe.train}
     if method.learning_rate is not None:
         settings["learning_rate"] = method.learning_rate
-    for modifier, section in method.active_modifiers():
-        settings.update(modifier.settings(spec, section, resolved))
+    used = {m.name: m.settings(spec, s, resolved).model_dump() for m, s in method.active_modifiers()}
     try:
         return UnlearningConfig(
             output_dir=str(output_dir),
@@ -53,6 +53,7 @@ def training_config(
             retain_loss=spec.retain_loss,
             term_params={t: p.model_dump() for t, p in spec.resolve(method.term_values()).items()},
             retain_weight=method.retain_weight,
+            modifiers=used,
             **settings,
         )
     except ValueError as err:  # TrainingArguments' own cross-field checks (e.g. bf16 without a GPU)

@@ -14,8 +14,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from transformers import TrainingArguments
 
-from llm_unlearn import projection
-from llm_unlearn.terms import HINGE_DISTANCES, TERMS, names
+from llm_unlearn.modifiers import MODIFIERS, Modifier
+from llm_unlearn.modifiers import modifiers as registered_modifiers
+from llm_unlearn.terms import TERMS, names
 
 FORGET_LOSSES = names("forget")
 RETAIN_LOSSES = names("retain")
@@ -39,35 +40,13 @@ class UnlearningConfig(TrainingArguments):
             "{'npo': {'beta': 0.1}}."
         },
     )
-    saliency_percentile: float | None = field(
-        default=None,
+    modifiers: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
         metadata={
-            "help": "SURE: train only the Linear/Embedding weights whose forget-gradient norm at θ₀ is at "
-            "or above this percentile (the paper's γ = 90); None trains every parameter."
+            "help": "The training settings of each modifier the run uses, by modifier name (modifiers/: "
+            "each one's `training` model documents its own), e.g. {'sure': {'percentile': 90}}."
         },
     )
-    hinge_weight: float = field(
-        default=0.0, metadata={"help": "QUAIL: λ_h, the weight of the logit-space hinge; 0 turns it off."}
-    )
-    hinge_margin: float = field(
-        default=0.0,
-        metadata={
-            "help": "QUAIL: margin m in logit units. The paper sets it to half the quantization step of the "
-            "weights (a recipe's `margin: auto`); weights and logits have different units, so tune it."
-        },
-    )
-    hinge_distance: str = field(
-        default="mean_abs",
-        metadata={"help": f"QUAIL: distance over the vocabulary, {HINGE_DISTANCES}."},
-    )
-    projection: str | None = field(
-        default=None,
-        metadata={
-            "help": "OEU: project the forget gradient orthogonal to the retain gradient per parameter "
-            "tensor ('layer', the method) or over all at once ('global', the ablation); None adds them."
-        },
-    )
-    projection_alpha: float = field(default=1.0, metadata={"help": "OEU: α in [0, 1], how much to project."})
     # The batches carry forget_* / retain_* columns that no model.forward names.
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep False: the forget_/retain_ columns are not model inputs."}
@@ -81,38 +60,44 @@ class UnlearningConfig(TrainingArguments):
             raise ValueError(f"retain_loss must be one of {RETAIN_LOSSES} or None, got {self.retain_loss!r}")
         if self.retain_weight < 0:
             raise ValueError(f"retain_weight must be >= 0, got {self.retain_weight}")
-        if self.saliency_percentile is not None and not 0 <= self.saliency_percentile <= 100:
-            raise ValueError(f"saliency_percentile must be in [0, 100], got {self.saliency_percentile}")
-        if self.hinge_weight < 0 or self.hinge_margin < 0:
-            raise ValueError("hinge_weight and hinge_margin must be >= 0")
-        if self.hinge_distance not in HINGE_DISTANCES:
-            raise ValueError(f"hinge_distance must be one of {HINGE_DISTANCES}")
-        if self.projection is not None:
-            if self.projection not in projection.SCOPES:
-                raise ValueError(f"projection must be one of {projection.SCOPES} or None")
-            if self.retain_loss is None:
-                raise ValueError("projection needs a retain term to project against (retain_loss)")
-            if not 0 <= self.projection_alpha <= 1:
-                raise ValueError(f"projection_alpha must be in [0, 1], got {self.projection_alpha}")
+        for modifier, settings in self._modifier_settings():
+            modifier.check_config(settings, self.retain_loss)
         unused = set(self.term_params) - {t for t, _ in self.weighted_terms()}
         if unused:
             raise ValueError(f"term_params names terms this run does not use: {sorted(unused)}")
         self.resolved_params()  # every term's parameters validate
 
+    def _modifier_settings(self) -> list[tuple[Modifier, Any]]:
+        """Each modifier this config uses with its validated settings, in registry order."""
+        unknown = set(self.modifiers) - set(MODIFIERS.names())
+        if unknown:
+            raise ValueError(f"modifiers names no registered modifier: {sorted(unknown)}")
+        pairs = []
+        for modifier in registered_modifiers():
+            try:
+                settings = modifier.of(self)
+            except ValidationError as err:
+                first = err.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise ValueError(f"modifiers.{modifier.name}.{where}: {first['msg']}") from None
+            if settings is not None:
+                pairs.append((modifier, settings))
+        return pairs
+
+    def _modifier_terms(self) -> list[tuple[str, float, dict[str, Any]]]:
+        return [t for modifier, settings in self._modifier_settings() for t in modifier.terms(settings)]
+
     def weighted_terms(self) -> list[tuple[str, float]]:
-        """(term, weight) in the order they are summed: forget, QUAIL's hinge, retain."""
+        """(term, weight) in the order they are summed: forget, the modifiers' (QUAIL's hinge), retain."""
         terms = [(self.forget_loss, 1.0)]
-        if self.hinge_weight > 0:
-            terms.append(("hinge", self.hinge_weight))
+        terms += [(term, weight) for term, weight, _ in self._modifier_terms()]
         if self.retain_loss is not None:
             terms.append((self.retain_loss, self.retain_weight))
         return terms
 
     def resolved_params(self) -> dict[str, BaseModel]:
         """Each term's validated parameters, defaults filled in."""
-        given = {**self.term_params}
-        if self.hinge_weight > 0:
-            given["hinge"] = {"margin": self.hinge_margin, "distance": self.hinge_distance}
+        given = {**self.term_params, **{term: params for term, _, params in self._modifier_terms()}}
         resolved = {}
         for term, _ in self.weighted_terms():
             try:

@@ -21,6 +21,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, proce
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from llm_unlearn.data.demo import BENCH_DIR
+from llm_unlearn.models import save_checkpoint
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -140,3 +141,13 @@ def old_run_folder(root: Path, recipe: dict) -> Path:
     (root / "results.jsonl").write_text("\n".join(lines) + "\n")
     (root / "audited.json").write_text(json.dumps(audited))
     return root
+
+
+# --- quantizers: a one-block Llama saved (test_quant_calibrated.py, test_quant_bnb.py) ---------------
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, tok):
+    """A one-block Llama whose Linear inputs (128, 256) divide into groups of 32, 64 and 128."""
+    model = tiny_llama(tok, hidden_size=128, intermediate_size=256, num_hidden_layers=1)
+    return save_checkpoint(model, tok, tmp_path_factory.mktemp("q") / "tiny")

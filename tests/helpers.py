@@ -3,18 +3,23 @@ imports these, never another test file."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import yaml
 from conftest import tiny_llama
 from sklearn.metrics import roc_auc_score
-from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from tokenizers import ByteLevelBPETokenizer
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from llm_unlearn.data.collate import ForgetRetainDataset, chunk_texts
+from llm_unlearn.data.corpora import MuseCorpus
 from llm_unlearn.methods import METHODS
+from llm_unlearn.quant import get_quantizer
 from llm_unlearn.trainer import UnlearningTrainer
 from llm_unlearn.unlearning_config import UnlearningConfig
 
@@ -32,7 +37,6 @@ def make_trainer(tok, tmp_path, method: str, model=None, ref_model=None, **overr
         output_dir=str(tmp_path / "out"),
         forget_loss=spec.forget_loss,
         retain_loss=spec.retain_loss,
-        projection=spec.projection,
         learning_rate=1e-2,
         per_device_train_batch_size=2,
         max_steps=2,
@@ -42,6 +46,11 @@ def make_trainer(tok, tmp_path, method: str, model=None, ref_model=None, **overr
         use_cpu=True,
         seed=0,
     )
+    # a modifier's settings join those the method turns on (OEU's projection)
+    settings["modifiers"] = {
+        **({"projection": {"scope": spec.projection}} if spec.projection else {}),
+        **overrides.pop("modifiers", {}),
+    }
     settings.update(overrides)
     return UnlearningTrainer(
         model=model if model is not None else tiny_llama(tok),
@@ -193,3 +202,110 @@ NLL = math.log(2) + math.log(4 / 3)  # = ln(8/3)
 # z_θ = (0, 1), z_θ₀ = (1, 1).
 Z = torch.tensor([[[0.0, 1.0]]])
 Z0 = torch.tensor([[[1.0, 1.0]]])
+
+# --- quantizers (test_quant_calibrated.py, test_quant_bnb.py, test_quant_calibration.py) -------------
+
+
+def load(folder):
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+
+def run_quantizer(name, folder, calibration):
+    model = load(folder)
+    quantizer = get_quantizer(name)
+    quantizer.calibration = calibration
+    codes = quantizer.quantize_with_codes(model)
+    return model, quantizer, codes
+
+
+def recipe(**calibration: object) -> dict:
+    return {
+        "name": "c",
+        "model": {"target": "demo"},
+        "method": {"name": "ga"},
+        "output": {"dir": "/tmp/c"},
+        "calibration": calibration,
+    }
+
+
+# --- metrics: a MUSE corpus from splits (test_metrics*.py) --------------------------------------
+
+
+def corpus(**splits: dict[str, list]) -> MuseCorpus:
+    return MuseCorpus("test", splits)
+
+
+# --- metrics: three long shots (test_metrics.py, test_metrics_knowmem.py) ----------------------------
+
+SHOTS = [{"question": "Which " + "very " * 12 + "old town?", "answer": "Bath"}] * 3  # 3 x 100 tokens
+
+
+# --- cnn track: the repository root and a small demo data set (test_cnn_recipe.py, test_cnn_run.py) ---
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _demo_data() -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / "recipes" / "cnn_demo.yaml").read_text())
+
+
+# --- GGUF: a tiny Llama written as a Q4_1 GGUF file (test_models.py, test_audit_run.py) --------
+
+HIDDEN, FFN, LAYERS, HEADS = 64, 128, 2, 4
+TEXT = "It is a truth universally acknowledged, that a single man in possession of a good fortune. " * 8
+
+
+def write_tiny_gguf(path: Path) -> None:
+    gguf = pytest.importorskip("gguf")  # only the tests that write a GGUF file need it
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        [TEXT], vocab_size=300, min_frequency=1, special_tokens=["<|endoftext|>", "<s>", "</s>"]
+    )
+    model = json.loads(bpe.to_str())["model"]
+    tokens = [t for t, _ in sorted(model["vocab"].items(), key=lambda kv: kv[1])]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model["merges"]]
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(LAYERS)
+    writer.add_context_length(128)
+    writer.add_embedding_length(HIDDEN)
+    writer.add_feed_forward_length(FFN)
+    writer.add_head_count(HEADS)
+    writer.add_head_count_kv(HEADS)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_rope_dimension_count(HIDDEN // HEADS)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types(
+        [gguf.TokenType.CONTROL if t.startswith("<") else gguf.TokenType.NORMAL for t in tokens]
+    )
+    writer.add_token_merges(merges)
+    writer.add_unk_token_id(0)  # as SmolLM2's file; without one, transformers appends <|endoftext|>
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    rng = np.random.default_rng(0)
+
+    def normal(*shape: int) -> np.ndarray:
+        return (rng.standard_normal(shape) * 0.05).astype(np.float32)
+
+    def q4_1(name: str, weight: np.ndarray) -> None:
+        data = gguf.quants.quantize(weight, gguf.GGMLQuantizationType.Q4_1)
+        writer.add_tensor(name, data, raw_dtype=gguf.GGMLQuantizationType.Q4_1)
+
+    writer.add_tensor("token_embd.weight", normal(len(tokens), HIDDEN))
+    writer.add_tensor("output_norm.weight", np.ones(HIDDEN, np.float32))
+    writer.add_tensor("output.weight", normal(len(tokens), HIDDEN))
+    for i in range(LAYERS):
+        writer.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(HIDDEN, np.float32))
+        writer.add_tensor(f"blk.{i}.ffn_norm.weight", np.ones(HIDDEN, np.float32))
+        for name in ("attn_q", "attn_k", "attn_v", "attn_output"):
+            q4_1(f"blk.{i}.{name}.weight", normal(HIDDEN, HIDDEN))
+        q4_1(f"blk.{i}.ffn_gate.weight", normal(FFN, HIDDEN))
+        q4_1(f"blk.{i}.ffn_up.weight", normal(FFN, HIDDEN))
+        q4_1(f"blk.{i}.ffn_down.weight", normal(HIDDEN, FFN))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import demo_bench_subset, tiny_llama
+from helpers import write_tiny_gguf
 from peft import LoraConfig, get_peft_model
 
 from llm_unlearn.audit.results import ResultsFile
@@ -213,8 +214,6 @@ def test_a_bf16_sharded_checkpoint_with_tied_embeddings_is_audited(tmp_path, tok
 
 def test_a_gguf_target_is_audited(tmp_path, muse_dir, monkeypatch) -> None:
     pytest.importorskip("gguf")
-    from test_gguf import write_tiny_gguf
-
     monkeypatch.setenv("LLM_UNLEARN_CACHE", str(tmp_path / "cache"))
     write_tiny_gguf(tmp_path / "tiny.Q4_1.gguf")
     assert main(["audit", "--target", str(tmp_path / "tiny.Q4_1.gguf"), "--model", "same=" + str(

@@ -62,8 +62,8 @@ SCRIPT = textwrap.dedent(
 )
 
 METHODS = {
-    "oeu": {"forget_loss": "entropy", "retain_loss": "gdr", "projection": "layer"},
-    "sure": {"forget_loss": "ga", "retain_loss": "gdr", "saliency_percentile": 90.0},
+    "oeu": {"forget_loss": "entropy", "retain_loss": "gdr", "modifiers": {"projection": {"scope": "layer"}}},
+    "sure": {"forget_loss": "ga", "retain_loss": "gdr", "modifiers": {"sure": {"percentile": 90.0}}},
 }
 
 

@@ -1,4 +1,5 @@
-"""Evaluation speed-ups that must not change a number: the shared prefix cache, padding-bounded batches."""
+"""metrics/generation.py: greedy generation and token scores are the same batched as one by one, and
+the evaluation speed-ups change no number: the shared prefix cache, padding-bounded batches."""
 
 from __future__ import annotations
 
@@ -7,11 +8,22 @@ import torch
 from conftest import tiny_llama
 from helpers import CONTEXT, tiny_gpt2
 from torch import nn
-from transformers import MistralConfig, MistralForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 from llm_unlearn.data.corpora import MuseCorpus
 from llm_unlearn.metrics import EvalContext, knowmem
-from llm_unlearn.metrics.generation import _batches, generate_greedy, shared_prefix_length, token_logprobs
+from llm_unlearn.metrics.generation import (
+    _batches,
+    generate_greedy,
+    shared_prefix_length,
+    token_logprobs,
+    token_min_k_plus_plus_zscores,
+)
 
 ICL = "Question: Who wrote it?\nAnswer: Ann Bell\n\nQuestion: Where?\nAnswer: Rome\n\n"
 QUESTIONS = ["Who?", "When was the bridge built, and by whom?", "Why", "Which town lies by the river?"]
@@ -109,3 +121,61 @@ def test_scores_without_padding_mask_equal_unbatched(tok: PreTrainedTokenizerFas
     ids = tok(texts[1], return_tensors="pt")["input_ids"]
     ref = model(ids).logits[0, :-1].log_softmax(-1).gather(-1, ids[0, 1:, None])[:, 0]
     torch.testing.assert_close(many[1], ref, atol=1e-5, rtol=0)
+
+
+PROMPTS = ["Question: who?\nAnswer: ", "hi", "The quick brown fox jumps over", "x" * 41, "ab"]
+
+
+# --- batched == unbatched --------------------------------------------------------------------
+
+
+def test_greedy_batched_equals_unbatched(llama: LlamaForCausalLM, tok: PreTrainedTokenizerFast) -> None:
+    one = generate_greedy(llama, tok, PROMPTS, 12, batch_size=1)
+    many = generate_greedy(llama, tok, PROMPTS, 12, batch_size=3)
+    assert many == one
+    assert any(one)
+    assert tok.padding_side == "right" and not llama.training
+
+
+def test_logprobs_batched_equals_unbatched(llama: LlamaForCausalLM, tok: PreTrainedTokenizerFast) -> None:
+    llama.train()  # the mode must come back as it was
+    one = token_logprobs(llama, tok, PROMPTS, batch_size=1)
+    many = token_logprobs(llama, tok, PROMPTS, batch_size=4)
+    assert llama.training
+    llama.eval()
+    assert [t.shape[0] for t in one] == [len(p) for p in PROMPTS]  # BOS + n chars -> n values
+    for a, b in zip(one, many, strict=True):
+        assert a.dtype == torch.float32 and (a <= 0).all()
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    # the first value is log p(first char | BOS), from an unpadded single forward pass
+    ids = tok(PROMPTS[2], return_tensors="pt")["input_ids"]
+    ref = llama(ids).logits[0, 0].log_softmax(-1)[ids[0, 1]]
+    assert one[2][0].item() == pytest.approx(ref.item(), abs=1e-5)
+    assert token_logprobs(llama, tok, PROMPTS, batch_size=2, max_length=5)[2].shape[0] == 4
+
+
+def test_min_k_plus_plus_batched_equals_unbatched(
+    llama: LlamaForCausalLM, tok: PreTrainedTokenizerFast
+) -> None:
+    one = token_min_k_plus_plus_zscores(llama, tok, PROMPTS, batch_size=1)
+    many = token_min_k_plus_plus_zscores(llama, tok, PROMPTS, batch_size=4)
+    for a, b in zip(one, many, strict=True):
+        # a random model is near uniform, so 1/sigma magnifies float32 noise: a looser tolerance
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+
+
+def test_generation_cuts_from_the_left_keeping_bos(tok: PreTrainedTokenizerFast) -> None:
+    model = tiny_llama(tok, max_position_embeddings=CONTEXT).eval()
+    seen = []
+    generate = model.generate
+
+    def spy(input_ids: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        seen.append(input_ids[0].tolist())
+        return generate(input_ids=input_ids, **kwargs)
+
+    model.generate = spy
+    prompt = "start " + "word " * 60 + "the end"  # BOS + 313 tokens
+    generate_greedy(model, tok, [prompt], 6, batch_size=1)
+    assert len(seen[0]) == CONTEXT - 6
+    assert seen[0][0] == tok.bos_token_id  # a Llama prompt still starts with <s>
+    assert tok.decode(seen[0][1:]) == prompt[-(CONTEXT - 7) :]  # the end is kept, "start" is gone

@@ -1,18 +1,24 @@
-"""Model loading: the real Hub code path, offline, on a local folder in the Hub cache's layout."""
+"""models.py: model loading, the real Hub code path, offline, on a local folder in the Hub cache's layout;
+GGUF targets: a tiny Llama written with the `gguf` package (Q4_1 Linear weights, a gpt2-style
+byte-level BPE vocabulary) loads through the recipe path, is cached, and sits on rtn-w4-g32-min."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import tiny_llama
+from helpers import LAYERS, write_tiny_gguf
 
 from llm_unlearn.errors import UserError
 from llm_unlearn.models import eval_placement, grid_align, load_model, load_tokenizer, save_checkpoint
+from llm_unlearn.pipeline import resolve_sources
 from llm_unlearn.quant import get_quantizer
+from llm_unlearn.recipe import RecipeError, validate_recipe
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
@@ -78,3 +84,68 @@ def test_a_bf16_checkpoint_is_evaluated_in_float32_on_cpu_and_kept_in_bf16_on_it
     # what an accelerator gets ("auto": the checkpoint's dtype), here on the CPU's device map
     own = load_model(tmp_path / "m", placement={"dtype": "auto", "device_map": torch.device("cpu")})
     assert {p.dtype for p in own.parameters()} == {torch.bfloat16}
+
+
+@pytest.fixture
+def gguf_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("LLM_UNLEARN_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "released"
+    folder.mkdir()
+    write_tiny_gguf(folder / "tiny.Q4_1.gguf")
+    return folder
+
+
+def recipe(target: Path, gguf_file: str, out: Path):
+    return validate_recipe(
+        {
+            "name": "gguf",
+            "model": {"target": str(target), "gguf_file": gguf_file},
+            "method": {"name": "ga"},
+            "quantize": ["rtn-w4-g32-min"],
+            "output": {"dir": str(out)},
+        }
+    )
+
+
+def test_gguf_target_loads_through_the_recipe_and_sits_on_the_q4_1_grid(gguf_folder: Path, tmp_path: Path):
+    sources = resolve_sources(recipe(gguf_folder, "tiny.Q4_1.gguf", tmp_path / "run"))
+    path = sources["model.target"].path
+    assert list(sources) == ["model.target"] and path.is_relative_to(tmp_path / "cache" / "gguf")
+    model, tokenizer = load_model(path), load_tokenizer(path)
+    assert (
+        model.config.num_hidden_layers == LAYERS
+        and getattr(model.config, "quantization_config", None) is None
+    )
+    ids = tokenizer("a single man in possession")["input_ids"]
+    assert tokenizer.decode(ids).strip() == "a single man in possession"
+    assert model(torch.tensor([ids])).logits.shape == (1, len(ids), len(tokenizer))
+    # llama.cpp's Q4_1 = rtn-w4-g32-min: quantizing the released weights again leaves them in place
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    codes = get_quantizer("rtn-w4-g32-min").quantize_weights(model)
+    assert len(codes) == 7 * LAYERS
+    get_quantizer("rtn-w4-g32-min").quantize_model(model)
+    for name, value in model.state_dict().items():
+        torch.testing.assert_close(value, before[name], rtol=1e-5, atol=1e-6)
+    # while the integer-zero 4-bit grid moves them (its zero point is rounded, Q4_1's is not)
+    get_quantizer("rtn-w4-g32-asym").quantize_model(model)
+    assert not torch.allclose(
+        model.model.layers[0].mlp.up_proj.weight, before["model.layers.0.mlp.up_proj.weight"]
+    )
+
+
+def test_conversion_is_cached(gguf_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    r = recipe(gguf_folder, "tiny.Q4_1.gguf", tmp_path / "run")
+    first = resolve_sources(r)["model.target"].path
+
+    def no_second_conversion(*args: object, **kwargs: object) -> None:
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr("llm_unlearn.models.AutoModelForCausalLM.from_pretrained", no_second_conversion)
+    assert resolve_sources(r)["model.target"].path == first
+
+
+def test_gguf_mistakes_are_one_line(gguf_folder: Path, tmp_path: Path):
+    with pytest.raises(RecipeError, match=r"model.gguf_file: 'tiny.bin' is not a .gguf file name"):
+        recipe(gguf_folder, "tiny.bin", tmp_path / "run")
+    with pytest.raises(UserError, match=r"model.gguf_file: 'other.gguf' not found in .*released$"):
+        resolve_sources(recipe(gguf_folder, "other.gguf", tmp_path / "run"))

@@ -11,6 +11,7 @@ from llm_unlearn.methods import METHODS
 from llm_unlearn.modifiers import MODIFIERS, modifiers
 from llm_unlearn.recipe import MethodSection, validate_recipe
 from llm_unlearn.trainer import training_config
+from llm_unlearn.unlearning_config import UnlearningConfig
 
 BASE = {
     "name": "tiny",
@@ -50,9 +51,12 @@ def test_each_active_modifier_sets_its_training_config() -> None:
     with pytest.raises(ValueError, match="QUAIL margin 'auto' must be resolved"):
         training_config(recipe, both, Path("/tmp/unused"))
     config = training_config(recipe, both, Path("/tmp/unused"), hinge_margin=0.02)
-    assert (config.saliency_percentile, config.hinge_margin, config.projection) == (70, 0.02, None)
+    assert config.modifiers == {
+        "sure": {"percentile": 70},
+        "quail": {"weight": 1.0, "margin": 0.02, "distance": "mean_abs"},
+    }
     config = training_config(recipe, oeu, Path("/tmp/unused"))
-    assert (config.saliency_percentile, config.hinge_weight, config.projection) == (None, 0, "layer")
+    assert config.modifiers == {"projection": {"scope": "layer", "alpha": 1.0}}
 
 
 def test_records_name_every_modifier_even_when_off() -> None:
@@ -87,3 +91,25 @@ def test_the_trainer_runs_the_hooks_of_the_modifiers_a_method_turns_on() -> None
         for method in recipe.method
     ]
     assert enabled == [["sure"], ["projection"], []]
+
+
+def test_the_training_config_validates_each_modifiers_settings_through_the_modifier(tmp_path) -> None:
+    """`UnlearningConfig.modifiers` holds plain dicts; each modifier's `training` model checks its own."""
+    out = str(tmp_path)
+    with pytest.raises(ValueError, match=r"names no registered modifier: \['frob'\]"):
+        UnlearningConfig(output_dir=out, modifiers={"frob": {}})
+    with pytest.raises(ValueError, match=r"modifiers\.sure\.percentile: Input should be less than or equal"):
+        UnlearningConfig(output_dir=out, modifiers={"sure": {"percentile": 101}})
+    with pytest.raises(ValueError, match=r"modifiers\.quail\.distance"):
+        UnlearningConfig(output_dir=out, modifiers={"quail": {"weight": 1, "margin": 0, "distance": "l3"}})
+    with pytest.raises(ValueError, match="projection needs a retain term"):
+        UnlearningConfig(output_dir=out, forget_loss="entropy", modifiers={"projection": {"scope": "layer"}})
+
+
+def test_quails_hinge_sits_between_the_forget_and_the_retain_term(tmp_path) -> None:
+    quail = {"weight": 0.5, "margin": 2.0, "distance": "l2"}
+    config = UnlearningConfig(output_dir=str(tmp_path), retain_loss="gdr", modifiers={"quail": quail})
+    assert config.weighted_terms() == [("ga", 1.0), ("hinge", 0.5), ("gdr", 1.0)]
+    assert config.resolved_params()["hinge"].model_dump() == {"margin": 2.0, "distance": "l2"}
+    off = UnlearningConfig(output_dir=str(tmp_path), modifiers={"quail": {**quail, "weight": 0.0}})
+    assert off.weighted_terms() == [("ga", 1.0)]

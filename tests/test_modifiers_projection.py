@@ -1,5 +1,5 @@
 """modifiers/projection.py: OEU in the trainer: one step against a hand-computed projection, accumulated
-gradients, the global scope, bf16, and the refusals of a recipe."""
+gradients, the global scope, bf16, and the refusals of a recipe and of the trainer."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+from conftest import tiny_llama
 from helpers import make_trainer, with_, write
 from torch import nn
 from transformers.modeling_outputs import CausalLMOutput
@@ -35,7 +36,8 @@ def oeu_trainer(tok, tmp_path, alpha: float, scope: str = "layer", batch: int = 
     texts_f, texts_r = ["abcdefgh", "hgfedcba"], ["qrstuvwx", "xwvutsrq"]  # equal lengths
     args = UnlearningConfig(
         output_dir=str(tmp_path / "oeu"), forget_loss="entropy", retain_loss="gdr", retain_weight=0.7,
-        projection=scope, projection_alpha=alpha, optim="sgd", learning_rate=0.5, max_steps=1,
+        modifiers={"projection": {"scope": scope, "alpha": alpha}}, optim="sgd", learning_rate=0.5,
+        max_steps=1,
         lr_scheduler_type="constant", max_grad_norm=0.0, per_device_train_batch_size=batch,
         gradient_accumulation_steps=accumulation, report_to="none", save_strategy="no", use_cpu=True,
         disable_tqdm=True,
@@ -123,3 +125,18 @@ def test_oeu_in_bf16_takes_the_fp32_step_up_to_bf16_rounding(tok, tmp_path) -> N
     fp32, bf16 = deltas
     assert torch.nn.functional.cosine_similarity(fp32, bf16, dim=0) > 0.99
     assert bf16.norm().item() == pytest.approx(fp32.norm().item(), rel=0.05)
+
+
+def test_the_trainer_refuses_what_it_cannot_run_before_training(tok, tmp_path) -> None:
+    """The same refusals at the start of `unlearn()`, for a launch (FSDP from accelerate) or a model
+    the recipe cannot see."""
+    args = UnlearningConfig(
+        output_dir=str(tmp_path),
+        forget_loss="entropy",
+        retain_loss="gdr",
+        modifiers={"projection": {"scope": "layer"}},
+        use_cpu=True,
+    )
+    with pytest.raises(ValueError, match="FSDP/DeepSpeed shard them: use DDP"):
+        UnlearningTrainer.check(args, tiny_llama(tok), "FSDP")
+    UnlearningTrainer.check(args, tiny_llama(tok), "NO")

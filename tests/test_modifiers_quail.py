@@ -8,7 +8,7 @@ from helpers import make_trainer
 
 def test_quail_hinge_without_a_margin_is_plain_ga_gdr(tok, tmp_path) -> None:
     results = []
-    for extra in ({}, {"hinge_weight": 1.0, "hinge_margin": 0.0}):
+    for extra in ({}, {"modifiers": {"quail": {"weight": 1.0, "margin": 0.0}}}):
         trainer = make_trainer(tok, tmp_path, "ga_gdr", optim="sgd", max_steps=2, **extra)
         trainer.train()
         results.append([p.detach().clone() for p in trainer.model.parameters()])

@@ -14,7 +14,9 @@ from llm_unlearn.saliency import salient_modules, weight_matrices
 
 
 def test_sure_saliency_is_the_accumulated_forget_gradient_norm(tok, tmp_path) -> None:
-    trainer = make_trainer(tok, tmp_path, "ga_gdr", saliency_percentile=80.0, per_device_train_batch_size=1)
+    trainer = make_trainer(
+        tok, tmp_path, "ga_gdr", modifiers={"sure": {"percentile": 80.0}}, per_device_train_batch_size=1
+    )
     manual = tiny_llama(tok)  # θ₀ again (same seed)
     collate = UnlearningCollator(tok.pad_token_id)
     for i in range(len(trainer.train_dataset.forget)):  # one sequence at a time: Σ over batches
@@ -29,16 +31,16 @@ def test_sure_saliency_is_the_accumulated_forget_gradient_norm(tok, tmp_path) ->
 
 
 def test_sure_saliency_is_the_same_with_activation_checkpointing(tok, tmp_path) -> None:
-    plain = make_trainer(tok, tmp_path, "ga_gdr", saliency_percentile=80.0)
+    plain = make_trainer(tok, tmp_path, "ga_gdr", modifiers={"sure": {"percentile": 80.0}})
     checkpointed = make_trainer(
-        tok, tmp_path, "ga_gdr", saliency_percentile=80.0, activation_checkpointing=True
+        tok, tmp_path, "ga_gdr", modifiers={"sure": {"percentile": 80.0}}, activation_checkpointing=True
     )
     assert checkpointed.model.is_activation_checkpointing
     assert checkpointed.saliency["saliency"] == pytest.approx(plain.saliency["saliency"], rel=1e-5)
 
 
 def test_sure_freezes_everything_but_the_salient_modules(tok, tmp_path) -> None:
-    trainer = make_trainer(tok, tmp_path, "npo_gdr", saliency_percentile=90.0, max_steps=3)
+    trainer = make_trainer(tok, tmp_path, "npo_gdr", modifiers={"sure": {"percentile": 90.0}}, max_steps=3)
     chosen = set(trainer.saliency["modules"])
     assert 0 < len(chosen) < len(weight_matrices(trainer.model)) / 4
     assert trainer.saliency["count"] == len(chosen) and 0 < trainer.saliency["param_share"] < 0.5

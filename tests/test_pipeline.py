@@ -295,3 +295,34 @@ def test_quail_quantizer_is_checked_only_where_it_sets_the_margin(tmp_path, tok)
     with pytest.raises(UserError, match=r"^method\.0\.quail\.quantizer: rtn-w4-g64 cannot quantize"):
         check_target_fits(recipe("auto"), target, tok)
     check_target_fits(recipe(1.0), target, tok)  # a given margin: rtn-w4-g64 is never applied
+
+
+def test_a_short_context_model_unlearns_relearns_and_audits_with_longer_windows(tmp_path, tok) -> None:
+    """data.max_length above the model's context: the training and relearning windows are cut to it;
+    a context with no room for VerbMem's 128 new tokens is refused before training."""
+    target = save_checkpoint(tiny_llama(tok, max_position_embeddings=160), tok, tmp_path / "short")
+    muse = demo_bench_subset(tmp_path / "muse", {"raw": 3, "verbmem": 2, "knowmem": 2, "privleak": 3})
+    recipe = {
+        "name": "short",
+        "model": {"target": str(target)},
+        "data": {"source": str(muse), "max_length": 256},
+        "method": {"name": "ga_gdr"},
+        "train": {"max_steps": 1, "per_device_train_batch_size": 2},
+        "quantize": ["rtn-w4-g32"],
+        "evaluate": ["verbmem", "privleak"],
+        "relearn": {"split": "forget", "samples": 2, "steps": 1},
+        "output": {"dir": str(tmp_path / "run")},
+    }
+    out = run(validate_recipe(recipe))
+    records = list(ResultsFile(out / "results.jsonl"))
+    assert {r["quantizer"] for r in records} == {"fp", "rtn-w4-g32", "relearn-forget-1"}
+    assert all(r["cut_inputs"] > 0 for r in records)  # prompts + 128 new tokens, passages: over 160
+    recipe["model"]["target"] = str(
+        save_checkpoint(tiny_llama(tok, max_position_embeddings=100), tok, tmp_path / "shorter")
+    )
+    recipe["output"]["dir"] = str(tmp_path / "run2")
+    with pytest.raises(
+        UserError, match="evaluate: verbmem: the model's context is 100 tokens, but it needs 128"
+    ):
+        run(validate_recipe(recipe))
+    assert not (tmp_path / "run2").exists()  # refused before anything was trained or written

@@ -9,11 +9,19 @@ import yaml
 from helpers import GOOD, with_, write
 
 from llm_unlearn.cli import main
-from llm_unlearn.recipe import RecipeError, apply_overrides, load_recipe, validate_recipe
+from llm_unlearn.recipe import (
+    RESERVED_TRAIN_FIELDS,
+    MethodSection,
+    RecipeError,
+    apply_overrides,
+    load_recipe,
+    validate_recipe,
+)
+from llm_unlearn.terms import TERMS
 from llm_unlearn.trainer import training_config
 
 ALL_RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
-# CNN-track recipes (`methods:`) have their own schema and tests (test_cnn.py)
+# CNN-track recipes (`methods:`) have their own schema and tests (test_cnn_recipe.py)
 RECIPES = [p for p in ALL_RECIPES if "methods" not in yaml.safe_load(p.read_text())]
 
 
@@ -68,16 +76,18 @@ def test_method_sections_reach_the_training_config() -> None:
     sure, quail, auto, oeu = recipe.method
     assert [m.run_name for m in recipe.method] == ["npo_gdr+sure", "ga_gdr+quail", "quail_auto", "oeu"]
     config = training_config(recipe, sure, Path("/tmp/unused"))
-    assert (config.saliency_percentile, config.learning_rate, config.forget_loss) == (80, 3e-4, "npo")
-    config = training_config(recipe, quail, Path("/tmp/unused"))
-    assert (config.hinge_weight, config.hinge_margin, config.hinge_distance) == (2, 0.25, "l2")
-    assert config.learning_rate == recipe.train["learning_rate"]
-    assert training_config(recipe, auto, Path("/tmp/unused"), hinge_margin=0.01).hinge_margin == 0.01
-    config = training_config(recipe, oeu, Path("/tmp/unused"))
-    assert (config.forget_loss, config.retain_loss, config.projection, config.projection_alpha) == (
-        "entropy", "gdr", "layer", 1.0,
+    assert (config.modifiers["sure"], config.learning_rate, config.forget_loss) == (
+        {"percentile": 80}, 3e-4, "npo",
     )  # fmt: skip
-    assert config.saliency_percentile is None and config.hinge_weight == 0
+    config = training_config(recipe, quail, Path("/tmp/unused"))
+    assert config.modifiers == {"quail": {"weight": 2, "margin": 0.25, "distance": "l2"}}
+    assert config.learning_rate == recipe.train["learning_rate"]
+    auto_config = training_config(recipe, auto, Path("/tmp/unused"), hinge_margin=0.01)
+    assert auto_config.modifiers["quail"]["margin"] == 0.01
+    config = training_config(recipe, oeu, Path("/tmp/unused"))
+    assert (config.forget_loss, config.retain_loss, config.modifiers) == (
+        "entropy", "gdr", {"projection": {"scope": "layer", "alpha": 1.0}},
+    )  # fmt: skip
 
 
 BAD = {
@@ -276,3 +286,31 @@ def test_an_old_recipe_names_the_grid_aligned_target_grid() -> None:
         ]
     )
     assert validate_recipe(recipe.model_dump(mode="json")).model_dump() == validate_recipe(new).model_dump()
+
+
+def test_method_fields_and_reserved_train_fields_derive_from_the_registry(tmp_path) -> None:
+    for name in TERMS.names():
+        for key in TERMS.get(name).params.model_fields:
+            assert key in MethodSection.model_fields or TERMS.get(name).regulariser, (name, key)
+    assert {
+        "output_dir",
+        "forget_loss",
+        "retain_loss",
+        "term_params",
+        "modifiers",
+    } <= RESERVED_TRAIN_FIELDS
+    assert "learning_rate" not in RESERVED_TRAIN_FIELDS
+    with pytest.raises(
+        RecipeError, match=r"method\.0: muse_compat is a parameter of the terms klr, npo; 'ga'"
+    ):
+        load_recipe(write(tmp_path, with_(method=[{"name": "ga", "muse_compat": True}])))
+    with pytest.raises(RecipeError, match=r"train: 'term_params' is set by the recipe's method"):
+        load_recipe(write(tmp_path, with_(train={"term_params": {}})))
+
+
+def test_shipped_recipes_still_resolve_to_the_baselines_terms() -> None:
+    root = Path(__file__).parents[1] / "recipes"
+    recipe = load_recipe(root / "npo_gdr_news.yaml", ["train.bf16=false"])  # no GPU here
+    config = training_config(recipe, recipe.method[0], Path("/tmp/unused"))
+    assert config.weighted_terms() == [("npo", 1.0), ("gdr", 1.0)]
+    assert config.resolved_params()["npo"].beta == 0.1

@@ -9,14 +9,16 @@ import types
 import pytest
 import torch
 from conftest import tiny_llama
-from helpers import FORGET, RETAIN, assert_one_sgd_step, make_trainer
+from helpers import FORGET, RETAIN, assert_one_sgd_step, make_trainer, with_, write
 from peft import LoraConfig, get_peft_model
 
 import llm_unlearn.trainer as trainer_module
 from llm_unlearn import terms as objectives
 from llm_unlearn.data.collate import ForgetRetainDataset, UnlearningCollator, chunk_texts
 from llm_unlearn.methods import METHODS
-from llm_unlearn.trainer import UnlearningTrainer
+from llm_unlearn.recipe import load_recipe
+from llm_unlearn.terms import klr_muse, npo_muse
+from llm_unlearn.trainer import UnlearningTrainer, training_config
 from llm_unlearn.unlearning_config import UnlearningConfig
 
 
@@ -78,11 +80,12 @@ def hand_loss(trainer, model, batch, method: str, weight: float = 1.0) -> torch.
         loss = objectives.ga(logits, batch["forget_labels"])
     else:
         loss = objectives.npo(logits, batch["forget_labels"], trainer._ref_nll[batch["forget_index"]], 0.1)
-    if args.hinge_weight:
+    quail = args.modifiers.get("quail")
+    if quail:
         with torch.no_grad():
             ref_logits = trainer.ref_model(**forget).logits
-        hinge = objectives.quail_hinge(logits, ref_logits, batch["forget_labels"], args.hinge_margin)
-        loss = loss + args.hinge_weight * hinge
+        hinge = objectives.quail_hinge(logits, ref_logits, batch["forget_labels"], quail["margin"])
+        loss = loss + quail["weight"] * hinge
     if spec.retain_loss == "gdr":
         r_logits = model(
             input_ids=batch["retain_input_ids"], attention_mask=batch["retain_attention_mask"]
@@ -95,8 +98,8 @@ STEP_CASES = {
     "ga": ("ga", {}),
     "ga_gdr": ("ga_gdr", {}),
     "npo_gdr": ("npo_gdr", {}),
-    "sure": ("ga_gdr", {"saliency_percentile": 80.0}),
-    "quail": ("ga_gdr", {"hinge_weight": 0.5, "hinge_margin": 50.0}),
+    "sure": ("ga_gdr", {"modifiers": {"sure": {"percentile": 80.0}}}),
+    "quail": ("ga_gdr", {"modifiers": {"quail": {"weight": 0.5, "margin": 50.0}}}),
 }
 
 
@@ -108,7 +111,7 @@ def test_one_step_equals_a_hand_written_sgd_step(case, tok, tmp_path) -> None:
     method, extra = STEP_CASES[case]
     lr, weight = 0.5, 0.7
     # QUAIL's hinge is 0 with zero gradient at θ = θ₀: a different reference makes it act at step 1.
-    ref_model = tiny_llama(tok, seed=1) if "hinge_weight" in extra else None
+    ref_model = tiny_llama(tok, seed=1) if "quail" in extra.get("modifiers", {}) else None
     trainer = make_trainer(
         tok, tmp_path, method, optim="sgd", learning_rate=lr, max_steps=1, lr_scheduler_type="constant",
         max_grad_norm=0.0, retain_weight=weight, per_device_train_batch_size=2, ref_model=ref_model, **extra,
@@ -171,8 +174,7 @@ def test_lora_reference_is_the_base_model_without_a_copy(tok, tmp_path, monkeypa
         model=model,
         max_steps=3,
         learning_rate=0.05,
-        hinge_weight=0.1,
-        hinge_margin=1.0,
+        modifiers={"quail": {"weight": 0.1, "margin": 1.0}},
     )
     assert trainer.ref_model is None
     trainer.train()
@@ -191,3 +193,28 @@ def test_lora_reference_is_the_base_model_without_a_copy(tok, tmp_path, monkeypa
     for name, p in trainer.model.get_base_model().named_parameters():
         if "lora_" not in name:
             assert torch.equal(p, base_weights[name.replace(".base_layer", "")]), name
+
+
+def test_training_config_carries_every_terms_resolved_parameters(tmp_path) -> None:
+    recipe = load_recipe(write(tmp_path, with_(method=[{"name": "npo_klr", "beta": 0.5}])))
+    config = training_config(recipe, recipe.method[0], tmp_path)
+    assert config.term_params == {"npo": {"beta": 0.5, "muse_compat": False}, "klr": {"muse_compat": False}}
+    assert config.weighted_terms() == [("npo", 1.0), ("klr", 1.0)]
+
+
+def test_muse_compat_trains_on_the_raw_logit_forms_and_the_default_stays_correct(tok, tmp_path) -> None:
+    params = {"npo": {"muse_compat": True}, "klr": {"muse_compat": True}}
+    trainer = make_trainer(tok, tmp_path, "npo_klr", term_params=params, ref_model=tiny_llama(tok, seed=1))
+    assert trainer._ref_nll is None  # the raw-logit form reads θ₀'s logits, not the cached NLL
+    batch = next(iter(trainer.get_train_dataloader()))
+    part = {"input_ids": batch["forget_input_ids"], "attention_mask": batch["forget_attention_mask"]}
+    retain = {"input_ids": batch["retain_input_ids"], "attention_mask": batch["retain_attention_mask"]}
+    with torch.no_grad():
+        got = trainer.compute_loss(trainer.model, batch)
+        ref = trainer.ref_model
+        expected = npo_muse(trainer.model(**part).logits, ref(**part).logits, 0.1) + klr_muse(
+            trainer.model(**retain).logits, ref(**retain).logits
+        )
+    torch.testing.assert_close(got, expected)
+    default = make_trainer(tok, tmp_path, "npo_klr")
+    assert default._ref_nll is not None and default.params["npo"].muse_compat is False

@@ -30,7 +30,13 @@ from torch import nn
 from llm_unlearn.context import context_length, count_over, cut_record
 from llm_unlearn.metrics.bootstrap import Examples, register_statistic, weighted_auc
 from llm_unlearn.metrics.generation import token_logprobs, token_min_k_plus_plus_zscores, token_rows
-from llm_unlearn.metrics.registry import EvalContext, MetricResult, RetrainReference, register_metric
+from llm_unlearn.metrics.registry import (
+    EvalContext,
+    MetricResult,
+    ReferenceFlag,
+    RetrainReference,
+    register_metric,
+)
 
 K = 0.4
 IDEAL_AUC = 0.5
@@ -131,8 +137,26 @@ def _own(value: MetricResult) -> None:
     value["reference"] = "retrain"
 
 
+def parse_auc(text: str) -> float:
+    """An AUC given by hand, in (0, 1] (nan refused): AUC_ref of the PrivLeak formula."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:  # also refuses nan
+        raise ValueError(f"an AUC in (0, 1], got {text}")
+    return value
+
+
 #: the retrain model's membership AUC is AUC_ref of every other model's cell
-RETRAIN_AUC = RetrainReference(take=lambda retrain: retrain["auc"], given=_given, own=_own)
+RETRAIN_AUC = RetrainReference(
+    take=lambda retrain: retrain["auc"],
+    given=_given,
+    own=_own,
+    flag=ReferenceFlag(
+        "--reference-auc", "the retrain model's AUC in (0, 1], PrivLeak's reference", parse=parse_auc
+    ),
+)
 
 _REQUIRES = {"privleak": ("forget", "holdout")}
 for _name, _kind, _rank, _title in [

@@ -52,6 +52,21 @@ class EvalContext:
 
 
 @dataclass(frozen=True)
+class ReferenceFlag:
+    """The `llm-unlearn evaluate` flag that gives a reference by hand, where no retrain model is
+    evaluated beside the model (`--reference-auc`), so the CLI adds and applies it by asking."""
+
+    #: the flag as the user types it, e.g. "--reference-auc"
+    name: str
+    help: str
+    #: the flag's text as the parser checks it (a ValueError's message is the usage error)
+    parse: Callable[[str], Any]
+    #: the parsed value as the reference's `given` takes it, read when the command runs (a file
+    #: that cannot be read: a UserError); the parsed value itself where None
+    load: Callable[[Any], Any] | None = None
+
+
+@dataclass(frozen=True)
 class RetrainReference:
     """What a metric takes from the retrain model's full-precision result of the same metric (the
     audit evaluates the retrain model first), so that `audit/run.py` asks and never knows which."""
@@ -64,6 +79,8 @@ class RetrainReference:
     #: the retrain model's own result made its own reference, in place (its PrivLeak 0, its forget
     #: quality 1): for the retrain model's full-precision cell, which has no reference before it
     own: Callable[[MetricResult], None]
+    #: how `llm-unlearn evaluate` takes it by hand (None: only from a retrain model)
+    flag: ReferenceFlag | None = None
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,13 @@ from llm_unlearn.data.tofu import TOFU, encode_qa, get_template
 from llm_unlearn.errors import UserError
 from llm_unlearn.metrics.bootstrap import Examples, register_statistic
 from llm_unlearn.metrics.generation import _device, _eval_mode, _pad, _pad_id, _sharded, generate_greedy
-from llm_unlearn.metrics.registry import EvalContext, MetricResult, RetrainReference, register_metric
+from llm_unlearn.metrics.registry import (
+    EvalContext,
+    MetricResult,
+    ReferenceFlag,
+    RetrainReference,
+    register_metric,
+)
 from llm_unlearn.metrics.verbmem import mean_or_nan
 
 MAX_NEW_TOKENS = 200
@@ -313,7 +319,19 @@ def tofu_truth_ratio(model: nn.Module, ctx: EvalContext) -> MetricResult:
     unit="KS p-value vs the retrain model, higher = more forgotten",
     bootstrap=ks_examples,
     # the retrain model's forget-set truth ratios are the KS test's reference
-    reference=RetrainReference(take=lambda retrain: reference_truth_ratios(retrain), given=_given, own=_own),
+    reference=RetrainReference(
+        take=lambda retrain: reference_truth_ratios(retrain),
+        given=_given,
+        own=_own,
+        flag=ReferenceFlag(
+            "--reference-truth-ratios",
+            "TOFU forget quality's reference: the retain model's results JSON (this command's, or "
+            "open-unlearning's TOFU_EVAL.json)",
+            parse=Path,
+            # a lambda: the loader is defined further down this file
+            load=lambda path: load_reference_truth_ratios(path),
+        ),
+    ),
     point=UNIT_POINT,
     lower_forgets=False,
 )

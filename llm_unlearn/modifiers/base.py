@@ -11,7 +11,10 @@ about it, so recipe, trainer, pipeline and Hub card iterate over `MODIFIERS` and
   validated, before anything is built;
 - `quantizers`: the quantizers it applies to the target before training (checked with the others);
 - `prepare`: what it resolves from the target before training (QUAIL's margin `auto`);
-- `settings`: the `UnlearningConfig` fields it sets, from its section and the resolved values;
+- `training`, `settings`: its training settings (a pydantic model, `UnlearningConfig.modifiers[name]`
+  holds them as a dict) and how its section and the resolved values fill them; `terms` are the
+  loss terms they add (QUAIL's hinge) and `check_config` their refusals against the rest of the
+  training config;
 - `record`: what `.method.json` records of it after training;
 - `facts`, `hyper_parameters`, `tags`: what the Hub card says of it, read back from `.method.json`;
 - its trainer hooks, run by `UnlearningTrainer` for the modifiers a training config turns on
@@ -40,6 +43,13 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Settings(BaseModel):
+    """A modifier's training settings, what the trainer runs with (the recipe section's values with
+    `auto`s resolved): every field has a range and a description."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 class Modifier:
     """One modifier. Subclasses set the class attributes and override the hooks they need;
     `register_modifier` adds one. `section` arguments are None where the recipe has no section."""
@@ -48,6 +58,8 @@ class Modifier:
     #: order among the modifiers: run-name suffixes, `.method.json` and the card follow it
     position: ClassVar[int]
     section: ClassVar[type[Section]]
+    #: its training settings, held by `UnlearningConfig.modifiers[name]` when the run uses it
+    training: ClassVar[type[Settings]]
     #: the method entry's field description
     description: ClassVar[str]
     #: the run-name suffix, as the `label` field's description shows it
@@ -80,9 +92,22 @@ class Modifier:
         """Values resolved from the target model before training, for `settings`."""
         return {}
 
-    def settings(self, method: Method, section: Section | None, resolved: dict[str, Any]) -> dict[str, Any]:
-        """The `UnlearningConfig` fields this modifier sets."""
-        return {}
+    def settings(self, method: Method, section: Section | None, resolved: dict[str, Any]) -> Settings:
+        """Its training settings for an active modifier, from its section and the resolved values."""
+        raise NotImplementedError
+
+    def terms(self, settings: Settings) -> list[tuple[str, float, dict[str, Any]]]:
+        """(term, weight, parameters): the loss terms these settings add to the method's, summed
+        between the forget and the retain term."""
+        return []
+
+    def check_config(self, settings: Settings, retain_loss: str | None) -> None:
+        """Refuse (ValueError) settings the rest of the training config cannot run with."""
+
+    def of(self, args: Any) -> Settings | None:
+        """Its validated training settings in a training config, None when the run does not use it."""
+        values = args.modifiers.get(self.name)
+        return None if values is None else self.training(**values)
 
     def record(self, section: Section | None, args: Any, trainer: Any) -> dict[str, Any]:
         """Its entries of `.method.json` (written for every modifier, active or not: None when off)."""
@@ -104,7 +129,7 @@ class Modifier:
 
     def enabled(self, args: Any) -> bool:
         """Whether a training config (`UnlearningConfig`, which `settings` filled) runs this modifier."""
-        return False
+        return self.name in args.modifiers
 
     def check_trainer(self, args: Any, model: Any, distributed_type: str) -> None:
         """Refuse (UserError, one line) what the trainer cannot run with this modifier on: `args`, the

@@ -13,7 +13,7 @@ from pydantic import Field
 from llm_unlearn import projection
 from llm_unlearn.errors import UserError
 from llm_unlearn.methods import Method
-from llm_unlearn.modifiers.base import Modifier, Section, register_modifier
+from llm_unlearn.modifiers.base import Modifier, Section, Settings, register_modifier
 
 
 class ProjectionSection(Section):
@@ -21,10 +21,19 @@ class ProjectionSection(Section):
     scope: Literal["layer", "global"] = Field(default="layer", description="'global' is the ablation.")
 
 
+class ProjectionSettings(Settings):
+    scope: projection.Scope = Field(
+        description="Project the forget gradient orthogonal to the retain gradient per parameter tensor "
+        "('layer', the method) or over all at once ('global', the ablation)."
+    )
+    alpha: float = Field(default=1.0, ge=0, le=1, description="α in [0, 1], how much to project.")
+
+
 @register_modifier("projection")
 class Projection(Modifier):
     position = 30
     section = ProjectionSection
+    training = ProjectionSettings
     description = "OEU's gradient projection (methods with a projection only, e.g. oeu)."
     suffix_label = "+global"
 
@@ -52,14 +61,19 @@ class Projection(Modifier):
 
     def settings(
         self, method: Method, section: ProjectionSection | None, resolved: dict[str, Any]
-    ) -> dict[str, Any]:
+    ) -> ProjectionSettings:
         section = section or ProjectionSection()
-        return {"projection": section.scope, "projection_alpha": section.alpha}
+        return ProjectionSettings(scope=section.scope, alpha=section.alpha)
+
+    def check_config(self, settings: ProjectionSettings, retain_loss: str | None) -> None:
+        if retain_loss is None:
+            raise ValueError("projection needs a retain term to project against (retain_loss)")
 
     def record(self, section: ProjectionSection | None, args: Any, trainer: Any) -> dict[str, Any]:
+        settings = self.of(args)
         return {
-            "projection": args.projection,
-            "projection_alpha": args.projection_alpha if args.projection else None,
+            "projection": settings.scope if settings else None,
+            "projection_alpha": settings.alpha if settings else None,
         }
 
     def facts(self, resolved: dict[str, Any]) -> list[tuple[str, str]]:
@@ -73,9 +87,6 @@ class Projection(Modifier):
 
     def tags(self, section: ProjectionSection | None) -> list[str]:
         return []  # the method's own tag (oeu) says it
-
-    def enabled(self, args: Any) -> bool:
-        return args.projection is not None
 
     def check_trainer(self, args: Any, model: Any, distributed_type: str) -> None:
         if args.fsdp or args.deepspeed or distributed_type in ("FSDP", "DEEPSPEED"):
@@ -119,7 +130,7 @@ class Projection(Modifier):
                     total[i] = g.detach() if total[i] is None else total[i] + g.detach()
         window.micro_steps += 1
         if trainer.accelerator.sync_gradients:
-            _apply_projected_update(trainer, window, params)
+            _apply_projected_update(trainer, window, params, self.of(trainer.args))
         return (forget_loss + retain_loss).detach() / trainer.current_gradient_accumulation_steps
 
 
@@ -131,14 +142,16 @@ class _Window:
         self.micro_steps = 0
 
 
-def _apply_projected_update(trainer: Any, window: _Window, params: list[torch.nn.Parameter]) -> None:
+def _apply_projected_update(
+    trainer: Any, window: _Window, params: list[torch.nn.Parameter], settings: ProjectionSettings
+) -> None:
     sum_f, sum_r = window.grads
     g_f = [None if g is None else g / window.micro_steps for g in sum_f]
     g_r = [None if g is None else g / window.micro_steps for g in sum_r]
     accelerator = trainer.accelerator
     if accelerator.num_processes > 1:
         g_f, g_r = ([_mean_over_processes(accelerator, g) for g in grads] for grads in (g_f, g_r))
-    update = projection.combine(g_f, g_r, trainer.args.projection_alpha, trainer.args.projection)
+    update = projection.combine(g_f, g_r, settings.alpha, settings.scope)
     for p, u in zip(params, update, strict=True):
         p.grad = None if u is None else u.to(p.dtype)
     window.grads = None

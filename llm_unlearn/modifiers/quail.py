@@ -9,7 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from llm_unlearn.methods import Method
-from llm_unlearn.modifiers.base import Modifier, Section, register_modifier
+from llm_unlearn.modifiers.base import Modifier, Section, Settings, register_modifier
 from llm_unlearn.quant import get_quantizer
 
 
@@ -38,10 +38,25 @@ class QuailSection(Section):
         return name
 
 
+class QuailSettings(Settings):
+    """The hinge term's weight and parameters (terms/hinge.py), the margin resolved."""
+
+    weight: float = Field(ge=0, description="λ_h, the weight of the logit-space hinge; 0 turns it off.")
+    margin: float = Field(
+        ge=0,
+        description="m in logit units. The paper sets it to half the quantization step of the weights (a "
+        "recipe's `margin: auto`); weights and logits have different units, so tune it.",
+    )
+    distance: Literal["mean_abs", "l2", "linf"] = Field(
+        default="mean_abs", description="Distance over the vocabulary."
+    )
+
+
 @register_modifier("quail")
 class Quail(Modifier):
     position = 20
     section = QuailSection
+    training = QuailSettings
     description = "QUAIL: add the logit-space hinge."
     suffix_label = "+quail"
 
@@ -54,15 +69,25 @@ class Quail(Modifier):
             return {}
         return {"hinge_margin": get_quantizer(section.quantizer).mean_step(model) / 2}
 
-    def settings(self, method: Method, section: QuailSection, resolved: dict[str, Any]) -> dict[str, Any]:
+    def settings(self, method: Method, section: QuailSection, resolved: dict[str, Any]) -> QuailSettings:
         margin = section.margin if section.margin != "auto" else resolved.get("hinge_margin")
         if margin is None:
             raise ValueError("QUAIL margin 'auto' must be resolved from the target model first")
-        return {"hinge_weight": section.weight, "hinge_margin": margin, "hinge_distance": section.distance}
+        return QuailSettings(weight=section.weight, margin=margin, distance=section.distance)
+
+    def terms(self, settings: QuailSettings) -> list[tuple[str, float, dict[str, Any]]]:
+        # a weight of 0 leaves the hinge out, so a run without it sums the same terms
+        if settings.weight == 0:
+            return []
+        return [("hinge", settings.weight, {"margin": settings.margin, "distance": settings.distance})]
+
+    def enabled(self, args: Any) -> bool:
+        return False  # its hinge is a loss term (`terms`): the trainer has no hook of it to run
 
     def record(self, section: QuailSection | None, args: Any, trainer: Any) -> dict[str, Any]:
         # the margin trained with ('auto' resolved); weight and distance are the hinge term's
-        return {"hinge_margin": args.hinge_margin if section else None}
+        settings = self.of(args)
+        return {"hinge_margin": settings.margin if section and settings else None}
 
     def facts(self, resolved: dict[str, Any]) -> list[tuple[str, str]]:
         hinge = resolved["terms"].get("hinge")

@@ -12,17 +12,27 @@ from pydantic import Field
 from llm_unlearn import saliency
 from llm_unlearn.errors import UserError
 from llm_unlearn.methods import Method
-from llm_unlearn.modifiers.base import Modifier, Section, register_modifier
+from llm_unlearn.modifiers.base import Modifier, Section, Settings, register_modifier
 
 
 class SureSection(Section):
     percentile: float = Field(default=90.0, ge=0, le=100, description="γ: train modules at or above it.")
 
 
+class SureSettings(Settings):
+    percentile: float = Field(
+        ge=0,
+        le=100,
+        description="γ: train only the Linear/Embedding weights whose forget-gradient norm at θ₀ is at or "
+        "above this percentile of the modules' (the paper's γ = 90).",
+    )
+
+
 @register_modifier("sure")
 class Sure(Modifier):
     position = 10
     section = SureSection
+    training = SureSettings
     description = "SURE: train only the salient modules."
     suffix_label = "+sure"
     #: SURE's choice (percentile, modules, count, param_share, every module's saliency), None without
@@ -34,8 +44,8 @@ class Sure(Modifier):
                 "model.lora with a method's sure: SURE picks base-model modules; use one of them"
             )
 
-    def settings(self, method: Method, section: SureSection, resolved: dict[str, Any]) -> dict[str, Any]:
-        return {"saliency_percentile": section.percentile}
+    def settings(self, method: Method, section: SureSection, resolved: dict[str, Any]) -> SureSettings:
+        return SureSettings(percentile=section.percentile)
 
     def record(self, section: SureSection | None, args: Any, trainer: Any) -> dict[str, Any]:
         # the modules chosen, their share of the parameters and every module's saliency
@@ -57,9 +67,6 @@ class Sure(Modifier):
         sure = resolved.get("sure")
         return {"saliency_percentile": sure["percentile"]} if sure else {}
 
-    def enabled(self, args: Any) -> bool:
-        return args.saliency_percentile is not None
-
     def check_trainer(self, args: Any, model: Any, distributed_type: str) -> None:
         if hasattr(model, "disable_adapter") and hasattr(model, "peft_config"):  # a PEFT (LoRA) model
             raise UserError(
@@ -71,15 +78,16 @@ class Sure(Modifier):
         get no optimizer state; every process takes the main process's choice, so the processes of a
         data-parallel run train the same parameters."""
         model, args = trainer.model, trainer.args
+        percentile = self.of(args).percentile
         _checkpoint_if_asked(model, args)  # a full backward pass: the memory training will need
         batches = trainer.forget_batches(dataset, pad_id, args.per_device_train_batch_size)
         losses = (trainer.forget_term(model, batch, log=False) for batch in batches)
         scores = saliency.module_saliency(model, losses)
-        chosen = [saliency.salient_modules(scores, args.saliency_percentile)]
+        chosen = [saliency.salient_modules(scores, percentile)]
         if trainer.accelerator.num_processes > 1:
             broadcast_object_list(chosen)
         choice = saliency.train_only(model, chosen[0])
-        trainer.saliency = {"percentile": args.saliency_percentile, **choice, "saliency": scores}
+        trainer.saliency = {"percentile": percentile, **choice, "saliency": scores}
 
 
 def _checkpoint_if_asked(model: Any, args: Any) -> None:

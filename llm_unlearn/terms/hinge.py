@@ -28,7 +28,7 @@ def quail_hinge(
     `l2` = ‖z − z₀‖₂, `linf` = max |z − z₀|. The term is zero once every position is at least
     m away from the reference, so it only acts where unlearning moved the logits too little
     to survive rounding. At θ = θ₀ (d = 0) its gradient is 0: the forget term must move θ
-    first. m is in logit units (see `UnlearningConfig.hinge_margin` for how `auto` sets it).
+    first. m is in logit units (see `QuailSettings.margin`, modifiers/quail.py, for how `auto` sets it).
     """
     if distance not in HINGE_DISTANCES:
         raise ValueError(f"distance must be one of {HINGE_DISTANCES}, got {distance!r}")

@@ -1,8 +1,6 @@
-"""FP8 E4M3 (`fp8-e4m3`, torch only) and HQQ (`hqq-w{4,8}-g64`, needs hqq) quantizers."""
+"""quant/fp8.py: FP8 E4M3 (`fp8-e4m3`, torch only): its grid, its codes by hand, and the names it refuses."""
 
 from __future__ import annotations
-
-import sys
 
 import pytest
 import torch
@@ -64,33 +62,3 @@ def test_malformed_names():
     for name in ("fp8-e5m2", "hqq-w3-g64", "hqq-w4-g128"):
         with pytest.raises(UserError, match="malformed"):
             get_quantizer(name)
-
-
-def test_hqq_missing_is_one_line(tok, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setitem(sys.modules, "hqq", None)
-    with pytest.raises(UserError, match=r"^HQQ quantizers need hqq: pip install 'llm-unlearn\[hqq\]'$"):
-        get_quantizer("hqq-w4-g64").quantize_with_codes(tiny_llama(tok))
-
-
-@pytest.mark.parametrize("bits", [4, 8])
-def test_hqq_codes_are_hqqs_own(bits, tok):
-    quantize = pytest.importorskip("hqq.core.quantize")
-    model = tiny_llama(tok, hidden_size=128, intermediate_size=256, num_hidden_layers=1)
-    before = tiny_llama(tok, hidden_size=128, intermediate_size=256, num_hidden_layers=1)
-    quantizer = get_quantizer(f"hqq-w{bits}-g64")
-    codes = quantizer.quantize_with_codes(model)
-    assert len(codes) == 7 and quantizer.config()["library"].startswith("hqq ")
-    for name, c in codes.items():
-        weight = model.get_submodule(name).weight
-        assert torch.equal(c.dequantize(), weight)
-        assert c.codes.shape == (weight.numel() // 64, 64) and int(c.codes.max()) < 2**bits
-        # hqq's own layer, built here independently, dequantizes to the same weight
-        config = quantize.BaseQuantizeConfig(nbits=bits, group_size=64)
-        layer = quantize.HQQLinear(
-            before.get_submodule(name), config, compute_dtype=torch.float32, device="cpu", del_orig=False
-        )
-        assert torch.equal(layer.dequantize().reshape(weight.shape), weight)
-        # the fitted zero points are floats (round_zero only rounds the starting point at 4 bits)
-        assert not torch.equal(c.zero, c.zero.round())
-    x = torch.randint(0, len(tok), (1, 8))
-    assert torch.isfinite(model(x).logits).all()

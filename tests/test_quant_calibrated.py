@@ -1,4 +1,5 @@
-"""GPTQ/AWQ (llm-compressor) and bitsandbytes quantizers on a tiny Llama, and calibration control."""
+"""quant/calibrated.py: GPTQ/AWQ (llm-compressor) on a tiny Llama, the missing-backend errors, and a
+recipe's calibration reaching GPTQ through `run`."""
 
 from __future__ import annotations
 
@@ -8,42 +9,22 @@ from importlib.metadata import PackageNotFoundError
 import pytest
 import torch
 from conftest import tiny_llama
-from transformers import AutoModelForCausalLM
+from helpers import load, recipe, run_quantizer
 
 from llm_unlearn.errors import UserError
 from llm_unlearn.models import save_checkpoint
 from llm_unlearn.quant import get_quantizer
-from llm_unlearn.quant.calibration import GENERIC_TEXT, build_calibration, calibration_texts, sample_windows
+from llm_unlearn.quant.calibration import GENERIC_TEXT, build_calibration
 from llm_unlearn.quant.rtn import dequantize_tensor, quantize_tensor
-from llm_unlearn.recipe import RecipeError, validate_recipe
+from llm_unlearn.recipe import validate_recipe
 
 GPTQ = [f"gptq-w{b}-g{g}" for b in (2, 3, 4, 8) for g in (32, 64, 128)]
 AWQ = [f"awq-w4-g{g}" for g in (32, 64, 128)]
-BNB = ["bnb-nf4", "bnb-fp4", "bnb-int8"]
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory, tok):
-    """A one-block Llama whose Linear inputs (128, 256) divide into groups of 32, 64 and 128."""
-    model = tiny_llama(tok, hidden_size=128, intermediate_size=256, num_hidden_layers=1)
-    return save_checkpoint(model, tok, tmp_path_factory.mktemp("q") / "tiny")
-
-
-def load(folder):
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
 
 
 @pytest.fixture(scope="module")
 def calibration(tok):
     return build_calibration([GENERIC_TEXT.read_text()], tok, "generic", samples=4, seq_len=32, seed=0)
-
-
-def run_quantizer(name, folder, calibration):
-    model = load(folder)
-    quantizer = get_quantizer(name)
-    quantizer.calibration = calibration
-    codes = quantizer.quantize_with_codes(model)
-    return model, quantizer, codes
 
 
 @pytest.mark.parametrize("name", GPTQ + AWQ)
@@ -98,43 +79,6 @@ def test_awq_runs_on_cpu_only_with_the_pinning_workaround():
     assert IntermediatesCache.pin_memory is original
 
 
-@pytest.mark.parametrize("name", BNB)
-def test_bitsandbytes_codes_match_the_library(name, folder):
-    pytest.importorskip("bitsandbytes")
-    import bitsandbytes as bnb
-    import bitsandbytes.functional as F
-
-    reference = load(folder)
-    model, quantizer, codes = run_quantizer(name, folder, None)
-    layer = "model.layers.0.mlp.up_proj"
-    w = reference.get_submodule(layer).weight.detach()
-    c = codes[layer]
-    assert torch.equal(c.dequantize(), model.get_submodule(layer).weight.detach())
-    x = torch.randn(4, w.shape[1], generator=torch.Generator().manual_seed(0))
-    if name == "bnb-int8":
-        library = bnb.nn.Linear8bitLt(w.shape[1], w.shape[0], bias=False, has_fp16_weights=False)
-        library.weight = bnb.nn.Int8Params(w.clone(), requires_grad=False, has_fp16_weights=False)
-        stored = library.to("cpu").state_dict()
-        # the int8 weight and row scales bitsandbytes keeps are exactly our codes and scales
-        assert torch.equal(c.codes.long() - 128, stored["weight"].long())
-        assert torch.equal(c.scale, stored["SCB"].float() / 127)
-        assert c.levels.numel() == 256
-    else:
-        kind = name.removeprefix("bnb-")
-        packed, state = F.quantize_4bit(w, blocksize=64, quant_type=kind)
-        assert torch.equal(c.dequantize(), F.dequantize_4bit(packed, state))
-        assert c.levels.numel() == (16 if kind == "nf4" else 15)  # FP4's +0 and -0 are one level
-        library = bnb.nn.Linear4bit(
-            w.shape[1], w.shape[0], bias=False, quant_type=kind, compute_dtype=torch.float32
-        )
-        library.weight = bnb.nn.Params4bit(w.clone(), requires_grad=False, quant_type=kind, blocksize=64)
-        library = library.to("cpu")
-        # bitsandbytes' CPU kernel computes in lower precision: close, not equal
-        torch.testing.assert_close(library(x), x @ c.dequantize().T, rtol=0.05, atol=0.01)
-    assert torch.isfinite(model(torch.tensor([[1, 2, 3]])).logits).all()
-    assert quantizer.config()["library"].startswith("bitsandbytes")
-
-
 def test_missing_backend_is_a_user_error(folder, calibration, monkeypatch):
     monkeypatch.setitem(sys.modules, "llmcompressor", None)
     with pytest.raises(UserError, match=r"pip install 'llm-unlearn\[gptq\]'"):
@@ -165,53 +109,10 @@ def test_malformed_names_are_refused(name):
         get_quantizer(name)
 
 
-def test_calibration_windows_are_seeded_and_recorded(tok):
-    ids = list(range(100))
-    assert sample_windows(ids, 5, 10, seed=1) == sample_windows(ids, 5, 10, seed=1)
-    assert sample_windows(ids, 5, 10, seed=1) != sample_windows(ids, 5, 10, seed=2)
-    assert all(w == list(range(w[0], w[0] + 10)) for w in sample_windows(ids, 5, 10, seed=1))
-    with pytest.raises(UserError, match="too few"):
-        sample_windows(ids, 92, 10, seed=0)
-    record = build_calibration(["abc " * 50], tok, "retain", 3, 16, 7).record()
-    assert record | {"sha256": None} == {
-        "source": "retain",
-        "samples": 3,
-        "seq_len": 16,
-        "seed": 7,
-        "sha256": None,
-    }
-    assert calibration_texts("forget", ["f"], ["r"]) == ["f"] and calibration_texts(
-        "retain", ["f"], ["r"]
-    ) == ["r"]
-
-
-def recipe(**calibration: object) -> dict:
-    return {
-        "name": "c",
-        "model": {"target": "demo"},
-        "method": {"name": "ga"},
-        "output": {"dir": "/tmp/c"},
-        "calibration": calibration,
-    }
-
-
-def test_forget_calibration_is_refused_unless_explicit(tmp_path):
-    assert validate_recipe(recipe()).calibration.source == "generic"
-    with pytest.raises(RecipeError, match="calibration: source 'forget'.*allow_forget: true"):
-        validate_recipe(recipe(source="forget"))
-    assert validate_recipe(recipe(source="forget", allow_forget=True)).calibration.source == "forget"
-    with pytest.raises(RecipeError, match="not generic, retain, forget or a text file"):
-        validate_recipe(recipe(source=str(tmp_path / "missing.txt")))
-    text = tmp_path / "calib.txt"
-    text.write_text("some text")
-    assert validate_recipe(recipe(source=str(text))).calibration.source == str(text)
-
-
 def test_run_records_each_quantizers_configuration(tmp_path, tok):
     """A recipe's calibration reaches GPTQ through `run`, and every result records it."""
     pytest.importorskip("llmcompressor")
     pytest.importorskip("bitsandbytes")
-    from conftest import tiny_llama
 
     from llm_unlearn.audit.results import ResultsFile
     from llm_unlearn.pipeline import run
