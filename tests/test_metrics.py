@@ -185,25 +185,6 @@ def test_privleak_metrics_on_memorising_model(name: str, tok: PreTrainedTokenize
     assert (result["reference"], result["reference_auc"]) == ("retrain", 0.4)
 
 
-def test_verbmem_scores_cut_gold(monkeypatch: pytest.MonkeyPatch, tok: PreTrainedTokenizerFast) -> None:
-    gt = "w" + " word" * 60  # 301 characters = tokens; the gold keeps the first 128
-    gold = gt[:128]
-    calls = []
-
-    def fake_generate(model, tokenizer, prompts, max_new_tokens, batch_size):
-        calls.append((prompts, max_new_tokens, batch_size))
-        return [gold, "nothing alike", "never seen"]
-
-    monkeypatch.setattr(verbmem, "generate_greedy", fake_generate)
-    records = [{"prompt": f"p{i}", "gt": gt} for i in range(4)]
-    ctx = EvalContext(tok, corpus(verbmem={"forget": records}), batch_size=5, limit=3)
-    result = verbmem.verbmem(None, ctx)
-    assert calls == [(tok(["p0", "p1", "p2"])["input_ids"], 128, 5)]
-    assert [v["score"] for v in result["value_by_index"].values()] == [100.0, 0.0, 0.0]
-    assert result["agg_value"] == pytest.approx(100 / 3)
-    assert result["value_by_index"][0] == {"score": 100.0, "prompt": "p0", "gold": gold, "output": gold}
-
-
 def test_knowmem_cuts_and_scores(monkeypatch: pytest.MonkeyPatch, tok: PreTrainedTokenizerFast) -> None:
     seen = []
 

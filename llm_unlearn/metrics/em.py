@@ -11,10 +11,11 @@ prompt and its `gt` are one sequence, only `gt`'s tokens are scored, and
 on the scale [0, 1] as open-unlearning reports it (one point = 0.01, as TOFU's values here); lower =
 more forgotten, 0 = no answer token reproduced. open-unlearning's collator appends EOS to the answer
 and then drops the last labelled position ("-1 to ignore eos prediction"), so it too scores exactly
-the answer tokens; we append no EOS. `gt` is cut to its first 128 tokens as VerbMem cuts its gold
-(`verbmem.MAX_NEW_TOKENS`); a prompt that leaves no room for them in the model's context is cut from
-the left, its special prefix (BOS) kept, and counted in `cut_inputs`. A record whose `gt` has no
-token is left out, as open-unlearning leaves out its None scores.
+the answer tokens; we append no EOS. `gt` is cut to its first 128 text tokens
+(`verbmem.MAX_NEW_TOKENS`; no BOS counted, unlike VerbMem's MUSE gold); a prompt that leaves no
+room for them in the model's context is cut from the left, its special prefix (BOS) kept, and
+counted in `cut_inputs`. A record whose `gt` has no token is left out, as open-unlearning leaves
+out its None scores.
 """
 
 from __future__ import annotations
