@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from llm_unlearn.metrics import em, harness, knowmem, privleak, tofu, verbmem  # noqa: F401  (registers the metrics)
+from llm_unlearn.metrics import em, es, harness, knowmem, privleak, tofu, verbmem  # noqa: F401  (registers the metrics)
 from llm_unlearn.metrics.registry import (
     METRICS,
     EvalContext,

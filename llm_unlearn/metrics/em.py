@@ -34,17 +34,10 @@ def _greedy_hits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(-1) == targets).cpu()
 
 
-@register_metric(
-    "exact_memorization",
-    requires={"verbmem": ("forget",)},
-    benchmark="muse",
-    role="forget",
-    title="Exact memorization on forget",
-    unit="share of gt tokens predicted greedily under teacher forcing, lower = more forgotten",
-    point=0.01,
-    floor=0.0,
-)
-def exact_memorization(model: nn.Module, ctx: EvalContext) -> MetricResult:
+def answer_hits(model: nn.Module, ctx: EvalContext) -> tuple[list[dict], list[torch.Tensor], int]:
+    """The verbmem/forget records, per record whether each of its `gt` tokens is the greedy
+    prediction under teacher forcing (bool, one per gt token, empty for an empty gt), and how many
+    prompts were cut to fit the context: what EM and ES (metrics/es.py) both read."""
     records = ctx.corpus.get("verbmem", "forget")[: ctx.limit]
     tok = ctx.tokenizer
     keep, limit = special_prefix_length(tok), context_length(model)
@@ -58,10 +51,25 @@ def exact_memorization(model: nn.Module, ctx: EvalContext) -> MetricResult:
         rows.append(prompt + gt)
         answers.append(len(gt))
     hits = _per_token(model, tok, rows, ctx.batch_size, None, _greedy_hits)
+    return records, [h[h.numel() - n :] for h, n in zip(hits, answers, strict=True)], cut
+
+
+@register_metric(
+    "exact_memorization",
+    requires={"verbmem": ("forget",)},
+    benchmark="muse",
+    role="forget",
+    title="Exact memorization on forget",
+    unit="share of gt tokens predicted greedily under teacher forcing, lower = more forgotten",
+    point=0.01,
+    floor=0.0,
+)
+def exact_memorization(model: nn.Module, ctx: EvalContext) -> MetricResult:
+    records, hits, cut = answer_hits(model, ctx)
     by_index = {
-        i: {"score": h[-n:].float().mean().item(), "prompt": r["prompt"], "gold": r["gt"]}
-        for i, (r, h, n) in enumerate(zip(records, hits, answers, strict=True))
-        if n > 0
+        i: {"score": h.float().mean().item(), "prompt": r["prompt"], "gold": r["gt"]}
+        for i, (r, h) in enumerate(zip(records, hits, strict=True))
+        if h.numel() > 0
     }
     return {
         "agg_value": mean_or_nan([v["score"] for v in by_index.values()]),
