@@ -124,7 +124,7 @@ def test_every_metric_survives_a_short_context(arch: str, tok: PreTrainedTokeniz
         with pytest.raises(IndexError):
             model(tok(LONG, return_tensors="pt")["input_ids"])
     names = [n for n in METRICS.names() if n.split("_")[0] in ("verbmem", "knowmem", "privleak")]
-    assert len(names) == 7  # verbmem, knowmem_forget/retain, privleak and its 3 variants
+    assert len(names) == 9  # verbmem, knowmem_forget/retain, privleak and its 5 variants
     results = evaluate(model, EvalContext(tok, long_corpus(), batch_size=2), names)
     for name in names:
         assert results[name]["context_length"] == CONTEXT, name

@@ -225,7 +225,8 @@ def test_evaluate_all_metrics_on_tiny_llama(llama: LlamaForCausalLM, tok: PreTra
     results = evaluate(llama, EvalContext(tok, data, batch_size=2, limit=2), names)
     assert list(results) == names
     for name, result in results.items():
-        assert math.isfinite(result["agg_value"]), name
+        # without a retrain model the reference-model attack has no reference: nan, as TOFU's forget quality
+        assert math.isfinite(result["agg_value"]) == (name != "privleak_reference"), name
         assert len(result["value_by_index"]) == (4 if name.startswith("privleak") else 2), name
     assert 0 <= results["knowmem_forget"]["recall"] <= 100
 
