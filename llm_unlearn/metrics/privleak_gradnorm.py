@@ -10,11 +10,14 @@ x_<t) (privleak's `loss`) and θ_1..θ_J the model's parameter tensors that get 
     score(x) = (1/J) · Σ_j ‖∂ loss(x) / ∂θ_j‖_2
 
 the MEAN of the per-tensor norms, as theirs (not one global norm); higher = less likely a member,
-as every privleak score. AUC and PrivLeak as `privleak` (members labelled 1; AUC_ref = the retrain
-model's AUC of this attack). Theirs switches the model to train mode for the pass; here it stays
+as every privleak score (their `compute_score` docstring says "negative gradient norm", its code
+returns the norm itself, as here). AUC and PrivLeak as `privleak` (members labelled 1; AUC_ref =
+the retrain model's AUC of this attack). Theirs switches the model to train mode for the pass; here it stays
 in eval mode, so a model with dropout scores deterministically (Llama-family models have none, and
 score alike). The gradients are returned by `torch.autograd.grad`, never left in `.grad`: the model
-is unchanged. It needs autograd through the transformers model, so llama.cpp cells cannot run it.
+is unchanged. It needs autograd through the transformers model, so llama.cpp cells cannot run it;
+under bitsandbytes' kernels the packed weights take no gradient, so those cells average over the
+other tensors only (the simulated cells, the default, count every weight).
 """
 
 from __future__ import annotations
@@ -39,8 +42,9 @@ def grad_norm_score(model: nn.Module, ids: list[int], p: float = P) -> float:
     """Mean over the parameter tensors that require a gradient of ‖∂ loss/∂θ_j‖_p, loss the
     passage's mean token NLL."""
     params = [q for q in model.parameters() if q.requires_grad]
-    device = params[0].device
-    input_ids = torch.tensor([ids], device=device)
+    if not params:
+        raise ValueError("privleak_gradnorm: the model has no parameter that takes a gradient")
+    input_ids = torch.tensor([ids], device=params[0].device)
     with torch.enable_grad():
         logits = model(input_ids=input_ids).logits[0, :-1].float()
         loss = -logits.log_softmax(-1).gather(-1, input_ids[0, 1:, None]).mean()
