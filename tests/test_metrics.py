@@ -29,7 +29,8 @@ def test_evaluate_all_metrics_on_tiny_llama(llama: LlamaForCausalLM, tok: PreTra
     results = evaluate(llama, EvalContext(tok, data, batch_size=2, limit=2), names)
     assert list(results) == names
     for name, result in results.items():
-        assert math.isfinite(result["agg_value"]), name
+        # without a retrain model the reference-model attack has no reference: nan, as TOFU's forget quality
+        assert math.isfinite(result["agg_value"]) == (name != "privleak_reference"), name
         assert len(result["value_by_index"]) == (4 if name.startswith("privleak") else 2), name
     assert 0 <= results["knowmem_forget"]["recall"] <= 100
 
@@ -79,7 +80,7 @@ def test_every_metric_survives_a_short_context(arch: str, tok: PreTrainedTokeniz
         with pytest.raises(IndexError):
             model(tok(LONG, return_tensors="pt")["input_ids"])
     names = [n for n in METRICS.names() if n.split("_")[0] in ("verbmem", "knowmem", "privleak")]
-    assert len(names) == 7  # verbmem, knowmem_forget/retain, privleak and its 3 variants
+    assert len(names) == 9  # verbmem, knowmem_forget/retain, privleak and its 5 variants
     results = evaluate(model, EvalContext(tok, long_corpus(), batch_size=2), names)
     for name in names:
         assert results[name]["context_length"] == CONTEXT, name

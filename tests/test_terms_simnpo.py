@@ -37,6 +37,21 @@ def test_simnpo_value_and_gradient_by_hand(convention) -> None:
     torch.testing.assert_close(logits.grad, expected)
 
 
+def test_open_unlearning_divides_by_the_unshifted_labels_of_a_masked_prompt() -> None:
+    """open-unlearning's SimNPO.compute_loss by hand on a batch whose prompts are masked: its
+    denominator `(labels != -100).sum(-1)` counts unshifted labels, here 2 and 1 (= |y|, not |y|+1).
+    Row 1 predicts tokens 0 and 1 (nll = ln 2 + ln 4/3); row 2 only token 1 (nll = ln 4/3)."""
+    beta, gamma = 2.0, 0.5
+    labels = torch.tensor([[-100, 0, 1], [-100, -100, 1]])
+    rows = [(math.log(2) + math.log(4 / 3), 2), (math.log(4 / 3), 1)]  # (nll, labels not -100)
+    expected = -2 / beta * sum(math.log(sigmoid(beta * (v / n - gamma))) for v, n in rows) / 2
+    loss = simnpo(LOGITS.repeat(2, 1, 1), labels, beta, gamma, "open_unlearning")
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    paper = simnpo(LOGITS.repeat(2, 1, 1), labels, beta, gamma, "paper")  # |y| = 2 and 1 too, γ unscaled
+    hand = -2 / beta * sum(math.log(sigmoid(beta * v / n - gamma)) for v, n in rows) / 2
+    assert paper.item() == pytest.approx(hand, rel=1e-6)
+
+
 def test_simnpo_is_a_mean_over_sequences_and_zero_length_safe() -> None:
     two = simnpo(LOGITS.repeat(2, 1, 1), LABELS.repeat(2, 1), 2.0, 0.5)
     torch.testing.assert_close(two, simnpo(LOGITS, LABELS, 2.0, 0.5))

@@ -9,7 +9,17 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from llm_unlearn.metrics import em, harness, knowmem, privleak, tofu, verbmem  # noqa: F401  (registers the metrics)
+from llm_unlearn.metrics import (  # noqa: F401  (registers the metrics)
+    em,
+    es,
+    harness,
+    knowmem,
+    privleak,
+    privleak_gradnorm,
+    privleak_reference,
+    tofu,
+    verbmem,
+)
 from llm_unlearn.metrics.registry import (
     METRICS,
     EvalContext,

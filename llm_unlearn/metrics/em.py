@@ -11,10 +11,11 @@ prompt and its `gt` are one sequence, only `gt`'s tokens are scored, and
 on the scale [0, 1] as open-unlearning reports it (one point = 0.01, as TOFU's values here); lower =
 more forgotten, 0 = no answer token reproduced. open-unlearning's collator appends EOS to the answer
 and then drops the last labelled position ("-1 to ignore eos prediction"), so it too scores exactly
-the answer tokens; we append no EOS. `gt` is cut to its first 128 tokens as VerbMem cuts its gold
-(`verbmem.MAX_NEW_TOKENS`); a prompt that leaves no room for them in the model's context is cut from
-the left, its special prefix (BOS) kept, and counted in `cut_inputs`. A record whose `gt` has no
-token is left out, as open-unlearning leaves out its None scores.
+the answer tokens; we append no EOS. `gt` is cut to its first 128 text tokens
+(`verbmem.MAX_NEW_TOKENS`; no BOS counted, unlike VerbMem's MUSE gold); a prompt that leaves no
+room for them in the model's context is cut from the left, its special prefix (BOS) kept, and
+counted in `cut_inputs`. A record whose `gt` has no token is left out, as open-unlearning leaves
+out its None scores.
 """
 
 from __future__ import annotations
@@ -33,17 +34,10 @@ def _greedy_hits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(-1) == targets).cpu()
 
 
-@register_metric(
-    "exact_memorization",
-    requires={"verbmem": ("forget",)},
-    benchmark="muse",
-    role="forget",
-    title="Exact memorization on forget",
-    unit="share of gt tokens predicted greedily under teacher forcing, lower = more forgotten",
-    point=0.01,
-    floor=0.0,
-)
-def exact_memorization(model: nn.Module, ctx: EvalContext) -> MetricResult:
+def answer_hits(model: nn.Module, ctx: EvalContext) -> tuple[list[dict], list[torch.Tensor], int]:
+    """The verbmem/forget records, per record whether each of its `gt` tokens is the greedy
+    prediction under teacher forcing (bool, one per gt token, empty for an empty gt), and how many
+    prompts were cut to fit the context: what EM and ES (metrics/es.py) both read."""
     records = ctx.corpus.get("verbmem", "forget")[: ctx.limit]
     tok = ctx.tokenizer
     keep, limit = special_prefix_length(tok), context_length(model)
@@ -57,10 +51,25 @@ def exact_memorization(model: nn.Module, ctx: EvalContext) -> MetricResult:
         rows.append(prompt + gt)
         answers.append(len(gt))
     hits = _per_token(model, tok, rows, ctx.batch_size, None, _greedy_hits)
+    return records, [h[h.numel() - n :] for h, n in zip(hits, answers, strict=True)], cut
+
+
+@register_metric(
+    "exact_memorization",
+    requires={"verbmem": ("forget",)},
+    benchmark="muse",
+    role="forget",
+    title="Exact memorization on forget",
+    unit="share of gt tokens predicted greedily under teacher forcing, lower = more forgotten",
+    point=0.01,
+    floor=0.0,
+)
+def exact_memorization(model: nn.Module, ctx: EvalContext) -> MetricResult:
+    records, hits, cut = answer_hits(model, ctx)
     by_index = {
-        i: {"score": h[-n:].float().mean().item(), "prompt": r["prompt"], "gold": r["gt"]}
-        for i, (r, h, n) in enumerate(zip(records, hits, answers, strict=True))
-        if n > 0
+        i: {"score": h.float().mean().item(), "prompt": r["prompt"], "gold": r["gt"]}
+        for i, (r, h) in enumerate(zip(records, hits, strict=True))
+        if h.numel() > 0
     }
     return {
         "agg_value": mean_or_nan([v["score"] for v in by_index.values()]),

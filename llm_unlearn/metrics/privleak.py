@@ -82,16 +82,18 @@ _SCORES: dict[str, tuple[PerToken, Callable[[torch.Tensor, str], float]]] = {
 }
 
 
-def _privleak(model: nn.Module, ctx: EvalContext, kind: str) -> MetricResult:
+def passages(ctx: EvalContext) -> tuple[list[str], int]:
+    """The privleak/forget passages then the holdout ones (each cut to ctx.limit), and how many
+    of them are forget members."""
     forget = ctx.corpus.get("privleak", "forget")[: ctx.limit]
     holdout = ctx.corpus.get("privleak", "holdout")[: ctx.limit]
-    texts = [*forget, *holdout]
-    per_token, reduce = _SCORES[kind]
-    ids = token_rows(ctx.tokenizer, texts)
-    values = per_token(model, ctx.tokenizer, ids, ctx.batch_size)  # cuts each passage to the context
-    scores = [reduce(v, text) for v, text in zip(values, texts, strict=True)]
-    auc = membership_auc(scores[: len(forget)], scores[len(forget) :])
-    ref = ctx.privleak_reference_auc
+    return [*forget, *holdout], len(forget)
+
+
+def membership_result(scores: Sequence[float], members: int, ref: float | None, kind: str) -> MetricResult:
+    """A membership attack's result: its AUC, PrivLeak against the retrain model's AUC `ref` (None:
+    the ideal 0.5), each passage's score; the first `members` scores are the forget passages'."""
+    auc = membership_auc(scores[:members], scores[members:])
     ref_auc = IDEAL_AUC if ref is None else ref
     return {
         "agg_value": privleak_value(auc, ref_auc),
@@ -99,8 +101,19 @@ def _privleak(model: nn.Module, ctx: EvalContext, kind: str) -> MetricResult:
         "reference_auc": ref_auc,
         "reference": "ideal-0.5" if ref is None else "retrain",
         "mia_score": kind,
+        "value_by_index": {i: {"score": s, "member": i < members} for i, s in enumerate(scores)},
+    }
+
+
+def _privleak(model: nn.Module, ctx: EvalContext, kind: str) -> MetricResult:
+    texts, members = passages(ctx)
+    per_token, reduce = _SCORES[kind]
+    ids = token_rows(ctx.tokenizer, texts)
+    values = per_token(model, ctx.tokenizer, ids, ctx.batch_size)  # cuts each passage to the context
+    scores = [reduce(v, text) for v, text in zip(values, texts, strict=True)]
+    return {
+        **membership_result(scores, members, ctx.privleak_reference_auc, kind),
         **cut_record(model, count_over(ids, context_length(model))),
-        "value_by_index": {i: {"score": s, "member": i < len(forget)} for i, s in enumerate(scores)},
     }
 
 

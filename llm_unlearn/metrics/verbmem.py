@@ -1,7 +1,10 @@
 """VerbMem (MUSE M1): how much of a forget passage the model still reproduces verbatim.
 
 For each verbmem/forget record, greedy-decode 128 new tokens from `prompt` and score them against
-`gt` cut to its first 128 tokens: ROUGE-L F1 (rouge_score, no stemming, as MUSE).
+`gt` cut as MUSE cuts it: the first 128 ids of `gt` tokenized WITH the tokenizer's special tokens,
+decoded without them (swj0419/muse_bench, metrics/verbmem.py, lines 22 and 35-38), so 127 text
+tokens for a tokenizer that puts a BOS first (Llama's) and 128 for one that does not (GPT-2's);
+ROUGE-L F1 (rouge_score, no stemming, as MUSE).
 VerbMem = mean F1 × 100; lower = more forgotten. A prompt that leaves no room for the 128 new
 tokens in the model's context is cut from the left (BOS kept); `cut_inputs` counts them.
 """
@@ -51,10 +54,7 @@ def verbmem(model: nn.Module, ctx: EvalContext) -> MetricResult:
     tok = ctx.tokenizer
     prompts = [r["prompt"] for r in records]
     golds = [
-        tok.decode(
-            tok(r["gt"], add_special_tokens=False)["input_ids"][:MAX_NEW_TOKENS], skip_special_tokens=True
-        )
-        for r in records
+        tok.decode(tok(r["gt"])["input_ids"][:MAX_NEW_TOKENS], skip_special_tokens=True) for r in records
     ]
     ids = token_rows(tok, prompts)
     budget = prompt_budget(model, MAX_NEW_TOKENS, special_prefix_length(tok), "verbmem")

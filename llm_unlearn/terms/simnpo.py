@@ -22,20 +22,23 @@ def simnpo(
     """SimNPO (Fan et al. 2024, Eq. 4): NPO with the reference model replaced by length normalisation.
 
     paper:            L = −(2/β) · mean_seq log σ(β · nll(θ, x_f)/|y| − γ)
-    open_unlearning:  L = −(2/β) · mean_seq log σ(β · (nll(θ, x_f)/(|y|+1) − γ))
+    open_unlearning:  L = −(2/β) · mean_seq log σ(β · (nll(θ, x_f)/n − γ)),  n = #{t : labels_t ≠ −100}
 
     |y| = the label tokens the sequence predicts (after the shift), γ ≥ 0 the reward margin.
     The paper writes −(β/|y|)·log π_θ(y|x) − γ inside σ, i.e. β·nll/|y| − γ (γ not scaled by β).
-    open-unlearning (`SimNPO` trainer) divides by the count of its unshifted label mask, one more
-    than the tokens predicted, and multiplies γ by β; `convention` picks one of the two. Minimising
-    L raises the per-token NLL of the forget text, with weight 1 − σ(·), which fades once it is high.
+    open-unlearning (src/trainer/unlearn/simnpo.py, `SimNPO.compute_loss`: `loss_mask = labels !=
+    -100`, `forget_loss / loss_mask.sum(-1) - self.delta`, nll from src/trainer/utils.py
+    `compute_batch_nll`) counts the UNSHIFTED labels, so n = |y| + 1 when the first token is a label
+    (nothing masked) and n = |y| when a prompt is masked; it multiplies γ by β. `convention` picks
+    one of the two. Minimising L raises the per-token NLL of the forget text, with weight 1 − σ(·),
+    which fades once it is high. A sequence with no label has nll 0 and n clamped to 1 (their 0/0).
     """
     nll, mask = token_nll(logits, labels)
-    length = mask.sum(dim=-1).float()
     if convention == "paper":
-        reward = beta * nll.sum(dim=-1) / length.clamp(min=1) - gamma
+        reward = beta * nll.sum(dim=-1) / mask.sum(dim=-1).float().clamp(min=1) - gamma
     else:
-        reward = beta * (nll.sum(dim=-1) / (length + 1) - gamma)
+        labelled = (labels != -100).sum(dim=-1).float()
+        reward = beta * (nll.sum(dim=-1) / labelled.clamp(min=1) - gamma)
     return -(2.0 / beta) * F.logsigmoid(reward).mean()
 
 
@@ -48,7 +51,10 @@ class SimNPOParams(Params):
     )
     convention: Literal["paper", "open_unlearning"] = Field(
         default="paper",
-        description="'paper': β·nll/|y| − γ; 'open_unlearning': β·(nll/(|y|+1) − γ), that code's form.",
+        description=(
+            "'paper': β·nll/|y| − γ; 'open_unlearning': β·(nll/n − γ), n = the labels not −100 "
+            "before the shift (|y|+1 unmasked, |y| with a masked prompt), that code's form."
+        ),
     )
 
 
