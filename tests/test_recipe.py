@@ -100,6 +100,11 @@ BAD = {
         r"quantize: unknown quantizer 'gptx-w4'; known: .*rtn-w",
     ),
     "malformed quantizer": (with_(quantize=["rtn-w5"]), r"quantize: .*rtn-w5.*rtn-w\{2,3,4,8\}"),
+    "in-context shots from the retain set": (
+        with_(quantize=["incontext-retain-3"]),
+        r"quantize: .*in-context column 'incontext-retain-3'; expected incontext-forget-\{k\}",
+    ),
+    "no in-context shots": (with_(quantize=["incontext-forget-0"]), r"quantize: .*with k >= 1"),
     "unknown metric": (with_(evaluate=["verbmen"]), r"evaluate: unknown metric 'verbmen'; known: .*knowmem"),
     "unknown train field": (
         with_(train={"learning_rte": 1}),
@@ -276,3 +281,9 @@ def test_an_old_recipe_names_the_grid_aligned_target_grid() -> None:
         ]
     )
     assert validate_recipe(recipe.model_dump(mode="json")).model_dump() == validate_recipe(new).model_dump()
+
+
+def test_quantize_lists_any_registered_column_fp_first() -> None:
+    """An in-context probe is named in `quantize:` beside the quantizers, fp still first."""
+    recipe = validate_recipe(with_(quantize=["rtn-w4-g32", "incontext-forget-3"]))
+    assert recipe.quantize == ("fp", "rtn-w4-g32", "incontext-forget-3")

@@ -1,6 +1,7 @@
 """Metrics: MUSE's VerbMem, KnowMem and PrivLeak, TOFU's, lm-eval's, found by name in METRICS.
 
-Importing this package registers every metric module.
+Importing this package registers every metric module and the in-context columns
+(`metrics/incontext.py`), which change what the metrics ask.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from llm_unlearn.metrics import em, harness, knowmem, privleak, tofu, verbmem  # noqa: F401  (registers the metrics)
+# importing them registers the metrics and the in-context columns
+from llm_unlearn.metrics import em, harness, incontext, knowmem, privleak, tofu, verbmem  # noqa: F401
 from llm_unlearn.metrics.registry import (
     METRICS,
     EvalContext,
