@@ -568,6 +568,19 @@ class Recipe(_Section):
         return self
 
     @model_validator(mode="after")
+    def _columns_have_cells(self) -> Recipe:
+        # a column that changes what only some metrics ask (in-context shots) would be empty
+        for name in self.quantize:
+            column = get_column(name)
+            if not any(column.evaluates(METRICS.get(m)) for m in self.evaluate):
+                takes = [m for m in METRICS.names() if column.evaluates(METRICS.get(m))]
+                raise ValueError(
+                    f"quantize: {name} has cells for none of evaluate's metrics; evaluate one of "
+                    f"{', '.join(takes)} or leave {name} out"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _kernels_can_run(self) -> Recipe:
         # each quantizer says what its own kernels need: a missing backend is one line now, not mid-audit
         if self.evaluate_with != "kernels":

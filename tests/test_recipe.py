@@ -105,6 +105,10 @@ BAD = {
         r"quantize: .*in-context column 'incontext-retain-3'; expected incontext-forget-\{k\}",
     ),
     "no in-context shots": (with_(quantize=["incontext-forget-0"]), r"quantize: .*with k >= 1"),
+    "in-context shots without a metric that takes them": (
+        with_(quantize=["incontext-forget-3"], evaluate=["verbmem"]),
+        r"quantize: incontext-forget-3 has cells for none of evaluate.s metrics; evaluate one of knowmem_f",
+    ),
     "unknown metric": (with_(evaluate=["verbmen"]), r"evaluate: unknown metric 'verbmen'; known: .*knowmem"),
     "unknown train field": (
         with_(train={"learning_rte": 1}),

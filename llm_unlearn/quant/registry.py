@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from llm_unlearn.columns import Column, register_column, register_column_family
+from llm_unlearn.columns import column_family as family  # a quantizer's family is its column family
 from llm_unlearn.errors import UserError
 from llm_unlearn.registry import Registry, UnknownNameError
 
@@ -156,11 +157,6 @@ def register_quantizer(family: str) -> Callable[[Callable[[str], Quantizer]], Ca
         return QUANTIZER_FAMILIES.register(family)(factory)
 
     return add
-
-
-def family(name: str) -> str:
-    """The family of a quantizer name, its registry key: `rtn-w4-g128-asym` -> `rtn`."""
-    return name.split("-", 1)[0]
 
 
 def get_quantizer(name: str) -> Quantizer:
