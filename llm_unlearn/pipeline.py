@@ -23,6 +23,7 @@ from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.audit.run import NO_TARGET, AuditModel, audit
 from llm_unlearn.audit.write import write_report
 from llm_unlearn.callbacks import StopOnMetric
+from llm_unlearn.columns import get_column
 from llm_unlearn.context import prompt_budget, special_prefix_length, window_length
 from llm_unlearn.data.benchmark import load_benchmark, training_texts, training_windows
 from llm_unlearn.data.collate import ForgetRetainDataset
@@ -45,7 +46,6 @@ from llm_unlearn.models import (
     train_and_save,
 )
 from llm_unlearn.modifiers import modifiers
-from llm_unlearn.quant import get_quantizer
 from llm_unlearn.quant.calibration import Calibration, build_calibration, calibration_texts
 from llm_unlearn.recipe import MethodSection, Recipe, RecipeError, validate_recipe
 from llm_unlearn.runfolder import GRID_ALIGNED, RunFolder, write_json
@@ -195,7 +195,7 @@ def load_corpus(recipe: Recipe) -> MuseCorpus | TofuCorpus:
 
 
 def check_target_fits(recipe: Recipe, target: Path, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Every quantizer the recipe names has its backend installed and can quantize the target
+    """Every column the recipe names has its backend installed and can be applied to the target
     (shapes only, on the meta device), and its context has room for what each metric generates:
     found now, not after training."""
     skeleton = model_skeleton(target)
@@ -217,9 +217,9 @@ def check_target_fits(recipe: Recipe, target: Path, tokenizer: PreTrainedTokeniz
     ]
     for field, name in named:
         try:
-            quantizer = get_quantizer(name)
-            quantizer.config()  # names its backend's version: a missing backend is one line now
-            quantizer.check_model(skeleton)
+            column = get_column(name)
+            column.config()  # names its backend's version: a missing backend is one line now
+            column.check_model(skeleton)
         except UserError as err:
             raise UserError(f"{field}: {err}") from None
 
@@ -351,7 +351,7 @@ def _calibration(
     recipe: Recipe, corpus: MuseCorpus, tokenizer: PreTrainedTokenizerBase
 ) -> Calibration | None:
     """GPTQ/AWQ's calibration windows, as the recipe's calibration section says; None if unused."""
-    if not any(get_quantizer(name).needs_calibration for name in recipe.quantize):
+    if not any(get_column(name).needs_calibration for name in recipe.quantize):
         return None
     c = recipe.calibration
     forget, retain = (training_texts(recipe.data, corpus, role) for role in ("forget", "retain"))

@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from transformers import TrainingArguments
 
+from llm_unlearn.columns import column_family, get_column
 from llm_unlearn.data.benchmark import detect_benchmark
 from llm_unlearn.data.tofu import FORGET_SPLITS, role_config
 from llm_unlearn.errors import UserError
@@ -37,7 +38,7 @@ from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS, benchmark_defaults, benchmark_metrics
 from llm_unlearn.metrics.bootstrap import CONFIDENCE, RESAMPLES, SEED
 from llm_unlearn.modifiers import Modifier, Section, modifiers
-from llm_unlearn.quant import family, get_quantizer
+from llm_unlearn.quant import get_quantizer
 from llm_unlearn.registry import Registry
 from llm_unlearn.runfolder import (
     GRID_ALIGNED,
@@ -537,7 +538,7 @@ class Recipe(_Section):
     @classmethod
     def _known_quantizers(cls, names: tuple[str, ...]) -> tuple[str, ...]:
         for name in names:
-            get_quantizer(name)
+            get_column(name)  # a quantizer or any other registered column (an in-context probe)
         # Every recovery ratio is relative to full precision, so `fp` is always audited, first.
         return ("fp", *(n for n in dict.fromkeys(names) if n != "fp"))
 
@@ -593,20 +594,33 @@ class Recipe(_Section):
         return self
 
     @model_validator(mode="after")
+    def _columns_have_cells(self) -> Recipe:
+        # a column that changes what only some metrics ask (in-context shots) would be empty
+        for name in self.quantize:
+            column = get_column(name)
+            if not any(column.evaluates(METRICS.get(m)) for m in self.evaluate):
+                takes = [m for m in METRICS.names() if column.evaluates(METRICS.get(m))]
+                raise ValueError(
+                    f"quantize: {name} has cells for none of evaluate's metrics; evaluate one of "
+                    f"{', '.join(takes)} or leave {name} out"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _kernels_can_run(self) -> Recipe:
         # each quantizer says what its own kernels need: a missing backend is one line now, not mid-audit
         if self.evaluate_with != "kernels":
             return self
         for name in self.quantize:
-            quantizer = get_quantizer(name)
-            quantizer.check_kernels()
-            runtime = quantizer.kernel_runtime
+            column = get_column(name)
+            column.check_kernels()
+            runtime = column.kernel_runtime
             for metric in self.evaluate if runtime is not None else ():
                 if METRICS.get(metric).transformers_only:
                     raise ValueError(
                         f"evaluate_with: kernels: {metric} wraps a transformers model, and {runtime} runs "
                         f"{name}; use simulated or move {metric} to a recipe without "
-                        f"{family(name)}-* quantizers"
+                        f"{column_family(name)}-* quantizers"
                     )
         return self
 

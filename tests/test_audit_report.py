@@ -11,6 +11,7 @@ import yaml
 from llm_unlearn.audit.report import FAIL_ON, AuditCells, failing_cells, gate_summary, render_markdown
 from llm_unlearn.audit.write import write_report
 from llm_unlearn.cli import main
+from llm_unlearn.columns import get_column
 from llm_unlearn.errors import UserError
 from llm_unlearn.runfolder import RunFolder
 
@@ -298,3 +299,25 @@ def test_report_shows_recovery_against_the_same_target() -> None:
     text = render_markdown(results, "t")
     assert "| ga | grid-aligned | 20.0 | 50.0 (50%) |" in text  # (50 - 20) / (80 - 20)
     assert "| ga | natural | 20.0 | 30.0 (25%) |" in text  # (30 - 20) / (60 - 20)
+
+
+def test_a_column_with_cells_for_some_metrics_only(run_dir) -> None:
+    """An in-context column has KnowMem-forget cells and none for KnowMem-retain: the verdict takes
+    it as an attack route, and every table and page is written, its missing cells blank."""
+    config = get_column("incontext-forget-3").config()
+    rows = results()
+    for model, share in {"target": 0.0, "ga": 0.1, "oeu": 0.9}.items():
+        base = TARGET if model == "target" else UNLEARNED
+        back = cell(model, "incontext-forget-3", "knowmem_forget", [u + share * 50 for u in base])
+        rows.append({**back, "quantizer_config": config})
+    (run_dir / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = write_report(run_dir).read_text()
+    verdict = json.loads(RunFolder(run_dir).verdict.read_text())
+    in_context = {c["model"]: c for c in verdict["cells"] if c["quantizer"] == "incontext-forget-3"}
+    assert set(in_context) == {"ga", "oeu"}  # forget cells of unlearned models only
+    assert in_context["oeu"]["recovery"] == pytest.approx(90) and in_context["oeu"]["verdict"] == "fails"
+    assert in_context["ga"]["recovery"] == pytest.approx(10) and in_context["ga"]["verdict"] == "holds"
+    assert "incontext-forget-3" in text and (run_dir / "report.html").is_file()
+    retain = text[text.index("### KnowMem on retain") :].split("\n\n")[1].splitlines()
+    assert retain[0].endswith("| rtn-w4-g32 | incontext-forget-3 |")
+    assert all(row.endswith("|  |") for row in retain[2:])  # no retain cell: a blank one

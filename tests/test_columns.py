@@ -1,8 +1,12 @@
 """The column base: each recorded configuration finds its kind, its route and whether it is a format."""
 
+import pytest
+
 from llm_unlearn.audit.relearn import Relearning
-from llm_unlearn.columns import ROUTES, column_kind, is_format, route
+from llm_unlearn.columns import ROUTES, column_kind, get_column, is_format, route
+from llm_unlearn.errors import UserError
 from llm_unlearn.quant import get_quantizer
+from llm_unlearn.registry import UnknownNameError
 
 
 def _relearning() -> Relearning:
@@ -24,3 +28,13 @@ def test_a_quantizer_is_a_shipped_format_and_relearning_an_attack() -> None:
 
 def test_a_configuration_no_kind_claims_is_shipped() -> None:
     assert route({"name": "mystery", "method": "nobody-knows"}) == "shipped"
+
+
+def test_every_quantizer_name_is_a_column_name_and_unknown_names_read_as_before() -> None:
+    for name in ("fp", "rtn-w4-g32", "cast-bf16"):
+        assert get_column(name).config() == get_quantizer(name).config()
+    known = r"^unknown quantizer 'xyz-w4'; known: .*incontext-forget-\{k\}"
+    with pytest.raises(UnknownNameError, match=known):
+        get_column("xyz-w4")
+    with pytest.raises(UserError, match="malformed"):
+        get_column("rtn-w5")

@@ -110,6 +110,15 @@ BAD = {
         r"quantize: unknown quantizer 'gptx-w4'; known: .*rtn-w",
     ),
     "malformed quantizer": (with_(quantize=["rtn-w5"]), r"quantize: .*rtn-w5.*rtn-w\{2,3,4,8\}"),
+    "in-context shots from the retain set": (
+        with_(quantize=["incontext-retain-3"]),
+        r"quantize: .*in-context column 'incontext-retain-3'; expected incontext-forget-\{k\}",
+    ),
+    "no in-context shots": (with_(quantize=["incontext-forget-0"]), r"quantize: .*with k >= 1"),
+    "in-context shots without a metric that takes them": (
+        with_(quantize=["incontext-forget-3"], evaluate=["verbmem"]),
+        r"quantize: incontext-forget-3 has cells for none of evaluate.s metrics; evaluate one of knowmem_f",
+    ),
     "unknown metric": (with_(evaluate=["verbmen"]), r"evaluate: unknown metric 'verbmen'; known: .*knowmem"),
     "unknown train field": (
         with_(train={"learning_rte": 1}),
@@ -314,3 +323,9 @@ def test_shipped_recipes_still_resolve_to_the_baselines_terms() -> None:
     config = training_config(recipe, recipe.method[0], Path("/tmp/unused"))
     assert config.weighted_terms() == [("npo", 1.0), ("gdr", 1.0)]
     assert config.resolved_params()["npo"].beta == 0.1
+
+
+def test_quantize_lists_any_registered_column_fp_first() -> None:
+    """An in-context probe is named in `quantize:` beside the quantizers, fp still first."""
+    recipe = validate_recipe(with_(quantize=["rtn-w4-g32", "incontext-forget-3"]))
+    assert recipe.quantize == ("fp", "rtn-w4-g32", "incontext-forget-3")

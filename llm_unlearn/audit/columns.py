@@ -6,6 +6,8 @@ cached; the audit asks `column_network` and holds no branch on a column's kind, 
 - a quantizer (`quant.Quantizer`, every family): the checkpoint quantized, cached as codes under
   `quantized/<model>@<target>/<quantizer>/` (`audit/cache.py`); under `evaluate_with: kernels` a
   quantizer that names a real-kernel backend (`Column.kernels`) runs on it (`llm_unlearn.kernels`);
+- an in-context probe (`metrics/incontext.py`) is the checkpoint itself at full precision: what it
+  changes is the evaluation context (`Column.context`), not the model;
 - any other kind makes and caches its own (`network(source, model, run_folder, placement)`): a
   relearn check (`audit/relearn.py`) fine-tunes the checkpoint once into
   `relearned/<model>@<target>/<column>/`.
@@ -24,6 +26,8 @@ from llm_unlearn.audit.cache import cell_folder, ensure_cell, quantized
 from llm_unlearn.columns import Column
 from llm_unlearn.errors import UserError
 from llm_unlearn.kernels import kernel_model, uses_kernels
+from llm_unlearn.metrics.incontext import InContext
+from llm_unlearn.models import load_model
 from llm_unlearn.quant import Quantizer
 from llm_unlearn.runfolder import RunFolder
 
@@ -51,6 +55,14 @@ def _quantized(
     if column.artifacts_hold_the_model:  # the backend runs the file kept in the cell
         ensure_cell(source, column, cell)
     return kernel_model(source, column, cell)
+
+
+@column_network.register
+def _unchanged(
+    column: InContext, source: Path, model: str, run_folder: RunFolder, cache: Path,
+    placement: dict[str, Any] | None, kernels: bool,
+) -> nn.Module:  # fmt: skip
+    return load_model(source, placement=placement)
 
 
 def require_calibration(quantizer: Quantizer) -> None:

@@ -27,11 +27,11 @@ from llm_unlearn.audit.cache import cached_codes, cell_folder
 from llm_unlearn.audit.columns import column_network, require_calibration
 from llm_unlearn.audit.relearn import Relearning
 from llm_unlearn.audit.results import ResultsFile
-from llm_unlearn.columns import Column
+from llm_unlearn.columns import Column, get_column
 from llm_unlearn.kernels import evaluation
 from llm_unlearn.metrics import METRICS, EvalContext, evaluate, metric_ci
 from llm_unlearn.models import CheckpointTensors, eval_placement
-from llm_unlearn.quant import Quantizer, get_quantizer
+from llm_unlearn.quant import Quantizer
 from llm_unlearn.quant.calibration import Calibration
 from llm_unlearn.quant.overlap import diagnose
 from llm_unlearn.runfolder import NO_TARGET, RunFolder
@@ -77,11 +77,15 @@ def audit(
     task = progress.add_task("audit", total=len(ordered) * columns) if progress else None
     for model in ordered:
         for column in _columns(quantizers, relearn, calibration):
+            # a column that changes what only some metrics ask (in-context shots) has no other cells
             pending = [
                 m
                 for m in metrics
-                if (recorded := results.get(model.name, model.target, column.name, m)) is None
-                or column.stale(recorded)
+                if column.evaluates(METRICS.get(m))
+                and (
+                    (recorded := results.get(model.name, model.target, column.name, m)) is None
+                    or column.stale(recorded)
+                )
             ]
             if progress:
                 progress.update(task, description=f"audit {model.name}@{model.target} {column.name}")
@@ -109,18 +113,18 @@ def audit(
 def _columns(
     quantizers: Sequence[str], relearn: Sequence[Relearning], calibration: Calibration | None
 ) -> Iterator[Column]:
-    """The audit's columns in order, each quantizer made afresh for each cell (it keeps what its
-    last quantization wrote): the quantizers by name, then the relearn checks."""
+    """The audit's columns in order, each made afresh for each cell (a quantizer keeps what its
+    last quantization wrote): the recipe's `quantize` list by name, then the relearn checks."""
     for name in quantizers:
-        yield _quantizer(name, calibration)  # GPTQ/AWQ refuse to quantize without it (`audit/columns.py`)
+        yield _column(name, calibration)  # GPTQ/AWQ refuse to quantize without it (`audit/columns.py`)
     yield from relearn
 
 
-def _quantizer(name: str, calibration: Calibration | None) -> Quantizer:
-    quantizer = get_quantizer(name)
-    if quantizer.needs_calibration:
-        quantizer.calibration = calibration
-    return quantizer
+def _column(name: str, calibration: Calibration | None) -> Column:
+    column = get_column(name)
+    if column.needs_calibration:
+        column.calibration = calibration  # type: ignore[attr-defined]
+    return column
 
 
 def _cell(cache: Path, model: AuditModel, quantizer: Quantizer) -> Path:
@@ -197,9 +201,9 @@ def _evaluate_cell(
         # full-precision cell, which the audit evaluates first; that cell is its own reference
         reference = METRICS.get(metric).reference
         retrain_fp = results.get("retrain", NO_TARGET, "fp", metric)
-        cell_ctx = ctx
+        cell_ctx = column.context(ctx)  # what the column changes in what the model is asked
         if reference is not None:
-            cell_ctx = reference.given(ctx, None if retrain_fp is None else reference.take(retrain_fp))
+            cell_ctx = reference.given(cell_ctx, None if retrain_fp is None else reference.take(retrain_fp))
         value = evaluate(network, cell_ctx, [metric])[metric]
         if reference is not None and model.name == "retrain" and retrain_fp is None:
             reference.own(value)

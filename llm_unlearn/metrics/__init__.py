@@ -1,6 +1,7 @@
 """Metrics: MUSE's VerbMem, KnowMem and PrivLeak, TOFU's, lm-eval's, found by name in METRICS.
 
-Importing this package registers every metric module.
+Importing this package registers every metric module and the in-context columns
+(`metrics/incontext.py`), which change what the metrics ask.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from llm_unlearn.metrics import (  # noqa: F401  (registers the metrics)
+from llm_unlearn.metrics import (  # noqa: F401  (registers the metrics and the in-context columns)
     em,
     es,
     harness,
+    incontext,
     knowmem,
     privleak,
     privleak_gradnorm,

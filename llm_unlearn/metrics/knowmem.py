@@ -4,9 +4,12 @@ Prompt = every ICL pair as `Question: {q}\\nAnswer: {a}\\n\\n`, then `Question: 
 greedy, 32 new tokens; the output is cut before the first `\\n\\n`, `\\nQuestion` or `Question:`
 and stripped; ROUGE-L F1 against the answer. KnowMem = mean F1 × 100 (MUSE's number); the mean
 ROUGE-L recall × 100 is reported too. Keep the formats: they make the numbers comparable with MUSE's.
-A prompt that leaves no room for the 32 new tokens in the model's context loses whole ICL pairs
-from the front, so the question stays intact; only a question that does not fit alone is cut from
-the left (BOS kept). `cut_inputs` counts the prompts cut either way.
+The format is MUSE's (swj0419/muse_bench, metrics/knowmem.py, which eval.py calls with the ICL
+questions and answers). With `ctx.shots` (an in-context column, `metrics/shots.py`) question i's
+ICL pairs are k other forget QA pairs drawn for it, in the same format, in place of the
+benchmark's own. A prompt that leaves no room for the 32 new tokens in the model's context loses
+whole ICL pairs from the front, so the question stays intact; only a question that does not fit
+alone is cut from the left (BOS kept). `cut_inputs` counts the prompts cut either way.
 """
 
 from __future__ import annotations
@@ -50,20 +53,32 @@ def fit_prompt(
     return cut_left(ids, budget, special_prefix_length(tokenizer)), len(icl), True
 
 
+def icl_pairs(ctx: EvalContext, qa_split: str, icl_split: str) -> list[list[dict[str, str]]]:
+    """Each asked question's ICL pairs: the benchmark's own, or `ctx.shots` drawn from the QA pairs."""
+    pairs = ctx.corpus.get("knowmem", qa_split)
+    asked = range(len(pairs[: ctx.limit]))
+    if ctx.shots is None:
+        return [ctx.corpus.get("knowmem", icl_split) for _ in asked]
+    return [ctx.shots.draw(pairs, i) for i in asked]
+
+
 def _knowmem(model: nn.Module, ctx: EvalContext, qa_split: str, icl_split: str) -> MetricResult:
-    icl = ctx.corpus.get("knowmem", icl_split)
+    icls = icl_pairs(ctx, qa_split, icl_split)
     records = ctx.corpus.get("knowmem", qa_split)[: ctx.limit]
     tok = ctx.tokenizer
     budget = prompt_budget(model, MAX_NEW_TOKENS, special_prefix_length(tok), f"knowmem ({qa_split})")
-    fitted = [fit_prompt(tok, icl, r["question"], budget) for r in records]
-    # prompts that kept the same ICL pairs share them as a prefix, whose cache is computed once
+    fitted = [fit_prompt(tok, icl, r["question"], budget) for icl, r in zip(icls, records, strict=True)]
+    # prompts that kept the same ICL pairs share them as a prefix, whose cache is computed once;
+    # shots drawn per question share none, so they go in one group without a shared prefix
     groups: dict[int, list[int]] = {}
     for i, (_, dropped, _) in enumerate(fitted):
-        groups.setdefault(dropped, []).append(i)
+        groups.setdefault(0 if ctx.shots else dropped, []).append(i)
     outputs = [""] * len(records)
     for idx in groups.values():
         prompts = [fitted[i][0] for i in idx]
-        generated = generate_greedy(model, tok, prompts, MAX_NEW_TOKENS, ctx.batch_size, share_prefix=True)
+        generated = generate_greedy(
+            model, tok, prompts, MAX_NEW_TOKENS, ctx.batch_size, share_prefix=ctx.shots is None
+        )
         for i, out in zip(idx, generated, strict=True):
             outputs[i] = cut_answer(out)
     by_index = {}
@@ -95,6 +110,7 @@ def _knowmem(model: nn.Module, ctx: EvalContext, qa_split: str, icl_split: str) 
     paired_with="knowmem_retain",
     new_tokens=MAX_NEW_TOKENS,
     floor=0.0,
+    incontext=True,
 )
 def knowmem_forget(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """KnowMem on the forget QA (M2): lower = more forgotten."""

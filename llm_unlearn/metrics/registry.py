@@ -29,6 +29,7 @@ from llm_unlearn.metrics.bootstrap import (
     interval,
     mean_examples,
 )
+from llm_unlearn.metrics.shots import Shots
 from llm_unlearn.registry import Registry
 
 MetricResult = dict[str, Any]
@@ -49,6 +50,9 @@ class EvalContext:
     #: cap on examples per metric (None = all); for smoke runs, never for reported numbers
     limit: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: in-context shots from the forget set in place of the benchmark's own few-shot examples, for
+    #: the metrics that take them (`Metric.incontext`); None: the benchmark's own
+    shots: Shots | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,9 @@ class Metric:
     #: the value of a model that knows nothing of the forget set (ROUGE 0, PrivLeak 0): without a
     #: retrain model, a target within a point of it has nothing to forget; None: no such value
     floor: float | None = None
+    #: it asks forget QA pairs in a prompt and takes `ctx.shots` in place of its benchmark's own
+    #: few-shot examples: an in-context column (`metrics/incontext.py`) has cells for it alone
+    incontext: bool = False
 
     @property
     def forget(self) -> bool:

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from llm_unlearn.columns import Column, register_column
+from llm_unlearn.columns import Column, register_column, register_column_family
+from llm_unlearn.columns import column_family as family  # a quantizer's family is its column family
 from llm_unlearn.errors import UserError
 from llm_unlearn.registry import Registry, UnknownNameError
 
@@ -108,17 +109,13 @@ class Quantizer(Column):
 
     name: str
     has_codes = True
-    #: GPTQ and AWQ fit their rounding to activations: the caller sets `calibration` first
-    needs_calibration: bool = False
+    #: what a quantizer that `needs_calibration` (GPTQ, AWQ) fits its rounding to
     calibration: Calibration | None = None
     #: False where the codes quantize rescaled weights (AWQ), so W_u - W_t is not on their grid
     codes_in_weight_basis: bool = True
     #: whether the files `save_artifacts` keeps hold the whole quantized model (llama.cpp's GGUF
     #: file): a cell then stores nothing else and is rebuilt from them (`load_artifacts`)
     artifacts_hold_the_model: bool = False
-    #: under `evaluate_with: kernels`, what runs this family's cells where that is no transformers
-    #: model (llama.cpp for gguf-*): lm_eval, which wraps a transformers model, cannot evaluate them
-    kernel_runtime: str | None = None
     #: whether `mean_step(model)` gives the mean step of a grid the weights alone fix (RTN): QUAIL's
     #: margin `auto` is half of it
     has_mean_step: bool = False
@@ -126,18 +123,6 @@ class Quantizer(Column):
     @abstractmethod
     def quantize_model(self, model: nn.Module) -> nn.Module:
         """Quantize `model` in place and return it, ready for a forward pass on CPU."""
-
-    def check_model(self, model: nn.Module) -> None:
-        """Raise a one-line UserError if this quantizer cannot quantize `model` (a model on the meta
-        device will do: only shapes are read), so a run refuses before it trains anything.
-        Quantizers that take any shape keep this default."""
-        return None
-
-    def check_kernels(self) -> None:
-        """Raise a one-line UserError if this family's own kernels (`evaluate_with: kernels`) cannot
-        run here (their package is missing), so a recipe refuses before anything is built; families
-        with nothing to check keep this default."""
-        return None
 
     @abstractmethod
     def config(self) -> dict[str, Any]:
@@ -164,13 +149,14 @@ QUANTIZER_FAMILIES: Registry[Callable[[str], Quantizer]] = Registry("quantizer")
 
 
 def register_quantizer(family: str) -> Callable[[Callable[[str], Quantizer]], Callable[[str], Quantizer]]:
-    """Register a factory `name -> Quantizer` for every name `family` or `family-...`."""
-    return QUANTIZER_FAMILIES.register(family)
+    """Register a factory `name -> Quantizer` for every name `family` or `family-...`: a quantizer
+    and a column (`columns.get_column`) by the same name."""
 
+    def add(factory: Callable[[str], Quantizer]) -> Callable[[str], Quantizer]:
+        register_column_family(family)(factory)
+        return QUANTIZER_FAMILIES.register(family)(factory)
 
-def family(name: str) -> str:
-    """The family of a quantizer name, its registry key: `rtn-w4-g128-asym` -> `rtn`."""
-    return name.split("-", 1)[0]
+    return add
 
 
 def get_quantizer(name: str) -> Quantizer:
