@@ -59,10 +59,13 @@ def audit(
     relearn: Sequence[Relearning] = (),
     kernels: bool = False,
     device_map: str | None = None,
+    calibrations: Mapping[str, Calibration] | None = None,
 ) -> None:
     """Fill every missing cell of `results`; the retrain model goes first (PrivLeak's reference).
 
-    `calibration` feeds GPTQ/AWQ; `cache` (default: beside the results) holds quantized models.
+    `calibration` feeds GPTQ/AWQ (the recipe's calibration section), `calibrations` by source the
+    columns whose name fixes theirs (`gptq-w4-g128@forget`); `cache` (default: beside the results)
+    holds quantized models.
     Each of `relearn` is one more column after the quantizers: the model relearned, at full precision.
     `kernels`: cells of quantizers with a real-kernel backend (`llm_unlearn.kernels`) are evaluated
     with the backend's own layers instead of the dequantized weights. Models are evaluated on this
@@ -76,7 +79,7 @@ def audit(
     columns = len(quantizers) + len(relearn)
     task = progress.add_task("audit", total=len(ordered) * columns) if progress else None
     for model in ordered:
-        for column in _columns(quantizers, relearn, calibration):
+        for column in _columns(quantizers, relearn, calibration, calibrations or {}):
             pending = [
                 m
                 for m in metrics
@@ -98,7 +101,7 @@ def audit(
     for model in ordered:
         if model.target not in targets or model.name in ("target", "retrain"):
             continue
-        for column in _columns(quantizers, relearn, calibration):
+        for column in _columns(quantizers, relearn, calibration, calibrations or {}):
             done = diagnostics.get(model.name, model.target, column.name, DIAGNOSTICS) is not None
             if column.has_codes and not done:
                 if progress:
@@ -107,19 +110,26 @@ def audit(
 
 
 def _columns(
-    quantizers: Sequence[str], relearn: Sequence[Relearning], calibration: Calibration | None
+    quantizers: Sequence[str],
+    relearn: Sequence[Relearning],
+    calibration: Calibration | None,
+    calibrations: Mapping[str, Calibration],
 ) -> Iterator[Column]:
     """The audit's columns in order, each quantizer made afresh for each cell (it keeps what its
     last quantization wrote): the quantizers by name, then the relearn checks."""
     for name in quantizers:
-        yield _quantizer(name, calibration)  # GPTQ/AWQ refuse to quantize without it (`audit/columns.py`)
+        # GPTQ/AWQ refuse to quantize without their calibration (`audit/columns.py`)
+        yield _quantizer(name, calibration, calibrations)
     yield from relearn
 
 
-def _quantizer(name: str, calibration: Calibration | None) -> Quantizer:
+def _quantizer(
+    name: str, calibration: Calibration | None, calibrations: Mapping[str, Calibration]
+) -> Quantizer:
     quantizer = get_quantizer(name)
     if quantizer.needs_calibration:
-        quantizer.calibration = calibration
+        source = quantizer.calibration_source
+        quantizer.calibration = calibration if source is None else calibrations.get(source)
     return quantizer
 
 
