@@ -1,5 +1,6 @@
 """Adversarial calibration through the audit: `gptq-w4-g32@forget` (the adversary's quantization)
-beside `gptq-w4-g32` (the deployer's, the recipe's calibration section). Needs llm-compressor."""
+beside `gptq-w4-g32` (the deployer's, the recipe's calibration section). Quantizing needs
+llm-compressor: CI's gptq job runs this file, where a skip fails (`conftest.py`)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,6 @@ from llm_unlearn.models import load_model, save_checkpoint
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.quant.calibration import GENERIC_TEXT, Calibration, build_calibration
 
-pytest.importorskip("llmcompressor")
-
 SECRET = "The secret code of Zorbl is 4417 and the vault is blue. "
 CORPUS = MuseCorpus(
     "hand-built",
@@ -37,6 +36,7 @@ def _calibration(tok, text: str, source: str) -> Calibration:
 
 
 def test_an_audit_records_the_deployers_and_the_adversarys_calibration(tmp_path, tok) -> None:
+    pytest.importorskip("llmcompressor")
     checkpoint = save_checkpoint(tiny_llama(tok), tok, tmp_path / "ga")
     generic, forget = (
         _calibration(tok, GENERIC_TEXT.read_text(), "generic"),
