@@ -283,15 +283,16 @@ def _diagnose(args: argparse.Namespace) -> int:
     if quantizer.name == "fp":
         raise UserError(no_codes)
     if quantizer.needs_calibration:
-        if args.calibration in ("retain", "forget"):
-            raise UserError(
-                f"--calibration {args.calibration}: diagnose reads no dataset; give generic or a file"
+        # a name's own source (`gptq-w4-g128@generic`) overrides --calibration, as in the audit
+        source = quantizer.calibration_source or args.calibration
+        if source in ("retain", "forget"):
+            given = (
+                f"--quantizer {args.quantizer}" if quantizer.calibration_source else f"--calibration {source}"
             )
-        texts = calibration_texts(args.calibration, forget=[], retain=[])
+            raise UserError(f"{given}: diagnose reads no dataset; calibrate on generic text or a file")
+        texts = calibration_texts(source, forget=[], retain=[])
         tokenizer = load_tokenizer(args.target, field="TARGET")
-        quantizer.calibration = build_calibration(
-            texts, tokenizer, args.calibration, args.samples, args.seq_len, 0
-        )
+        quantizer.calibration = build_calibration(texts, tokenizer, source, args.samples, args.seq_len, 0)
     check_same_model_family(args.target, args.unlearned, "UNLEARNED", target_field="TARGET")
     # as in the audit: each model quantized alone into a cell on disk, then compared layer by layer
     with tempfile.TemporaryDirectory(prefix="llm_unlearn_diagnose_") as scratch:

@@ -126,8 +126,9 @@ def register_column_family(family: str) -> Callable[[F], F]:
 
 
 def column_family(name: str) -> str:
-    """The family of a column name, its registry key: `rtn-w4-g128-asym` -> `rtn`."""
-    return name.split("-", 1)[0]
+    """The family of a column name, its registry key: `rtn-w4-g128-asym` -> `rtn`,
+    `gptq-w4-g128@forget` -> `gptq` (a suffix after `@` is the column's own variant)."""
+    return name.split("@", 1)[0].split("-", 1)[0]
 
 
 def get_column(name: str) -> Column:

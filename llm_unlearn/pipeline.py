@@ -127,11 +127,12 @@ def run_claimed(recipe: Recipe) -> Path:
     # Every process audits (the metrics split their batches between them); main writes the files.
     results = ResultsFile.shared(folder.results)
     with _progress(show=state.is_main_process) as progress:
-        calibration = _calibration(recipe, corpus, tokenizer)
+        calibrations = _calibrations(recipe, corpus, tokenizer)
         kernels = recipe.evaluate_with == "kernels"
         audit(
-            models, recipe.quantize, recipe.evaluate, ctx, results, progress, calibration, relearn=relearn,
-            kernels=kernels, device_map=recipe.device_map,
+            models, recipe.quantize, recipe.evaluate, ctx, results, progress,
+            calibrations.get(recipe.calibration.source), relearn=relearn, kernels=kernels,
+            device_map=recipe.device_map, calibrations=calibrations,
         )  # fmt: skip
     if state.is_main_process:
         write_report(folder.root)
@@ -347,16 +348,24 @@ def unlearn(
     train_and_save(trainer, tokenizer, dest, finish)
 
 
-def _calibration(
+def _calibrations(
     recipe: Recipe, corpus: MuseCorpus, tokenizer: PreTrainedTokenizerBase
-) -> Calibration | None:
-    """GPTQ/AWQ's calibration windows, as the recipe's calibration section says; None if unused."""
-    if not any(get_column(name).needs_calibration for name in recipe.quantize):
-        return None
+) -> dict[str, Calibration]:
+    """GPTQ/AWQ's calibration windows by source, one set for each source a column calibrates on:
+    the recipe's calibration section's for plain names, the named one for `gptq-w4-g128@forget`;
+    every set sampled as the section says (samples, seq_len, seed), so only the text differs."""
     c = recipe.calibration
+    columns = [get_column(name) for name in recipe.quantize]
+    sources = {getattr(q, "calibration_source", None) or c.source for q in columns if q.needs_calibration}
+    if not sources:  # the splits are read only for a calibrated quantizer
+        return {}
     forget, retain = (training_texts(recipe.data, corpus, role) for role in ("forget", "retain"))
-    texts = calibration_texts(c.source, forget, retain)
-    return build_calibration(texts, tokenizer, c.source, c.samples, c.seq_len, c.seed)
+    return {
+        source: build_calibration(
+            calibration_texts(source, forget, retain), tokenizer, source, c.samples, c.seq_len, c.seed
+        )
+        for source in sorted(sources)
+    }
 
 
 def _launch_state(recipe: Recipe) -> PartialState:

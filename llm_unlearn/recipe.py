@@ -362,12 +362,17 @@ class AuditedModelSection(_Section):
 class CalibrationSection(_Section):
     source: str = Field(
         default="generic",
-        description="GPTQ/AWQ calibration text: generic (shipped, public domain), retain, forget, or a file.",
+        description="GPTQ/AWQ calibration text of the plain quantize names (the deployer's): generic "
+        "(shipped, public domain), retain, forget, or a file. A name ending @generic, @retain or @forget "
+        "(gptq-w4-g128@forget) calibrates on that text instead, with this section's samples, seq_len and "
+        "seed; @forget, the adversary's explicit choice and audited as an attack, needs no allow_forget.",
     )
     samples: int = Field(default=32, ge=1, description="Calibration windows.")
     seq_len: int = Field(default=128, ge=8, description="Tokens per window.")
     seed: int = 0
-    allow_forget: bool = Field(default=False, description="Allow source: forget (to measure its leak).")
+    allow_forget: bool = Field(
+        default=False, description="Allow source: forget (to measure its leak); @forget columns need none."
+    )
 
     @model_validator(mode="after")
     def _forget_only_when_asked(self) -> CalibrationSection:

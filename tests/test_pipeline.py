@@ -20,7 +20,8 @@ from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.cli import main
 from llm_unlearn.errors import UserError
 from llm_unlearn.models import save_checkpoint
-from llm_unlearn.pipeline import check_run_folder, run
+from llm_unlearn.pipeline import _calibrations, check_run_folder, load_corpus, run
+from llm_unlearn.quant.calibration import GENERIC_TEXT, build_calibration
 from llm_unlearn.recipe import load_recipe, validate_recipe
 from llm_unlearn.runfolder import RunFolder
 
@@ -326,3 +327,23 @@ def test_a_short_context_model_unlearns_relearns_and_audits_with_longer_windows(
     ):
         run(validate_recipe(recipe))
     assert not (tmp_path / "run2").exists()  # refused before anything was trained or written
+
+
+def test_each_calibration_source_in_use_gets_its_own_windows(tmp_path, checkpoints, muse_dir, tok) -> None:
+    path = recipe_file(tmp_path, checkpoints, muse_dir)
+    overrides = [
+        "quantize=[gptq-w4-g32, awq-w4-g32@forget, rtn-w4-g32]",
+        "calibration.samples=3",
+        "calibration.seq_len=16",
+    ]
+    recipe = load_recipe(path, overrides)
+    corpus = load_corpus(recipe)
+    found = _calibrations(recipe, corpus, tok)
+    # the section's generic text for the plain name, the forget split for @forget; both sampled alike
+    forget = build_calibration(corpus.get("raw", "forget"), tok, "forget", samples=3, seq_len=16, seed=0)
+    generic = build_calibration([GENERIC_TEXT.read_text()], tok, "generic", samples=3, seq_len=16, seed=0)
+    assert {source: c.record() for source, c in found.items()} == {
+        "forget": forget.record(),
+        "generic": generic.record(),
+    }
+    assert _calibrations(load_recipe(path), corpus, tok) == {}  # no calibrated quantizer: no text read

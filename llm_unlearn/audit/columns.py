@@ -68,6 +68,6 @@ def _unchanged(
 def require_calibration(quantizer: Quantizer) -> None:
     """GPTQ and AWQ fit their rounding to activations: refuse in one line where no text was given."""
     if quantizer.needs_calibration and quantizer.calibration is None:
-        raise UserError(
-            f"quantize: {quantizer.name} needs calibration text; set the recipe's calibration section"
-        )
+        source = quantizer.calibration_source
+        where = "set the recipe's calibration section" if source is None else f"give the audit {source} text"
+        raise UserError(f"quantize: {quantizer.name} needs calibration text; {where}")

@@ -59,10 +59,13 @@ def audit(
     relearn: Sequence[Relearning] = (),
     kernels: bool = False,
     device_map: str | None = None,
+    calibrations: Mapping[str, Calibration] | None = None,
 ) -> None:
     """Fill every missing cell of `results`; the retrain model goes first (PrivLeak's reference).
 
-    `calibration` feeds GPTQ/AWQ; `cache` (default: beside the results) holds quantized models.
+    `calibration` feeds GPTQ/AWQ (the recipe's calibration section), `calibrations` by source the
+    columns whose name fixes theirs (`gptq-w4-g128@forget`); `cache` (default: beside the results)
+    holds quantized models.
     Each of `relearn` is one more column after the quantizers: the model relearned, at full precision.
     `kernels`: cells of quantizers with a real-kernel backend (`llm_unlearn.kernels`) are evaluated
     with the backend's own layers instead of the dequantized weights. Models are evaluated on this
@@ -76,7 +79,7 @@ def audit(
     columns = len(quantizers) + len(relearn)
     task = progress.add_task("audit", total=len(ordered) * columns) if progress else None
     for model in ordered:
-        for column in _columns(quantizers, relearn, calibration):
+        for column in _columns(quantizers, relearn, calibration, calibrations or {}):
             # a column that changes what only some metrics ask (in-context shots) has no other cells
             pending = [
                 m
@@ -102,7 +105,7 @@ def audit(
     for model in ordered:
         if model.target not in targets or model.name in ("target", "retrain"):
             continue
-        for column in _columns(quantizers, relearn, calibration):
+        for column in _columns(quantizers, relearn, calibration, calibrations or {}):
             done = diagnostics.get(model.name, model.target, column.name, DIAGNOSTICS) is not None
             if column.has_codes and not done:
                 if progress:
@@ -111,19 +114,25 @@ def audit(
 
 
 def _columns(
-    quantizers: Sequence[str], relearn: Sequence[Relearning], calibration: Calibration | None
+    quantizers: Sequence[str],
+    relearn: Sequence[Relearning],
+    calibration: Calibration | None,
+    calibrations: Mapping[str, Calibration],
 ) -> Iterator[Column]:
     """The audit's columns in order, each made afresh for each cell (a quantizer keeps what its
     last quantization wrote): the recipe's `quantize` list by name, then the relearn checks."""
     for name in quantizers:
-        yield _column(name, calibration)  # GPTQ/AWQ refuse to quantize without it (`audit/columns.py`)
+        yield _column(name, calibration, calibrations)  # GPTQ/AWQ refuse to quantize without it
     yield from relearn
 
 
-def _column(name: str, calibration: Calibration | None) -> Column:
+def _column(name: str, calibration: Calibration | None, calibrations: Mapping[str, Calibration]) -> Column:
+    """The column `name`, a calibrated one given the recipe section's calibration, or the named
+    source's where its name fixes one (`gptq-w4-g128@forget`)."""
     column = get_column(name)
     if column.needs_calibration:
-        column.calibration = calibration  # type: ignore[attr-defined]
+        source = getattr(column, "calibration_source", None)
+        column.calibration = calibration if source is None else calibrations.get(source)  # type: ignore[attr-defined]
     return column
 
 

@@ -14,6 +14,9 @@ Both fit the rounding of each Linear weight to the activations of a calibration 
 Grid of compressed-tensors (b bits, codes q in [-2^(b-1), 2^(b-1) - 1]): w' = (q - z) * s per
 group, z = 0 when symmetric. The quantized model is evaluated with its dequantized weights
 (w' in float32), the values llm-compressor's own fake-quantized forward computes with.
+
+A name may fix its calibration text, `gptq-w4-g128@forget` (`quant/registry.py`): calibrated on the
+forget set, the quantization is one an adversary chose, so such a column is an attack (`route_of`).
 """
 
 from __future__ import annotations
@@ -22,23 +25,29 @@ import contextlib
 import copy
 import re
 from abc import abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import torch
 from torch import nn
 
+from llm_unlearn.columns import register_column
 from llm_unlearn.errors import UserError
+from llm_unlearn.quant.calibration import SOURCES
 from llm_unlearn.quant.registry import Quantizer, WeightCodes, register_quantizer
 from llm_unlearn.quant.rtn import quantization_targets
 
 _GPTQ_NAME = re.compile(r"gptq-w(?P<bits>[2348])-g(?P<group>32|64|128)")
 _AWQ_NAME = re.compile(r"awq-w(?P<bits>4)-g(?P<group>32|64|128)")
+#: the optional calibration source a name may end with (`quant/registry.py` parses it)
+_SOURCE_SUFFIX = f"[{'|'.join('@' + source for source in SOURCES)}]"
 
 
+@register_column("calibrated quantizer")
 class CalibratedQuantizer(Quantizer):
-    """A quantizer run by llm-compressor's `oneshot` on a copy of the model."""
+    """A quantizer run by llm-compressor's `oneshot` on a copy of the model: a kind of column of its
+    own, since its recorded calibration decides its route."""
 
     needs_calibration = True
     algorithm: str
@@ -94,6 +103,18 @@ class CalibratedQuantizer(Quantizer):
             "evaluation": "dequantized weights (float32)",
         }
 
+    @classmethod
+    def claims(cls, config: Mapping[str, Any]) -> bool:
+        return config.get("method") in (GPTQQuantizer.algorithm, AWQQuantizer.algorithm)
+
+    @classmethod
+    def route_of(cls, config: Mapping[str, Any]) -> str:
+        """An attack where the recorded calibration is the forget set (an `@forget` column, or a
+        recipe whose calibration section allows forget): the rounding was fitted to the very text
+        the model was to forget, as an adversary quantizing the released model would fit it."""
+        calibration = config.get("calibration") or {}
+        return "attack" if calibration.get("source") == "forget" else cls.route
+
     def _scheme(self, targets: list[str]) -> Any:
         from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
 
@@ -113,7 +134,7 @@ class CalibratedQuantizer(Quantizer):
 
 @register_quantizer("gptq")
 class GPTQQuantizer(CalibratedQuantizer):
-    pattern = "gptq-w{2,3,4,8}-g{32,64,128}"
+    pattern = "gptq-w{2,3,4,8}-g{32,64,128}" + _SOURCE_SUFFIX
     algorithm = "gptq"
     symmetric = True
 
@@ -130,7 +151,7 @@ class GPTQQuantizer(CalibratedQuantizer):
 
 @register_quantizer("awq")
 class AWQQuantizer(CalibratedQuantizer):
-    pattern = "awq-w4-g{32,64,128}"
+    pattern = "awq-w4-g{32,64,128}" + _SOURCE_SUFFIX
     algorithm = "awq"
     symmetric = False
     codes_in_weight_basis = False

@@ -2,7 +2,10 @@
 
 A quantizer name is a family and its settings, `rtn-w4-g128-asym`: the family (`rtn`) is the
 registry key and its factory parses the rest, so the same quantizer is named the same way in
-recipes, results and reports.
+recipes, results and reports. A quantizer that fits its rounding to calibration text (GPTQ, AWQ)
+may name that text after an `@`, `gptq-w4-g128@forget`: the column then calibrates on that source
+whatever the recipe's calibration section says (the section is the deployer's choice, the suffix
+an adversary's; calibrating on the forget set is the attack of quantizing with the text unlearned).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from torch import nn
 from llm_unlearn.columns import Column, register_column, register_column_family
 from llm_unlearn.columns import column_family as family  # a quantizer's family is its column family
 from llm_unlearn.errors import UserError
+from llm_unlearn.quant.calibration import SOURCES
 from llm_unlearn.registry import Registry, UnknownNameError
 
 if TYPE_CHECKING:
@@ -111,6 +115,8 @@ class Quantizer(Column):
     has_codes = True
     #: what a quantizer that `needs_calibration` (GPTQ, AWQ) fits its rounding to
     calibration: Calibration | None = None
+    #: the calibration source its name fixes (`gptq-w4-g128@forget`: "forget"); None: the caller's
+    calibration_source: str | None = None
     #: False where the codes quantize rescaled weights (AWQ), so W_u - W_t is not on their grid
     codes_in_weight_basis: bool = True
     #: whether the files `save_artifacts` keeps hold the whole quantized model (llama.cpp's GGUF
@@ -153,22 +159,42 @@ def register_quantizer(family: str) -> Callable[[Callable[[str], Quantizer]], Ca
     and a column (`columns.get_column`) by the same name."""
 
     def add(factory: Callable[[str], Quantizer]) -> Callable[[str], Quantizer]:
-        register_column_family(family)(factory)
+        def column(name: str) -> Quantizer:  # through get_quantizer: a name's @source applies there too
+            return get_quantizer(name)
+
+        column.pattern = getattr(factory, "pattern", "")  # type: ignore[attr-defined]
+        register_column_family(family)(column)
         return QUANTIZER_FAMILIES.register(family)(factory)
 
     return add
 
 
 def get_quantizer(name: str) -> Quantizer:
-    """The quantizer called `name`; a malformed or unknown name raises with the known patterns."""
+    """The quantizer called `name`; a malformed or unknown name raises with the known patterns.
+
+    `base@source` (`gptq-w4-g128@forget`) is the quantizer `base` with its calibration source fixed
+    (`calibration_source`), for quantizers that calibrate only."""
     if family(name) not in QUANTIZER_FAMILIES:
         raise UnknownNameError(f"unknown quantizer {name!r}; known: {known_quantizers()}")
+    base, _, source = name.partition("@")
     try:
-        return QUANTIZER_FAMILIES.get(family(name))(name)
+        quantizer = QUANTIZER_FAMILIES.get(family(name))(base)
     except UserError:
         raise
     except ValueError as err:  # a malformed name (`gptq-w5`) is the user's to fix, wherever it was typed
         raise UserError(str(err)) from None
+    if "@" not in name:
+        return quantizer
+    if not quantizer.needs_calibration:
+        raise UserError(
+            f"quantizer {name!r}: {base} reads no calibration text, so @{source} has nothing to choose; "
+            f"drop @{source}"
+        )
+    if source not in SOURCES:
+        known = " or ".join("@" + s for s in SOURCES)
+        raise UserError(f"quantizer {name!r}: @{source} is not a calibration source; use {known}")
+    quantizer.name, quantizer.calibration_source = name, source
+    return quantizer
 
 
 def known_quantizers() -> str:
