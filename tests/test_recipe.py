@@ -276,3 +276,18 @@ def test_an_old_recipe_names_the_grid_aligned_target_grid() -> None:
         ]
     )
     assert validate_recipe(recipe.model_dump(mode="json")).model_dump() == validate_recipe(new).model_dump()
+
+
+def test_a_wmdp_source_defaults_to_its_open_corpora_and_own_metrics() -> None:
+    recipe = validate_recipe(with_(data={"source": "cais/wmdp"}))
+    assert recipe.data.kind == "wmdp"
+    assert (recipe.data.forget_split, recipe.data.retain_split) == ("cyber-forget-corpus", "wikitext")
+    assert recipe.evaluate == ("wmdp_bio", "wmdp_cyber", "mmlu")
+
+
+def test_a_wmdp_split_that_names_no_corpus_is_one_line() -> None:
+    with pytest.raises(RecipeError, match="retain_split: 'retain1' is not a WMDP corpus; use") as caught:
+        validate_recipe(with_(data={"source": "cais/wmdp", "retain_split": "retain1"}))
+    assert "\n" not in str(caught.value)
+    with pytest.raises(RecipeError, match="evaluate: wmdp_bio reads WMDP data but data.source is a MUSE"):
+        validate_recipe(with_(evaluate=["wmdp_bio"]))

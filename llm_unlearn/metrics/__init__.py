@@ -1,4 +1,4 @@
-"""Metrics: MUSE's VerbMem, KnowMem and PrivLeak, TOFU's, lm-eval's, found by name in METRICS.
+"""Metrics: MUSE's VerbMem, KnowMem and PrivLeak, TOFU's, WMDP's, lm-eval's, found by name in METRICS.
 
 Importing this package registers every metric module.
 """
@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
-from llm_unlearn.metrics import em, harness, knowmem, privleak, tofu, verbmem  # noqa: F401  (registers the metrics)
+from llm_unlearn.metrics import em, harness, knowmem, privleak, tofu, verbmem, wmdp  # noqa: F401  (registers the metrics)
 from llm_unlearn.metrics.registry import (
     METRICS,
     EvalContext,
