@@ -35,8 +35,9 @@ ROBUST = ["sure_news", "sure_books", "quail_news", "oeu_news"]
 def test_paper_hyperparameters() -> None:
     real_model = ["smollm2_austen_natural", "smollm2_austen_released4bit"]
     tofu = ["demo_tofu", "tofu_llama32_1b_audit"]  # checked in test_data_tofu.py
+    wmdp = ["demo_wmdp", "rmu_wmdp"]  # checked in test_wmdp_pipeline.py
     assert sorted(p.stem for p in RECIPES) == sorted(
-        ["demo", "demo_full", *BASELINES, *ROBUST, *real_model, *tofu]
+        ["demo", "demo_full", *BASELINES, *ROBUST, *real_model, *tofu, *wmdp]
     )
     for name in BASELINES + ROBUST:
         recipe = load_recipe(RECIPES[0].parent / f"{name}.yaml")
