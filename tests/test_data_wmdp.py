@@ -30,8 +30,8 @@ def test_a_local_folder_loads_questions_and_corpora_as_muse_splits(tmp_path: Pat
     _jsonl(root / "bio-forget-corpus.jsonl", ["forget one", "forget two"])
     _jsonl(root / "cyber-forget-corpus.jsonl", ["cyber"])
     outside = _jsonl(tmp_path / "mine.jsonl", ["mine"])
-    # RMU keeps wikitext lines over 50 characters only
-    _jsonl(root / "wikitext.jsonl", ["", "short", "x" * 51])
+    # RMU keeps wikitext's non-empty lines
+    _jsonl(root / "wikitext.jsonl", ["", "short", ""])
     corpus = load_wmdp(
         str(root),
         {"wmdp-bio": ["test"], "raw": ["bio-forget-corpus, cyber-forget-corpus", f"wikitext,{outside}"]},
@@ -42,7 +42,7 @@ def test_a_local_folder_loads_questions_and_corpora_as_muse_splits(tmp_path: Pat
         "forget two",
         "cyber",
     ]
-    assert corpus.get("raw", f"wikitext,{outside}") == ["x" * 51, "mine"]
+    assert corpus.get("raw", f"wikitext,{outside}") == ["short", "mine"]
 
 
 def test_the_benchmark_is_detected_and_trains_on_its_corpora(tmp_path: Path) -> None:

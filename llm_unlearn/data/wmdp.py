@@ -11,9 +11,10 @@ the forget/retain corpora RMU trains on, from the Hugging Face Hub or a local fo
 The corpora are RMU's (`centerforaisafety/wmdp`, `rmu/utils.py::get_data`): cyber-forget-corpus,
 bio-retain-corpus and cyber-retain-corpus are on the Hub; bio-forget-corpus is gated (request it with
 the form linked from the `cais/wmdp-corpora` card; it comes as bio-forget-corpus.jsonl), so it is read
-from a folder, or from a .jsonl path given in its place; wikitext keeps lines over 50 characters as
-RMU's retain set does. A data split names one corpus or several joined by commas (RMU trains on bio
-and cyber together), each a name above or a path to a JSON-lines file of {"text": ...} records.
+from a folder, or from a .jsonl path given in its place; wikitext keeps its non-empty lines, as RMU's
+retain set does (`get_data` keeps len(text) > min_len, and `unlearn.py` passes --min_len 0). A data
+split names one corpus or several joined by commas (RMU trains on bio and cyber together), each a
+name above or a path to a JSON-lines file of {"text": ...} records.
 
 The corpus is a `MuseCorpus`: questions under their config's "test" split, training texts under
 "raw", so the training and relearning code reads WMDP as it reads MUSE. Every problem a user can fix
@@ -35,13 +36,12 @@ CORPORA_HUB = "cais/wmdp-corpora"
 WIKITEXT_HUB = ("wikitext", "wikitext-2-raw-v1")
 DEMO_WMDP = "demo_wmdp"
 DEMO_WMDP_DIR = Path(__file__).parent / "demo_wmdp"
-QUESTION_CONFIGS = ("wmdp-bio", "wmdp-cyber", "wmdp-chem", "mmlu")
+WMDP_CONFIGS = ("wmdp-bio", "wmdp-cyber", "wmdp-chem")
+QUESTION_CONFIGS = (*WMDP_CONFIGS, "mmlu")
 SPLIT = "test"
 RAW = "raw"
 CORPORA = ("bio-forget-corpus", "cyber-forget-corpus", "bio-retain-corpus", "cyber-retain-corpus", "wikitext")
 GATED = "bio-forget-corpus"
-#: RMU keeps wikitext lines longer than this many characters (`get_data`: len(x["text"]) > 50)
-WIKITEXT_MIN_CHARS = 50
 N_CHOICES = 4
 _FIELDS = {config: ("question", "choices", "answer") for config in QUESTION_CONFIGS}
 _FIELDS["mmlu"] = ("question", "choices", "answer", "subject")
@@ -54,8 +54,8 @@ def is_wmdp_source(source: str) -> bool:
         return True
     path = Path(source).expanduser()
     if path.is_dir():
-        return any((path / config).is_dir() for config in QUESTION_CONFIGS[:3])
-    return not path.exists() and source.lower().rstrip("/").endswith(HUB_ID)
+        return any((path / config).is_dir() for config in WMDP_CONFIGS)
+    return not path.exists() and source.lower() == HUB_ID
 
 
 def corpus_parts(split: str) -> list[str]:
@@ -173,7 +173,7 @@ def _corpus(source: str, folder: Path | None, part: str) -> list[str]:
         text = record.get("text") if isinstance(record, dict) else None
         if not isinstance(text, str):
             raise DataError(f"{source}: corpus {part!r} record {i} has no string field 'text'")
-        if part != "wikitext" or len(text) > WIKITEXT_MIN_CHARS:
+        if text:
             texts.append(text)
     return texts
 
