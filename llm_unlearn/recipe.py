@@ -33,6 +33,7 @@ from transformers import TrainingArguments
 from llm_unlearn.columns import column_family, get_column
 from llm_unlearn.data.benchmark import detect_benchmark
 from llm_unlearn.data.tofu import FORGET_SPLITS, role_config
+from llm_unlearn.data.wmdp import check_corpus_split
 from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS, benchmark_defaults, benchmark_metrics
@@ -162,19 +163,27 @@ class ModelSection(_Section):
 
 class DataSection(_Section):
     source: Annotated[str, AfterValidator(_home)] = Field(
-        default="demo", description="'demo', 'demo_tofu', a MUSE- or TOFU-layout folder, or a Hub id."
+        default="demo",
+        description="'demo', 'demo_tofu', 'demo_wmdp', a MUSE-, TOFU- or WMDP-layout folder, or a Hub id.",
     )
-    benchmark: Literal["auto", "muse", "tofu"] = Field(
+    benchmark: Literal["auto", "muse", "tofu", "wmdp"] = Field(
         default="auto",
-        description="The source's layout; auto: TOFU for demo_tofu, TOFU files or a TOFU Hub id.",
+        description="The source's layout; auto: TOFU for demo_tofu, TOFU files or a TOFU Hub id; WMDP for "
+        "demo_wmdp, wmdp-* folders or cais/wmdp.",
     )
     template: Literal["plain", "llama2", "llama3"] = Field(
         default="plain",
         description="TOFU: the chat format the models were fine-tuned in (plain = Question:/Answer: lines).",
     )
-    forget_split: str = Field(default="forget", description="MUSE: a raw split; TOFU: forget01/05/10.")
+    forget_split: str = Field(
+        default="forget",
+        description="MUSE: a raw split; TOFU: forget01/05/10; WMDP: corpora (bio-forget-corpus, "
+        "cyber-forget-corpus, or .jsonl files), comma-separated.",
+    )
     retain_split: str = Field(
-        default="retain1", description="MUSE: a raw split; TOFU: the paired retain99/95/90."
+        default="retain1",
+        description="MUSE: a raw split; TOFU: the paired retain99/95/90; WMDP: corpora (wikitext, "
+        "bio-retain-corpus, cyber-retain-corpus, or .jsonl files), comma-separated.",
     )
     max_length: int = Field(default=128, ge=8, description="Tokens per training window.")
 
@@ -187,6 +196,24 @@ class DataSection(_Section):
             if data["forget_split"] in FORGET_SPLITS:  # else the after-validator names the mistake
                 data.setdefault("retain_split", role_config("retain", data["forget_split"]))
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _wmdp_defaults(cls, data: Any) -> Any:
+        # the WMDP corpora open on the Hub (bio-forget-corpus is gated) unless the recipe names others
+        if isinstance(data, dict) and _data_kind(data) == "wmdp":
+            data = {"forget_split": "cyber-forget-corpus", "retain_split": "wikitext", **data}
+        return data
+
+    @model_validator(mode="after")
+    def _wmdp_corpora(self) -> DataSection:
+        if self.kind == "wmdp":
+            for field in ("forget_split", "retain_split"):
+                try:
+                    check_corpus_split(getattr(self, field))
+                except ValueError as error:
+                    raise ValueError(f"{field}: {error}") from None
+        return self
 
     @model_validator(mode="after")
     def _tofu_splits(self) -> DataSection:
@@ -207,7 +234,7 @@ class DataSection(_Section):
 
     @property
     def kind(self) -> str:
-        """The benchmark the source holds: muse or tofu."""
+        """The benchmark the source holds: muse, tofu or wmdp."""
         return detect_benchmark(self.source, self.benchmark)
 
 
@@ -576,11 +603,13 @@ class Recipe(_Section):
     @model_validator(mode="before")
     @classmethod
     def _benchmark_metrics_by_default(cls, data: Any) -> Any:
-        # the default metrics are the benchmark's own (the registry's default_rank): MUSE's four, TOFU's five
+        # the default metrics are the benchmark's own (the registry's default_rank): MUSE's four, TOFU's
+        # five, WMDP's bio, cyber and MMLU
         if isinstance(data, dict) and "evaluate" not in data:
             section = data.get("data") if isinstance(data.get("data"), dict) else {}
-            if _data_kind(section) == "tofu":
-                data = {**data, "evaluate": benchmark_defaults("tofu")}
+            kind = _data_kind(section)
+            if kind != "muse":
+                data = {**data, "evaluate": benchmark_defaults(kind)}
         return data
 
     @model_validator(mode="after")

@@ -24,8 +24,9 @@ def test_evaluate_all_metrics_on_tiny_llama(llama: LlamaForCausalLM, tok: PreTra
         knowmem={"forget_qa": qa, "forget_qa_icl": qa[:1], "retain_qa": qa, "retain_qa_icl": qa[1:]},
         privleak={"forget": ["alpha beta", "gamma delta epsilon"], "holdout": ["zeta eta", "theta"]},
     )
-    # the MUSE metrics; TOFU's and lm-eval's read other data (test_metrics_tofu.py, test_metrics_harness.py)
-    names = [n for n in METRICS.names() if not n.startswith(("tofu_", "lm_eval"))]
+    # the MUSE metrics; TOFU's, WMDP's and lm-eval's read other data (test_metrics_tofu.py,
+    # test_metrics_wmdp.py, test_metrics_harness.py)
+    names = [n for n in METRICS.names() if not n.startswith(("tofu_", "lm_eval", "wmdp_", "mmlu"))]
     results = evaluate(llama, EvalContext(tok, data, batch_size=2, limit=2), names)
     assert list(results) == names
     for name, result in results.items():

@@ -43,8 +43,9 @@ ROBUST = ["sure_news", "sure_books", "quail_news", "oeu_news"]
 def test_paper_hyperparameters() -> None:
     real_model = ["smollm2_austen_natural", "smollm2_austen_released4bit"]
     tofu = ["demo_tofu", "tofu_llama32_1b_audit"]  # checked in test_data_tofu.py
+    wmdp = ["demo_wmdp", "rmu_wmdp"]  # checked in test_wmdp_pipeline.py
     assert sorted(p.stem for p in RECIPES) == sorted(
-        ["demo", "demo_full", *BASELINES, *ROBUST, *real_model, *tofu]
+        ["demo", "demo_full", *BASELINES, *ROBUST, *real_model, *tofu, *wmdp]
     )
     for name in BASELINES + ROBUST:
         recipe = load_recipe(RECIPES[0].parent / f"{name}.yaml")
@@ -329,3 +330,18 @@ def test_quantize_lists_any_registered_column_fp_first() -> None:
     """An in-context probe is named in `quantize:` beside the quantizers, fp still first."""
     recipe = validate_recipe(with_(quantize=["rtn-w4-g32", "incontext-forget-3"]))
     assert recipe.quantize == ("fp", "rtn-w4-g32", "incontext-forget-3")
+
+
+def test_a_wmdp_source_defaults_to_its_open_corpora_and_own_metrics() -> None:
+    recipe = validate_recipe(with_(data={"source": "cais/wmdp"}))
+    assert recipe.data.kind == "wmdp"
+    assert (recipe.data.forget_split, recipe.data.retain_split) == ("cyber-forget-corpus", "wikitext")
+    assert recipe.evaluate == ("wmdp_bio", "wmdp_cyber", "mmlu")
+
+
+def test_a_wmdp_split_that_names_no_corpus_is_one_line() -> None:
+    with pytest.raises(RecipeError, match="retain_split: 'retain1' is not a WMDP corpus; use") as caught:
+        validate_recipe(with_(data={"source": "cais/wmdp", "retain_split": "retain1"}))
+    assert "\n" not in str(caught.value)
+    with pytest.raises(RecipeError, match="evaluate: wmdp_bio reads WMDP data but data.source is a MUSE"):
+        validate_recipe(with_(evaluate=["wmdp_bio"]))

@@ -1,7 +1,9 @@
-"""One entry point for every benchmark layout: MUSE (corpora.py) or TOFU (tofu.py).
+"""One entry point for every benchmark layout: MUSE (corpora.py), TOFU (tofu.py) or WMDP (wmdp.py).
 
 The recipe's `data.benchmark` says which, or "auto" detects it from the source (the embedded
-demo_tofu, a folder of TOFU config files, a Hub id naming TOFU); anything else is MUSE.
+demo_tofu or demo_wmdp, a folder of TOFU config files or of wmdp-* config folders, a Hub id naming
+TOFU, or cais/wmdp); anything else is MUSE. WMDP loads as a MuseCorpus (its corpora under "raw"), so
+it trains and relearns as MUSE does.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from llm_unlearn.data.collate import chunk_texts
 from llm_unlearn.data.corpora import MuseCorpus, load_muse
 from llm_unlearn.data.tofu import TofuCorpus, is_tofu_source, load_tofu, qa_texts
 from llm_unlearn.data.tofu import training_windows as qa_windows
+from llm_unlearn.data.wmdp import is_wmdp_source, load_wmdp
 
-Benchmark = Literal["muse", "tofu"]
+Benchmark = Literal["muse", "tofu", "wmdp"]
 
 
 class Splits(Protocol):
@@ -30,8 +33,10 @@ class Splits(Protocol):
 
 def detect_benchmark(source: str, benchmark: str = "auto") -> Benchmark:
     """`benchmark` when it names one, else the layout `source` has."""
-    if benchmark in ("muse", "tofu"):
+    if benchmark in ("muse", "tofu", "wmdp"):
         return benchmark  # type: ignore[return-value]
+    if is_wmdp_source(source):
+        return "wmdp"
     return "tofu" if is_tofu_source(source) else "muse"
 
 
@@ -43,16 +48,20 @@ def load_benchmark(
     template: str = "plain",
 ) -> MuseCorpus | TofuCorpus:
     """The corpus the metrics read: `load_muse(source, needs)`, or for TOFU `load_tofu` with the
-    run's forget split (which the roles forget/retain/holdout resolve against) and chat template."""
-    if detect_benchmark(source, benchmark) == "muse":
+    run's forget split (which the roles forget/retain/holdout resolve against) and chat template, or
+    `load_wmdp(source, needs)`."""
+    kind = detect_benchmark(source, benchmark)
+    if kind == "muse":
         return load_muse(source, needs)
+    if kind == "wmdp":
+        return load_wmdp(source, needs)
     return load_tofu(source, needs, forget_split, template)
 
 
 def training_texts(data: Splits, corpus: MuseCorpus | TofuCorpus, role: str) -> list[str]:
     """The whole texts of the forget or retain set (`role`), for relearning slices and calibration:
-    MUSE's raw passages of data.forget_split / retain_split, or TOFU's question-answer pairs in the
-    run's chat template."""
+    MUSE's raw passages of data.forget_split / retain_split (WMDP's corpora), or TOFU's question-answer
+    pairs in the run's chat template."""
     if isinstance(corpus, TofuCorpus):
         return qa_texts(corpus, role)
     return corpus.get("raw", data.forget_split if role == "forget" else data.retain_split)

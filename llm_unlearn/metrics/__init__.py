@@ -1,4 +1,4 @@
-"""Metrics: MUSE's VerbMem, KnowMem and PrivLeak, TOFU's, lm-eval's, found by name in METRICS.
+"""Metrics: MUSE's VerbMem, KnowMem and PrivLeak, TOFU's, WMDP's, lm-eval's, found by name in METRICS.
 
 Importing this package registers every metric module and the in-context columns
 (`metrics/incontext.py`), which change what the metrics ask.
@@ -21,6 +21,7 @@ from llm_unlearn.metrics import (  # noqa: F401  (registers the metrics and the 
     privleak_reference,
     tofu,
     verbmem,
+    wmdp,
 )
 from llm_unlearn.metrics.registry import (
     METRICS,
