@@ -106,7 +106,6 @@ class UnlearningTrainer(Trainer):
             self.ref_model = self.accelerator.prepare_model(ref_model, evaluation_mode=True)
         self._ref_nll = self._reference_nll(train_dataset, pad_id) if "nll" in needs else None
         #: λ, the retain term's weight: the config's, unless a modifier moves it as training goes
-        #: (the dual ascent of modifiers/dual.py)
         self.retain_weight: float = args.retain_weight
         #: the retain term's value on the last batch (detached), for a modifier that reacts to it
         self.last_retain_loss: torch.Tensor | None = None
