@@ -67,5 +67,9 @@ for _method in (
     Method("idknll", "idknll", "gdr", "IdkNLL, a refusal as the forget answer + GDR"),
     Method("idkdpo", "idkdpo", "gdr", "IdkDPO, a refusal preferred over the forget answer + GDR"),
     Method("simnpo", "simnpo", "gdr", "SimNPO (reference-free, length-normalised NPO) + GDR"),
+    Method("wga", "wga", "gdr", "WGA, gradient ascent weighted by each token's p^β + GDR"),
+    Method("satimp", "satimp", "gdr", "SatImp, gradient ascent weighted by p^β₁·(1 − p)^β₂ + GDR"),
+    Method("ceu", "ceu", None, "CE-U, cross-entropy to θ's distribution with the true token removed"),
+    Method("pdu", "pdu", "gdr", "PDU's logit flattening + GDR (its dual ascent of λ: the `dual` modifier)"),
 ):
     METHODS.register(_method.name)(_method)

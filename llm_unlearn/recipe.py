@@ -279,8 +279,9 @@ class _MethodCommon(_Section):
     beta: float = Field(
         default=0.1,
         gt=0,
-        description="β, the inverse temperature of every term of the method that has one (NPO, SimNPO, "
-        "IdkDPO); unused by the others (the baseline recipes state the papers' 0.1 for all six).",
+        description="β of every term of the method that has one: the inverse temperature of NPO, SimNPO "
+        "and IdkDPO, the exponent of WGA's token weight; default: the term's own (0.1; WGA's 1); unused "
+        "by the others (the baseline recipes state the papers' 0.1 for all six).",
     )
     retain_weight: float = Field(default=1.0, ge=0, description="λ, the weight of the retain term.")
     learning_rate: float | None = Field(
@@ -295,6 +296,17 @@ class _MethodCommon(_Section):
         "grid-aligned (with model.grid_align); default: all.",
     )
     stop: StopSection | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _term_beta(cls, data: Any) -> Any:
+        """β not given: the default of the method's first term that declares one (WGA's exponent is
+        1, not the inverse temperatures' 0.1), so a run records the β its terms trained with."""
+        if not isinstance(data, dict) or "beta" in data or data.get("name") not in METHODS.names():
+            return data
+        terms = [TERMS.get(t).params.model_fields for t in METHODS.get(data["name"]).terms]
+        declared = [fields["beta"].default for fields in terms if "beta" in fields]
+        return {**data, "beta": declared[0]} if declared else data
 
     @model_validator(mode="after")
     def _modifiers_apply(self) -> _MethodCommon:

@@ -105,6 +105,10 @@ class UnlearningTrainer(Trainer):
             ref_model.eval().requires_grad_(False)
             self.ref_model = self.accelerator.prepare_model(ref_model, evaluation_mode=True)
         self._ref_nll = self._reference_nll(train_dataset, pad_id) if "nll" in needs else None
+        #: λ, the retain term's weight: the config's, unless a modifier moves it as training goes
+        self.retain_weight: float = args.retain_weight
+        #: the retain term's value on the last batch (detached), for a modifier that reacts to it
+        self.last_retain_loss: torch.Tensor | None = None
         #: the modifiers this run's config enables, in registry order
         self.modifiers: list[Modifier] = _enabled(args)
         #: the enabled modifiers' own state during the run, by modifier name
@@ -235,6 +239,7 @@ class UnlearningTrainer(Trainer):
         """L_retain on the retain part of the batch (without λ)."""
         loss = self._terms(model, inputs, "retain")[self.args.retain_loss]
         self._metrics["retain_loss"].append(loss.item())
+        self.last_retain_loss = loss.detach()
         return loss
 
     def compute_loss(
@@ -246,7 +251,7 @@ class UnlearningTrainer(Trainer):
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         loss = self.forget_term(model, inputs)
         if self.args.retain_loss is not None:
-            loss = loss + self.args.retain_weight * self.retain_term(model, inputs)
+            loss = loss + self.retain_weight * self.retain_term(model, inputs)
         return (loss, None) if return_outputs else loss
 
     def training_step(

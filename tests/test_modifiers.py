@@ -22,7 +22,7 @@ BASE = {
 
 
 def test_every_modifier_is_an_optional_section_of_a_method_entry() -> None:
-    assert [m.name for m in modifiers()] == ["sure", "quail", "projection"]  # run-name order
+    assert [m.name for m in modifiers()] == ["sure", "quail", "projection", "dual"]  # run-name order
     for modifier in modifiers():
         field = MethodSection.model_fields[modifier.name]
         assert field.default is None and field.description == modifier.description
@@ -67,7 +67,13 @@ def test_records_name_every_modifier_even_when_off() -> None:
     record = {}
     for modifier in modifiers():
         record.update(modifier.record(getattr(recipe.method[0], modifier.name), args, trainer))
-    assert record == {"sure": None, "hinge_margin": None, "projection": None, "projection_alpha": None}
+    assert record == {
+        "sure": None,
+        "hinge_margin": None,
+        "projection": None,
+        "projection_alpha": None,
+        **dict.fromkeys(("dual_epsilon", "dual_step_size", "dual_lambda")),
+    }
     assert all(m.facts({"terms": {}, **record}) == [] for m in modifiers())
     assert all(m.hyper_parameters(record) == {} for m in modifiers())
     assert METHODS.get("ga_gdr").projection is None

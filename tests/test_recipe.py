@@ -104,7 +104,7 @@ BAD = {
     "out of range": (with_(data={"max_length": 2}), r"data\.max_length: .*greater than or equal to 8"),
     "unknown method": (
         with_(method=[{"name": "gaa"}]),
-        r"method\.0\.name: unknown method 'gaa'; known: ga, ga_gdr",
+        r"method\.0\.name: unknown method 'gaa'; known: (\w+, )*ga, ga_gdr",
     ),
     "unknown quantizer": (
         with_(quantize=["gptx-w4"]),
@@ -345,3 +345,24 @@ def test_a_wmdp_split_that_names_no_corpus_is_one_line() -> None:
     assert "\n" not in str(caught.value)
     with pytest.raises(RecipeError, match="evaluate: wmdp_bio reads WMDP data but data.source is a MUSE"):
         validate_recipe(with_(evaluate=["wmdp_bio"]))
+
+
+def test_beta_defaults_to_the_methods_own_term_default(tmp_path) -> None:
+    """β not given: WGA's weight exponent takes its reference's 1, the inverse temperatures 0.1;
+    given, it goes to the term; a method without a β term keeps the recorded 0.1."""
+    methods = [
+        {"name": "wga"},
+        {"name": "wga", "beta": 2.0, "label": "wga2"},
+        {"name": "npo_gdr"},
+        {"name": "ceu"},
+    ]
+    recipe = validate_recipe(with_(method=methods))
+    assert [m.beta for m in recipe.method] == [1.0, 2.0, 0.1, 0.1]
+    configs = [training_config(recipe, m, tmp_path) for m in recipe.method[:3]]
+    assert [c.resolved_params()[t].beta for c, t in zip(configs, ["wga", "wga", "npo"], strict=True)] == [
+        1,
+        2,
+        0.1,
+    ]
+    again = validate_recipe(recipe.model_dump(mode="json"))  # the run folder's recipe.yaml reads the same
+    assert again.model_dump() == recipe.model_dump()
