@@ -3,8 +3,10 @@ imports these, never another test file."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
+import types
 from pathlib import Path
 
 import numpy as np
@@ -309,3 +311,14 @@ def write_tiny_gguf(path: Path) -> None:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+# --- scripts outside the package: eval/*.py, docs/hooks.py (test_eval_*.py, test_docs_hooks.py) ---
+
+
+def load_script(path: Path) -> types.ModuleType:
+    """A script that is no package module (an eval/ script, the docs' mkdocs hook), loaded from its file."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
