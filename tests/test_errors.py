@@ -4,6 +4,7 @@ the workspace (a failed start claims no run folder)."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -15,8 +16,10 @@ from typing import Any
 import pytest
 import yaml
 from conftest import char_tokenizer, demo_bench_subset, tiny_llama
+from safetensors import SafetensorError
 
 from llm_unlearn.cli import main
+from llm_unlearn.errors import UserError, writing
 from llm_unlearn.models import save_checkpoint
 from llm_unlearn.recipe import validate_recipe
 
@@ -435,3 +438,98 @@ def test_a_crafted_cifar_batch_is_refused_without_running_code(tmp_path, capsys)
     before = workspace_files(tmp_path)
     one_line_error(capsys, ["cnn", str(recipe)], "refers to posix.system, which a CIFAR batch never does")
     assert not marker.exists() and workspace_files(tmp_path) == before
+
+
+def _disk_full(path: object) -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        _disk_full("x"),
+        OSError(errno.EDQUOT, os.strerror(errno.EDQUOT)),
+        SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"),
+    ],
+    ids=["enospc", "edquot", "safetensors-rust"],
+)
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path, raised) -> None:
+    with pytest.raises(UserError) as caught, writing(tmp_path / "cell"):
+        raise raised
+    assert str(caught.value) == (
+        f"no space left on device while writing {tmp_path / 'cell'}; free space and re-run: the run resumes"
+    )
+
+
+@pytest.mark.parametrize(
+    "raised", [OSError(errno.EACCES, "Permission denied"), SafetensorError("header too large")]
+)
+def test_other_write_errors_pass_through(tmp_path, raised) -> None:
+    with pytest.raises(type(raised)), writing(tmp_path / "cell"):
+        raise raised
+
+
+def _comparable(run: Path) -> list[dict[str, Any]]:
+    """results.jsonl without timings, the run folder's own path made relative."""
+    records = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    for record in records:
+        record.pop("seconds")
+        record["checkpoint"] = record["checkpoint"].replace(str(run), "RUN")
+    return sorted(records, key=lambda r: (r["model"], r["target"], r["quantizer"], r["metric"]))
+
+
+def _full_checkpoint(filename: str) -> None:
+    Path(filename).write_bytes(b"\0" * 64)  # what the disk took before it filled
+    raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
+def _full_cell(tensors: object, filename: str) -> None:
+    raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
+def _results_disk(real_write: Callable[[int, bytes], int]) -> Callable[[int, bytes], int]:
+    """os.write for results.jsonl: the first line goes in, half of the second, then the disk is full."""
+    lines = []
+
+    def write(fd: int, data: bytes) -> int:
+        if not os.readlink(f"/proc/self/fd/{fd}").endswith("results.jsonl"):
+            return real_write(fd, data)
+        lines.append(data)
+        if len(lines) == 1:
+            return real_write(fd, data)
+        if len(lines) == 2:
+            return real_write(fd, bytes(data)[: len(data) // 2])
+        raise _disk_full("results.jsonl")
+
+    return write
+
+
+def test_a_disk_that_fills_is_one_line_and_the_run_resumes_to_identical_results(
+    tmp_path, shared, capsys, monkeypatch
+) -> None:
+    recipe = base_recipe(shared, tmp_path / "clean")
+    recipe["evaluate"] = ["privleak"]
+    (tmp_path / "clean.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["run", str(tmp_path / "clean.yaml")]) == 0  # undisturbed
+    recipe["output"]["dir"] = str(tmp_path / "run")
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    argv = ["run", str(tmp_path / "recipe.yaml")]
+    run = tmp_path / "run"
+    faults = [  # each fault is met by the re-run after the one before: every writer fills once
+        ("transformers.modeling_utils.safe_save_file", lambda t, f, metadata=None: _full_checkpoint(f),
+         f"while writing {run / 'models' / 'ga@natural'};"),
+        ("llm_unlearn.audit.cache.save_file", _full_cell, f"while writing {run / 'quantized' / 'target@natural' / 'rtn-w4-g32'};"),
+        ("os.write", _results_disk(os.write), f"while writing {run / 'results.jsonl'};"),
+    ]  # fmt: skip
+    for target, fake, expected in faults:
+        with monkeypatch.context() as patched:
+            patched.setattr(target, fake)
+            capsys.readouterr()
+            assert main(argv) == 2
+            err = capsys.readouterr().err  # the run's progress, then the one line that ends it
+            assert "Traceback" not in err, err
+            assert err.splitlines()[-1].startswith("llm-unlearn: error: no space left on device "), err
+            assert expected in err.splitlines()[-1], err
+        assert not list(run.rglob("*.partial")) and not list(run.rglob(".*.tmp"))  # nothing half-written kept
+    assert main(argv) == 0
+    assert _comparable(run) == _comparable(tmp_path / "clean")
