@@ -34,6 +34,7 @@ from transformers import (
     Trainer,
     TrainingArguments,
 )
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.utils import logging as hf_logging
 
 from llm_unlearn.cachedir import cache_dir
@@ -115,8 +116,11 @@ class CheckpointTensors(Mapping[str, torch.Tensor]):
     def __init__(self, folder: Path) -> None:
         self._file: dict[str, Path] = {}
         for path in sorted(Path(folder).expanduser().glob("*.safetensors")):
-            with safe_open(str(path), framework="pt") as f:
-                self._file |= dict.fromkeys(f.keys(), path)
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    self._file |= dict.fromkeys(f.keys(), path)
+            except (SafetensorError, OSError) as err:  # changed since it was resolved, or never resolved
+                raise UserError(f"{path} is not a readable safetensors file: {_first_line(err)}") from None
 
     def __getitem__(self, key: str) -> torch.Tensor:
         with safe_open(str(self._file[key]), framework="pt") as f:
@@ -248,6 +252,7 @@ def resolve_checkpoint(spec: str | Path, field: str, allow_pickle: bool = False)
         return Checkpoint(text, folder, resolve_checkpoint(base, base_field, allow_pickle))
     if not (folder / "config.json").is_file():
         raise UserError(f"{field}: {text!r} holds no config.json; give a transformers checkpoint folder")
+    _refuse_remote_code(folder, field)
     if _pickle_only(folder):
         if not allow_pickle:
             _refuse_pickle_only(folder, field)
@@ -266,6 +271,27 @@ def resolve_checkpoint(spec: str | Path, field: str, allow_pickle: bool = False)
                 f"{field}: {weights} is not a readable safetensors file: {_first_line(err)}"
             ) from None
     return Checkpoint(text, folder)
+
+
+def _refuse_remote_code(folder: Path, field: str) -> None:
+    """Refuse a checkpoint whose architecture is its own Python (config.json's `auto_map` with a
+    `model_type` transformers does not have): transformers would run that code only with
+    `trust_remote_code`, which llm-unlearn never sets, so it is one line now, not a failed load."""
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{field}: {path} is not valid JSON ({err}); restore it from its source") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{field}: {path} is not a JSON object; restore it from its source")
+    model_type = config.get("model_type")
+    if "auto_map" in config and model_type not in CONFIG_MAPPING:
+        raise UserError(
+            f"{field}: {folder} needs its own Python code to load (config.json auto_map, model_type "
+            f"{model_type!r} unknown to transformers); llm-unlearn never runs a checkpoint's code: "
+            "convert it to an architecture transformers has (save_pretrained from one of its model "
+            "classes) and give that folder"
+        )
 
 
 def _safetensors_copy(folder: Path, field: str) -> Path:
