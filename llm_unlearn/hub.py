@@ -520,18 +520,20 @@ def _upload(plan: UploadPlan, token: str) -> None:
                 revision=commit.revision,
             )
 
-    _hub_call(plan.repo_id, commits)
+    # Each commit lands whole or not at all, and the repo and branches are made with exist_ok: an
+    # upload cut off midway is finished by the same push, which re-sends only what the Hub lacks.
+    _hub_call(plan.repo_id, commits, "; re-run the same push to finish it")
 
 
-def _hub_call(repo_id: str, call: Callable[[], object]) -> None:
-    """`call()`, its failure one line: huggingface_hub reports a refused token, a missing network or
-    offline mode with many exception types (HfHubHTTPError, OfflineModeIsEnabled, httpx's), each the
-    user's to fix."""
+def _hub_call(repo_id: str, call: Callable[[], object], then: str = "") -> None:
+    """`call()`, its failure one line (ending in `then`): huggingface_hub reports a refused token, a
+    missing network or offline mode with many exception types (HfHubHTTPError, OfflineModeIsEnabled,
+    httpx's), each the user's to fix."""
     try:
         call()
     except Exception as err:
         detail = (str(err).strip().splitlines() or [""])[0][:200]
-        raise UserError(f"push to {repo_id}: {type(err).__name__}: {detail}") from None
+        raise UserError(f"push to {repo_id}: {type(err).__name__}: {detail}{then}") from None
 
 
 def _size(n: int) -> str:
