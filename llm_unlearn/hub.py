@@ -47,7 +47,7 @@ from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS
 from llm_unlearn.modifiers import modifiers
 from llm_unlearn.recipe import MethodSection
-from llm_unlearn.runfolder import GRID_ALIGNED, RunFolder, relabel
+from llm_unlearn.runfolder import GRID_ALIGNED, RunFolder, relabel, write_atomic
 from llm_unlearn.terms import TERMS
 
 CARD_FILE = "README.md"
@@ -172,8 +172,7 @@ def push(
     plan = plan_push(run_dir, repo_id, model, private, with_quantized, with_adapter)
     if not dry_run:  # no network or a refused token: one line, before the card or the plan is written
         _hub_call(repo_id, lambda: HfApi(token=token).whoami())
-    plan.card_path.parent.mkdir(parents=True, exist_ok=True)
-    plan.card_path.write_text(str(plan.card))
+    write_atomic(plan.card_path, str(plan.card))
     print(format_plan(plan, dry_run))
     if not dry_run:
         _upload(plan, token)

@@ -19,7 +19,7 @@ from typing import Any
 from accelerate import PartialState
 
 from llm_unlearn.errors import UserError, writing
-from llm_unlearn.runfolder import RunFolder, relabel
+from llm_unlearn.runfolder import RunFolder, relabel, write_atomic
 
 Key = tuple[str, str, str, str]
 
@@ -41,7 +41,7 @@ class ResultsFile:
                 # A torn last line from a killed run: cut it, or the next append would join it.
                 text = text[: text.rfind("\n") + 1]
                 if write:
-                    path.write_text(text)
+                    write_atomic(path, text)
             for number, line in enumerate(text.splitlines(), 1):
                 try:
                     record = json.loads(line)
