@@ -126,7 +126,7 @@ def is_valid(folder: Path, quantizer: Quantizer, checkpoint: Path) -> bool:
             "(truncated or changed since it was written); rebuilding the cell",
             file=sys.stderr,
         )
-        config.unlink()
+        config.unlink(missing_ok=True)  # another process of a launch may have found it first
         return False
     return True
 
