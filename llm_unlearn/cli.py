@@ -271,6 +271,7 @@ def _diagnose(args: argparse.Namespace) -> int:
     from llm_unlearn.quant import get_quantizer
     from llm_unlearn.quant.calibration import build_calibration, calibration_texts
     from llm_unlearn.quant.overlap import format_table
+    from llm_unlearn.runfolder import write_atomic
 
     if args.out is not None and args.out.is_dir():
         raise UserError(
@@ -302,10 +303,8 @@ def _diagnose(args: argparse.Namespace) -> int:
         raise UserError(no_codes)
     print(format_table(result))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(
-            json.dumps({"quantizer_config": quantizer.config(), **result}, indent=1, default=str)
-        )
+        record = {"quantizer_config": quantizer.config(), **result}
+        write_atomic(args.out, json.dumps(record, indent=1, default=str))
     return 0
 
 

@@ -47,7 +47,7 @@ from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS
 from llm_unlearn.modifiers import modifiers
 from llm_unlearn.recipe import MethodSection
-from llm_unlearn.runfolder import GRID_ALIGNED, RunFolder, relabel
+from llm_unlearn.runfolder import GRID_ALIGNED, RunFolder, relabel, write_atomic
 from llm_unlearn.terms import TERMS
 
 CARD_FILE = "README.md"
@@ -172,8 +172,7 @@ def push(
     plan = plan_push(run_dir, repo_id, model, private, with_quantized, with_adapter)
     if not dry_run:  # no network or a refused token: one line, before the card or the plan is written
         _hub_call(repo_id, lambda: HfApi(token=token).whoami())
-    plan.card_path.parent.mkdir(parents=True, exist_ok=True)
-    plan.card_path.write_text(str(plan.card))
+    write_atomic(plan.card_path, str(plan.card))
     print(format_plan(plan, dry_run))
     if not dry_run:
         _upload(plan, token)
@@ -520,18 +519,20 @@ def _upload(plan: UploadPlan, token: str) -> None:
                 revision=commit.revision,
             )
 
-    _hub_call(plan.repo_id, commits)
+    # Each commit lands whole or not at all, and the repo and branches are made with exist_ok: an
+    # upload cut off midway is finished by the same push, which re-sends only what the Hub lacks.
+    _hub_call(plan.repo_id, commits, "; re-run the same push to finish it")
 
 
-def _hub_call(repo_id: str, call: Callable[[], object]) -> None:
-    """`call()`, its failure one line: huggingface_hub reports a refused token, a missing network or
-    offline mode with many exception types (HfHubHTTPError, OfflineModeIsEnabled, httpx's), each the
-    user's to fix."""
+def _hub_call(repo_id: str, call: Callable[[], object], then: str = "") -> None:
+    """`call()`, its failure one line (ending in `then`): huggingface_hub reports a refused token, a
+    missing network or offline mode with many exception types (HfHubHTTPError, OfflineModeIsEnabled,
+    httpx's), each the user's to fix."""
     try:
         call()
     except Exception as err:
         detail = (str(err).strip().splitlines() or [""])[0][:200]
-        raise UserError(f"push to {repo_id}: {type(err).__name__}: {detail}") from None
+        raise UserError(f"push to {repo_id}: {type(err).__name__}: {detail}{then}") from None
 
 
 def _size(n: int) -> str:

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import mmap
+import os
 import shutil
+import struct
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,12 +34,13 @@ from transformers import (
     Trainer,
     TrainingArguments,
 )
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.utils import logging as hf_logging
 
 from llm_unlearn.cachedir import cache_dir
 from llm_unlearn.data.collate import LMDataset, UnlearningCollator, chunk_texts
 from llm_unlearn.data.corpora import DEMO, is_hub_id, load_muse
-from llm_unlearn.errors import UserError
+from llm_unlearn.errors import UserError, writing
 from llm_unlearn.quant import get_quantizer
 
 #: the embedded demo's tiny Llama (~1.2 M parameters) and how its target is trained
@@ -111,8 +116,11 @@ class CheckpointTensors(Mapping[str, torch.Tensor]):
     def __init__(self, folder: Path) -> None:
         self._file: dict[str, Path] = {}
         for path in sorted(Path(folder).expanduser().glob("*.safetensors")):
-            with safe_open(str(path), framework="pt") as f:
-                self._file |= dict.fromkeys(f.keys(), path)
+            try:
+                with safe_open(str(path), framework="pt") as f:
+                    self._file |= dict.fromkeys(f.keys(), path)
+            except (SafetensorError, OSError) as err:  # changed since it was resolved, or never resolved
+                raise UserError(f"{path} is not a readable safetensors file: {_first_line(err)}") from None
 
     def __getitem__(self, key: str) -> torch.Tensor:
         with safe_open(str(self._file[key]), framework="pt") as f:
@@ -244,6 +252,7 @@ def resolve_checkpoint(spec: str | Path, field: str, allow_pickle: bool = False)
         return Checkpoint(text, folder, resolve_checkpoint(base, base_field, allow_pickle))
     if not (folder / "config.json").is_file():
         raise UserError(f"{field}: {text!r} holds no config.json; give a transformers checkpoint folder")
+    _refuse_remote_code(folder, field)
     if _pickle_only(folder):
         if not allow_pickle:
             _refuse_pickle_only(folder, field)
@@ -262,6 +271,27 @@ def resolve_checkpoint(spec: str | Path, field: str, allow_pickle: bool = False)
                 f"{field}: {weights} is not a readable safetensors file: {_first_line(err)}"
             ) from None
     return Checkpoint(text, folder)
+
+
+def _refuse_remote_code(folder: Path, field: str) -> None:
+    """Refuse a checkpoint whose architecture is its own Python (config.json's `auto_map` with a
+    `model_type` transformers does not have): transformers would run that code only with
+    `trust_remote_code`, which llm-unlearn never sets, so it is one line now, not a failed load."""
+    path = folder / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UserError(f"{field}: {path} is not valid JSON ({err}); restore it from its source") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{field}: {path} is not a JSON object; restore it from its source")
+    model_type = config.get("model_type")
+    if "auto_map" in config and model_type not in CONFIG_MAPPING:
+        raise UserError(
+            f"{field}: {folder} needs its own Python code to load (config.json auto_map, model_type "
+            f"{model_type!r} unknown to transformers); llm-unlearn never runs a checkpoint's code: "
+            "convert it to an architecture transformers has (save_pretrained from one of its model "
+            "classes) and give that folder"
+        )
 
 
 def _safetensors_copy(folder: Path, field: str) -> Path:
@@ -376,6 +406,8 @@ def gguf_checkpoint(source: str | Path, gguf_file: str) -> Path:
     local = Path(source).expanduser() / gguf_file
     if Path(source).expanduser().is_dir() and not local.is_file():
         raise UserError(f"model.gguf_file: {gguf_file!r} not found in {source}")
+    if local.is_file():
+        check_gguf_header(local)
     key = _file_hash(local) if local.is_file() else f"{source}/{gguf_file}"
     dest = cache_dir() / "gguf" / hashlib.sha256(key.encode()).hexdigest()[:12]
     if dest.exists():
@@ -402,6 +434,117 @@ def gguf_checkpoint(source: str | Path, gguf_file: str) -> Path:
     return save_checkpoint(model, tokenizer, dest)
 
 
+#: GGUF's value types of a fixed size, by type id (gguf's GGUFValueType); 8 is STRING and 9 ARRAY
+_GGUF_FIXED = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+_GGUF_STRING, _GGUF_ARRAY, _GGUF_UINT32 = 8, 9, 4
+_GGUF_MAX_DIMS = 4  # GGML_MAX_DIMS
+
+
+def check_gguf_header(path: Path) -> None:
+    """Refuse, in one line, a GGUF file whose header lies (a truncated or crafted file) before
+    transformers and gguf-py read it: every count, string length and tensor extent is checked
+    against the bytes the file has, so nothing of a claimed size is allocated. The checks are
+    llama.cpp's own (`gguf_init_from_file_impl`, ggml/src/gguf.cpp): version 2 or 3, known value
+    types, no arrays of arrays, at most 4 dimensions, known tensor types, data within the file."""
+    try:
+        with path.open("rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < 24:
+                raise ValueError(f"{size} bytes, less than a GGUF header")
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                _walk_gguf(_Cursor(mm, size))
+    except ImportError as err:
+        raise UserError(f"model.gguf_file: {err}; pip install gguf") from None
+    except ValueError as err:
+        raise UserError(
+            f"model.gguf_file: {path} is not a valid GGUF file: {err}; give a complete, unaltered GGUF file"
+        ) from None
+
+
+@dataclass
+class _Cursor:
+    """A read position in a mapped file; every read checks its length against the file's first."""
+
+    mm: mmap.mmap
+    size: int
+    pos: int = 0
+
+    def skip(self, n: int, what: str) -> int:
+        if n > self.size - self.pos:
+            raise ValueError(f"{what} ({n} bytes at byte {self.pos}) runs past the end ({self.size} bytes)")
+        self.pos += n
+        return self.pos - n
+
+    def bound(self, count: int, least: int, what: str) -> None:
+        """Refuse `count` items of at least `least` bytes each that the rest of the file cannot hold."""
+        if count * least > self.size - self.pos:
+            raise ValueError(
+                f"{count} {what} cannot fit in the {self.size - self.pos} bytes after byte {self.pos}"
+            )
+
+    def unpack(self, fmt: str, what: str) -> tuple[Any, ...]:
+        return struct.unpack_from(fmt, self.mm, self.skip(struct.calcsize(fmt), what))
+
+    def string(self, what: str) -> str:
+        (n,) = self.unpack("<Q", what)
+        start = self.skip(n, what)
+        return self.mm[start : start + n].decode("utf-8", errors="replace")
+
+    def value(self, kind: int, what: str) -> None:
+        if kind in _GGUF_FIXED:
+            self.skip(_GGUF_FIXED[kind], what)
+        elif kind == _GGUF_STRING:
+            self.string(what)
+        elif kind == _GGUF_ARRAY:
+            item, count = self.unpack("<IQ", what)
+            if item in _GGUF_FIXED:
+                self.skip(count * _GGUF_FIXED[item], what)
+            elif item == _GGUF_STRING:
+                self.bound(count, 8, f"strings of {what}")
+                for _ in range(count):
+                    self.string(what)
+            else:
+                raise ValueError(f"{what}: an array of value type {item}")
+        else:
+            raise ValueError(f"{what}: unknown value type {kind}")
+
+
+def _walk_gguf(at: _Cursor) -> None:
+    from gguf import GGML_QUANT_SIZES  # optional: only GGUF files need it
+
+    magic, version, tensors, entries = at.unpack("<4sIQQ", "header")
+    if magic != b"GGUF" or version not in (2, 3):
+        raise ValueError(f"magic {magic!r} version {version}, not GGUF version 2 or 3")
+    # each entry takes at least its lengths: a count the file cannot hold is refused before the loop
+    at.bound(entries, 12, "metadata entries")
+    at.bound(tensors, 24, "tensors")
+    alignment = 32
+    for _ in range(entries):
+        key = at.string("a metadata key")
+        (kind,) = at.unpack("<I", f"the type of {key}")
+        if key == "general.alignment" and kind == _GGUF_UINT32:
+            (alignment,) = struct.unpack_from("<I", at.mm, at.pos)
+            if alignment == 0 or alignment & (alignment - 1):
+                raise ValueError(f"general.alignment {alignment} is not a power of 2")
+        at.value(kind, key)
+    extents = []
+    for _ in range(tensors):
+        name = at.string("a tensor name")
+        (dims,) = at.unpack("<I", f"the dimensions of {name}")
+        if not 1 <= dims <= _GGUF_MAX_DIMS:
+            raise ValueError(f"tensor {name}: {dims} dimensions")
+        shape = at.unpack(f"<{dims}Q", f"the shape of {name}")
+        kind, offset = at.unpack("<IQ", f"the type of {name}")
+        if kind not in GGML_QUANT_SIZES:
+            raise ValueError(f"tensor {name}: unknown type {kind}")
+        block, block_bytes = GGML_QUANT_SIZES[kind]
+        extents.append((name, offset, math.prod(shape) // block * block_bytes))
+    data = at.pos + (-at.pos % alignment)
+    for name, offset, length in extents:
+        if data + offset + length > at.size:
+            raise ValueError(f"tensor {name}: {length} bytes at {offset} run past the end ({at.size} bytes)")
+
+
 def _file_hash(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -423,9 +566,13 @@ def save_checkpoint(
     """
     tmp = dest.with_name(dest.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    with _no_progress_bars():
-        model.save_pretrained(tmp, state_dict=state_dict)
-    tokenizer.save_pretrained(tmp)
+    try:
+        with writing(dest), _no_progress_bars():
+            model.save_pretrained(tmp, state_dict=state_dict)
+            tokenizer.save_pretrained(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # frees what a full disk let it write
+        raise
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     return dest

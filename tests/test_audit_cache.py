@@ -3,6 +3,7 @@ rebuilt bit for bit, invalidated by a new checkpoint, and an audit resumed from 
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 
@@ -131,4 +132,38 @@ def test_a_resumed_audit_from_the_cache_gives_identical_cells(tmp_path, tok, mon
         cache=first / "quantized",
     )
     for a, b in zip(ResultsFile(first / "results.jsonl"), ResultsFile(again / "results.jsonl"), strict=True):
+        assert a["value_by_index"] == b["value_by_index"] and a["agg_value"] == b["agg_value"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bit-flipped"])
+def test_a_damaged_cell_is_told_rebuilt_and_audits_as_before(tmp_path, tok, capsys, damage):
+    target = save_checkpoint(tiny_llama(tok), tok, tmp_path / "target")
+    ctx = EvalContext(
+        tokenizer=tok, corpus=load_muse(DEMO, required_splits(["verbmem"])), batch_size=4, limit=2
+    )
+    models = [AuditModel("target", "natural", target)]
+    runs = {}
+    for run in ("first", "again"):
+        (tmp_path / run).mkdir()
+        runs[run] = ResultsFile(tmp_path / run / "results.jsonl")
+    audit(models, ["rtn-w4-g32"], ["verbmem"], ctx, runs["first"])
+    cell = next((tmp_path / "first" / "quantized").rglob(cache.CODES)).parent
+    written = (cell / cache.CODES).read_bytes()
+    stored = json.loads((cell / cache.CONFIG).read_text())[cache.HASHES]
+    assert stored[cache.CODES] == hashlib.sha256(written).hexdigest()
+    assert set(stored) == {cache.CODES, cache.CHANGED, cache.SOURCE}
+    capsys.readouterr()
+    broken = bytearray(written[: len(written) // 2] if damage == "truncated" else written)
+    if damage == "bit-flipped":
+        broken[-1] ^= 0x01  # a byte of tensor data: the file still loads, with a wrong value
+    (cell / cache.CODES).write_bytes(bytes(broken))
+    audit(models, ["rtn-w4-g32"], ["verbmem"], ctx, runs["again"], cache=tmp_path / "first" / "quantized")
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and err.startswith("llm-unlearn: warning: "), err
+    assert f"{cell / cache.CODES} does not match the sha256 stored with its cell" in err
+    assert (cell / cache.CODES).read_bytes() == written  # rebuilt as it was
+    assert cache.is_valid(cell, get_quantizer("rtn-w4-g32"), target)
+    assert capsys.readouterr().err == ""  # told once
+    first, again = ([r for r in runs[k] if r["quantizer"] != "fp"] for k in ("first", "again"))
+    for a, b in zip(first, again, strict=True):
         assert a["value_by_index"] == b["value_by_index"] and a["agg_value"] == b["agg_value"]

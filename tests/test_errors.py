@@ -4,10 +4,14 @@ the workspace (a failed start claims no run folder)."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import pickle
+import resource
+import shutil
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,9 +19,12 @@ from typing import Any
 import pytest
 import yaml
 from conftest import char_tokenizer, demo_bench_subset, tiny_llama
+from helpers import write_tiny_gguf
+from safetensors import SafetensorError
 
 from llm_unlearn.cli import main
-from llm_unlearn.models import save_checkpoint
+from llm_unlearn.errors import UserError, writing
+from llm_unlearn.models import check_gguf_header, save_checkpoint
 from llm_unlearn.recipe import validate_recipe
 
 KEEP = {"raw": 3, "verbmem": 2, "knowmem": 2, "privleak": 3}
@@ -102,7 +109,7 @@ def shared_path(name: str) -> Callable[[dict[str, Path]], str]:
 # (id, recipe changes, expected text in the one error line); each runs `run` on the recipe
 RECIPE_CASES: list[tuple[str, list, str]] = [
     ("unknown-section", [edit("extra", 1)], "extra: unknown field; allowed here: name, model"),
-    ("unknown-method", [edit("method.0.name", "gax")], "unknown method 'gax'; known: ga"),
+    ("unknown-method", [edit("method.0.name", "gax")], "unknown method 'gax'; known: ceu, ga,"),
     ("unknown-quantizer", [edit("quantize", ["xyz-w4"])], "unknown quantizer 'xyz-w4'"),
     ("malformed-rtn", [edit("quantize", ["rtn-w5"])], "malformed RTN quantizer name 'rtn-w5'"),
     ("unknown-metric", [edit("evaluate", ["verbmemx"])], "unknown metric 'verbmemx'"),
@@ -438,3 +445,232 @@ def test_a_crafted_cifar_batch_is_refused_without_running_code(tmp_path, capsys)
     before = workspace_files(tmp_path)
     one_line_error(capsys, ["cnn", str(recipe)], "refers to posix.system, which a CIFAR batch never does")
     assert not marker.exists() and workspace_files(tmp_path) == before
+
+
+def _disk_full(path: object) -> OSError:
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+@pytest.mark.parametrize(
+    "raised",
+    [
+        _disk_full("x"),
+        OSError(errno.EDQUOT, os.strerror(errno.EDQUOT)),
+        SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"),
+    ],
+    ids=["enospc", "edquot", "safetensors-rust"],
+)
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path, raised) -> None:
+    with pytest.raises(UserError) as caught, writing(tmp_path / "cell"):
+        raise raised
+    assert str(caught.value) == (
+        f"no space left on device while writing {tmp_path / 'cell'}; free space and re-run: the run resumes"
+    )
+
+
+@pytest.mark.parametrize(
+    "raised", [OSError(errno.EACCES, "Permission denied"), SafetensorError("header too large")]
+)
+def test_other_write_errors_pass_through(tmp_path, raised) -> None:
+    with pytest.raises(type(raised)), writing(tmp_path / "cell"):
+        raise raised
+
+
+def _comparable(run: Path) -> list[dict[str, Any]]:
+    """results.jsonl without timings, the run folder's own path made relative."""
+    records = [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    for record in records:
+        record.pop("seconds")
+        record["checkpoint"] = record["checkpoint"].replace(str(run), "RUN")
+    return sorted(records, key=lambda r: (r["model"], r["target"], r["quantizer"], r["metric"]))
+
+
+def _full_checkpoint(filename: str) -> None:
+    Path(filename).write_bytes(b"\0" * 64)  # what the disk took before it filled
+    raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
+def _full_cell(tensors: object, filename: str) -> None:
+    raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+
+def _results_disk(real_write: Callable[[int, bytes], int]) -> Callable[[int, bytes], int]:
+    """os.write for results.jsonl: the first line goes in, half of the second, then the disk is full."""
+    lines = []
+
+    def write(fd: int, data: bytes) -> int:
+        if not os.readlink(f"/proc/self/fd/{fd}").endswith("results.jsonl"):
+            return real_write(fd, data)
+        lines.append(data)
+        if len(lines) == 1:
+            return real_write(fd, data)
+        if len(lines) == 2:
+            return real_write(fd, bytes(data)[: len(data) // 2])
+        raise _disk_full("results.jsonl")
+
+    return write
+
+
+def test_a_disk_that_fills_is_one_line_and_the_run_resumes_to_identical_results(
+    tmp_path, shared, capsys, monkeypatch
+) -> None:
+    recipe = base_recipe(shared, tmp_path / "clean")
+    recipe["evaluate"] = ["privleak"]
+    (tmp_path / "clean.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["run", str(tmp_path / "clean.yaml")]) == 0  # undisturbed
+    recipe["output"]["dir"] = str(tmp_path / "run")
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    argv = ["run", str(tmp_path / "recipe.yaml")]
+    run = tmp_path / "run"
+    faults = [  # each fault is met by the re-run after the one before: every writer fills once
+        ("transformers.modeling_utils.safe_save_file", lambda t, f, metadata=None: _full_checkpoint(f),
+         f"while writing {run / 'models' / 'ga@natural'};"),
+        ("llm_unlearn.audit.cache.save_file", _full_cell, f"while writing {run / 'quantized' / 'target@natural' / 'rtn-w4-g32'};"),
+        ("os.write", _results_disk(os.write), f"while writing {run / 'results.jsonl'};"),
+    ]  # fmt: skip
+    for target, fake, expected in faults:
+        with monkeypatch.context() as patched:
+            patched.setattr(target, fake)
+            capsys.readouterr()
+            assert main(argv) == 2
+            err = capsys.readouterr().err  # the run's progress, then the one line that ends it
+            assert "Traceback" not in err, err
+            assert err.splitlines()[-1].startswith("llm-unlearn: error: no space left on device "), err
+            assert expected in err.splitlines()[-1], err
+        assert not list(run.rglob("*.partial")) and not list(run.rglob(".*.tmp"))  # nothing half-written kept
+    assert main(argv) == 0
+    assert _comparable(run) == _comparable(tmp_path / "clean")
+
+
+def _gstr(text: bytes, claimed: int | None = None) -> bytes:
+    """A GGUF string: its uint64 length (or a `claimed` one), then its bytes."""
+    return struct.pack("<Q", len(text) if claimed is None else claimed) + text
+
+
+def _gguf(
+    entries: list[bytes] | None = None,
+    shape: tuple[int, ...] = (4,),
+    offset: int = 0,
+    counts: tuple[int, int] | None = None,
+    magic: bytes = b"GGUF",
+) -> bytes:
+    """A GGUF file by hand (ggml/src/gguf.cpp's layout): magic, version 3, tensor and metadata
+    counts, the metadata (key, uint32 type, value), one float32 tensor's info (name, dimensions,
+    shape, type, offset), padding to 32 bytes, its data."""
+    entries = (
+        entries
+        if entries is not None
+        else [_gstr(b"general.architecture") + struct.pack("<I", 8) + _gstr(b"llama")]
+    )
+    tensors, kvs = counts or (1, len(entries))
+    info = _gstr(b"w") + struct.pack(f"<I{len(shape)}QIQ", len(shape), *shape, 0, offset)
+    head = magic + struct.pack("<IQQ", 3, tensors, kvs) + b"".join(entries) + info
+    return head + b"\0" * (-len(head) % 32) + b"\0" * 16
+
+
+TERABYTE = 1 << 40
+#: (id, the file's bytes, expected): every length and count below lies about a terabyte or more
+GGUF_CASES: list[tuple[str, bytes, str]] = [
+    ("gguf-tensor-count", _gguf(counts=(1 << 62, 1)), "4611686018427387904 tensors cannot fit"),
+    ("gguf-metadata-count", _gguf(counts=(1, 1 << 62)), "4611686018427387904 metadata entries cannot fit"),
+    ("gguf-huge-key", _gguf([_gstr(b"general.name", TERABYTE)]), "a metadata key (1099511627776 bytes at byte 32) runs past the end"),
+    ("gguf-huge-string", _gguf([_gstr(b"general.name") + struct.pack("<I", 8) + _gstr(b"x", TERABYTE)]), "general.name (1099511627776 bytes"),
+    ("gguf-string-array", _gguf([_gstr(b"tokenizer.ggml.tokens") + struct.pack("<IIQ", 9, 8, TERABYTE)]), "1099511627776 strings of tokenizer.ggml.tokens cannot fit"),
+    ("gguf-number-array", _gguf([_gstr(b"tokenizer.ggml.scores") + struct.pack("<IIQ", 9, 6, TERABYTE)]), "tokenizer.ggml.scores (4398046511104 bytes"),
+    ("gguf-nested-array", _gguf([_gstr(b"a") + struct.pack("<IIQ", 9, 9, 1)]), "a: an array of value type 9"),
+    ("gguf-value-type", _gguf([_gstr(b"a") + struct.pack("<I", 99)]), "a: unknown value type 99"),
+    ("gguf-offset", _gguf(offset=TERABYTE), "tensor w: 16 bytes at 1099511627776 run past the end"),
+    ("gguf-shape", _gguf(shape=(1 << 31, 1 << 31)), "tensor w: 18446744073709551616 bytes at 0 run past the end"),
+    ("gguf-dimensions", _gguf(shape=(1,) * 9), "tensor w: 9 dimensions"),
+    ("gguf-magic", _gguf(magic=b"GGML"), "magic b'GGML' version 3, not GGUF version 2 or 3"),
+    ("gguf-empty", b"", "0 bytes, less than a GGUF header"),
+]  # fmt: skip
+
+
+def _safetensors(header: dict[str, Any]) -> bytes:
+    """A safetensors file by hand: an 8-byte little-endian header length, the JSON header, 16 bytes of data."""
+    text = json.dumps(header).encode()
+    return struct.pack("<Q", len(text)) + text + b"\0" * 16
+
+
+#: (id, model.safetensors bytes, expected)
+SAFETENSORS_CASES: list[tuple[str, bytes, str]] = [
+    ("safetensors-header-length", struct.pack("<Q", TERABYTE) + b"{}", "header too large"),
+    ("safetensors-truncated", struct.pack("<Q", 90_000_000) + b'{"__metadata__": {"x": "', "invalid header length"),
+    ("safetensors-offsets", _safetensors({"w": {"dtype": "F32", "shape": [TERABYTE], "data_offsets": [0, 4 * TERABYTE]}}), "incomplete metadata"),
+    ("safetensors-shape", _safetensors({"w": {"dtype": "F32", "shape": [TERABYTE, TERABYTE], "data_offsets": [0, 16]}}), "overflow computing buffer size"),
+    ("safetensors-empty", b"", "is not a readable safetensors file"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("case", "content", "expected"),
+    GGUF_CASES + SAFETENSORS_CASES,
+    ids=[c[0] for c in GGUF_CASES + SAFETENSORS_CASES],
+)
+def test_a_crafted_weights_file_is_one_line_and_allocates_nothing(
+    tmp_path, shared, capsys, case, content, expected
+):
+    if case.startswith("gguf"):
+        pytest.importorskip("gguf")
+        target = tmp_path / "model.gguf"
+        target.write_bytes(content)
+    else:
+        target = tmp_path / "target"
+        shutil.copytree(shared["target"], target)
+        (target / "model.safetensors").write_bytes(content)
+    recipe = base_recipe(shared, tmp_path / "run")
+    recipe["model"]["target"] = str(target)
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    before, peak = workspace_files(tmp_path), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    one_line_error(capsys, ["run", str(tmp_path / "recipe.yaml")], expected)
+    assert workspace_files(tmp_path) == before
+    grown_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak
+    assert grown_kib < 64 * 1024, grown_kib  # what the file claims (a terabyte) was never allocated
+
+
+def test_a_truncated_gguf_file_is_one_line(tmp_path, shared, capsys) -> None:
+    whole = tmp_path / "whole.gguf"
+    write_tiny_gguf(whole)
+    for keep in (0.5, 0.99):
+        cut = tmp_path / "cut.gguf"
+        cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * keep)])
+        recipe = base_recipe(shared, tmp_path / "run")
+        recipe["model"]["target"] = str(cut)
+        (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+        one_line_error(capsys, ["run", str(tmp_path / "recipe.yaml")], "run past the end")
+    check_gguf_header(whole)  # whole files are not refused: gguf's own, and the one the cases above alter
+    (tmp_path / "honest.gguf").write_bytes(_gguf())
+    check_gguf_header(tmp_path / "honest.gguf")
+
+
+def test_a_checkpoint_that_needs_its_own_code_is_refused_without_running_it(tmp_path, shared, capsys):
+    remote = tmp_path / "remote"
+    shutil.copytree(shared["target"], remote)
+    marker = tmp_path / "code-ran"
+    (remote / "modeling_secret.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    config = json.loads((remote / "config.json").read_text())
+    config |= {
+        "model_type": "secret_arch",
+        "auto_map": {"AutoModelForCausalLM": "modeling_secret.SecretForCausalLM"},
+    }
+    (remote / "config.json").write_text(json.dumps(config))
+    recipe = base_recipe(shared, tmp_path / "run")
+    recipe["model"]["target"] = str(remote)
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    before = workspace_files(tmp_path)
+    expected = "needs its own Python code to load (config.json auto_map, model_type 'secret_arch' unknown"
+    one_line_error(capsys, ["run", str(tmp_path / "recipe.yaml")], f"model.target: {remote} {expected}")
+    evaluate = [
+        "evaluate",
+        "--model",
+        str(remote),
+        "--data",
+        str(shared["muse"]),
+        "--out",
+        str(tmp_path / "o.json"),
+    ]
+    one_line_error(capsys, evaluate, "llm-unlearn never runs a checkpoint's code: convert it")
+    assert workspace_files(tmp_path) == before and not marker.exists()
+    (remote / "config.json").write_text('{"model_type": "llama",')  # torn
+    one_line_error(capsys, ["run", str(tmp_path / "recipe.yaml")], "config.json is not valid JSON (Expecting")

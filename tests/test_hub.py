@@ -395,3 +395,39 @@ def test_an_offline_push_with_a_token_is_one_line(run_dir, tmp_path, capsys, mon
     assert err.splitlines() == [err] and "push to my-org/x: OfflineModeIsEnabled: Cannot reach" in err
     assert FAKE_TOKEN not in err
     assert out == "" and sorted(copy.rglob("*")) == before  # no plan printed, no card written
+
+
+def test_an_interrupted_upload_is_one_line_and_the_same_push_finishes_it(
+    run_dir, tmp_path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", FAKE_TOKEN)
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    quantizer = get_quantizer("rtn-w4-g32")
+    quantized(copy / "models" / MODEL, quantizer, copy / "quantized" / MODEL / quantizer.name)
+    hub: dict[str, set[str]] = {}  # branch -> files the fake Hub holds
+    calls = []
+
+    def create_commit(self, repo_id, operations, commit_message, revision):
+        calls.append(revision)
+        if len(calls) == 2:  # the connection drops while the quantized branch uploads
+            raise ConnectionError(
+                "('Connection aborted.', RemoteDisconnected('Remote end closed connection'))"
+            )
+        hub.setdefault(revision, set()).update(op.path_in_repo for op in operations)
+
+    monkeypatch.setattr(HfApi, "create_commit", create_commit)
+    for name in ("whoami", "create_repo", "create_branch"):
+        monkeypatch.setattr(HfApi, name, lambda self, *args, **kwargs: None)
+    argv = ["push", str(copy), "--repo-id", "my-org/x", "--with-quantized"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err], err
+    assert err == (
+        "llm-unlearn: error: push to my-org/x: ConnectionError: ('Connection aborted.', RemoteDisconnected("
+        "'Remote end closed connection')); re-run the same push to finish it"
+    )
+    assert list(hub) == ["main"]
+    assert main(argv) == 0
+    assert calls == ["main", "rtn-w4-g32", "main", "rtn-w4-g32"]
+    assert hub == {"main": CHECKPOINT_FILES | RUN_FILES, "rtn-w4-g32": CHECKPOINT_FILES | {"README.md"}}

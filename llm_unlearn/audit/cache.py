@@ -10,7 +10,10 @@ A cell `quantized/<model>@<target>/<quantizer>/` (`RunFolder.quantized`) holds
 - what the quantizer itself keeps (`Quantizer.save_artifacts`: llama.cpp's GGUF file, which
   holds the whole model: a GGUF cell stores nothing else and is rebuilt, codes too, from it);
 - `source.json`: the checkpoint the cell was made from, with its weight files' sizes and times;
-- `quantizer.json`, written last: the configuration the cell is valid for.
+- `quantizer.json`, written last: the configuration the cell is valid for, and the sha256 of every
+  other file of the cell. A cell whose files no longer match (a truncated write, a flipped bit, an
+  edit) is rebuilt, and the user told in one line on stderr; a cell of an older version, without
+  hashes, is read as it is.
 
 Tensors the quantizer left as they were are not stored: a cell is rebuilt by loading the
 checkpoint once, dequantizing each weight's codes into it and copying the changed tensors. Only
@@ -22,8 +25,10 @@ of 32 is 4 + 2·16/32 = 5 bits a quantized weight (a float16 scale and zero poin
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -34,13 +39,15 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import PreTrainedModel
 
-from llm_unlearn.errors import UserError
+from llm_unlearn.errors import UserError, writing
 from llm_unlearn.models import CheckpointTensors, load_model, load_tokenizer, save_checkpoint
 from llm_unlearn.quant import Quantizer, WeightCodes, get_quantizer
 from llm_unlearn.runfolder import located, write_json
 
 CODES, CHANGED, SOURCE, CONFIG = "codes.safetensors", "changed.safetensors", "source.json", "quantizer.json"
 _OWN_FILES = (CODES, CHANGED, SOURCE, CONFIG)
+#: the key of quantizer.json that holds the sha256 of each other file of the cell
+HASHES = "sha256"
 
 
 def cell_folder(cache: Path, model: str, quantizer: str) -> Path:
@@ -96,14 +103,45 @@ class CachedCodes(Mapping[str, WeightCodes]):
 
 
 def is_valid(folder: Path, quantizer: Quantizer, checkpoint: Path) -> bool:
-    """Whether `folder` holds this quantizer's cell of `checkpoint` as it is now."""
+    """Whether `folder` holds this quantizer's cell of `checkpoint` as it is now, its files as they
+    were written. A damaged cell is told on stderr once and marked stale (its quantizer.json
+    removed), so it is rebuilt."""
     config, source = folder / CONFIG, folder / SOURCE
-    return (
-        config.is_file()
-        and source.is_file()
-        and json.loads(config.read_text()) == _config(quantizer)
-        and json.loads(source.read_text()) == source_stamp(checkpoint)
-    )
+    if not (config.is_file() and source.is_file()):
+        return False
+    try:
+        stored, stamp = json.loads(config.read_text()), json.loads(source.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):  # a damaged metadata file: a stale cell
+        return False
+    hashes = stored.pop(HASHES, None) if isinstance(stored, dict) else None
+    if stored != _config(quantizer) or stamp != source_stamp(checkpoint):
+        return False
+    if hashes is None:  # written by an older version, before cells had hashes
+        return True
+    now = _hashes(folder)
+    damaged = sorted(name for name in set(hashes) | set(now) if hashes.get(name) != now.get(name))
+    if damaged:
+        print(
+            f"llm-unlearn: warning: {folder / damaged[0]} does not match the sha256 stored with its cell "
+            "(truncated or changed since it was written); rebuilding the cell",
+            file=sys.stderr,
+        )
+        config.unlink(missing_ok=True)  # another process of a launch may have found it first
+        return False
+    return True
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    """The sha256 of each file of a cell but quantizer.json (which holds them)."""
+    found = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.name != CONFIG:
+            digest = hashlib.sha256()
+            with path.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):  # noqa: B023 - used at once
+                    digest.update(block)
+            found[path.name] = digest.hexdigest()
+    return found
 
 
 def save_cell(
@@ -116,21 +154,22 @@ def save_cell(
     """Write the cell of `network` (the checkpoint quantized in place, with its `codes`)."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG).unlink(missing_ok=True)  # a folder without it is recomputed
-    quantizer.save_artifacts(folder)
-    if not quantizer.artifacts_hold_the_model:
-        packed: dict[str, torch.Tensor] = {}
-        for name, c in codes.items():
-            packed |= {
-                f"{name}.codes": c.packed,
-                f"{name}.levels": exact_dtype(c.levels),
-                f"{name}.scale": exact_dtype(c.scale),
-                f"{name}.zero": exact_dtype(c.zero),
-                f"{name}.shape": torch.tensor(list(c.shape)),
-            }
-        save_file({k: v.contiguous() for k, v in packed.items()}, str(folder / CODES))
-        save_file(_changed_tensors(network, codes, checkpoint), str(folder / CHANGED))
-    write_json(folder / SOURCE, source_stamp(checkpoint))
-    write_json(folder / CONFIG, _config(quantizer))
+    with writing(folder):
+        quantizer.save_artifacts(folder)
+        if not quantizer.artifacts_hold_the_model:
+            packed: dict[str, torch.Tensor] = {}
+            for name, c in codes.items():
+                packed |= {
+                    f"{name}.codes": c.packed,
+                    f"{name}.levels": exact_dtype(c.levels),
+                    f"{name}.scale": exact_dtype(c.scale),
+                    f"{name}.zero": exact_dtype(c.zero),
+                    f"{name}.shape": torch.tensor(list(c.shape)),
+                }
+            save_file({k: v.contiguous() for k, v in packed.items()}, str(folder / CODES))
+            save_file(_changed_tensors(network, codes, checkpoint), str(folder / CHANGED))
+        write_json(folder / SOURCE, source_stamp(checkpoint))
+    write_json(folder / CONFIG, {**_config(quantizer), HASHES: _hashes(folder)})
 
 
 def _changed_tensors(
@@ -229,5 +268,5 @@ def materialize(folder: Path, dest: Path) -> Path:
     return dest
 
 
-def _config(quantizer: Quantizer) -> object:
+def _config(quantizer: Quantizer) -> dict[str, Any]:
     return json.loads(json.dumps(quantizer.config(), default=str))

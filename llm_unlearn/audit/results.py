@@ -1,7 +1,8 @@
 """`results.jsonl`: one JSON line per model × target × quantizer × metric cell.
 
-Each line is written with a single `write` on an append-only file and fsync'd, so a killed
-run leaves at most one torn last line, which reading cuts off; that cell is then recomputed.
+Each line is appended to the file (one `write`, more only where the disk is nearly full) and
+fsync'd, so a killed run, or a full disk (one line, `errors.writing`), leaves at most one torn last
+line, which reading cuts off; that cell is then recomputed.
 Under a launch with several processes, `ResultsFile.shared` opens the file on each of them and
 only the main process writes it. Lines an older version wrote are read with today's target labels
 (`runfolder.relabel`, by the recipe.yaml beside the file); the file itself is left as it is.
@@ -17,8 +18,8 @@ from typing import Any
 
 from accelerate import PartialState
 
-from llm_unlearn.errors import UserError
-from llm_unlearn.runfolder import RunFolder, relabel
+from llm_unlearn.errors import UserError, writing
+from llm_unlearn.runfolder import RunFolder, relabel, write_atomic
 
 Key = tuple[str, str, str, str]
 
@@ -40,7 +41,7 @@ class ResultsFile:
                 # A torn last line from a killed run: cut it, or the next append would join it.
                 text = text[: text.rfind("\n") + 1]
                 if write:
-                    path.write_text(text)
+                    write_atomic(path, text)
             for number, line in enumerate(text.splitlines(), 1):
                 try:
                     record = json.loads(line)
@@ -66,13 +67,17 @@ class ResultsFile:
 
     def add(self, record: dict[str, Any]) -> None:
         if self.write:
-            line = (json.dumps(record, sort_keys=True, default=str) + "\n").encode()
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                os.write(fd, line)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            line = memoryview((json.dumps(record, sort_keys=True, default=str) + "\n").encode())
+            with writing(self.path):
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                try:
+                    # a nearly full disk takes part of a line: write the rest, or fail on the next
+                    # write (the torn line is then cut when the file is read again)
+                    while line:
+                        line = line[os.write(fd, line) :]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
         self._records[cell_key(record)] = record
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
