@@ -12,6 +12,13 @@ Each speed is a RATIO against the reference loop run in the same process on the 
 prompts (one `generate` or one forward pass per example, as MUSE's scripts do), so a busy machine
 moves both sides alike; the script checks that both give the same generations and scores.
 Then the growth of evaluation time with the model's width and with the number of examples.
+`--only long`: the same ratios on passages longer than the context (issue 33: a random Llama of
+hidden 384, 6 layers, a 1,000-token BPE vocabulary and 2,048 positions; PrivLeak passages of
+2,800-3,300 tokens, cut to the context by the metric and by the loop alike), and the fixed cost of
+one `llm-unlearn evaluate` process: wall time from its start to its first forward pass (and, with
+`--compare-with TREE`, the same for another source tree, e.g. a worktree of the commit before).
+`--only budget`: seconds per token of a scoring forward pass by batch tokens, SDPA and eager
+attention, one thread: what `metrics/generation.py`'s CPU_TOKEN_BUDGET is chosen from.
 Prints and saves JSON.
 """
 
@@ -39,7 +46,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from llm_unlearn.audit.cache import quantized
 from llm_unlearn.data.corpora import DEMO, MuseCorpus, load_muse
 from llm_unlearn.metrics import METRICS, EvalContext, knowmem, privleak, verbmem
-from llm_unlearn.models import build_tokenizer, gguf_checkpoint
+from llm_unlearn.models import build_tokenizer, gguf_checkpoint, save_checkpoint
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.runfolder import NATURAL
 
@@ -51,19 +58,27 @@ SEED = 0
 AUDIT_QUANTIZERS = ("fp", "rtn-w4-g32")
 AUDIT_METRICS = ("knowmem_forget", "privleak")
 AUDIT_EXAMPLES = (2, 0, 1)  # KnowMem questions, VerbMem prompts, PrivLeak passages per side
+LONG_VOCAB = 1000  # issue 33's long-passage model
+PARTS = ("speed", "audit", "gguf", "long", "budget")
 
 
-def demo_tokenizer() -> PreTrainedTokenizerFast:
-    """A BPE of the demo benchmark's text, filled up to VOCAB entries with unused tokens."""
+def demo_tokenizer(vocab: int = VOCAB) -> PreTrainedTokenizerFast:
+    """A BPE of the demo benchmark's text (at most 4,096 entries), filled up to `vocab` with unused tokens."""
     demo = load_muse(DEMO, {"raw": ("forget", "retain1", "holdout")})
     tok = build_tokenizer(
-        demo.get("raw", "forget") + demo.get("raw", "retain1") + demo.get("raw", "holdout"), 4096
+        demo.get("raw", "forget") + demo.get("raw", "retain1") + demo.get("raw", "holdout"), min(vocab, 4096)
     )
-    tok.add_tokens([f"<unused{i}>" for i in range(VOCAB - len(tok))])
+    tok.add_tokens([f"<unused{i}>" for i in range(vocab - len(tok))])
     return tok
 
 
-def make_model(tok: PreTrainedTokenizerFast, hidden: int = 384, layers: int = 6) -> LlamaForCausalLM:
+def make_model(
+    tok: PreTrainedTokenizerFast,
+    hidden: int = 384,
+    layers: int = 6,
+    positions: int = 2048,
+    attention: str = "sdpa",
+) -> LlamaForCausalLM:
     torch.manual_seed(SEED)
     config = LlamaConfig(
         vocab_size=len(tok),
@@ -72,9 +87,10 @@ def make_model(tok: PreTrainedTokenizerFast, hidden: int = 384, layers: int = 6)
         num_hidden_layers=layers,
         num_attention_heads=hidden // 64,
         num_key_value_heads=hidden // 64,
-        max_position_embeddings=2048,
+        max_position_embeddings=positions,
         bos_token_id=tok.bos_token_id,
         pad_token_id=tok.pad_token_id,
+        attn_implementation=attention,
         eos_token_id=None,  # no early stop: each prompt decodes all its new tokens, as a trained model does
     )
     model = LlamaForCausalLM(config).eval()
@@ -83,9 +99,14 @@ def make_model(tok: PreTrainedTokenizerFast, hidden: int = 384, layers: int = 6)
 
 
 def muse_news_shaped(
-    tok: PreTrainedTokenizerFast, n_knowmem: int, n_verbmem: int, n_privleak: int
+    tok: PreTrainedTokenizerFast,
+    n_knowmem: int,
+    n_verbmem: int,
+    n_privleak: int,
+    privleak_tokens: tuple[int, int] = (300, 1500),
 ) -> MuseCorpus:
-    """KnowMem, VerbMem and PrivLeak splits of MUSE-News's shape, from the demo benchmark's text."""
+    """KnowMem, VerbMem and PrivLeak splits of MUSE-News's shape, from the demo benchmark's text;
+    PrivLeak passages of `privleak_tokens` (least, most) tokens."""
     demo = load_muse(DEMO, {"raw": ("forget", "retain1", "holdout"), "knowmem": ("forget_qa", "retain_qa")})
     rng = random.Random(SEED)
     icl: list[dict[str, str]] = []
@@ -110,8 +131,8 @@ def muse_news_shaped(
         "knowmem": {"forget_qa": demo.get("knowmem", "forget_qa")[:n_knowmem], "forget_qa_icl": icl},
         "verbmem": {"forget": verbmem_records},
         "privleak": {
-            "forget": [passage(forget, rng.randint(300, 1500)) for _ in range(n_privleak)],
-            "holdout": [passage(holdout, rng.randint(300, 1500)) for _ in range(n_privleak)],
+            "forget": [passage(forget, rng.randint(*privleak_tokens)) for _ in range(n_privleak)],
+            "holdout": [passage(holdout, rng.randint(*privleak_tokens)) for _ in range(n_privleak)],
         },
     }
     return MuseCorpus("muse-news-shaped", splits)
@@ -146,11 +167,12 @@ def reference_generations(
 def reference_forwards(
     model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, texts: list[str]
 ) -> tuple[float, list[float]]:
-    """One forward pass per passage (its time alone), and each passage's Min-K% score from it."""
+    """One forward pass per passage (its time alone), and each passage's Min-K% score from it; a
+    passage past the model's context is cut to its first `max_position_embeddings` tokens."""
     seconds, scores = 0.0, []
     with torch.inference_mode():
         for text in texts:
-            ids = tok(text, return_tensors="pt")["input_ids"]
+            ids = tok(text, return_tensors="pt")["input_ids"][:, : model.config.max_position_embeddings]
             start = time.perf_counter()
             logits = model(ids).logits
             seconds += time.perf_counter() - start
@@ -202,6 +224,119 @@ def speedups(
     return out
 
 
+#: the `llm-unlearn evaluate` child of `invocation_cost`: it stops at the first forward pass of any
+#: module and prints the time, and where it imported llm_unlearn from
+FIRST_FORWARD = """
+import os, sys, time
+import torch
+def _first(module, args):
+    print("FIRST_FORWARD", time.time(), sys.modules["llm_unlearn"].__file__, flush=True)
+    os._exit(0)
+torch.nn.modules.module.register_module_forward_pre_hook(_first)
+from llm_unlearn.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _process_seconds(code: str, args: list[str], tree: Path) -> tuple[float, str]:
+    """Wall seconds from starting `python -c code args` (llm_unlearn from `tree`) to its first
+    FIRST_FORWARD line, or to its exit when it prints none; and where it imported llm_unlearn from."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(tree)}
+    start = time.time()
+    # run in `tree`: `python -c` puts the working folder first on sys.path
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=tree
+    )
+    end, source = time.time(), ""
+    for line in proc.stdout.splitlines():
+        if line.startswith("FIRST_FORWARD"):
+            _, stamp, source = line.split(maxsplit=2)
+            end = float(stamp)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{code.strip()[:40]!r} failed: {proc.stderr.strip()[-500:]}")
+    return end - start, source
+
+
+def invocation_cost(checkpoint: Path, trees: dict[str, Path], repeats: int, work: Path) -> dict[str, Any]:
+    """Per source tree, the fastest of `repeats` wall times of: an empty interpreter, importing
+    what `evaluate` imports, and one `llm-unlearn evaluate --metrics privleak,knowmem_forget,verbmem`
+    on the demo data from process start to its first forward pass (one model load, the data read)."""
+    evaluate_args = [
+        "evaluate",
+        "--model",
+        str(checkpoint),
+        "--data",
+        "demo",
+        "--metrics",
+        "privleak,knowmem_forget,verbmem",
+        "--out",
+        str(work / "invocation.json"),
+    ]
+    steps = {
+        "python_start": ("pass", []),
+        "imports": ("import llm_unlearn.cli, llm_unlearn.metrics, llm_unlearn.models", []),
+        "to_first_forward": (FIRST_FORWARD, evaluate_args),
+    }
+    out: dict[str, Any] = {}
+    for label, tree in trees.items():
+        row: dict[str, Any] = {"tree": str(tree)}
+        for step, (code, step_args) in steps.items():
+            runs = [_process_seconds(code, step_args, tree) for _ in range(repeats)]
+            row[f"{step}_s"] = round(min(r[0] for r in runs), 3)
+            row["llm_unlearn_from"] = runs[-1][1] or row.get("llm_unlearn_from", "")
+        out[label] = row
+        print(json.dumps({label: row}), flush=True)
+    if len(trees) == 2:
+        first, second = out.values()
+        out["to_first_forward_ratio"] = round(second["to_first_forward_s"] / first["to_first_forward_s"], 3)
+    return out
+
+
+def long_passages(args: argparse.Namespace) -> dict[str, Any]:
+    """Issue 33's case: PrivLeak passages longer than the context, KnowMem and VerbMem beside them,
+    each against the one-at-a-time loop in this process; then one `evaluate` process's fixed cost."""
+    tok = demo_tokenizer(LONG_VOCAB)
+    model = make_model(tok, positions=args.long_positions)
+    data = muse_news_shaped(tok, args.knowmem, args.verbmem, args.long_passages, tuple(args.long_tokens))
+    texts = data.get("privleak", "forget") + data.get("privleak", "holdout")
+    out: dict[str, Any] = {
+        "model": {"hidden": 384, "layers": 6, "vocab": len(tok), "positions": args.long_positions},
+        "privleak_passage_tokens": [len(r) for r in tok(texts)["input_ids"]],
+        "batch_size": args.batch_size,
+        "speedup_vs_muse_loop": speedups(model, tok, data, args.batch_size, args.repeats),
+    }
+    print(json.dumps(out["speedup_vs_muse_loop"], indent=1), flush=True)
+    checkpoint = args.work / "long_model"
+    save_checkpoint(model, tok, checkpoint)
+    trees = {"this": ROOT} | ({"compare_with": args.compare_with} if args.compare_with else {})
+    out["invocation_cost"] = invocation_cost(checkpoint, trees, args.repeats, args.work)
+    return out
+
+
+def budget_sweep(args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds per token of one scoring forward pass of rows of `long_positions` tokens, by rows,
+    under SDPA and eager attention, and the largest log-prob difference between the two."""
+    tok = demo_tokenizer(LONG_VOCAB)
+    width = args.long_positions
+    ids = torch.randint(
+        3, len(tok), (max(args.budget_rows), width), generator=torch.Generator().manual_seed(SEED)
+    )
+    out: dict[str, Any] = {"positions": width, "vocab": len(tok), "repeats": args.repeats}
+    logprobs = {}
+    for attention in ("sdpa", "eager"):
+        model = make_model(tok, positions=width, attention=attention)
+        rows = {}
+        with torch.inference_mode():
+            for n in args.budget_rows:
+                seconds, logits = best_of(args.repeats, lambda n=n, m=model: m(ids[:n]).logits)[0]
+                rows[str(n * width)] = round(seconds / (n * width) * 1e6, 2)
+            logprobs[attention] = logits.float().log_softmax(-1)
+        out[f"{attention}_us_per_token_by_batch_tokens"] = rows
+        print(json.dumps({attention: rows}), flush=True)
+    out["sdpa_vs_eager_max_abs_logprob_diff"] = (logprobs["sdpa"] - logprobs["eager"]).abs().max().item()
+    return out
+
+
 def ratio(reference_s: float, ours_s: float, target: float, same: bool) -> dict:
     return {
         "reference_loop_s": round(reference_s, 3),
@@ -245,8 +380,6 @@ def _coded_weights(cell: Path) -> int:
 def build_audit_models(tok: PreTrainedTokenizerFast, hidden: int, folder: Path) -> dict[str, Path]:
     """A random target of `hidden` width and an "unlearned" copy (every weight moved by 1e-3 of its
     spread, about what a few unlearning steps do), saved as checkpoints with the tokenizer."""
-    from llm_unlearn.models import save_checkpoint
-
     paths = {"target": folder / "target", "ga": folder / "ga"}
     if all((p / "config.json").is_file() for p in paths.values()):
         return paths
@@ -426,7 +559,21 @@ def main() -> None:
     parser.add_argument("--widths", type=int, nargs="+", default=[256, 512, 1024, 2048])
     parser.add_argument("--audit-widths", type=int, nargs="+", default=[1024, 2048])
     parser.add_argument(
-        "--only", choices=("speed", "audit", "gguf"), help="run one part; the others are kept from --out"
+        "--only",
+        choices=PARTS,
+        help="run one part; the others are kept from --out (long and budget run only when named)",
+    )
+    parser.add_argument("--long-passages", type=int, default=6, help="long PrivLeak passages per side")
+    parser.add_argument("--long-tokens", type=int, nargs=2, default=[2800, 3300], metavar=("MIN", "MAX"))
+    parser.add_argument(
+        "--long-positions",
+        type=int,
+        default=2048,
+        help="the long case's context: at least 1024, so KnowMem's prompts (about 560 tokens) are never cut",
+    )
+    parser.add_argument("--budget-rows", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument(
+        "--compare-with", type=Path, help="another source tree whose `evaluate` start to time as well"
     )
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "llm_unlearn_scale")
     parser.add_argument("--out", type=Path, default=ROOT / "eval" / "results" / "scale_benchmark.json")
@@ -434,6 +581,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child(args.child[0], Path(args.child[1]))
+    if args.long_positions < 1024:
+        parser.error("--long-positions: give at least 1024, so KnowMem's prompts are not cut")
     torch.set_num_threads(args.threads)
 
     result = json.loads(args.out.read_text()) if args.only and args.out.is_file() else {}
@@ -443,6 +592,11 @@ def main() -> None:
         result["audit_quantized_cache"] = audit_cache_and_memory(args.audit_widths, args.work)
     if args.only in (None, "gguf"):
         result["gguf_cell"] = gguf_cell(args.work)
+    if args.only == "long":
+        args.work.mkdir(parents=True, exist_ok=True)
+        result["long_passages"] = long_passages(args)
+    if args.only == "budget":
+        result["scoring_budget"] = budget_sweep(args)
     command = "nice -n 10 python eval/scale_benchmark.py " + " ".join(sys.argv[1:])
     for part in ("speed", "audit", "gguf") if args.only is None else (args.only,):
         result.setdefault("commands", {})[part] = command  # what measured each part

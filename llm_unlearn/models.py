@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from rich.console import Console
@@ -31,8 +31,6 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
-    Trainer,
-    TrainingArguments,
 )
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.utils import logging as hf_logging
@@ -42,6 +40,9 @@ from llm_unlearn.data.collate import LMDataset, UnlearningCollator, chunk_texts
 from llm_unlearn.data.corpora import DEMO, is_hub_id, load_muse
 from llm_unlearn.errors import UserError, writing
 from llm_unlearn.quant import get_quantizer
+
+if TYPE_CHECKING:
+    from transformers import Trainer
 
 #: the embedded demo's tiny Llama (~1.2 M parameters) and how its target is trained
 DEMO_TOKENIZER_VOCAB = 1024
@@ -600,6 +601,10 @@ def train_causal_lm(
     **training_args: object,
 ) -> Path:
     """Fine-tune `model` on `texts` with the standard next-token loss and save it to `dest`."""
+    # imported here: transformers' Trainer pulls in datasets, pandas and peft, a second or more of
+    # every process that only loads a model to evaluate it
+    from transformers import Trainer, TrainingArguments
+
     dataset = LMDataset(chunk_texts(texts, tokenizer, max_length))
     args = TrainingArguments(
         output_dir=str(dest.with_name(dest.name + ".trainer")),

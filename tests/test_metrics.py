@@ -4,6 +4,8 @@ loads only what the named metrics read."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -103,3 +105,16 @@ def test_no_room_to_generate_is_one_user_error(tok: PreTrainedTokenizerFast) -> 
     data = MuseCorpus("v", {"verbmem": {"forget": [{"prompt": SHORT, "gt": "gamma"}]}})
     with pytest.raises(UserError, match="verbmem: the model's context is 100 tokens"):
         evaluate(model, EvalContext(tok, data), ["verbmem"])
+
+
+def test_importing_the_metrics_and_the_loader_leaves_the_heavy_scorers_out() -> None:
+    """An `evaluate` start pays for no scorer before its first forward pass: rouge_score (nltk),
+    scipy.stats, sklearn and transformers' Trainer (datasets, pandas) are imported on first use."""
+    code = (
+        "import sys, llm_unlearn.metrics, llm_unlearn.models;"
+        "print(' '.join(m for m in ('rouge_score', 'nltk', 'scipy.stats', 'sklearn', 'datasets',"
+        " 'pandas', 'transformers.trainer') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == []
+    assert privleak.membership_auc([0.1, 0.2], [0.3, 0.4]) == 0.0  # and they still load when used

@@ -18,9 +18,14 @@ from transformers import (
 from llm_unlearn.data.corpora import MuseCorpus
 from llm_unlearn.metrics import EvalContext, knowmem
 from llm_unlearn.metrics.generation import (
+    CPU_GENERATION_TOKEN_BUDGET,
+    CPU_TOKEN_BUDGET,
     _batches,
     generate_greedy,
+    generation_budget,
+    kv_bytes_per_token,
     shared_prefix_length,
+    token_budget,
     token_logprobs,
     token_min_k_plus_plus_zscores,
 )
@@ -109,6 +114,69 @@ def test_scoring_batches_bound_the_padding() -> None:
     # 2 a batch: 100, 95 | 91, 89 (2 % below 91) | 50 | 10
     assert list(_batches(ids, 2, max_padding=0.1)) == [[1, 2], [4, 3], [0], [5]]
     assert list(_batches(ids, 4)) == [[1, 2, 4, 3], [0, 5]]  # generation: any padding
+
+
+def test_batches_hold_a_budget_of_tokens() -> None:
+    ids = [[0] * n for n in (50, 100, 95, 89, 91, 10)]
+    # 100, 95, 91, 89 would be 4 × 100 = 400 > 300 tokens: 100, 95, 91 | 89, 50, 10 (3 × 89 = 267)
+    assert list(_batches(ids, 8, max_tokens=300)) == [[1, 2, 4], [3, 0, 5]]
+    # new tokens count: (100 + 20) × 2 = 240 <= 250 < 360: 100, 95 | 91, 89 | 50, 10
+    assert list(_batches(ids, 8, max_tokens=250, extra=20)) == [[1, 2], [4, 3], [0, 5]]
+    # a row longer than the budget still runs, alone
+    assert list(_batches(ids, 8, max_tokens=60)) == [[1], [2], [4], [3], [0], [5]]
+    assert list(_batches(ids, 2, max_tokens=10_000)) == [[1, 2], [4, 3], [0, 5]]  # the cap stays
+
+
+def test_budget_on_a_cpu_is_the_measured_constant(llama: LlamaForCausalLM) -> None:
+    assert token_budget(llama) == CPU_TOKEN_BUDGET
+    assert generation_budget(llama) == CPU_GENERATION_TOKEN_BUDGET
+
+
+def test_kv_bytes_per_token_is_what_a_cache_holds(llama: LlamaForCausalLM) -> None:
+    ids = torch.arange(1, 11)[None]
+    with torch.inference_mode():
+        cache = llama(input_ids=ids, use_cache=True).past_key_values
+    held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    assert kv_bytes_per_token(llama) * ids.shape[1] == held
+
+
+def test_long_passages_score_as_one_at_a_time_within_the_budget(tok: PreTrainedTokenizerFast) -> None:
+    """Passages past the context, batched under a budget, against a loop of single unpadded passes."""
+    model = lively(tok, "llama")
+    # one character a token: two past the 256-token context, the rest in batches of 2 and 3 under 600
+    texts = [("the word " * 50)[:n] for n in (300, 240, 100, 400, 235, 98, 95)]
+    widths = []
+    forward = model.forward
+
+    def spy(input_ids: torch.Tensor, **kwargs: object) -> object:
+        widths.append(input_ids.numel())
+        return forward(input_ids=input_ids, **kwargs)
+
+    model.forward = spy
+    batched = token_logprobs(model, tok, texts, batch_size=16, max_tokens=600)
+    zscores = token_min_k_plus_plus_zscores(model, tok, texts, batch_size=16, max_tokens=600)
+    model.forward = forward
+    assert widths == [2 * CONTEXT, 2 * 241, 3 * 101] * 2  # the budget, not the cap of 16, splits them
+    with torch.inference_mode():
+        for text, lp, z in zip(texts, batched, zscores, strict=True):
+            ids = tok(text, return_tensors="pt")["input_ids"][:, :CONTEXT]
+            log_probs = model(ids).logits[0, :-1].float().log_softmax(-1)
+            targets = ids[0, 1:]
+            assert lp.shape[0] == min(len(tok(text)["input_ids"]), CONTEXT) - 1
+            torch.testing.assert_close(lp, log_probs.gather(-1, targets[:, None])[:, 0], atol=1e-5, rtol=0)
+            p = log_probs.exp()
+            mu = (p * log_probs).sum(-1)
+            sigma = (p * (log_probs - mu[:, None]) ** 2).sum(-1).sqrt()
+            want = (log_probs.gather(-1, targets[:, None])[:, 0] - mu) / sigma
+            torch.testing.assert_close(z, want, atol=1e-4, rtol=0)
+
+
+def test_greedy_under_a_budget_equals_one_at_a_time(tok: PreTrainedTokenizerFast) -> None:
+    model = lively(tok, "llama")
+    prompts = [*PROMPTS, "word " * 300]  # the last is cut to the context
+    one = generate_greedy(model, tok, prompts, 8, batch_size=1)
+    assert generate_greedy(model, tok, prompts, 8, batch_size=16, max_tokens=120) == one
+    assert generate_greedy(model, tok, prompts, 8, batch_size=16, share_prefix=True, max_tokens=120) == one
 
 
 def test_scores_without_padding_mask_equal_unbatched(tok: PreTrainedTokenizerFast) -> None:

@@ -5,7 +5,9 @@ next token sits in the last column), with an attention mask, and texts on the ri
 where causal attention alone keeps every real token from seeing the padding after it; the tests
 compare each function against batch_size=1. Inputs are sorted by length so a batch holds similar
 lengths and pays for little padding (scoring batches pad at most `SCORE_PADDING` of a row: on a
-CPU a padded token costs as much as a real one); results come back in input order.
+CPU a padded token costs as much as a real one); results come back in input order. A batch holds
+at most `batch_size` rows and a budget of tokens (`token_budget`: what fits a CPU's caches or a
+GPU's free memory), so a few long passages are not one batch too large to run fast.
 Padding is done here, not by the tokenizer, so a shared tokenizer's `padding_side` is never touched.
 Under `accelerate launch` / `torchrun` with several processes, each process runs every n-th of
 those batches and every process gets all results (`_sharded`); every call is then collective.
@@ -30,6 +32,18 @@ T = TypeVar("T")
 #: a scoring batch takes a next (shorter) text only while its padding stays within this share of
 #: the batch's width; generation batches take any length (decoding costs per row, not per token)
 SCORE_PADDING = 0.1
+#: tokens (rows × padded width) in one scoring batch on a CPU, where a batch's activations and
+#: logits outgrow the caches past a few thousand tokens (16 passages of 2,048 tokens scored at 0.55×
+#: a one-at-a-time loop, issue 33). Measured with `eval/scale_benchmark.py --only budget` (a random
+#: Llama, hidden 384, 6 layers, vocabulary 1,000, one thread): a forward pass of 2,048-token rows
+#: cost the same per token at 1 and 2 rows (2,048 and 4,096 tokens) and 19 % more at 4 (on a busy
+#: 2-core machine; that script measures it again). Overridable: pass `max_tokens`, or set this.
+CPU_TOKEN_BUDGET = 4096
+#: tokens, new ones included, in one generation batch on a CPU: decoding reads every weight once
+#: per step whatever the rows, so it gains from more rows than scoring; this keeps MUSE-News's
+#: batches of 16 (KnowMem ≈ 600, VerbMem ≈ 530 tokens, the scale benchmark's 8.9× and 2.8×) whole
+#: and halves batches of prompts near a 2,048-token context.
+CPU_GENERATION_TOKEN_BUDGET = 16 * 1024
 #: texts, or their token ids as the tokenizer gives them (special tokens included)
 Inputs = Sequence[str] | Sequence[list[int]]
 
@@ -49,18 +63,75 @@ def _pad_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return pad
 
 
-def _batches(ids: list[list[int]], batch_size: int, max_padding: float = 1.0) -> Iterator[list[int]]:
+def token_budget(model: nn.Module, extra_per_token: int = 0) -> int:
+    """How many tokens (rows × padded width) one batch of `model` may hold.
+
+    On a CPU, `CPU_TOKEN_BUDGET`. On a GPU, half the free memory over what one token costs: the
+    logits row and one layer's activations (`_bytes_per_token`) plus `extra_per_token` bytes (a
+    generation's keys and values, `kv_bytes_per_token`).
+    """
+    device = _device(model)
+    if device.type != "cuda":
+        return CPU_TOKEN_BUDGET
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, free // 2 // (_bytes_per_token(model) + extra_per_token))
+
+
+def _bytes_per_token(model: nn.Module) -> int:
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    width = getattr(config, "hidden_size", 0) or 0
+    inner = getattr(config, "intermediate_size", None) or 4 * width
+    element = next(model.parameters()).element_size()
+    # eager attention writes [heads, T, T] scores: per token, heads × T (T up to the context);
+    # SDPA's kernels keep them out of memory
+    eager = getattr(config, "_attn_implementation", None) == "eager"
+    scores = (getattr(config, "num_attention_heads", 1) or 1) * (context_length(model) or 0) if eager else 0
+    # logits in the model's dtype, the MLP's gate, up and product, a few residual-stream copies
+    return element * (config.vocab_size + 3 * inner + 8 * width + scores)
+
+
+def kv_bytes_per_token(model: nn.Module) -> int:
+    """Bytes of one token's keys and values over all layers (what a generation's cache holds)."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    width = getattr(config, "hidden_size", 0) or 0
+    heads = getattr(config, "num_attention_heads", 1) or 1
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or width // heads
+    layers = getattr(config, "num_hidden_layers", 1) or 1
+    return 2 * layers * kv_heads * head_dim * next(model.parameters()).element_size()
+
+
+def generation_budget(model: nn.Module) -> int:
+    """`token_budget` of a generation, whose rows also hold their keys and values; on a CPU
+    `CPU_GENERATION_TOKEN_BUDGET`."""
+    if _device(model).type != "cuda":
+        return CPU_GENERATION_TOKEN_BUDGET
+    return token_budget(model, kv_bytes_per_token(model))
+
+
+def _batches(
+    ids: list[list[int]],
+    batch_size: int,
+    max_padding: float = 1.0,
+    max_tokens: int | None = None,
+    extra: int = 0,
+) -> Iterator[list[int]]:
     """Indices into `ids`, longest first, in chunks of at most `batch_size`.
 
     A chunk ends early where the next row would be padded by more than `max_padding` × the
-    chunk's width (that of its first, longest row).
+    chunk's width (that of its first, longest row), or where its rows × (width + `extra`) would
+    pass `max_tokens` (a chunk holds at least one row, however long).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]), reverse=True)
     batch: list[int] = []
     for i in order:
-        if batch and (len(batch) == batch_size or len(ids[i]) < (1 - max_padding) * len(ids[batch[0]])):
+        if batch and (
+            len(batch) == batch_size
+            or len(ids[i]) < (1 - max_padding) * len(ids[batch[0]])
+            or (max_tokens is not None and (len(batch) + 1) * (len(ids[batch[0]]) + extra) > max_tokens)
+        ):
             yield batch
             batch = []
         batch.append(i)
@@ -73,6 +144,8 @@ def _sharded(
     batch_size: int,
     run_batch: Callable[[list[int]], list[T]],
     max_padding: float = 1.0,
+    max_tokens: int | None = None,
+    extra: int = 0,
 ) -> list[T]:
     """`run_batch(indices)` on each batch of `_batches`; all its results, in input order.
 
@@ -81,7 +154,8 @@ def _sharded(
     pads and runs, so every number is the same whatever the process count.
     """
     state = PartialState()
-    mine = list(_batches(ids, batch_size, max_padding))[state.process_index :: state.num_processes]
+    batches = list(_batches(ids, batch_size, max_padding, max_tokens, extra))
+    mine = batches[state.process_index :: state.num_processes]
     found = [pair for idx in mine for pair in zip(idx, run_batch(idx), strict=True)]
     if state.num_processes > 1:
         found = gather_object(found)  # every process's (index, result) pairs, in rank order
@@ -174,6 +248,7 @@ def generate_greedy(
     max_new_tokens: int,
     batch_size: int,
     share_prefix: bool = False,
+    max_tokens: int | None = None,
 ) -> list[str]:
     """Greedy continuation of each prompt: only the new tokens, decoded without special tokens.
 
@@ -183,6 +258,8 @@ def generate_greedy(
     the model once; each batch continues from a copy of their keys and values, its own tokens
     left-padded after them, [prefix | pad.. | own tokens], with positions from the mask as in the
     plain [pad.. | prefix | own tokens]: the same numbers at a fraction of the prefill.
+    A batch holds at most `batch_size` prompts and `max_tokens` tokens counted with their new
+    ones (None: `generation_budget(model)`).
     """
     if not prompts:
         return []
@@ -222,7 +299,8 @@ def generate_greedy(
         shared = shared_prefix_length(ids) if share_prefix else 0
         prefix_cache = _prefill(model, ids[0][:shared]) if shared else None
         shared = shared if prefix_cache is not None else 0
-        return _sharded(ids, batch_size, run_batch)
+        tokens = generation_budget(model) if max_tokens is None else max_tokens
+        return _sharded(ids, batch_size, run_batch, max_tokens=tokens, extra=max_new_tokens)
 
 
 def _per_token(
@@ -232,11 +310,13 @@ def _per_token(
     batch_size: int,
     max_length: int | None,
     reduce: Callable[[torch.Tensor, torch.Tensor], T],
+    max_tokens: int | None = None,
 ) -> list[T]:
     """One right-padded forward pass per batch; `reduce(logits[n-1, V], targets[n-1])` per text.
 
     Row t of logits scores token t+1 given x_<=t, in float32. Texts are cut to their first
-    `max_length` tokens and to the model's context, whichever is shorter.
+    `max_length` tokens and to the model's context, whichever is shorter. A batch holds at most
+    `batch_size` texts and `max_tokens` tokens, padding included (None: `token_budget(model)`).
     """
     if not texts:
         return []
@@ -258,7 +338,8 @@ def _per_token(
         return out
 
     with _eval_mode(model):
-        return _sharded(ids, batch_size, run_batch, max_padding=SCORE_PADDING)
+        tokens = token_budget(model) if max_tokens is None else max_tokens
+        return _sharded(ids, batch_size, run_batch, max_padding=SCORE_PADDING, max_tokens=tokens)
 
 
 def _gather(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -272,13 +353,14 @@ def token_logprobs(
     texts: Inputs,
     batch_size: int,
     max_length: int | None = None,
+    max_tokens: int | None = None,
 ) -> list[torch.Tensor]:
     """Per text, the 1-D float32 tensor of log p(x_t | x_<t) for every token t >= 1.
 
     Tokens are the tokenizer's (with its special tokens, e.g. Llama's BOS), cut to `max_length`
-    and to the model's context; a text of n tokens gives n-1 values.
+    and to the model's context; a text of n tokens gives n-1 values. Batches as `_per_token`'s.
     """
-    return _per_token(model, tokenizer, texts, batch_size, max_length, _gather)
+    return _per_token(model, tokenizer, texts, batch_size, max_length, _gather, max_tokens)
 
 
 def min_k_plus_plus_zscores(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -305,6 +387,7 @@ def token_min_k_plus_plus_zscores(
     texts: Inputs,
     batch_size: int,
     max_length: int | None = None,
+    max_tokens: int | None = None,
 ) -> list[torch.Tensor]:
     """Like `token_logprobs`, but each token's Min-K%++ z-score (`min_k_plus_plus_zscores`)."""
     return _per_token(
@@ -314,4 +397,5 @@ def token_min_k_plus_plus_zscores(
         batch_size,
         max_length,
         lambda logits, tg: min_k_plus_plus_zscores(logits.log_softmax(-1), tg).cpu(),
+        max_tokens,
     )

@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from llm_unlearn.context import context_length, count_over, cut_record
@@ -64,6 +63,9 @@ def min_k_score(values: torch.Tensor, k: float = K) -> float:
 
 def membership_auc(member_scores: Sequence[float], nonmember_scores: Sequence[float]) -> float:
     """ROC AUC of the scores with members labelled 1: 0 when every member scores lowest, 0.5 at chance."""
+    # sklearn is imported on first use: a second of every `evaluate` start before its first forward
+    from sklearn.metrics import roc_auc_score
+
     y = [1] * len(member_scores) + [0] * len(nonmember_scores)
     return float(roc_auc_score(y, [*member_scores, *nonmember_scores]))
 

@@ -23,13 +23,12 @@ import dataclasses
 import json
 import math
 from collections.abc import Mapping, Sequence
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from rouge_score import rouge_scorer
-from scipy import stats
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -37,7 +36,15 @@ from llm_unlearn.data.collate import IGNORE_INDEX, LabeledWindow
 from llm_unlearn.data.tofu import TOFU, encode_qa, get_template
 from llm_unlearn.errors import UserError
 from llm_unlearn.metrics.bootstrap import Examples, register_statistic
-from llm_unlearn.metrics.generation import _device, _eval_mode, _pad, _pad_id, _sharded, generate_greedy
+from llm_unlearn.metrics.generation import (
+    _device,
+    _eval_mode,
+    _pad,
+    _pad_id,
+    _sharded,
+    generate_greedy,
+    token_budget,
+)
 from llm_unlearn.metrics.registry import (
     EvalContext,
     MetricResult,
@@ -47,6 +54,9 @@ from llm_unlearn.metrics.registry import (
 )
 from llm_unlearn.metrics.verbmem import mean_or_nan
 
+if TYPE_CHECKING:
+    from rouge_score.rouge_scorer import RougeScorer
+
 MAX_NEW_TOKENS = 200
 #: TOFU's values lie in [0, 1]: one point of that scale (MUSE's ×100 scores have 1)
 UNIT_POINT = 0.01  # open-unlearning's generation default for TOFU
@@ -54,7 +64,6 @@ REFERENCE_KEY = "tofu_reference_truth_ratios"
 #: the metric whose reference is the retrain model's forget-set truth ratios
 FORGET_QUALITY = "tofu_forget_quality"
 MEAN_KEY = "tofu_truth_ratio_mean"
-_SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 #: the model-utility sets: name -> (TOFU config, reference answer of the truth ratio, normalised probability)
 UTILITY_SETS = {
     "retain": ("retain_perturbed", "paraphrased_answer", False),
@@ -99,17 +108,29 @@ def utility_truth_stat(ratio: float) -> float:
 
 def forget_quality(truth_ratios: Sequence[float], reference_truth_ratios: Sequence[float]) -> float:
     """p-value of the two-sample KS test between the two truth-ratio samples."""
-    return float(stats.ks_2samp(truth_ratios, reference_truth_ratios).pvalue)
+    # scipy.stats (as rouge_score below) is imported on first use: a second of every process start
+    from scipy.stats import ks_2samp
+
+    return float(ks_2samp(truth_ratios, reference_truth_ratios).pvalue)
 
 
 def model_utility(values: Sequence[float]) -> float:
     """Harmonic mean (0 when any value is 0)."""
-    return 0.0 if min(values) <= 0 else float(stats.hmean(values))
+    from scipy.stats import hmean
+
+    return 0.0 if min(values) <= 0 else float(hmean(values))
+
+
+@cache
+def _scorer() -> RougeScorer:
+    from rouge_score.rouge_scorer import RougeScorer
+
+    return RougeScorer(["rougeL"], use_stemmer=True)
 
 
 def rouge_recall(gold: str, output: str) -> float:
     """ROUGE-L recall (LCS / gold words), words Porter-stemmed."""
-    return _SCORER.score(gold, output)["rougeL"].recall
+    return _scorer().score(gold, output)["rougeL"].recall
 
 
 # --- model calls -----------------------------------------------------------------------------
@@ -137,7 +158,7 @@ def answer_logprobs(
         return out
 
     with _eval_mode(model):
-        return _sharded(windows, batch_size, run_batch)
+        return _sharded(windows, batch_size, run_batch, max_tokens=token_budget(model))
 
 
 def _probabilities(
@@ -186,8 +207,10 @@ UTILITY_FIELDS = ("probability", "rouge", "truth_ratio_stat")
 def ks_statistic(found: Examples, counts: np.ndarray) -> np.ndarray:
     """Forget quality of each resample: the KS-test p-value of the resampled truth ratios against the
     FIXED `reference` ratios of the retain model."""
+    from scipy.stats import ks_2samp
+
     rows = np.atleast_2d(counts).astype(int)
-    values = [stats.ks_2samp(np.repeat(found.scores, row), found.reference).pvalue for row in rows]
+    values = [ks_2samp(np.repeat(found.scores, row), found.reference).pvalue for row in rows]
     return np.array(values).reshape(np.shape(counts)[:-1])
 
 

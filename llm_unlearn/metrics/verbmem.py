@@ -11,17 +11,29 @@ tokens in the model's context is cut from the left (BOS kept); `cut_inputs` coun
 
 from __future__ import annotations
 
-from rouge_score import rouge_scorer
-from rouge_score.scoring import Score
+from functools import cache
+from typing import TYPE_CHECKING
+
 from torch import nn
 
 from llm_unlearn.context import count_over, cut_record, prompt_budget, special_prefix_length
 from llm_unlearn.metrics.generation import generate_greedy, token_rows
 from llm_unlearn.metrics.registry import EvalContext, MetricResult, register_metric
 
+if TYPE_CHECKING:
+    from rouge_score.rouge_scorer import RougeScorer
+    from rouge_score.scoring import Score
+
 MAX_NEW_TOKENS = 128
 
-_SCORER = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+
+@cache
+def _scorer() -> RougeScorer:
+    # imported on first use: rouge_score pulls in nltk, scipy and sklearn, seconds of every
+    # `evaluate` start before its first forward pass, whatever its metrics
+    from rouge_score.rouge_scorer import RougeScorer
+
+    return RougeScorer(["rougeL"], use_stemmer=False)
 
 
 def rouge_l(gold: str, output: str) -> Score:
@@ -30,7 +42,7 @@ def rouge_l(gold: str, output: str) -> Score:
     recall = LCS / len(gold words), precision = LCS / len(output words), F1 their harmonic mean;
     words are rouge_score's (lower-cased alphanumeric runs).
     """
-    return _SCORER.score(gold, output)["rougeL"]
+    return _scorer().score(gold, output)["rougeL"]
 
 
 def mean_or_nan(xs: list[float]) -> float:
