@@ -39,9 +39,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "eval" / "results" / "demo_benchmark.json")
     parser.add_argument("--skip-tests", action="store_true")
     parser.add_argument("--skip-cold", action="store_true", help="time the warm runs only")
+    parser.add_argument("--keep", type=Path, help="run in this folder and keep its run folders")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="llm_unlearn_bench_"))
+    work = args.keep or Path(tempfile.mkdtemp(prefix="llm_unlearn_bench_"))
+    work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "LLM_UNLEARN_CACHE": str(work / "cache")}
     demo = [sys.executable, "-m", "llm_unlearn", "demo"]
     figures: dict[str, object] = {"cores": os.cpu_count(), "python": platform.python_version()}
@@ -68,7 +70,8 @@ def main() -> None:
     figures["report"] = str(report.relative_to(ROOT))
     args.out.write_text(json.dumps(figures, indent=1) + "\n")
     print(json.dumps(figures, indent=1))
-    shutil.rmtree(work)
+    if args.keep is None:
+        shutil.rmtree(work)
 
 
 if __name__ == "__main__":
