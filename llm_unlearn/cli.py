@@ -19,10 +19,12 @@ import yaml
 
 from llm_unlearn.columns import ROUTES
 from llm_unlearn.errors import UserError
+from llm_unlearn.recipe_file import apply_overrides, read_unlearning_recipe
 from llm_unlearn.registry import Registry, UnknownNameError
 
 if TYPE_CHECKING:
     from llm_unlearn.metrics import RetrainReference
+    from llm_unlearn.recipe import Recipe
 
 SUBCOMMANDS = ("run", "audit", "check", "demo", "evaluate", "report", "verify", "diagnose", "cnn", "push")
 
@@ -33,7 +35,10 @@ def demo_recipe(full: bool = False, benchmark: str = "muse") -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # only `evaluate` takes the metrics' reference flags: any other command parses without importing
+    # the metrics (and torch), so `--help` and a refused path answer at once
+    args = _parser(references=argv[:1] == ["evaluate"]).parse_args(argv)
     try:
         return args.func(args)
     except (UserError, UnknownNameError) as err:
@@ -42,10 +47,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from llm_unlearn.recipe import load_recipe
-
     _check_gate_flags(args)
-    return _run_recipe(load_recipe(args.recipe, args.set), args)
+    return _run_recipe(_load_recipe(args.recipe, args.set), args)
+
+
+def _load_recipe(path: Path, overrides: list[str]) -> Recipe:
+    """The recipe at `path`, its file read (and a missing or malformed one refused) before the
+    registries that validate it, and with them torch, are imported."""
+    data = read_unlearning_recipe(path, overrides)
+    from llm_unlearn.recipe import validate_recipe
+
+    return validate_recipe(data, where=str(path))
 
 
 def _check_gate_flags(args: argparse.Namespace) -> None:
@@ -83,14 +95,12 @@ def _run_recipe(recipe, args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from llm_unlearn.recipe import apply_overrides, load_recipe, validate_recipe
-
     _check_gate_flags(args)
     flags = [f"--{n.replace('_', '-')}" for n in AUDIT_FLAGS if getattr(args, n) not in (None, [], False)]
     if args.recipe is not None:
         if flags:
             raise UserError(f"audit: give a recipe file or {', '.join(flags)}, not both")
-        return _run_recipe(load_recipe(args.recipe, args.set), args)
+        return _run_recipe(_load_recipe(args.recipe, args.set), args)
     for flag in ("target", "model", "data", "out"):
         if not getattr(args, flag):
             raise UserError(f"audit: --{flag} is required (or give an audit recipe file)")
@@ -109,7 +119,10 @@ def _audit(args: argparse.Namespace) -> int:
         data["train"] = {"per_device_eval_batch_size": args.batch_size}
     if args.allow_pickle:
         data["model"]["allow_pickle"] = True
-    return _run_recipe(validate_recipe(apply_overrides(data, args.set), where="audit"), args)
+    data = apply_overrides(data, args.set)
+    from llm_unlearn.recipe import validate_recipe  # the registries, and torch: after the flags' checks
+
+    return _run_recipe(validate_recipe(data, where="audit"), args)
 
 
 AUDIT_QUANTIZERS = "fp,rtn-w8,rtn-w4-g128"
@@ -165,9 +178,7 @@ def _relearn_entry(item: str) -> dict:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from llm_unlearn.recipe import load_recipe
-
-    recipe = load_recipe(args.recipe, args.set)
+    recipe = _load_recipe(args.recipe, args.set)
     print(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False), end="")
     return 0
 
@@ -350,10 +361,9 @@ def _usage_error(parse):
     return checked
 
 
-def _parser() -> argparse.ArgumentParser:
-    # lazy, as every verb's imports: the metrics import torch (evaluate's flags come from them)
-    from llm_unlearn.metrics import METRICS
-
+def _parser(references: bool = True) -> argparse.ArgumentParser:
+    """The command line; `references`: with `evaluate`'s retrain-reference flags, which come from the
+    metric registry and so import torch."""
     parser = _Parser(prog="llm-unlearn", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -453,9 +463,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, required=True, help="JSON file for the results")
     p.add_argument("--batch-size", type=_at_least(1), default=16)
-    # each metric's retrain reference given by hand (metrics/: `RetrainReference.flag`)
-    for flag, reference in _reference_flags(METRICS).items():
-        p.add_argument(flag, type=_usage_error(reference.flag.parse), help=reference.flag.help)
+    if references:  # each metric's retrain reference given by hand (metrics/: `RetrainReference.flag`)
+        from llm_unlearn.metrics import METRICS  # lazy, as every verb's imports: the metrics import torch
+
+        for flag, reference in _reference_flags(METRICS).items():
+            p.add_argument(flag, type=_usage_error(reference.flag.parse), help=reference.flag.help)
     p.add_argument("--limit", type=_at_least(1), help="examples per metric (smoke runs only)")
     p.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     p.set_defaults(func=_evaluate)

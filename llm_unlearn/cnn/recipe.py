@@ -16,7 +16,8 @@ from llm_unlearn.cnn.data import LOADERS
 from llm_unlearn.cnn.loop import TrainSettings
 from llm_unlearn.cnn.methods import METHODS, SCRATCH_METHODS
 from llm_unlearn.cnn.models import ARCHS
-from llm_unlearn.recipe import distinct_run_names, read_recipe_file, registered, validate_model
+from llm_unlearn.recipe import distinct_run_names, registered, validate_model
+from llm_unlearn.recipe_file import read_recipe_file
 
 OPTION_FIELDS = ("saliency_ratio", "code_compat", "agr_batches", "alpha", "scope")
 
