@@ -18,9 +18,11 @@ from typing import TYPE_CHECKING, NoReturn
 import yaml
 
 from llm_unlearn.columns import ROUTES
+from llm_unlearn.data.corpora import DEMO
 from llm_unlearn.errors import UserError
 from llm_unlearn.recipe_file import apply_overrides, read_unlearning_recipe
 from llm_unlearn.registry import Registry, UnknownNameError
+from llm_unlearn.runfolder import GRID_ALIGNED, RunFolder
 
 if TYPE_CHECKING:
     from llm_unlearn.metrics import RetrainReference
@@ -77,11 +79,15 @@ def _run_recipe(recipe, args: argparse.Namespace) -> int:
     from llm_unlearn.audit.certificate import write_certificate
     from llm_unlearn.audit.report import gate_summary
     from llm_unlearn.pipeline import run
-    from llm_unlearn.runfolder import RunFolder, read_json
+    from llm_unlearn.runfolder import read_json
 
     folder = RunFolder(run(recipe))
     verdict = read_json(folder.verdict) if folder.verdict.is_file() else {"models": [], "cells": []}
-    print(f"results: {folder.results}\nreport:  {folder.report_md}, {folder.report_html}")
+    print(
+        f"results: {folder.results}\nreport:  {folder.report_md}, {folder.report_html}\nlog:     {folder.log}"
+    )
+    if recipe.model.target == DEMO:
+        print("\n".join(_demo_models(folder)))
     lines, failed = gate_summary(verdict, args.fail_above, str(folder.verdict), args.fail_on)
     print("\n".join(lines))
     fail_above, fail_on = args.fail_above, args.fail_on
@@ -92,6 +98,17 @@ def _run_recipe(recipe, args: argparse.Namespace) -> int:
 
         print(f"junit: {write_junit(verdict, fail_above, folder.root.name, args.junit, fail_on)}")
     return 1 if failed else 0
+
+
+def _demo_models(folder: RunFolder) -> list[str]:
+    """Where the demo's natural target and retrain model are, and the audit of a model of one's own
+    against them (`--target demo` resolves the same cached models)."""
+    paths = {m["name"]: m["checkpoint"] for m in folder.read_audited() if m["source"] == DEMO}
+    return [
+        *(f"demo {name}: {path}" for name, path in paths.items()),
+        "audit a model of yours against them: llm-unlearn audit --target demo --retrain demo --data demo "
+        "--model NAME=PATH --out runs/mine",
+    ]
 
 
 def _audit(args: argparse.Namespace) -> int:
@@ -109,7 +126,7 @@ def _audit(args: argparse.Namespace) -> int:
         "model": {**_target(args.target), "retrain": args.retrain},
         "models": [_name_path(item) for item in args.model],
         "data": {"source": args.data},
-        "quantize": _names(args.quantize or AUDIT_QUANTIZERS, "--quantize"),
+        "quantize": _names(args.quantize or _default_quantizers(args.target), "--quantize"),
         "relearn": [_relearn_entry(item) for item in args.relearn],
         "output": {"dir": str(args.out)},
     }
@@ -126,6 +143,30 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 AUDIT_QUANTIZERS = "fp,rtn-w8,rtn-w4-g128"
+
+
+def _default_quantizers(target: str) -> str:
+    """`AUDIT_QUANTIZERS`, with the 4-bit column on the target's own grid where that is known: the
+    grid a model is released on is the one whose rounding can undo its unlearning."""
+    grid = known_grid(_target(target)["target"])
+    return AUDIT_QUANTIZERS if grid is None else f"fp,rtn-w8,{grid}"
+
+
+def known_grid(target: str) -> str | None:
+    """The quantizer grid of `target` where this project made it: the demo's (its recipe's
+    `model.grid_align`), or a run's grid-aligned target (`<run>/models/target@grid-aligned`, whose
+    run's recipe.yaml names it); None otherwise."""
+    path = Path(target).expanduser()
+    if target == DEMO:
+        recipe = read_unlearning_recipe(demo_recipe())
+    elif path.name == f"target@{GRID_ALIGNED}" and path.parent.name == "models":
+        recipe = RunFolder(path.parents[1]).read_recipe() or {}
+    else:
+        return None
+    model = recipe.get("model")
+    return model.get("grid_align") if isinstance(model, dict) else None
+
+
 #: the flags that build an audit recipe on the command line (beside --set and --fail-above)
 AUDIT_FLAGS = (
     "target", "model", "retrain", "data", "quantize", "metrics", "out", "relearn", "batch_size",
@@ -411,8 +452,8 @@ def _parser(references: bool = True) -> argparse.ArgumentParser:
     p.add_argument(
         "--target",
         metavar="[NAME=]PATH",
-        help="the model before unlearning: folder, Hub id[@rev], or .gguf file; NAME labels it in results "
-        "and report (e.g. released-4bit=org/model; default: target)",
+        help="the model before unlearning: folder, Hub id[@rev], .gguf file, or 'demo' (the demo's natural "
+        "target); NAME labels it in results and report (e.g. released-4bit=org/model; default: target)",
     )
     p.add_argument(
         "--model",
@@ -421,9 +462,15 @@ def _parser(references: bool = True) -> argparse.ArgumentParser:
         metavar="NAME=PATH",
         help="an unlearned checkpoint: folder, Hub id[@rev], PEFT adapter, or .gguf file (repeat)",
     )
-    p.add_argument("--retrain", help="a model trained without the forget set (PrivLeak's reference)")
+    p.add_argument(
+        "--retrain", help="a model trained without the forget set (PrivLeak's reference); 'demo': the demo's"
+    )
     p.add_argument("--data", help="MUSE-layout folder, Hub id, or 'demo'")
-    p.add_argument("--quantize", help=f"comma-separated quantizer names (default {AUDIT_QUANTIZERS})")
+    p.add_argument(
+        "--quantize",
+        help=f"comma-separated quantizer names (default {AUDIT_QUANTIZERS}, with the 4-bit column on the "
+        "target's grid where it is known: the demo's, or a run's grid-aligned target's)",
+    )
     p.add_argument("--metrics", help="comma-separated metric names (default: the benchmark's own)")
     p.add_argument("--out", type=Path, help="the run folder (resumable)")
     p.add_argument(
