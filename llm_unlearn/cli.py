@@ -20,7 +20,12 @@ import yaml
 from llm_unlearn.columns import ROUTES
 from llm_unlearn.data.corpora import DEMO
 from llm_unlearn.errors import UserError
-from llm_unlearn.recipe_file import apply_overrides, read_unlearning_recipe
+from llm_unlearn.recipe_file import (
+    CNN_RECIPE_SHAPE,
+    apply_overrides,
+    read_recipe_file,
+    read_unlearning_recipe,
+)
 from llm_unlearn.registry import Registry, UnknownNameError
 from llm_unlearn.runfolder import GRID_ALIGNED, RunFolder
 
@@ -234,10 +239,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _cnn(args: argparse.Namespace) -> int:
-    from llm_unlearn.cnn.recipe import load_cnn_recipe
+    data = read_recipe_file(args.recipe, args.set, CNN_RECIPE_SHAPE)  # a refused file: before torch
+    from llm_unlearn.cnn.recipe import validate_cnn_recipe
     from llm_unlearn.cnn.run import run_cnn
 
-    out = run_cnn(load_cnn_recipe(args.recipe, args.set))
+    out = run_cnn(validate_cnn_recipe(data, where=str(args.recipe)))
     print(f"results: {out / 'results.json'}\nAG table: {out / 'ag_table.md'}")
     return 0
 
@@ -286,10 +292,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from llm_unlearn.audit.write import write_report
-
     if not (args.run_dir / "results.jsonl").is_file() or not (args.run_dir / "results.jsonl").stat().st_size:
         raise UserError(f"{args.run_dir}: no results in results.jsonl here; give the folder a run wrote")
+    from llm_unlearn.audit.write import write_report  # the report's stack (torch): after the path's check
+
     print(write_report(args.run_dir))
     return 0
 

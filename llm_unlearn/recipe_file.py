@@ -17,6 +17,7 @@ from llm_unlearn.errors import UserError
 
 #: what an unlearning recipe looks like, for the refusal of a file that is no mapping
 RECIPE_SHAPE = "a recipe is a YAML mapping with sections model, method (or models), output, ..."
+CNN_RECIPE_SHAPE = "a CNN recipe is a YAML mapping with sections data, model, methods, ..."
 
 
 class RecipeError(UserError):

@@ -63,6 +63,8 @@ QUICK = {
     "bad --set": (["check", "{tmp}/r.yaml", "--set", "x"], 2, "expected KEY.PATH=VALUE"),
     "run, missing recipe": (["run", "{tmp}/missing.yaml"], 2, "recipe file not found"),
     "audit, a flag missing": (["audit", "--target", "t", "--out", "{tmp}/o"], 2, "--model is required"),
+    "cnn, missing recipe": (["cnn", "{tmp}/missing.yaml"], 2, "recipe file not found"),
+    "report, no results": (["report", "{tmp}"], 2, "no results in results.jsonl"),
 }
 
 
