@@ -88,13 +88,12 @@ def _run_recipe(recipe, args: argparse.Namespace) -> int:
 
     folder = RunFolder(run(recipe))
     verdict = read_json(folder.verdict) if folder.verdict.is_file() else {"models": [], "cells": []}
-    print(
-        f"results: {folder.results}\nreport:  {folder.report_md}, {folder.report_html}\nlog:     {folder.log}"
-    )
-    if recipe.model.target == DEMO:
-        print("\n".join(_demo_models(folder)))
+    print(f"results: {folder.results}\nreport:  {folder.report_md}, {folder.report_html}")
+    print(f"log:     {folder.log} (warnings and training logs)")
     lines, failed = gate_summary(verdict, args.fail_above, str(folder.verdict), args.fail_on)
     print("\n".join(lines))
+    if recipe.model.target == DEMO:
+        print("\n".join(_demo_models(folder)))
     fail_above, fail_on = args.fail_above, args.fail_on
     if fail_above is not None and folder.verdict.is_file():
         print(f"certificate: {write_certificate(folder.root, fail_above, fail_on)}")
