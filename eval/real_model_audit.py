@@ -177,7 +177,10 @@ def finetune(base: Path, bench: Path, splits: tuple[str, ...], dest: Path) -> Pa
     corpus = load_muse(str(bench), {"raw": splits})
     texts = [t for split in splits for t in corpus.get("raw", split)]
     torch.manual_seed(0)
-    return train_causal_lm(load_model(base), load_tokenizer(base), texts, dest, MAX_LENGTH, **TARGET_TRAINING)
+    model, tokenizer = load_model(base), load_tokenizer(base)
+    return train_causal_lm(
+        model, tokenizer, texts, dest, MAX_LENGTH, f"fine-tuning {dest.name}", **TARGET_TRAINING
+    )
 
 
 def main() -> None:

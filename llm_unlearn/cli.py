@@ -18,11 +18,20 @@ from typing import TYPE_CHECKING, NoReturn
 import yaml
 
 from llm_unlearn.columns import ROUTES
+from llm_unlearn.data.corpora import DEMO
 from llm_unlearn.errors import UserError
+from llm_unlearn.recipe_file import (
+    CNN_RECIPE_SHAPE,
+    apply_overrides,
+    read_recipe_file,
+    read_unlearning_recipe,
+)
 from llm_unlearn.registry import Registry, UnknownNameError
+from llm_unlearn.runfolder import GRID_ALIGNED, RunFolder
 
 if TYPE_CHECKING:
     from llm_unlearn.metrics import RetrainReference
+    from llm_unlearn.recipe import Recipe
 
 SUBCOMMANDS = ("run", "audit", "check", "demo", "evaluate", "report", "verify", "diagnose", "cnn", "push")
 
@@ -33,7 +42,10 @@ def demo_recipe(full: bool = False, benchmark: str = "muse") -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    # only `evaluate` takes the metrics' reference flags: any other command parses without importing
+    # the metrics (and torch), so `--help` and a refused path answer at once
+    args = _parser(references=argv[:1] == ["evaluate"]).parse_args(argv)
     try:
         return args.func(args)
     except (UserError, UnknownNameError) as err:
@@ -42,10 +54,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from llm_unlearn.recipe import load_recipe
-
     _check_gate_flags(args)
-    return _run_recipe(load_recipe(args.recipe, args.set), args)
+    return _run_recipe(_load_recipe(args.recipe, args.set), args)
+
+
+def _load_recipe(path: Path, overrides: list[str]) -> Recipe:
+    """The recipe at `path`, its file read (and a missing or malformed one refused) before the
+    registries that validate it, and with them torch, are imported."""
+    data = read_unlearning_recipe(path, overrides)
+    from llm_unlearn.recipe import validate_recipe
+
+    return validate_recipe(data, where=str(path))
 
 
 def _check_gate_flags(args: argparse.Namespace) -> None:
@@ -65,13 +84,16 @@ def _run_recipe(recipe, args: argparse.Namespace) -> int:
     from llm_unlearn.audit.certificate import write_certificate
     from llm_unlearn.audit.report import gate_summary
     from llm_unlearn.pipeline import run
-    from llm_unlearn.runfolder import RunFolder, read_json
+    from llm_unlearn.runfolder import read_json
 
     folder = RunFolder(run(recipe))
     verdict = read_json(folder.verdict) if folder.verdict.is_file() else {"models": [], "cells": []}
     print(f"results: {folder.results}\nreport:  {folder.report_md}, {folder.report_html}")
+    print(f"log:     {folder.log} (warnings and training logs)")
     lines, failed = gate_summary(verdict, args.fail_above, str(folder.verdict), args.fail_on)
     print("\n".join(lines))
+    if recipe.model.target == DEMO:
+        print("\n".join(_demo_models(folder)))
     fail_above, fail_on = args.fail_above, args.fail_on
     if fail_above is not None and folder.verdict.is_file():
         print(f"certificate: {write_certificate(folder.root, fail_above, fail_on)}")
@@ -82,15 +104,24 @@ def _run_recipe(recipe, args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _audit(args: argparse.Namespace) -> int:
-    from llm_unlearn.recipe import apply_overrides, load_recipe, validate_recipe
+def _demo_models(folder: RunFolder) -> list[str]:
+    """Where the demo's natural target and retrain model are, and the audit of a model of one's own
+    against them (`--target demo` resolves the same cached models)."""
+    paths = {m["name"]: m["checkpoint"] for m in folder.read_audited() if m["source"] == DEMO}
+    return [
+        *(f"demo {name}: {path}" for name, path in paths.items()),
+        "audit a model of yours against them: llm-unlearn audit --target demo --retrain demo --data demo "
+        "--model NAME=PATH --out runs/mine",
+    ]
 
+
+def _audit(args: argparse.Namespace) -> int:
     _check_gate_flags(args)
     flags = [f"--{n.replace('_', '-')}" for n in AUDIT_FLAGS if getattr(args, n) not in (None, [], False)]
     if args.recipe is not None:
         if flags:
             raise UserError(f"audit: give a recipe file or {', '.join(flags)}, not both")
-        return _run_recipe(load_recipe(args.recipe, args.set), args)
+        return _run_recipe(_load_recipe(args.recipe, args.set), args)
     for flag in ("target", "model", "data", "out"):
         if not getattr(args, flag):
             raise UserError(f"audit: --{flag} is required (or give an audit recipe file)")
@@ -99,7 +130,7 @@ def _audit(args: argparse.Namespace) -> int:
         "model": {**_target(args.target), "retrain": args.retrain},
         "models": [_name_path(item) for item in args.model],
         "data": {"source": args.data},
-        "quantize": _names(args.quantize or AUDIT_QUANTIZERS, "--quantize"),
+        "quantize": _names(args.quantize or _default_quantizers(args.target), "--quantize"),
         "relearn": [_relearn_entry(item) for item in args.relearn],
         "output": {"dir": str(args.out)},
     }
@@ -109,10 +140,37 @@ def _audit(args: argparse.Namespace) -> int:
         data["train"] = {"per_device_eval_batch_size": args.batch_size}
     if args.allow_pickle:
         data["model"]["allow_pickle"] = True
-    return _run_recipe(validate_recipe(apply_overrides(data, args.set), where="audit"), args)
+    data = apply_overrides(data, args.set)
+    from llm_unlearn.recipe import validate_recipe  # the registries, and torch: after the flags' checks
+
+    return _run_recipe(validate_recipe(data, where="audit"), args)
 
 
 AUDIT_QUANTIZERS = "fp,rtn-w8,rtn-w4-g128"
+
+
+def _default_quantizers(target: str) -> str:
+    """`AUDIT_QUANTIZERS`, with the 4-bit column on the target's own grid where that is known: the
+    grid a model is released on is the one whose rounding can undo its unlearning."""
+    grid = known_grid(_target(target)["target"])
+    return AUDIT_QUANTIZERS if grid is None else f"fp,rtn-w8,{grid}"
+
+
+def known_grid(target: str) -> str | None:
+    """The quantizer grid of `target` where this project made it: the demo's (its recipe's
+    `model.grid_align`), or a run's grid-aligned target (`<run>/models/target@grid-aligned`, whose
+    run's recipe.yaml names it); None otherwise."""
+    path = Path(target).expanduser()
+    if target == DEMO:
+        recipe = read_unlearning_recipe(demo_recipe())
+    elif path.name == f"target@{GRID_ALIGNED}" and path.parent.name == "models":
+        recipe = RunFolder(path.parents[1]).read_recipe() or {}
+    else:
+        return None
+    model = recipe.get("model")
+    return model.get("grid_align") if isinstance(model, dict) else None
+
+
 #: the flags that build an audit recipe on the command line (beside --set and --fail-above)
 AUDIT_FLAGS = (
     "target", "model", "retrain", "data", "quantize", "metrics", "out", "relearn", "batch_size",
@@ -165,9 +223,7 @@ def _relearn_entry(item: str) -> dict:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from llm_unlearn.recipe import load_recipe
-
-    recipe = load_recipe(args.recipe, args.set)
+    recipe = _load_recipe(args.recipe, args.set)
     print(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False), end="")
     return 0
 
@@ -182,10 +238,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _cnn(args: argparse.Namespace) -> int:
-    from llm_unlearn.cnn.recipe import load_cnn_recipe
+    data = read_recipe_file(args.recipe, args.set, CNN_RECIPE_SHAPE)  # a refused file: before torch
+    from llm_unlearn.cnn.recipe import validate_cnn_recipe
     from llm_unlearn.cnn.run import run_cnn
 
-    out = run_cnn(load_cnn_recipe(args.recipe, args.set))
+    out = run_cnn(validate_cnn_recipe(data, where=str(args.recipe)))
     print(f"results: {out / 'results.json'}\nAG table: {out / 'ag_table.md'}")
     return 0
 
@@ -234,10 +291,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from llm_unlearn.audit.write import write_report
-
     if not (args.run_dir / "results.jsonl").is_file() or not (args.run_dir / "results.jsonl").stat().st_size:
         raise UserError(f"{args.run_dir}: no results in results.jsonl here; give the folder a run wrote")
+    from llm_unlearn.audit.write import write_report  # the report's stack (torch): after the path's check
+
     print(write_report(args.run_dir))
     return 0
 
@@ -350,10 +407,9 @@ def _usage_error(parse):
     return checked
 
 
-def _parser() -> argparse.ArgumentParser:
-    # lazy, as every verb's imports: the metrics import torch (evaluate's flags come from them)
-    from llm_unlearn.metrics import METRICS
-
+def _parser(references: bool = True) -> argparse.ArgumentParser:
+    """The command line; `references`: with `evaluate`'s retrain-reference flags, which come from the
+    metric registry and so import torch."""
     parser = _Parser(prog="llm-unlearn", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -401,8 +457,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--target",
         metavar="[NAME=]PATH",
-        help="the model before unlearning: folder, Hub id[@rev], or .gguf file; NAME labels it in results "
-        "and report (e.g. released-4bit=org/model; default: target)",
+        help="the model before unlearning: folder, Hub id[@rev], .gguf file, or 'demo' (the demo's natural "
+        "target); NAME labels it in results and report (e.g. released-4bit=org/model; default: target)",
     )
     p.add_argument(
         "--model",
@@ -411,9 +467,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=PATH",
         help="an unlearned checkpoint: folder, Hub id[@rev], PEFT adapter, or .gguf file (repeat)",
     )
-    p.add_argument("--retrain", help="a model trained without the forget set (PrivLeak's reference)")
+    p.add_argument(
+        "--retrain", help="a model trained without the forget set (PrivLeak's reference); 'demo': the demo's"
+    )
     p.add_argument("--data", help="MUSE-layout folder, Hub id, or 'demo'")
-    p.add_argument("--quantize", help=f"comma-separated quantizer names (default {AUDIT_QUANTIZERS})")
+    p.add_argument(
+        "--quantize",
+        help=f"comma-separated quantizer names (default {AUDIT_QUANTIZERS}, with the 4-bit column on the "
+        "target's grid where it is known: the demo's, or a run's grid-aligned target's)",
+    )
     p.add_argument("--metrics", help="comma-separated metric names (default: the benchmark's own)")
     p.add_argument("--out", type=Path, help="the run folder (resumable)")
     p.add_argument(
@@ -453,9 +515,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, required=True, help="JSON file for the results")
     p.add_argument("--batch-size", type=_at_least(1), default=16)
-    # each metric's retrain reference given by hand (metrics/: `RetrainReference.flag`)
-    for flag, reference in _reference_flags(METRICS).items():
-        p.add_argument(flag, type=_usage_error(reference.flag.parse), help=reference.flag.help)
+    if references:  # each metric's retrain reference given by hand (metrics/: `RetrainReference.flag`)
+        from llm_unlearn.metrics import METRICS  # lazy, as every verb's imports: the metrics import torch
+
+        for flag, reference in _reference_flags(METRICS).items():
+            p.add_argument(flag, type=_usage_error(reference.flag.parse), help=reference.flag.help)
     p.add_argument("--limit", type=_at_least(1), help="examples per metric (smoke runs only)")
     p.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     p.set_defaults(func=_evaluate)

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from rich.console import Console
 from safetensors import SafetensorError, safe_open
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
@@ -38,6 +37,7 @@ from transformers.utils import logging as hf_logging
 from llm_unlearn.cachedir import cache_dir
 from llm_unlearn.data.collate import LMDataset, UnlearningCollator, chunk_texts
 from llm_unlearn.data.corpora import DEMO, is_hub_id, load_muse
+from llm_unlearn.display import console, quiet
 from llm_unlearn.errors import UserError, writing
 from llm_unlearn.quant import get_quantizer
 
@@ -598,9 +598,11 @@ def train_causal_lm(
     texts: list[str],
     dest: Path,
     max_length: int,
+    what: str,
     **training_args: object,
 ) -> Path:
-    """Fine-tune `model` on `texts` with the standard next-token loss and save it to `dest`."""
+    """Fine-tune `model` on `texts` with the standard next-token loss and save it to `dest`;
+    `what` names it on the run's display."""
     # imported here: transformers' Trainer pulls in datasets, pandas and peft, a second or more of
     # every process that only loads a model to evaluate it
     from transformers import Trainer, TrainingArguments
@@ -619,13 +621,14 @@ def train_causal_lm(
         train_dataset=dataset,
         data_collator=UnlearningCollator(tokenizer.pad_token_id),
     )
-    return train_and_save(trainer, tokenizer, dest)
+    return train_and_save(trainer, tokenizer, dest, what)
 
 
 def train_and_save(
     trainer: Trainer,
     tokenizer: PreTrainedTokenizerBase,
     dest: Path,
+    what: str,
     finish: Callable[[PreTrainedModel, dict | None], tuple[PreTrainedModel, dict | None]] | None = None,
 ) -> Path:
     """Train, gather the whole weights and save them to the checkpoint `dest` (main process only).
@@ -634,8 +637,9 @@ def train_and_save(
     all of them. On the main process `finish(model, state_dict)`, when given, runs before the save
     and returns what to save (a LoRA run saves its adapter, then merges it). The Trainer's scratch
     folder is removed; the processes wait for the save, so every one may read `dest` afterwards.
+    The training shows as a bar named `what` on the run's display, its logs go to the log file.
     """
-    trainer.train()
+    quiet(trainer, what).train()
     state_dict = trainer.accelerator.get_state_dict(trainer.model)
     if trainer.is_world_process_zero():
         network = trainer.accelerator.unwrap_model(trainer.model)
@@ -707,9 +711,7 @@ def train_demo_model(
     what: str,
 ) -> Path:
     """A demo's tiny Llama (DEMO_CONFIG, seeded) trained from scratch on `texts` into `dest`."""
-    Console(stderr=True).print(
-        f"[bold]training[/] the {what} model (first run only; cached in {dest.parent})"
-    )
+    console.print(f"[bold]training[/] the {what} model (first run only; cached in {dest.parent})")
     torch.manual_seed(int(training["seed"]))
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -718,4 +720,5 @@ def train_demo_model(
         pad_token_id=tokenizer.pad_token_id,
         **DEMO_CONFIG,
     )
-    return train_causal_lm(LlamaForCausalLM(config), tokenizer, texts, dest, max_length, **training)
+    model = LlamaForCausalLM(config)
+    return train_causal_lm(model, tokenizer, texts, dest, max_length, f"training the {what}", **training)

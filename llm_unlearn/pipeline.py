@@ -14,8 +14,6 @@ from pathlib import Path
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 from peft import LoraConfig, get_peft_model
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llm_unlearn.audit.relearn import check_lora_fits, relearnings
@@ -29,6 +27,7 @@ from llm_unlearn.data.benchmark import load_benchmark, training_texts, training_
 from llm_unlearn.data.collate import ForgetRetainDataset
 from llm_unlearn.data.corpora import DEMO, MuseCorpus
 from llm_unlearn.data.tofu import DEMO_TOFU, TofuCorpus
+from llm_unlearn.display import current_display, run_display
 from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS, EvalContext, required_splits
@@ -52,15 +51,16 @@ from llm_unlearn.runfolder import GRID_ALIGNED, RunFolder, write_json
 from llm_unlearn.tofu_checkpoints import demo_tofu_checkpoints
 from llm_unlearn.trainer import UnlearningTrainer, training_config
 
-console = Console(stderr=True)
-
 
 def run(recipe: Recipe) -> Path:
-    """`run_claimed`, then the run folder given up for the next run, even where the run failed."""
+    """`run_claimed` under the run's one display (warnings and training logs to the run folder's
+    log file), then the run folder given up for the next run, even where the run failed."""
+    folder = RunFolder(recipe.output.dir)
     try:
-        return run_claimed(recipe)
+        with run_display(folder.log, show=_launch_state(recipe).is_main_process):
+            return run_claimed(recipe)
     finally:
-        RunFolder(recipe.output.dir).release()
+        folder.release()
 
 
 def run_claimed(recipe: Recipe) -> Path:
@@ -114,26 +114,30 @@ def run_claimed(recipe: Recipe) -> Path:
     for section in sorted({METRICS.get(n).settings for n in METRICS.names()} - {None}):
         if getattr(recipe, section, None) is not None:
             ctx.extra[section] = getattr(recipe, section).model_dump()
-    for method in recipe.method:
-        for target_name in recipe.targets(method):
-            dest = folder.checkpoint(f"{method.run_name}@{target_name}")
-            if not dest.exists():
-                console.print(f"[bold]unlearning[/] {method.run_name} on the {target_name} target")
-                unlearn(recipe, method, targets[target_name], dest, corpus, tokenizer, ctx)
-            models.append(AuditModel(method.run_name, target_name, dest))
+    runs = [(m, t, folder.checkpoint(f"{m.run_name}@{t}")) for m in recipe.method for t in recipe.targets(m)]
+    todo = sum(not dest.exists() for *_, dest in runs)
+    display = current_display()
+    stage = display.add_task("unlearning", total=todo) if todo else None
+    for method, target_name, dest in runs:
+        if not dest.exists():  # the stage's bar names the run in training (its own bar shows its steps)
+            display.update(stage, description=f"unlearning {method.run_name} on the {target_name} target")
+            unlearn(recipe, method, targets[target_name], dest, corpus, tokenizer, ctx)
+            display.advance(stage)
+        models.append(AuditModel(method.run_name, target_name, dest))
+    if stage is not None:
+        display.update(stage, description=f"unlearned {todo} runs")
     if state.is_main_process:
         folder.write_audited([_audited_entry(m, recipe) for m in models])
 
     # Every process audits (the metrics split their batches between them); main writes the files.
     results = ResultsFile.shared(folder.results)
-    with _progress(show=state.is_main_process) as progress:
-        calibrations = _calibrations(recipe, corpus, tokenizer)
-        kernels = recipe.evaluate_with == "kernels"
-        audit(
-            models, recipe.quantize, recipe.evaluate, ctx, results, progress,
-            calibrations.get(recipe.calibration.source), relearn=relearn, kernels=kernels,
-            device_map=recipe.device_map, calibrations=calibrations,
-        )  # fmt: skip
+    calibrations = _calibrations(recipe, corpus, tokenizer)
+    kernels = recipe.evaluate_with == "kernels"
+    audit(
+        models, recipe.quantize, recipe.evaluate, ctx, results, display,
+        calibrations.get(recipe.calibration.source), relearn=relearn, kernels=kernels,
+        device_map=recipe.device_map, calibrations=calibrations,
+    )  # fmt: skip
     if state.is_main_process:
         write_report(folder.root)
     return folder.root
@@ -345,7 +349,7 @@ def unlearn(
         network.save_pretrained(folder.adapter(model_name), state_dict=state_dict)
         return network.merge_and_unload(), None
 
-    train_and_save(trainer, tokenizer, dest, finish)
+    train_and_save(trainer, tokenizer, dest, f"unlearning {model_name}", finish)
 
 
 def _calibrations(
@@ -378,14 +382,3 @@ def _launch_state(recipe: Recipe) -> PartialState:
 
 def _eval_batch_size(recipe: Recipe) -> int:
     return int(recipe.train.get("per_device_eval_batch_size", 16))
-
-
-def _progress(show: bool = True) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not show,
-    )

@@ -14,7 +14,6 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -34,12 +33,12 @@ from llm_unlearn.columns import column_family, get_column
 from llm_unlearn.data.benchmark import detect_benchmark
 from llm_unlearn.data.tofu import FORGET_SPLITS, role_config
 from llm_unlearn.data.wmdp import check_corpus_split
-from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS, benchmark_defaults, benchmark_metrics
 from llm_unlearn.metrics.bootstrap import CONFIDENCE, RESAMPLES, SEED
 from llm_unlearn.modifiers import Modifier, Section, modifiers
 from llm_unlearn.quant import get_quantizer
+from llm_unlearn.recipe_file import RecipeError, quote, read_unlearning_recipe
 from llm_unlearn.registry import Registry
 from llm_unlearn.runfolder import (
     GRID_ALIGNED,
@@ -69,10 +68,6 @@ def registered(registry: Registry) -> AfterValidator:
         return name
 
     return AfterValidator(check)
-
-
-class RecipeError(UserError):
-    """A user-fixable recipe problem, one line: `where: field: what is wrong; what is allowed`."""
 
 
 class _Section(BaseModel):
@@ -608,7 +603,7 @@ class Recipe(_Section):
             try:
                 checked[key] = fields[key].validate_python(value)
             except ValidationError as err:
-                raise ValueError(f"{key}: {err.errors()[0]['msg']} (got {_quote(value)})") from None
+                raise ValueError(f"{key}: {err.errors()[0]['msg']} (got {quote(value)})") from None
             _check_range(key, checked[key])
         return checked
 
@@ -772,47 +767,10 @@ def _check_range(key: str, value: Any) -> None:
             raise ValueError(f"{key}: must be {op} {bound:g} (got {value})")
 
 
-def _quote(value: Any, limit: int = 200) -> str:
-    """`value` as a message quotes it: repr, cut to `limit` characters (YAML aliases can make a
-    300-byte recipe hold a value whose repr is megabytes)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
-
-
 @cache
 def _training_fields() -> dict[str, TypeAdapter]:
     hints = typing.get_type_hints(UnlearningConfig)
     return {f.name: TypeAdapter(hints[f.name]) for f in dataclasses.fields(UnlearningConfig) if f.init}
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply `a.b=value` overrides (value parsed as YAML) to the raw recipe mapping."""
-    for item in overrides:
-        path, sep, raw = item.partition("=")
-        if not sep or not path:
-            raise RecipeError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. train.learning_rate=2e-4")
-        node: Any = data
-        *parents, leaf = path.split(".")
-        for depth, key in enumerate(parents):
-            if isinstance(node, list) and key.isdigit() and int(key) < len(node):
-                node = node[int(key)]
-                continue
-            if not isinstance(node, dict):
-                raise RecipeError(f"--set {path}: {'.'.join(parents[:depth]) or 'recipe'} is not a section")
-            node = node.setdefault(key, {})
-        try:
-            value = yaml.load(raw, Loader=_StrictLoader)
-        except yaml.YAMLError as err:
-            raise RecipeError(
-                f"--set {path}: value {_quote(raw)} is not valid YAML: {_problem(err)}"
-            ) from None
-        if isinstance(node, list) and leaf.isdigit() and int(leaf) < len(node):
-            node[int(leaf)] = value
-        elif isinstance(node, dict):
-            node[leaf] = value
-        else:
-            raise RecipeError(f"--set {path}: {'.'.join(parents) or 'recipe'} is not a section")
-    return data
 
 
 def distinct_run_names(names: list[str], section: str) -> None:
@@ -822,56 +780,9 @@ def distinct_run_names(names: list[str], section: str) -> None:
             raise ValueError(f"{section}.{i}: a second run named {name!r}; give one of them a distinct label")
 
 
-def read_recipe_file(path: str | Path, overrides: list[str], shape: str) -> dict[str, Any]:
-    """A recipe file as a mapping, with `--set` overrides applied and `name` defaulting to the file
-    stem; `shape` tells a user what a recipe of this kind looks like."""
-    path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"{path}: recipe file not found")
-    try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
-    except UnicodeDecodeError as err:
-        raise RecipeError(f"{path}: not UTF-8 text (byte {err.start}); save the recipe as UTF-8") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise RecipeError(f"{path}: not valid YAML{where}: {_problem(err)}") from None
-    if not isinstance(data, dict):
-        raise RecipeError(f"{path}: {shape}")
-    data = apply_overrides(data, list(overrides))
-    data.setdefault("name", path.stem)
-    return data
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """yaml's safe loader that refuses a key given twice in one mapping (yaml keeps the last one
-    silently, so a recipe could run with a setting its author thought was overridden)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                line = key_node.start_mark.line + 1
-                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice (line {line})")
-            seen.add(key)
-        return super().construct_mapping(node, deep)
-
-
-def _problem(err: yaml.YAMLError) -> str:
-    return str(getattr(err, "problem", None) or err).splitlines()[0][:200]
-
-
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Read, override and validate a recipe; any problem raises a one-line `RecipeError`."""
-    data = read_recipe_file(
-        path, overrides, "a recipe is a YAML mapping with sections model, method (or models), output, ..."
-    )
-    if "methods" in data and "method" not in data:
-        raise RecipeError(
-            f"{path}: a CNN-track recipe (it has `methods:`); run it with `llm-unlearn cnn {path}`"
-        )
-    return validate_recipe(data, where=str(path))
+    return validate_recipe(read_unlearning_recipe(path, overrides), where=str(path))
 
 
 def validate_recipe(data: dict[str, Any], where: str = "recipe") -> Recipe:
@@ -897,7 +808,7 @@ def _one_line(err: ValidationError, model: type[BaseModel]) -> str:
     elif kind == "missing":
         msg = "required field is missing"
     else:
-        msg = f"{msg} (got {_quote(first.get('input'))})"
+        msg = f"{msg} (got {quote(first.get('input'))})"
     more = len(err.errors()) - 1
     suffix = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
     return f"{loc}: {msg}{suffix}" if loc else f"{msg}{suffix}"

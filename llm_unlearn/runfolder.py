@@ -10,6 +10,7 @@ RUN_DIR/
   verdict.json                   the release verdict per unlearned model × quantizer × forget metric
   certificate.json               the verdict bound to the sha256 of every file audited (audit/certificate.py)
   report.md, report.html
+  run.log                        warnings, library log lines, training logs (display.py): off the terminal
   models/<run>@<target>/         checkpoints this run made (unlearned, merged adapters, the grid-aligned copy)
   models/<run>@<target>.log.json        the training log
   models/<run>@<target>.method.json     the method settings resolved at run time
@@ -133,6 +134,10 @@ class RunFolder:
     @property
     def recipe(self) -> Path:
         return self.root / "recipe.yaml"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "run.log"
 
     @property
     def audited(self) -> Path:

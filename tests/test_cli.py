@@ -4,15 +4,21 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import tiny_llama
 
-from llm_unlearn.cli import _parser, main
+from llm_unlearn.audit.run import AuditModel
+from llm_unlearn.cli import AUDIT_QUANTIZERS, _default_quantizers, _parser, demo_recipe, main
 from llm_unlearn.metrics import METRICS
 from llm_unlearn.metrics.privleak import privleak_value
 from llm_unlearn.models import save_checkpoint
+from llm_unlearn.pipeline import _audited_entry, resolve_sources
+from llm_unlearn.runfolder import RunFolder
 
 EVALUATE = ["evaluate", "--model", "m", "--data", "d", "--out", "o.json"]
 
@@ -47,3 +53,99 @@ def test_a_given_auc_is_privleaks_reference(tok, tmp_path) -> None:
     result = json.loads(out.read_text())["privleak"]
     assert result["reference_auc"] == 0.4
     assert result["agg_value"] == pytest.approx(privleak_value(result["auc"], 0.4))
+
+
+# Each command line is refused (or answered) without importing torch or transformers: the path,
+# YAML and --set checks come before the registries that validate a recipe.
+QUICK = {
+    "missing recipe": (["check", "{tmp}/missing.yaml"], 2, "recipe file not found"),
+    "help": (["--help"], 0, "check"),
+    "bad --set": (["check", "{tmp}/r.yaml", "--set", "x"], 2, "expected KEY.PATH=VALUE"),
+    "run, missing recipe": (["run", "{tmp}/missing.yaml"], 2, "recipe file not found"),
+    "audit, a flag missing": (["audit", "--target", "t", "--out", "{tmp}/o"], 2, "--model is required"),
+    "cnn, missing recipe": (["cnn", "{tmp}/missing.yaml"], 2, "recipe file not found"),
+    "report, no results": (["report", "{tmp}"], 2, "no results in results.jsonl"),
+}
+
+
+@pytest.mark.parametrize("argv, code, text", QUICK.values(), ids=QUICK.keys())
+def test_refusals_do_not_import_torch(tmp_path: Path, argv: list[str], code: int, text: str) -> None:
+    (tmp_path / "r.yaml").write_text("name: a\n")
+    argv = [a.format(tmp=tmp_path) for a in argv]
+    script = (
+        "import sys\nfrom llm_unlearn.cli import main\n"
+        "try:\n    code = main(sys.argv[1:])\nexcept SystemExit as exit:\n    code = exit.code\n"
+        "heavy = sorted({'torch', 'transformers'} & set(sys.modules))\n"
+        "assert not heavy, heavy\nsys.exit(code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, timeout=60)
+    assert "AssertionError" not in done.stderr, done.stderr
+    assert done.returncode == code, done.stderr
+    assert text in done.stdout + done.stderr
+
+
+def test_audit_defaults_to_the_targets_grid_where_it_is_known(tmp_path: Path) -> None:
+    demo_grid = yaml.safe_load(demo_recipe().read_text())["model"]["grid_align"]
+    assert _default_quantizers("demo") == f"fp,rtn-w8,{demo_grid}"
+    run = tmp_path / "run"
+    RunFolder(run).models.mkdir(parents=True)
+    RunFolder(run).write_recipe({"model": {"target": "org/m", "grid_align": "rtn-w4-g64-asym"}})
+    aligned = run / "models" / "target@grid-aligned"
+    assert _default_quantizers(str(aligned)) == "fp,rtn-w8,rtn-w4-g64-asym"
+    assert _default_quantizers(f"released={aligned}") == "fp,rtn-w8,rtn-w4-g64-asym"
+    # anything else, the run's natural target included: the generic default
+    assert _default_quantizers(str(run / "models" / "ga@grid-aligned")) == AUDIT_QUANTIZERS
+    assert _default_quantizers("org/model") == AUDIT_QUANTIZERS
+
+
+def test_audit_against_the_demo_models_and_the_demo_prints_them(tmp_path, tok, monkeypatch, capsys) -> None:
+    """`audit --target demo --retrain demo` resolves the demo's cached models (built on first use),
+    and the demo's end prints where they are and that command."""
+    cached = {
+        n: save_checkpoint(tiny_llama(tok, seed=s), tok, tmp_path / n)
+        for n, s in (("target", 0), ("retrain", 1))
+    }
+    monkeypatch.setattr("llm_unlearn.pipeline.demo_checkpoints", lambda: cached)
+    ran = []
+
+    def run(recipe) -> Path:
+        ran.append(recipe)
+        folder = RunFolder(tmp_path / "run")
+        folder.root.mkdir(exist_ok=True)
+        folder.write_audited([_audited_entry(m, recipe) for m in demo_models(recipe)])
+        return folder.root
+
+    def demo_models(recipe) -> list[AuditModel]:
+        sources = resolve_sources(recipe)
+        return [
+            AuditModel("target", "natural", sources["model.target"].path),
+            AuditModel("retrain", "-", sources["model.retrain"].path),
+        ]
+
+    monkeypatch.setattr("llm_unlearn.pipeline.run", run)
+    mine = f"mine={cached['target']}"
+    assert (
+        main(
+            [
+                "audit",
+                "--target",
+                "demo",
+                "--retrain",
+                "demo",
+                "--data",
+                "demo",
+                "--model",
+                mine,
+                "--out",
+                str(tmp_path / "a"),
+            ]
+        )
+        == 0
+    )
+    (recipe,) = ran
+    assert (recipe.model.target, recipe.model.retrain, recipe.data.source) == ("demo", "demo", "demo")
+    assert list(recipe.quantize) == ["fp", "rtn-w8", "rtn-w4-g32"]  # the demo's grid
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert f"demo target: {cached['target']}\n" in out and f"demo retrain: {cached['retrain']}\n" in out
+    assert "llm-unlearn audit --target demo --retrain demo --data demo --model NAME=PATH" in out

@@ -18,6 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_import_contracts_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)  # lint-imports reads pyproject.toml and finds the package from here
     monkeypatch.syspath_prepend(str(ROOT))
+    # its logging set-up is a dictConfig, which disables every logger created before it (the run
+    # log's, display.py) for the rest of the session: the tests after this one would log nothing
+    monkeypatch.setattr("importlinter.cli._configure_logging", lambda verbose: None)
     assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True, no_logo=True) == (
         EXIT_STATUS_SUCCESS
     )

@@ -69,8 +69,15 @@ def recipe_file(tmp_path: Path, checkpoints: dict[str, Path], muse_dir: Path) ->
     return path
 
 
-def test_run_writes_checkpoints_results_and_report(tmp_path, checkpoints, muse_dir) -> None:
+def test_run_writes_checkpoints_results_and_report(tmp_path, checkpoints, muse_dir, capfd) -> None:
     out = run(load_recipe(recipe_file(tmp_path, checkpoints, muse_dir)))
+    # the terminal shows the run's display only: the Trainer's log dicts and the warnings (torch's
+    # pin_memory on a CPU, ...) are in the run's log file
+    terminal = capfd.readouterr()
+    assert "'loss'" not in terminal.err and "'train_runtime'" not in terminal.err + terminal.out
+    assert "warning" not in terminal.err.lower()
+    logged = (out / "run.log").read_text()
+    assert "unlearning ga_gdr@natural, step 2: {'train_runtime'" in logged
     for name in ("ga_gdr@natural", "ga_gdr@grid-aligned", "npo@grid-aligned", "target@grid-aligned"):
         assert (out / "models" / name / "model.safetensors").is_file(), name
     assert not (out / "models" / "npo@natural").exists()
@@ -273,7 +280,8 @@ def test_device_map_under_several_processes_is_one_line_before_anything_is_writt
     tmp_path, checkpoints, muse_dir, monkeypatch
 ) -> None:
     recipe = load_recipe(recipe_file(tmp_path, checkpoints, muse_dir), ["device_map=auto"])
-    monkeypatch.setattr("llm_unlearn.pipeline._launch_state", lambda recipe: SimpleNamespace(num_processes=2))
+    state = SimpleNamespace(num_processes=2, is_main_process=True)
+    monkeypatch.setattr("llm_unlearn.pipeline._launch_state", lambda recipe: state)
     with pytest.raises(
         UserError, match=r"^device_map: auto spreads one model over every GPU, but 2 processes"
     ):

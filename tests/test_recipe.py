@@ -13,7 +13,6 @@ from llm_unlearn.recipe import (
     RESERVED_TRAIN_FIELDS,
     MethodSection,
     RecipeError,
-    apply_overrides,
     load_recipe,
     validate_recipe,
 )
@@ -231,11 +230,6 @@ def test_training_arguments_errors_are_recipe_errors(tmp_path: Path) -> None:
     recipe = load_recipe(write(tmp_path, with_(train=train)))
     with pytest.raises(RecipeError, match=r"train: .*load_best_model_at_end requires"):
         training_config(recipe, recipe.method[0], tmp_path)
-
-
-def test_override_through_a_scalar_is_an_error() -> None:
-    with pytest.raises(RecipeError, match="name is not a section"):
-        apply_overrides({"name": "x"}, ["name.first=1"])
 
 
 def test_check_prints_the_resolved_recipe(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from peft import LoraConfig, get_peft_model
-from transformers import PreTrainedModel, PrinterCallback, Trainer, TrainingArguments
+from transformers import PreTrainedModel, Trainer, TrainingArguments
 
 from llm_unlearn.columns import Column, register_column
 from llm_unlearn.context import window_length
@@ -185,8 +185,7 @@ def relearned(source: Path, relearning: Relearning, folder: Path) -> Path:
         train_dataset=LMDataset(windows),
         data_collator=UnlearningCollator(tokenizer.pad_token_id),
     )
-    trainer.remove_callback(PrinterCallback)  # its log lines would break into the audit's progress bar
-    train_and_save(trainer, tokenizer, folder)
+    train_and_save(trainer, tokenizer, folder, f"relearning {folder.parent.name} {folder.name}")
     if trainer.is_world_process_zero():
         write_json(saved, config)  # last: a folder without it is retrained
     return folder

@@ -111,6 +111,8 @@ def audit(
                 if progress:
                     progress.update(task, description=f"diagnose {model.name}@{model.target} {column.name}")
                 _diagnose_cell(model, targets[model.target], column, cache, diagnostics)  # type: ignore[arg-type]
+    if progress:  # the bar stays on the terminal: what it did, not the last cell it did
+        progress.update(task, description=f"audited {len(ordered)} models × {columns} columns")
 
 
 def _columns(

@@ -16,7 +16,8 @@ from llm_unlearn.cnn.data import LOADERS
 from llm_unlearn.cnn.loop import TrainSettings
 from llm_unlearn.cnn.methods import METHODS, SCRATCH_METHODS
 from llm_unlearn.cnn.models import ARCHS
-from llm_unlearn.recipe import distinct_run_names, read_recipe_file, registered, validate_model
+from llm_unlearn.recipe import distinct_run_names, registered, validate_model
+from llm_unlearn.recipe_file import CNN_RECIPE_SHAPE, read_recipe_file
 
 OPTION_FIELDS = ("saliency_ratio", "code_compat", "agr_batches", "alpha", "scope")
 
@@ -150,8 +151,7 @@ class CNNRecipe(_Section):
 
 def load_cnn_recipe(path: str | Path, overrides: list[str] = ()) -> CNNRecipe:
     """Read, override (`a.b=value`) and validate a CNN recipe; problems raise a `RecipeError`."""
-    shape = "a CNN recipe is a YAML mapping with sections data, model, methods, ..."
-    return validate_cnn_recipe(read_recipe_file(path, overrides, shape), where=str(path))
+    return validate_cnn_recipe(read_recipe_file(path, overrides, CNN_RECIPE_SHAPE), where=str(path))
 
 
 def validate_cnn_recipe(data: dict[str, Any], where: str = "recipe") -> CNNRecipe:
