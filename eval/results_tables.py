@@ -129,7 +129,35 @@ def smollm2_table(report: Path = RESULTS / "real_model_audit_released4bit.md") -
     return markdown_table(header, [[row[key] for key in header] for row in rows])
 
 
+def _route(worst: dict | None) -> str:
+    """A route's worst cell of verdict.json: `fails: relearn-forget-20 knowmem_forget 84 % [70, 95]`."""
+    if worst is None:
+        return "–"
+    if worst["recovery"] is None:
+        return worst["verdict"]
+    ci = worst["recovery_ci"]
+    interval = f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else ""
+    return f"{worst['verdict']}: {worst['quantizer']} {worst['metric']} {worst['recovery']:.0f} %{interval}"
+
+
+def routes_table(path: Path = RESULTS / "demo_verdict.json") -> str:
+    """The demo's answer per unlearned model: its verdict and the worst column of each route (as
+    shipped, under attack), with the recovery and its interval, from the run's verdict.json."""
+    models = json.loads(path.read_text())["models"]
+    rows = [
+        [
+            f"{m['model']}@{m['target']}",
+            f"**{m['verdict']}**",
+            _route(m["routes"]["shipped"]),
+            _route(m["routes"]["attack"]),
+        ]
+        for m in sorted(models, key=lambda m: (m["target"], m["model"]))
+    ]
+    return markdown_table(["model@target", "verdict", "worst as shipped", "worst under attack"], rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "routes": routes_table,
     "demo": demo_table,
     "kernels": kernels_table,
     "scale": scale_table,

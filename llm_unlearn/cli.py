@@ -131,7 +131,7 @@ def _audit(args: argparse.Namespace) -> int:
         "models": [_name_path(item) for item in args.model],
         "data": {"source": args.data},
         "quantize": _names(args.quantize or _default_quantizers(args.target), "--quantize"),
-        "relearn": [_relearn_entry(item) for item in args.relearn],
+        "relearn": _relearn_entries(args.relearn),
         "output": {"dir": str(args.out)},
     }
     if args.metrics is not None:  # else the recipe's default: the benchmark's own metrics
@@ -141,19 +141,36 @@ def _audit(args: argparse.Namespace) -> int:
     if args.allow_pickle:
         data["model"]["allow_pickle"] = True
     data = apply_overrides(data, args.set)
-    from llm_unlearn.recipe import validate_recipe  # the registries, and torch: after the flags' checks
+    from llm_unlearn.columns import get_column  # the registries, and torch: after the flags' checks
+    from llm_unlearn.metrics import METRICS
+    from llm_unlearn.recipe import validate_recipe
 
-    return _run_recipe(validate_recipe(data, where="audit"), args)
+    recipe = validate_recipe(data, where="audit")
+    if args.quantize is None and not any(item.startswith("quantize=") for item in args.set):
+        # the default battery's attack columns, each where one of the evaluated metrics has cells
+        # in it (the in-context probe asks KnowMem on forget: a TOFU audit has none)
+        metrics = [METRICS.get(m) for m in recipe.evaluate]
+        attacks = [c for c in AUDIT_ATTACKS if any(get_column(c).evaluates(m) for m in metrics)]
+        recipe = validate_recipe({**data, "quantize": [*data["quantize"], *attacks]}, where="audit")
+    return _run_recipe(recipe, args)
 
 
-AUDIT_QUANTIZERS = "fp,rtn-w8,rtn-w4-g128"
+#: the default battery (README "Every route back"): as shipped, the full-precision model, 8- and
+#: 4-bit RTN and the fp16/bf16 casts; under attack, magnitude pruning at 50 %, three forget QA pairs as
+#: KnowMem's shots, and relearning on forget text, fully and through a LoRA adapter
+AUDIT_QUANTIZERS = "fp,rtn-w8,rtn-w4-g128,cast-fp16,cast-bf16"
+AUDIT_ATTACKS = ("prune-mag-50", "incontext-forget-3")
+AUDIT_RELEARN = (
+    {"split": "forget", "samples": 8, "steps": 20, "learning_rate": 1.0e-4},
+    {"split": "forget", "samples": 8, "steps": 20, "lora": {}},
+)
 
 
 def _default_quantizers(target: str) -> str:
     """`AUDIT_QUANTIZERS`, with the 4-bit column on the target's own grid where that is known: the
     grid a model is released on is the one whose rounding can undo its unlearning."""
     grid = known_grid(_target(target)["target"])
-    return AUDIT_QUANTIZERS if grid is None else f"fp,rtn-w8,{grid}"
+    return AUDIT_QUANTIZERS if grid is None else AUDIT_QUANTIZERS.replace("rtn-w4-g128", grid)
 
 
 def known_grid(target: str) -> str | None:
@@ -205,6 +222,16 @@ def _names(text: str, flag: str) -> list[str]:
     if not names:
         raise UserError(f"{flag} {text!r}: expected comma-separated names")
     return names
+
+
+def _relearn_entries(items: list[str]) -> list[dict]:
+    """`--relearn` as given, the default battery's relearning (`AUDIT_RELEARN`) without one, none
+    for `--relearn none`."""
+    if not items:
+        return [dict(entry) for entry in AUDIT_RELEARN]
+    if items == ["none"]:
+        return []
+    return [_relearn_entry(item) for item in items]
 
 
 def _relearn_entry(item: str) -> dict:
@@ -473,13 +500,19 @@ def _parser(references: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--data", help="MUSE-layout folder, Hub id, or 'demo'")
     p.add_argument(
         "--quantize",
-        help=f"comma-separated quantizer names (default {AUDIT_QUANTIZERS}, with the 4-bit column on the "
-        "target's grid where it is known: the demo's, or a run's grid-aligned target's)",
+        help=f"comma-separated column names (default {AUDIT_QUANTIZERS}, with the 4-bit column on the "
+        "target's grid where it is known: the demo's, or a run's grid-aligned target's; then "
+        f"{','.join(AUDIT_ATTACKS)} where a metric has cells in them)",
     )
     p.add_argument("--metrics", help="comma-separated metric names (default: the benchmark's own)")
     p.add_argument("--out", type=Path, help="the run folder (resumable)")
     p.add_argument(
-        "--relearn", action="append", default=[], help="a relearning column: forget, retain or a mapping"
+        "--relearn",
+        action="append",
+        default=[],
+        help="a relearning column: forget, retain or a mapping such as '{split: forget, lora: {}}' "
+        "(repeat); default: 20 steps on 8 forget texts, fully and through a LoRA adapter; none: no "
+        "relearning",
     )
     p.add_argument("--batch-size", type=_at_least(1), help="evaluation batch size (default 16)")
     p.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)

@@ -84,7 +84,7 @@ def audit(target: Path | str, models: dict[str, str], muse_dir: Path, out: Path,
     flags = [x for name, path in models.items() for x in ("--model", f"{name}={path}")]
     return main(
         ["audit", "--target", str(target), *flags, "--data", str(muse_dir), "--quantize", "fp,rtn-w4-g32"]
-        + ["--metrics", METRICS, "--out", str(out), *extra]
+        + ["--metrics", METRICS, "--out", str(out), *(extra or ("--relearn", "none"))]
     )
 
 
@@ -182,7 +182,7 @@ def test_a_hub_id_at_a_revision_loads_from_a_hub_layout_folder(tmp_path, target,
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "llm_unlearn", "audit", "--target", str(target)]
     command += ["--model", "hub=lab/unlearned@v1", "--data", str(muse_dir), "--quantize", "fp"]
-    command += ["--metrics", "verbmem", "--out", str(tmp_path / "run")]
+    command += ["--metrics", "verbmem", "--relearn", "none", "--out", str(tmp_path / "run")]
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     snapshot = repo / "snapshots" / REVISION
@@ -218,7 +218,7 @@ def test_a_gguf_target_is_audited(tmp_path, muse_dir, monkeypatch) -> None:
     write_tiny_gguf(tmp_path / "tiny.Q4_1.gguf")
     assert main(["audit", "--target", str(tmp_path / "tiny.Q4_1.gguf"), "--model", "same=" + str(
         tmp_path / "tiny.Q4_1.gguf"), "--data", str(muse_dir), "--quantize", "fp,rtn-w4-g32-min",
-        "--metrics", "privleak", "--out", str(tmp_path / "run")]) == 0  # fmt: skip
+        "--metrics", "privleak", "--relearn", "none", "--out", str(tmp_path / "run")]) == 0  # fmt: skip
     found = cells(tmp_path / "run", "same")
     target = cells(tmp_path / "run", "target")
     # the released Q4_1 weights are a fixed point of their grid (up to float32 rounding): quantizing
@@ -270,6 +270,7 @@ def test_another_tokenizer_is_refused_in_one_line(tmp_path, tok, target, muse_di
 )
 def test_audit_flag_mistakes_are_one_line(tmp_path, target, muse_dir, capsys, args, message) -> None:
     command = ["audit", "--target", str(target), "--data", str(muse_dir), "--out", str(tmp_path / "run")]
+    command += [] if "--relearn" in args else ["--relearn", "none"]
     if "--model" not in args:
         command += ["--model", f"a={target}"]
     assert main(command + args) == 2
@@ -299,7 +300,8 @@ def test_small_noisy_forgetting_of_a_grid_aligned_target_fails_the_gate(tmp_path
     subprocess.run(script, check=True)
     out = tmp_path / "run"
     args = ["audit", "--target", str(target), "--model", f"ga={tmp_path / 'ga'}", "--data", str(muse)]
-    args += ["--quantize", "fp,rtn-w4-g32", "--metrics", "verbmem", "--out", str(out), "--fail-above", "25"]
+    args += ["--quantize", "fp,rtn-w4-g32", "--metrics", "verbmem", "--relearn", "none", "--out", str(out)]
+    args += ["--fail-above", "25"]
     assert main(args) == 1
     (cell,) = json.loads(RunFolder(out).verdict.read_text())["cells"]
     (lo, hi), moved = cell["forgotten_ci"], cell["forgotten"]

@@ -86,13 +86,13 @@ def test_refusals_do_not_import_torch(tmp_path: Path, argv: list[str], code: int
 
 def test_audit_defaults_to_the_targets_grid_where_it_is_known(tmp_path: Path) -> None:
     demo_grid = yaml.safe_load(demo_recipe().read_text())["model"]["grid_align"]
-    assert _default_quantizers("demo") == f"fp,rtn-w8,{demo_grid}"
+    assert _default_quantizers("demo") == f"fp,rtn-w8,{demo_grid},cast-fp16,cast-bf16"
     run = tmp_path / "run"
     RunFolder(run).models.mkdir(parents=True)
     RunFolder(run).write_recipe({"model": {"target": "org/m", "grid_align": "rtn-w4-g64-asym"}})
     aligned = run / "models" / "target@grid-aligned"
-    assert _default_quantizers(str(aligned)) == "fp,rtn-w8,rtn-w4-g64-asym"
-    assert _default_quantizers(f"released={aligned}") == "fp,rtn-w8,rtn-w4-g64-asym"
+    assert _default_quantizers(str(aligned)) == "fp,rtn-w8,rtn-w4-g64-asym,cast-fp16,cast-bf16"
+    assert _default_quantizers(f"released={aligned}") == "fp,rtn-w8,rtn-w4-g64-asym,cast-fp16,cast-bf16"
     # anything else, the run's natural target included: the generic default
     assert _default_quantizers(str(run / "models" / "ga@grid-aligned")) == AUDIT_QUANTIZERS
     assert _default_quantizers("org/model") == AUDIT_QUANTIZERS
@@ -144,8 +144,35 @@ def test_audit_against_the_demo_models_and_the_demo_prints_them(tmp_path, tok, m
     )
     (recipe,) = ran
     assert (recipe.model.target, recipe.model.retrain, recipe.data.source) == ("demo", "demo", "demo")
-    assert list(recipe.quantize) == ["fp", "rtn-w8", "rtn-w4-g32"]  # the demo's grid
+    # the default battery, its 4-bit column on the demo's grid; the attacks where a metric has cells
+    assert list(recipe.quantize) == [
+        "fp", "rtn-w8", "rtn-w4-g32", "cast-fp16", "cast-bf16", "prune-mag-50", "incontext-forget-3",
+    ]  # fmt: skip
+    assert [(r.split, r.lora is not None) for r in recipe.relearn] == [("forget", False), ("forget", True)]
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert f"demo target: {cached['target']}\n" in out and f"demo retrain: {cached['retrain']}\n" in out
     assert "llm-unlearn audit --target demo --retrain demo --data demo --model NAME=PATH" in out
+
+
+def test_the_default_battery_leaves_out_what_no_metric_reads_and_relearn_none_drops_relearning(
+    tmp_path, monkeypatch
+) -> None:
+    ran = []
+    monkeypatch.setattr("llm_unlearn.pipeline.run", lambda recipe: ran.append(recipe) or tmp_path)
+    base = [
+        "audit",
+        "--target",
+        "org/t",
+        "--model",
+        "a=org/a",
+        "--data",
+        "demo",
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    assert main([*base, "--metrics", "verbmem", "--relearn", "none"]) == 0
+    assert list(ran[-1].quantize) == ["fp", "rtn-w8", "rtn-w4-g128", "cast-fp16", "cast-bf16", "prune-mag-50"]
+    assert ran[-1].relearn == ()
+    assert main([*base, "--quantize", "fp,rtn-w8", "--relearn", "retain"]) == 0  # given: as given
+    assert list(ran[-1].quantize) == ["fp", "rtn-w8"] and [r.split for r in ran[-1].relearn] == ["retain"]

@@ -77,7 +77,16 @@ def test_the_audit_hands_the_retrain_models_losses_to_every_cell(tmp_path, tok) 
     target, retrain = tiny_llama(tok), tiny_llama(tok, seed=1)
     paths = {n: save_checkpoint(m, tok, tmp_path / n) for n, m in [("target", target), ("retrain", retrain)]}
     args = ["audit", "--target", str(paths["target"]), "--retrain", str(paths["retrain"])]
-    args += ["--model", f"u={paths['target']}", "--data", str(folder), "--quantize", "fp"]
+    args += [
+        "--model",
+        f"u={paths['target']}",
+        "--data",
+        str(folder),
+        "--quantize",
+        "fp",
+        "--relearn",
+        "none",
+    ]
     assert main([*args, "--metrics", NAME, "--out", str(tmp_path / "run")]) == 0
     cells = {r["model"]: r for r in ResultsFile(RunFolder(tmp_path / "run").results)}
     assert (cells["retrain"]["agg_value"], cells["retrain"]["reference"]) == (0.0, "retrain")
