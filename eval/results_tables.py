@@ -129,30 +129,35 @@ def smollm2_table(report: Path = RESULTS / "real_model_audit_released4bit.md") -
     return markdown_table(header, [[row[key] for key in header] for row in rows])
 
 
-def _route(worst: dict | None) -> str:
-    """A route's worst cell of verdict.json: `fails: relearn-forget-20 knowmem_forget 84 % [70, 95]`."""
-    if worst is None:
+#: worst first, as audit/report.py's VERDICT_ORDER orders the recovery bands
+BANDS = ("fails", "partly back", "holds")
+
+
+def _worst(cells: list[dict]) -> str:
+    """The worst of a model's recovery cells on one route: `fails: relearn-forget-20 verbmem 94 % [86, 101]`,
+    worst band first, then highest recovery."""
+    if not cells:
         return "–"
-    if worst["recovery"] is None:
-        return worst["verdict"]
-    ci = worst["recovery_ci"]
+    w = min(cells, key=lambda c: (BANDS.index(c["verdict"]), -c["recovery"]))
+    ci = w["recovery_ci"]
     interval = f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else ""
-    return f"{worst['verdict']}: {worst['quantizer']} {worst['metric']} {worst['recovery']:.0f} %{interval}"
+    return f"{w['verdict']}: {w['quantizer']} {w['metric']} {w['recovery']:.0f} %{interval}"
 
 
 def routes_table(path: Path = RESULTS / "demo_verdict.json") -> str:
-    """The demo's answer per unlearned model: its verdict and the worst column of each route (as
-    shipped, under attack), with the recovery and its interval, from the run's verdict.json."""
-    models = json.loads(path.read_text())["models"]
-    rows = [
-        [
-            f"{m['model']}@{m['target']}",
-            f"**{m['verdict']}**",
-            _route(m["routes"]["shipped"]),
-            _route(m["routes"]["attack"]),
+    """The demo per unlearned model: its verdict (verdict.json's `models`), and the worst column of
+    each route among the metrics it forgot (recovery cells of KnowMem, VerbMem, PrivLeak), with the
+    recovery and its interval."""
+    verdict = json.loads(path.read_text())
+    rows = []
+    for m in sorted(verdict["models"], key=lambda m: (m["target"], m["model"])):
+        mine = [
+            c
+            for c in verdict["cells"]
+            if (c["model"], c["target"]) == (m["model"], m["target"]) and c["recovery"] is not None
         ]
-        for m in sorted(models, key=lambda m: (m["target"], m["model"]))
-    ]
+        worst = [_worst([c for c in mine if c["route"] == route]) for route in ("shipped", "attack")]
+        rows.append([f"{m['model']}@{m['target']}", f"**{m['verdict']}**", *worst])
     return markdown_table(["model@target", "verdict", "worst as shipped", "worst under attack"], rows)
 
 
