@@ -3,10 +3,12 @@ imports these, never another test file."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import math
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,7 @@ from llm_unlearn.data.collate import ForgetRetainDataset, chunk_texts
 from llm_unlearn.data.corpora import MuseCorpus
 from llm_unlearn.methods import METHODS
 from llm_unlearn.quant import get_quantizer
+from llm_unlearn.terms import gdr
 from llm_unlearn.trainer import UnlearningTrainer
 from llm_unlearn.unlearning_config import UnlearningConfig
 
@@ -76,6 +79,27 @@ def assert_one_sgd_step(
     trainer.train()
     for (name, a), b in zip(trainer.model.named_parameters(), manual.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def assert_reference_free_step(
+    tok, tmp_path: Path, method: str, forget: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    lr: float = 0.5, weight: float = 0.7, **params: float,
+) -> None:  # fmt: skip
+    """One training step of `method` (a reference-free forget term with `params`, plus λ·GDR) equals
+    θ₀ − lr·∇(forget(logits, labels) + λ·GDR) computed by hand; the trainer builds no θ₀ copy and no
+    NLL cache."""
+    term = METHODS.get(method).forget_loss
+    trainer = make_trainer(
+        tok, tmp_path, method, optim="sgd", learning_rate=lr, max_steps=1, lr_scheduler_type="constant",
+        max_grad_norm=0.0, retain_weight=weight, term_params={term: params} if params else {},
+    )  # fmt: skip
+    assert trainer.ref_model is None and trainer._ref_nll is None
+    manual = copy.deepcopy(trainer.model)
+    batch = next(iter(trainer.get_train_dataloader()))
+    f = manual(input_ids=batch["forget_input_ids"], attention_mask=batch["forget_attention_mask"]).logits
+    r = manual(input_ids=batch["retain_input_ids"], attention_mask=batch["retain_attention_mask"]).logits
+    (forget(f, batch["forget_labels"]) + weight * gdr(r, batch["retain_labels"])).backward()
+    assert_one_sgd_step(trainer, manual, lr, every_parameter=True)
 
 
 # --- recipes ---------------------------------------------------------------------------------------

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
 import torch
-from helpers import LABELS, LOGITS, assert_one_sgd_step, make_trainer
+from helpers import LABELS, LOGITS, assert_reference_free_step
 
-from llm_unlearn.terms import gdr
 from llm_unlearn.terms.pdu import pdu
 
 
@@ -32,15 +30,4 @@ def test_pdu_reads_which_positions_are_labelled_not_the_labels() -> None:
 
 def test_one_pdu_step_is_the_hand_written_sgd_step(tok, tmp_path) -> None:
     """θ₁ = θ₀ − lr·∇(PDU + λ·GDR) at a fixed λ; reference-free."""
-    lr, weight = 0.1, 0.7
-    trainer = make_trainer(
-        tok, tmp_path, "pdu", optim="sgd", learning_rate=lr, max_steps=1, lr_scheduler_type="constant",
-        max_grad_norm=0.0, retain_weight=weight,
-    )  # fmt: skip
-    assert trainer.ref_model is None and trainer._ref_nll is None
-    manual = copy.deepcopy(trainer.model)
-    batch = next(iter(trainer.get_train_dataloader()))
-    f = manual(input_ids=batch["forget_input_ids"], attention_mask=batch["forget_attention_mask"]).logits
-    r = manual(input_ids=batch["retain_input_ids"], attention_mask=batch["retain_attention_mask"]).logits
-    (pdu(f, batch["forget_labels"]) + weight * gdr(r, batch["retain_labels"])).backward()
-    assert_one_sgd_step(trainer, manual, lr, every_parameter=True)
+    assert_reference_free_step(tok, tmp_path, "pdu", pdu, lr=0.1)

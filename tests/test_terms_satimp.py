@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
 import torch
-from helpers import LABELS, LOGITS, assert_one_sgd_step, make_trainer
+from helpers import LABELS, LOGITS, assert_reference_free_step
 
-from llm_unlearn.terms import gdr
 from llm_unlearn.terms.satimp import satimp
 from llm_unlearn.terms.wga import wga
 
@@ -34,15 +32,6 @@ def test_satimp_with_beta2_zero_is_wga() -> None:
 
 def test_one_satimp_step_is_the_hand_written_sgd_step(tok, tmp_path) -> None:
     """θ₁ = θ₀ − lr·∇(SatImp + λ·GDR); reference-free."""
-    lr, weight = 0.5, 0.7
-    trainer = make_trainer(
-        tok, tmp_path, "satimp", optim="sgd", learning_rate=lr, max_steps=1, lr_scheduler_type="constant",
-        max_grad_norm=0.0, retain_weight=weight, term_params={"satimp": {"beta1": 0.5, "beta2": 2.0}},
-    )  # fmt: skip
-    assert trainer.ref_model is None and trainer._ref_nll is None
-    manual = copy.deepcopy(trainer.model)
-    batch = next(iter(trainer.get_train_dataloader()))
-    f = manual(input_ids=batch["forget_input_ids"], attention_mask=batch["forget_attention_mask"]).logits
-    r = manual(input_ids=batch["retain_input_ids"], attention_mask=batch["retain_attention_mask"]).logits
-    (satimp(f, batch["forget_labels"], 0.5, 2.0) + weight * gdr(r, batch["retain_labels"])).backward()
-    assert_one_sgd_step(trainer, manual, lr, every_parameter=True)
+    assert_reference_free_step(
+        tok, tmp_path, "satimp", lambda f, y: satimp(f, y, 0.5, 2.0), beta1=0.5, beta2=2.0
+    )
