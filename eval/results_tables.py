@@ -19,6 +19,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from llm_unlearn.audit.report import VERDICT_ORDER
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "eval" / "results"
 README = ROOT / "README.md"
@@ -129,16 +131,12 @@ def smollm2_table(report: Path = RESULTS / "real_model_audit_released4bit.md") -
     return markdown_table(header, [[row[key] for key in header] for row in rows])
 
 
-#: worst first, as audit/report.py's VERDICT_ORDER orders the recovery bands
-BANDS = ("fails", "partly back", "holds")
-
-
 def _worst(cells: list[dict]) -> str:
     """The worst of a model's recovery cells on one route: `fails: relearn-forget-20 verbmem 94 % [86, 101]`,
     worst band first, then highest recovery."""
     if not cells:
         return "–"
-    w = min(cells, key=lambda c: (BANDS.index(c["verdict"]), -c["recovery"]))
+    w = min(cells, key=lambda c: (VERDICT_ORDER.index(c["verdict"]), -c["recovery"]))
     ci = w["recovery_ci"]
     interval = f" [{ci[0]:.0f}, {ci[1]:.0f}]" if ci else ""
     return f"{w['verdict']}: {w['quantizer']} {w['metric']} {w['recovery']:.0f} %{interval}"

@@ -59,6 +59,8 @@ class Column(ABC):
     #: its product is fitted to activations on calibration text (GPTQ, AWQ): the caller sets
     #: `calibration` first, and a recipe without calibration text is refused
     needs_calibration: ClassVar[bool] = False
+    #: the calibration source its name fixes (`gptq-w4-g128@forget`: "forget"); None: the recipe's
+    calibration_source: str | None = None
     #: under `evaluate_with: kernels`, what runs its cells where that is no transformers model
     #: (llama.cpp for gguf-*): lm_eval, which wraps a transformers model, cannot evaluate them
     kernel_runtime: ClassVar[str | None] = None

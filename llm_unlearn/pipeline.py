@@ -360,7 +360,7 @@ def _calibrations(
     every set sampled as the section says (samples, seq_len, seed), so only the text differs."""
     c = recipe.calibration
     columns = [get_column(name) for name in recipe.quantize]
-    sources = {getattr(q, "calibration_source", None) or c.source for q in columns if q.needs_calibration}
+    sources = {q.calibration_source or c.source for q in columns if q.needs_calibration}
     if not sources:  # the splits are read only for a calibrated quantizer
         return {}
     forget, retain = (training_texts(recipe.data, corpus, role) for role in ("forget", "retain"))

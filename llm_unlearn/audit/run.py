@@ -133,7 +133,7 @@ def _column(name: str, calibration: Calibration | None, calibrations: Mapping[st
     source's where its name fixes one (`gptq-w4-g128@forget`)."""
     column = get_column(name)
     if column.needs_calibration:
-        source = getattr(column, "calibration_source", None)
+        source = column.calibration_source
         column.calibration = calibration if source is None else calibrations.get(source)  # type: ignore[attr-defined]
     return column
 

@@ -115,8 +115,6 @@ class Quantizer(Column):
     has_codes = True
     #: what a quantizer that `needs_calibration` (GPTQ, AWQ) fits its rounding to
     calibration: Calibration | None = None
-    #: the calibration source its name fixes (`gptq-w4-g128@forget`: "forget"); None: the caller's
-    calibration_source: str | None = None
     #: False where the codes quantize rescaled weights (AWQ), so W_u - W_t is not on their grid
     codes_in_weight_basis: bool = True
     #: whether the files `save_artifacts` keeps hold the whole quantized model (llama.cpp's GGUF
