@@ -18,7 +18,8 @@ string, everything it needs:
 - `stale(recorded)`: whether a results line recorded earlier must be computed again;
 - `context(ctx)` and `evaluates(metric)`: the evaluation context its cells are asked in (the
   audit's own, unless the column changes what the model is asked: in-context probing) and which
-  metrics it has cells for (every one, unless only some metrics ask what it changes);
+  metrics it has cells for (as shipped every one, under attack the forget metrics: the gate's
+  question there is only whether the forget set comes back);
 - `needs_calibration`, `check_model(model)`, `check_kernels()`, `kernel_runtime`: what a recipe
   checks before anything is built (calibration text, the model's shapes, a kernel backend).
 
@@ -90,9 +91,13 @@ class Column(ABC):
         return ctx
 
     def evaluates(self, metric: Any) -> bool:
-        """Whether the column has a cell for `metric` (a registered `metrics.Metric`): every
-        metric, unless it changes what only some metrics ask (their other cells are skipped)."""
-        return True
+        """Whether the column has a cell for `metric` (a registered `metrics.Metric`). As shipped,
+        every metric: the released model keeps or loses its utility there. Under attack, the forget
+        metrics alone: the gate asks only whether the forget set comes back, and whoever attacks a
+        model keeps whatever utility the attack leaves, so its retain and utility cells would answer
+        no question and cost as much as the forget cells (a column that changes what only some
+        metrics ask, in-context shots, narrows this further)."""
+        return metric.forget or self.route_of(self.config()) == "shipped"
 
     @classmethod
     def claims(cls, config: Mapping[str, Any]) -> bool:

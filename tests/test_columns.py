@@ -5,6 +5,7 @@ import pytest
 from llm_unlearn.audit.relearn import Relearning
 from llm_unlearn.columns import ROUTES, column_kind, get_column, is_format, route
 from llm_unlearn.errors import UserError
+from llm_unlearn.metrics import METRICS
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.registry import UnknownNameError
 
@@ -38,3 +39,19 @@ def test_every_quantizer_name_is_a_column_name_and_unknown_names_read_as_before(
         get_column("xyz-w4")
     with pytest.raises(UserError, match="malformed"):
         get_column("rtn-w5")
+
+
+@pytest.mark.parametrize(
+    ("column", "cells"),
+    [
+        (get_column("fp"), {"verbmem", "knowmem_forget", "knowmem_retain", "privleak"}),
+        (get_column("cast-bf16"), {"verbmem", "knowmem_forget", "knowmem_retain", "privleak"}),
+        (get_column("prune-mag-50"), {"verbmem", "knowmem_forget", "privleak"}),
+        (_relearning(), {"verbmem", "knowmem_forget", "privleak"}),
+        (get_column("incontext-forget-3"), {"knowmem_forget"}),
+    ],
+)
+def test_a_shipped_column_has_every_cell_and_an_attack_the_forget_ones(column, cells) -> None:
+    # under attack the gate asks only whether the forget set comes back: no retain/utility cells
+    names = ("verbmem", "knowmem_forget", "knowmem_retain", "privleak")
+    assert {m for m in names if column.evaluates(METRICS.get(m))} == cells
