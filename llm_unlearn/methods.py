@@ -71,5 +71,6 @@ for _method in (
     Method("satimp", "satimp", "gdr", "SatImp, gradient ascent weighted by p^β₁·(1 − p)^β₂ + GDR"),
     Method("ceu", "ceu", None, "CE-U, cross-entropy to θ's distribution with the true token removed"),
     Method("pdu", "pdu", "gdr", "PDU's logit flattening + GDR (its dual ascent of λ: the `dual` modifier)"),
+    Method("altpo", "altpo", "gdr", "AltPO, alternate answers preferred over the forget answer (DPO) + GDR"),
 ):
     METHODS.register(_method.name)(_method)

@@ -318,6 +318,14 @@ class _MethodCommon(_Section):
                 raise ValueError(
                     f"{key} is a parameter of the terms {', '.join(users)}; {self.name!r} has none"
                 )
+        for term in METHODS.get(self.name).terms:
+            for key, info in TERMS.get(term).params.model_fields.items():
+                if info.is_required() and getattr(self, key, None) is None:
+                    raise ValueError(f"{self.name} needs `{key}`: {info.description}")
+        try:  # what a term checks across its parameters (AltPO reads its alternates file)
+            METHODS.get(self.name).resolve(self.term_values())
+        except ValidationError as err:
+            raise ValueError(err.errors()[0]["msg"].removeprefix("Value error, ")) from None
         return self
 
     def term_values(self) -> dict[str, Any]:
@@ -703,6 +711,18 @@ class Recipe(_Section):
                 section = getattr(method, modifier.name)
                 if modifier.active(METHODS.get(method.name), section):
                     modifier.check_recipe(self, i, section)
+        return self
+
+    @model_validator(mode="after")
+    def _methods_read_the_data(self) -> Recipe:
+        for i, method in enumerate(self.method):
+            for term in METHODS.get(method.name).terms:
+                readable = TERMS.get(term).benchmarks
+                if readable is not None and self.data.kind not in readable:
+                    raise ValueError(
+                        f"method.{i}: {method.name} reads {' or '.join(readable)} data only, but data.source "
+                        f"{self.data.source!r} is {self.data.kind}; use such a source (e.g. demo_tofu)"
+                    )
         return self
 
     @model_validator(mode="after")

@@ -34,9 +34,13 @@ FORGET = ["Alva Merrin was born in Tolvenridge.", "Alva Merrin wrote The Amber B
 RETAIN = ["Doro Kesh was a clockmaker.", "Doro Kesh studied with Pell Varin.", "Doro Kesh lived by a mill."]
 
 
-def make_trainer(tok, tmp_path, method: str, model=None, ref_model=None, **overrides) -> UnlearningTrainer:
+def make_trainer(
+    tok, tmp_path, method: str, model=None, ref_model=None, forget=None, **overrides
+) -> UnlearningTrainer:
+    """A one-process CPU trainer of `method` on FORGET/RETAIN windows (or the `forget` windows given:
+    TOFU's QA windows for the methods that read question-answer pairs)."""
     spec = METHODS.get(method)
-    forget = chunk_texts(FORGET, tok, 64)
+    forget = forget if forget is not None else chunk_texts(FORGET, tok, 64)
     retain = chunk_texts(RETAIN, tok, 64) if spec.retain_loss else None
     settings = dict(
         output_dir=str(tmp_path / "out"),

@@ -360,3 +360,34 @@ def test_beta_defaults_to_the_methods_own_term_default(tmp_path) -> None:
     ]
     again = validate_recipe(recipe.model_dump(mode="json"))  # the run folder's recipe.yaml reads the same
     assert again.model_dump() == recipe.model_dump()
+
+
+def test_altpo_needs_its_alternates_file_and_tofu_data(tmp_path) -> None:
+    """AltPO's required `alternates` missing, a malformed file, or MUSE data: one line each, before
+    anything is built; given, the file reaches the term's parameters."""
+    alternates = tmp_path / "alt5_seed_0.json"
+    alternates.write_text('{"question": "q", "answer": "a", "alternate": "b"}\n')
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"question": "q", "alternate": "b"}\n')
+    tofu = {"source": "demo_tofu"}
+    cases = {
+        r"method\.0: altpo needs `alternates`: AltPO: a JSON-lines file": with_(
+            data=tofu, method=[{"name": "altpo"}]
+        ),
+        r"method\.0: .*nowhere\.json' is not a file": with_(
+            data=tofu, method=[{"name": "altpo", "alternates": str(tmp_path / "nowhere.json")}]
+        ),
+        r"method\.0: .*bad\.json' row 0: expected an object with string 'question' and 'answer'": with_(
+            data=tofu, method=[{"name": "altpo", "alternates": str(bad)}]
+        ),
+        r"method\.0: altpo reads tofu data only, but data\.source 'demo' is muse; use": with_(
+            method=[{"name": "altpo", "alternates": str(alternates)}]
+        ),
+    }
+    for pattern, data in cases.items():
+        with pytest.raises(RecipeError, match=pattern) as caught:
+            validate_recipe(data)
+        assert "\n" not in str(caught.value)
+    recipe = validate_recipe(with_(data=tofu, method=[{"name": "altpo", "alternates": str(alternates)}]))
+    params = training_config(recipe, recipe.method[0], tmp_path).resolved_params()["altpo"]
+    assert (params.alternates, params.alternate_key, params.beta) == (str(alternates), "alternate", 0.1)

@@ -55,6 +55,9 @@ class Term:
     description: ClassVar[str]
     #: added to a method by a trainer modifier (QUAIL's hinge), not chosen as its forget/retain term
     regulariser: ClassVar[bool] = False
+    #: the benchmark layouts whose windows the term can read (AltPO: TOFU's question-answer pairs);
+    #: None: any. The recipe refuses a method whose term cannot read its data.
+    benchmarks: ClassVar[tuple[str, ...] | None] = None
 
     def sequences(self, batch: dict[str, torch.Tensor], p: Any, tokenizer: Any) -> dict[str, dict]:
         """The sequence batches (input_ids, attention_mask, labels) the term reads, by name; by
