@@ -222,7 +222,8 @@ def test_each_forget_question_is_asked_after_its_drawn_shots_alone(
 
     def fake_generate(model, tokenizer, batch, max_new_tokens, batch_size):
         prompts.extend(batch)
-        return ["no idea"] * len(batch)
+        # a model that goes on asking and answering the next question, as its shots did
+        return [" born in Rome\n\nQuestion: Who taught Cy?\nAnswer: Cy learned from Di."] * len(batch)
 
     def spy_logprobs(model, tokenizer, batch, batch_size):
         windows.extend(tokenizer.decode(list(w), skip_special_tokens=True) for w in batch)
@@ -231,7 +232,10 @@ def test_each_forget_question_is_asked_after_its_drawn_shots_alone(
     monkeypatch.setattr(m, "generate_greedy", fake_generate)
     monkeypatch.setattr(m, "answer_logprobs", spy_logprobs)
     ctx.shots = Shots(2, seed=0)
-    evaluate(llama, ctx, ["tofu_rouge", "tofu_prob", "tofu_truth_ratio"])
+    rouge = evaluate(llama, ctx, ["tofu_rouge", "tofu_prob", "tofu_truth_ratio"])["tofu_rouge"]
+    # each answer ends where the model opens a next turn: Ana's 3 of 5 gold words, none of Cy's
+    assert [v["output"] for v in rouge["value_by_index"].values()] == ["born in Rome"] * 3
+    assert [v["score"] for v in rouge["value_by_index"].values()] == pytest.approx([0.6, 0.0, 0.0])
     asked = [f"{hand_shots(i)}Question: {r['question']}\nAnswer: " for i, r in enumerate(FORGET)]
     assert prompts == asked
     for i, r in enumerate(FORGET):
@@ -281,7 +285,7 @@ def test_rouge_under_shots_equals_greedy_decoding_by_hand(
                 ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=m.MAX_NEW_TOKENS,
                 pad_token_id=tok.pad_token_id,
             )[0, ids.shape[1] :]  # fmt: skip
-        output = tok.decode(new, skip_special_tokens=True).strip()
+        output = tok.decode(new, skip_special_tokens=True).split("\n\nQuestion: ")[0].strip()
         assert rouge[i]["output"] == output
         assert rouge[i]["score"] == pytest.approx(m.rouge_recall(r["answer"], output))
 

@@ -22,7 +22,8 @@ from the whole forget set, (q, a) with their true answers, as earlier turns of t
 (`ChatTemplate.prompt`: open-unlearning's few-shot rendering, the system text once, each shot
 closed by the model's asst_end_tag): TOFU has no few-shot examples of its own and its models were
 fine-tuned on single turns, so earlier turns in their own format are the context they read best.
-The scored answer's loss stays on its own tokens and EOS. Forget quality takes no shots: its KS
+The scored answer's loss stays on its own tokens and EOS; a generated answer is cut where
+the model opens a next turn (`turn_end + before`). Forget quality takes no shots: its KS
 reference is the retrain model's truth ratios asked without them, so under shots it would test the
 shift the context gives every model; the truth ratio is that test's in-context signal, with the
 retrain model's row as its control. Model utility asks no forget pairs.
@@ -203,9 +204,13 @@ def _greedy_answers(
     records: list[dict[str, Any]],
     shots: Sequence[Sequence[QA]] | None = None,
 ) -> list[str]:
+    """Each record's greedy answer, stripped; after `shots[i]` (None: none) cut where the model opens
+    a next turn: the shots showed it that a turn goes on there, as TOFU's single turn does not."""
     chat = get_template(ctx.corpus.template)
     prompts = [chat.prompt(r["question"], () if shots is None else shots[i]) for i, r in enumerate(records)]
     outputs = generate_greedy(model, ctx.tokenizer, prompts, MAX_NEW_TOKENS, ctx.batch_size)
+    if shots is not None:
+        outputs = [o.split(f"{chat.turn_end}{chat.before}", 1)[0] for o in outputs]
     return [o.strip() for o in outputs]
 
 
