@@ -148,7 +148,7 @@ def _audit(args: argparse.Namespace) -> int:
     recipe = validate_recipe(data, where="audit")
     if args.quantize is None and not any(item.startswith("quantize=") for item in args.set):
         # the default battery's attack columns, each where one of the evaluated metrics has cells
-        # in it (the in-context probe asks KnowMem on forget: a TOFU audit has none)
+        # in it (the in-context probe asks forget QA: KnowMem, TOFU's probability, ROUGE, truth ratio)
         metrics = [METRICS.get(m) for m in recipe.evaluate]
         attacks = [c for c in AUDIT_ATTACKS if any(get_column(c).evaluates(m) for m in metrics)]
         recipe = validate_recipe({**data, "quantize": [*data["quantize"], *attacks]}, where="audit")
@@ -157,7 +157,7 @@ def _audit(args: argparse.Namespace) -> int:
 
 #: the default battery (README "Every route back"): as shipped, the full-precision model, 8- and
 #: 4-bit RTN and the fp16/bf16 casts; under attack, magnitude pruning at 50 %, three forget QA pairs as
-#: KnowMem's shots, and relearning on forget text, fully and through a LoRA adapter
+#: the forget QA metrics' shots, and relearning on forget text, fully and through a LoRA adapter
 AUDIT_QUANTIZERS = "fp,rtn-w8,rtn-w4-g128,cast-fp16,cast-bf16"
 AUDIT_ATTACKS = ("prune-mag-50", "incontext-forget-3")
 AUDIT_RELEARN = (

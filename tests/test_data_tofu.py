@@ -184,6 +184,50 @@ def test_templates_render_the_fine_tuning_formats() -> None:
     )
 
 
+#: open-unlearning's template tags (configs/model/phi-1_5.yaml, Llama-2-7b-chat-hf.yaml)
+OPEN_UNLEARNING_TAGS = {
+    "plain": ("Question: ", "\n", "Answer: ", "\n\n"),
+    "llama2": ("[INST] ", " [/INST]", "", " "),
+}
+
+
+def open_unlearning_prompt(tags: tuple[str, ...], shots: list[tuple[str, str]], question: str) -> str:
+    """preprocess_chat_instance's wrapped_prompt without a chat template (src/data/utils.py)."""
+    user_start, user_end, asst_start, asst_end = tags
+    wrapped = "".join(user_start + q + user_end + asst_start + a + asst_end for q, a in shots)
+    return wrapped + user_start + question + user_end + asst_start
+
+
+@pytest.mark.parametrize("name", ["plain", "llama2"])
+def test_shots_are_earlier_turns_as_open_unlearning_renders_few_shot(name: str) -> None:
+    shots = [("Who?", "Me."), ("Where?", "Here.")]
+    expected = open_unlearning_prompt(OPEN_UNLEARNING_TAGS[name], shots, "When?")
+    assert TEMPLATES[name].prompt("When?", shots) == expected
+    assert TEMPLATES[name].full("When?", "Now.", shots) == expected + "Now."
+    assert TEMPLATES[name].prompt("When?", ()) == TEMPLATES[name].prompt("When?")
+
+
+def test_llama3_shots_are_chat_turns_after_one_system_turn() -> None:
+    # Llama-3's chat template over [system, user, assistant, user]: one system turn, contents trimmed
+    assert TEMPLATES["llama3"].prompt(" When? ", [(" Who? ", "Me. ")]) == (
+        "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
+        "Today Date: 10 Apr 2025\n\nYou are a helpful assistant.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nWho?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\nMe.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\nWhen?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+
+
+def test_encode_qa_after_shots_labels_the_answer_and_eos_only() -> None:
+    tok = char_tokenizer()
+    window = encode_qa(tok, TEMPLATES["plain"], "Hi?", "Yo", shots=[("A?", "B")])
+    prompt = "Question: A?\nAnswer: B\n\nQuestion: Hi?\nAnswer: "
+    expected = [tok.bos_token_id, *tok.convert_tokens_to_ids(list(prompt + "Yo")), tok.eos_token_id]
+    assert list(window) == expected
+    assert window.labels == [IGNORE_INDEX] * (1 + len(prompt)) + expected[1 + len(prompt) :]
+
+
 def test_encode_qa_labels_the_answer_and_eos_only() -> None:
     tok = char_tokenizer()
     window = encode_qa(tok, TEMPLATES["plain"], "Hi?", "Yo")

@@ -1,5 +1,6 @@
-"""In-context probing columns: `incontext-forget-{k}` asks KnowMem on forget with k other forget QA
-pairs as each question's shots, on the full-precision model, and has cells for that metric only."""
+"""In-context probing columns: `incontext-forget-{k}` asks KnowMem on forget (and TOFU's forget QA,
+tested in test_metrics_tofu.py) with k other forget QA pairs as each question's shots, on the
+full-precision model, and has cells for those metrics only."""
 
 from __future__ import annotations
 
@@ -56,7 +57,13 @@ def test_a_malformed_name_is_refused_in_one_line(name: str) -> None:
 
 def test_it_has_cells_for_the_metrics_that_take_shots_only() -> None:
     column = get_column("incontext-forget-3")
-    assert [m for m in METRICS.names() if column.evaluates(METRICS.get(m))] == ["knowmem_forget"]
+    # forget quality's KS reference is asked without shots, model utility asks no forget pairs
+    assert sorted(m for m in METRICS.names() if column.evaluates(METRICS.get(m))) == [
+        "knowmem_forget",
+        "tofu_prob",
+        "tofu_rouge",
+        "tofu_truth_ratio",
+    ]
 
 
 def test_knowmem_asks_each_question_after_its_own_shots(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from llm_unlearn.data.tofu import TEMPLATES, TofuCorpus, encode_qa
 from llm_unlearn.errors import UserError
 from llm_unlearn.metrics import EvalContext, evaluate, required_splits
 from llm_unlearn.metrics import tofu as m
+from llm_unlearn.metrics.shots import Shots
 
 FORGET = [
     {
@@ -43,9 +45,12 @@ OPTIONS = [
 ]
 
 
-def hand_p(model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, question: str, answer: str) -> float:
-    """P(answer | plain prompt)^(1/|answer|) straight from the model's logits: answer tokens + EOS."""
-    prompt = f"Question: {question}\nAnswer: "
+def hand_p(
+    model: LlamaForCausalLM, tok: PreTrainedTokenizerFast, question: str, answer: str, before: str = ""
+) -> float:
+    """P(answer | plain prompt)^(1/|answer|) straight from the model's logits: answer tokens + EOS;
+    `before`: text ahead of the question (in-context shots)."""
+    prompt = f"{before}Question: {question}\nAnswer: "
     ids = tok(prompt + answer)["input_ids"] + [tok.eos_token_id]
     start = len(tok(prompt)["input_ids"])
     with torch.no_grad():
@@ -196,6 +201,93 @@ def test_rouge_and_model_utility_equal_the_hand_computation(
     expected = 0.0 if min(values) == 0 else len(values) / sum(1 / v for v in values)
     assert result["agg_value"] == pytest.approx(expected, rel=1e-4)
     assert m.utility_from_examples(result["value_by_index"]) == pytest.approx(result["agg_value"])
+
+
+# --- in-context shots (an incontext-forget-{k} column) ------------------------------------------
+
+
+def hand_shots(i: int, k: int = 2, seed: int = 0) -> str:
+    """Question i's k shots written out by hand: k of the other forget records, drawn with
+    random.Random("seed:i") as metrics/shots.py states, each an earlier plain-template turn."""
+    others = [r for j, r in enumerate(FORGET) if j != i]
+    drawn = random.Random(f"{seed}:{i}").sample(others, k)
+    return "".join(f"Question: {r['question']}\nAnswer: {r['answer']}\n\n" for r in drawn)
+
+
+def test_each_forget_question_is_asked_after_its_drawn_shots_alone(
+    llama: LlamaForCausalLM, tok, ctx: EvalContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompts, windows = [], []
+    scored = m.answer_logprobs
+
+    def fake_generate(model, tokenizer, batch, max_new_tokens, batch_size):
+        prompts.extend(batch)
+        # a model that goes on asking and answering the next question, as its shots did
+        return [" born in Rome\n\nQuestion: Who taught Cy?\nAnswer: Cy learned from Di."] * len(batch)
+
+    def spy_logprobs(model, tokenizer, batch, batch_size):
+        windows.extend(tokenizer.decode(list(w), skip_special_tokens=True) for w in batch)
+        return scored(model, tokenizer, batch, batch_size)
+
+    monkeypatch.setattr(m, "generate_greedy", fake_generate)
+    monkeypatch.setattr(m, "answer_logprobs", spy_logprobs)
+    ctx.shots = Shots(2, seed=0)
+    rouge = evaluate(llama, ctx, ["tofu_rouge", "tofu_prob", "tofu_truth_ratio"])["tofu_rouge"]
+    # each answer ends where the model opens a next turn: Ana's 3 of 5 gold words, none of Cy's
+    assert [v["output"] for v in rouge["value_by_index"].values()] == ["born in Rome"] * 3
+    assert [v["score"] for v in rouge["value_by_index"].values()] == pytest.approx([0.6, 0.0, 0.0])
+    asked = [f"{hand_shots(i)}Question: {r['question']}\nAnswer: " for i, r in enumerate(FORGET)]
+    assert prompts == asked
+    for i, r in enumerate(FORGET):
+        assert asked[i].count(r["question"]) == 1  # never among its own shots
+    # tofu_prob scores each answer, then tofu_truth_ratio the paraphrase and the perturbations
+    options = [[r["answer"]] for r in FORGET]
+    options += [[r["paraphrased_answer"], *r["perturbed_answer"]] for r in FORGET]
+    owners = [*range(3), *range(3)]
+    assert windows == [asked[i] + a for i, answers in zip(owners, options, strict=True) for a in answers]
+    # a limit asks fewer questions; their shots still come from the whole forget set
+    prompts.clear()
+    ctx.limit = 1
+    evaluate(llama, ctx, ["tofu_rouge"])
+    assert prompts == asked[:1]
+
+
+def test_prob_and_truth_ratio_under_shots_equal_the_hand_loop(
+    llama: LlamaForCausalLM, tok, ctx: EvalContext
+) -> None:
+    ctx.shots = Shots(2, seed=0)
+    out = evaluate(llama, ctx, ["tofu_prob", "tofu_truth_ratio"])
+    probs = [hand_p(llama, tok, r["question"], r["answer"], hand_shots(i)) for i, r in enumerate(FORGET)]
+    assert [v["score"] for v in out["tofu_prob"]["value_by_index"].values()] == pytest.approx(probs, rel=1e-4)
+    assert out["tofu_prob"]["agg_value"] == pytest.approx(sum(probs) / 3, rel=1e-4)
+    assert probs != pytest.approx([hand_p(llama, tok, r["question"], r["answer"]) for r in FORGET], rel=1e-4)
+    ratios = []
+    for i, r in enumerate(FORGET):
+        false = [hand_p(llama, tok, r["question"], a, hand_shots(i)) for a in r["perturbed_answer"]]
+        true = hand_p(llama, tok, r["question"], r["paraphrased_answer"], hand_shots(i))
+        ratios.append(sum(false) / len(false) / true)
+    got = out["tofu_truth_ratio"]["value_by_index"]
+    assert [v["truth_ratio"] for v in got.values()] == pytest.approx(ratios, rel=1e-4)
+    assert out["tofu_truth_ratio"]["agg_value"] == pytest.approx(
+        sum(min(r, 1 / r) for r in ratios) / 3, rel=1e-4
+    )
+
+
+def test_rouge_under_shots_equals_greedy_decoding_by_hand(
+    llama: LlamaForCausalLM, tok, ctx: EvalContext
+) -> None:
+    ctx.shots, ctx.batch_size = Shots(2, seed=0), 1
+    rouge = evaluate(llama, ctx, ["tofu_rouge"])["tofu_rouge"]["value_by_index"]
+    for i, r in enumerate(FORGET):
+        ids = torch.tensor([tok(f"{hand_shots(i)}Question: {r['question']}\nAnswer: ")["input_ids"]])
+        with torch.no_grad():
+            new = llama.generate(
+                ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=m.MAX_NEW_TOKENS,
+                pad_token_id=tok.pad_token_id,
+            )[0, ids.shape[1] :]  # fmt: skip
+        output = tok.decode(new, skip_special_tokens=True).split("\n\nQuestion: ")[0].strip()
+        assert rouge[i]["output"] == output
+        assert rouge[i]["score"] == pytest.approx(m.rouge_recall(r["answer"], output))
 
 
 def test_model_utility_harmonic_mean_of_nonzero_components(tok, ctx: EvalContext) -> None:

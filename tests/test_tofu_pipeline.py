@@ -1,5 +1,6 @@
 """TOFU through the pipeline: answer-only unlearning, the TOFU metrics under quantizers with their
-intervals, forget quality referenced to the retrain model, verdicts, and `evaluate` on a TOFU folder."""
+intervals, forget quality referenced to the retrain model, verdicts, in-context probing, and
+`evaluate` on a TOFU folder."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ import json
 import math
 
 import pytest
+import torch
 from conftest import tiny_llama
 
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.cli import main
+from llm_unlearn.data.collate import pad_batch
+from llm_unlearn.data.tofu import DEMO_TOFU, TOFU, load_tofu, training_windows
 from llm_unlearn.models import save_checkpoint
 from llm_unlearn.pipeline import run
 from llm_unlearn.recipe import RecipeError, validate_recipe
@@ -58,6 +62,58 @@ def test_a_tofu_recipe_unlearns_and_audits_with_intervals_and_verdicts(tmp_path,
     cells = read_json(RunFolder(out).verdict)["cells"]
     assert {c["metric"] for c in cells} == {"tofu_forget_quality", "tofu_prob", "tofu_truth_ratio"}
     assert "tofu_model_utility" in RunFolder(out).report_md.read_text()
+
+
+def test_an_in_context_column_has_cells_for_the_tofu_metrics_that_take_shots(tmp_path, tok) -> None:
+    """A target that learned forget01 (40 Adam steps on its answers), a retrain model that never saw
+    it, GA: `incontext-forget-2` has cells for the metrics that take shots (not forget quality), and
+    a recovery ratio, (M(u | shots) − M(u)) / (M(t) − M(u)), in the verdict."""
+    target = tiny_llama(tok, seed=0)
+    corpus = load_tofu(DEMO_TOFU, {TOFU: ["forget"]}, "forget01")
+    batch = pad_batch(training_windows(corpus, "forget", tok), tok.pad_token_id)
+    optimizer = torch.optim.Adam(target.parameters(), lr=1e-2)
+    for _ in range(40):
+        optimizer.zero_grad()
+        target(**batch).loss.backward()
+        optimizer.step()
+    models = tmp_path / "models"
+    recipe = validate_recipe(
+        {
+            "name": "tofu",
+            "model": {
+                "target": str(save_checkpoint(target, tok, models / "t")),
+                "retrain": str(save_checkpoint(tiny_llama(tok, seed=1), tok, models / "r")),
+            },
+            "data": {"source": "demo_tofu", "forget_split": "forget01", "max_length": 96},
+            "method": {"name": "ga"},
+            "train": {"max_steps": 2, "per_device_train_batch_size": 2, "learning_rate": 1e-2},
+            "quantize": ["fp", "incontext-forget-2"],
+            "evaluate": ["tofu_forget_quality", "tofu_prob", "tofu_truth_ratio"],
+            "output": {"dir": str(tmp_path / "run")},
+        }
+    )
+    out = run(recipe)
+    lines = {(r["model"], r["quantizer"], r["metric"]): r for r in ResultsFile(RunFolder(out).results)}
+    assert {key for key in lines if key[1] == "incontext-forget-2"} == {
+        (model, "incontext-forget-2", metric)
+        for model in ("target", "retrain", "ga")
+        for metric in ("tofu_prob", "tofu_truth_ratio")
+    }
+    assert lines[("ga", "incontext-forget-2", "tofu_prob")]["quantizer_config"]["method"] == "incontext"
+    cells = {(c["quantizer"], c["metric"]): c for c in read_json(RunFolder(out).verdict)["cells"]}
+    cell = cells[("incontext-forget-2", "tofu_prob")]
+    known, forgot, shots = (
+        lines[key]["agg_value"]
+        for key in (
+            ("target", "fp", "tofu_prob"),
+            ("ga", "fp", "tofu_prob"),
+            ("ga", "incontext-forget-2", "tofu_prob"),
+        )
+    )
+    assert known > forgot + 0.01  # the target knew the forget set, GA forgot it
+    assert cell["route"] == "attack" and cell["recovery"] == pytest.approx(
+        100 * (shots - forgot) / (known - forgot)
+    )
 
 
 def test_evaluate_reads_a_tofu_folder_and_a_saved_reference(tmp_path, checkpoints, capsys) -> None:

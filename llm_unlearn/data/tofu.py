@@ -20,7 +20,7 @@ naming the source, config or field.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,12 +65,24 @@ def role_config(role_or_config: str, forget_split: str) -> str:
     return resolved.get(role_or_config, role_or_config)
 
 
+#: a question and its answer, as a template renders an earlier turn
+QA = tuple[str, str]
+
+
 @dataclass(frozen=True)
 class ChatTemplate:
-    """How a fine-tuned model saw a QA pair: `before + question + after + answer + end`, then EOS.
+    """How a fine-tuned model saw a QA pair: `system + before + question + after + answer + end`,
+    then EOS.
 
     The tokenizer adds its own special tokens (Llama's BOS) in front. The prompt is everything up to
     the answer; training and scoring take the loss on the answer tokens (and EOS) only.
+
+    Earlier QA pairs (`shots`: in-context examples; TOFU has no few-shot set of its own) are earlier
+    turns of the same conversation, as open-unlearning's `preprocess_chat_instance`
+    (src/data/utils.py, reached through `few_shot_dataset_hf_args`) renders few-shot examples: the
+    system text once, then per shot `before + q + after + a + turn_end` (its `asst_end_tag`, which
+    closes a turn the model answered; `end` closes the final answer, before the EOS), then the
+    asked question. Without shots the text is the same as a single turn's.
     """
 
     before: str
@@ -78,30 +90,43 @@ class ChatTemplate:
     end: str = ""
     #: strip question and answer, as the Llama-3 chat template's `| trim` does
     trim: bool = False
+    #: what opens the conversation once, before its first turn (Llama-3's system turn)
+    system: str = ""
+    #: what closes an earlier turn's answer (open-unlearning's `asst_end_tag` for the model)
+    turn_end: str = ""
 
-    def prompt(self, question: str) -> str:
-        return f"{self.before}{question.strip() if self.trim else question}{self.after}"
+    def _text(self, text: str) -> str:
+        return text.strip() if self.trim else text
 
-    def full(self, question: str, answer: str) -> str:
-        return f"{self.prompt(question)}{answer.strip() if self.trim else answer}{self.end}"
+    def prompt(self, question: str, shots: Sequence[QA] = ()) -> str:
+        turns = "".join(
+            f"{self.before}{self._text(q)}{self.after}{self._text(a)}{self.turn_end}" for q, a in shots
+        )
+        return f"{self.system}{turns}{self.before}{self._text(question)}{self.after}"
+
+    def full(self, question: str, answer: str, shots: Sequence[QA] = ()) -> str:
+        return f"{self.prompt(question, shots)}{self._text(answer)}{self.end}"
 
 
-# The formats open-unlearning fine-tuned its TOFU checkpoints with (configs/model/*.yaml):
-# Llama-3.x-Instruct through the tokenizer's chat template with this system prompt and date (the
-# rendered text, BOS excepted, is written out here so no tokenizer template is needed);
-# Llama-2-7b-chat with [INST] tags; base models and phi-1.5 with Question/Answer lines.
+# The formats open-unlearning fine-tuned its TOFU checkpoints with (configs/model/*.yaml, whose
+# asst_end_tag is each `turn_end`): Llama-3.x-Instruct through the tokenizer's chat template with
+# this system prompt and date (the rendered text, BOS excepted, is written out here so no tokenizer
+# template is needed); Llama-2-7b-chat with [INST] tags; base models and phi-1.5 with
+# Question/Answer lines.
 _LLAMA3_SYSTEM = (
     "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\n"
     "Today Date: 10 Apr 2025\n\nYou are a helpful assistant.<|eot_id|>"
 )
 TEMPLATES: dict[str, ChatTemplate] = {
-    "plain": ChatTemplate("Question: ", "\nAnswer: "),
-    "llama2": ChatTemplate("[INST] ", " [/INST]"),
+    "plain": ChatTemplate("Question: ", "\nAnswer: ", turn_end="\n\n"),
+    "llama2": ChatTemplate("[INST] ", " [/INST]", turn_end=" "),
     "llama3": ChatTemplate(
-        f"{_LLAMA3_SYSTEM}<|start_header_id|>user<|end_header_id|>\n\n",
+        "<|start_header_id|>user<|end_header_id|>\n\n",
         "<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n",
         end="<|eot_id|>",
         trim=True,
+        system=_LLAMA3_SYSTEM,
+        turn_end="<|eot_id|>",
     ),
 }
 
@@ -175,15 +200,21 @@ def is_tofu_source(source: str) -> bool:
 
 
 def encode_qa(
-    tokenizer: Any, template: ChatTemplate, question: str, answer: str, max_length: int | None = None
+    tokenizer: Any,
+    template: ChatTemplate,
+    question: str,
+    answer: str,
+    max_length: int | None = None,
+    shots: Sequence[QA] = (),
 ) -> LabeledWindow:
-    """One QA pair as a window with loss on the answer tokens and EOS only (prompt labels -100).
+    """One QA pair as a window with loss on the answer tokens and EOS only (prompt labels -100),
+    asked after `shots` (earlier QA turns, part of the prompt).
 
     The prompt's length is that of its own tokenization, as open-unlearning splits it: where a
     tokenizer merges across the prompt/answer boundary the boundary token counts as prompt.
     """
-    prompt_ids = tokenizer(template.prompt(question))["input_ids"]
-    ids = tokenizer(template.full(question, answer))["input_ids"][:max_length]
+    prompt_ids = tokenizer(template.prompt(question, shots))["input_ids"]
+    ids = tokenizer(template.full(question, answer, shots))["input_ids"][:max_length]
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no eos_token; set one before encoding QA pairs")
     if ids[-1] != tokenizer.eos_token_id:

@@ -4,7 +4,8 @@ few-shot examples.
 
 The model is not changed; what changes is the evaluation context of its cells (`Column.context`),
 and only for the metrics that ask forget QA pairs in a prompt (`Metric.incontext`: MUSE's KnowMem
-on forget); the other metrics have no cell in the column. Its recovery reads as a quantizer's,
+on forget, TOFU's probability, ROUGE and truth ratio on forget); the other metrics have no cell in
+the column. Its recovery reads as a quantizer's,
 
     recovery = (M(u | k shots) − M(u)) / (M(t) − M(u))        t, u at full precision, own shots
 

@@ -15,6 +15,18 @@ the corpus' chat template with the loss on the answer tokens and EOS only:
 The paper averages the perturbed p(âᵢ) arithmetically; TOFU's and open-unlearning's code average
 their log-probs (a geometric mean). `ctx.extra["tofu_truth_ratio_mean"] = "geometric"` reproduces
 the code, e.g. to compare with truth ratios from open-unlearning's saved TOFU_EVAL.json logs.
+
+In-context probing (`ctx.shots`, an `incontext-forget-{k}` column, `metrics/shots.py`): probability,
+ROUGE and truth ratio on forget ask forget question i after k other forget QA pairs drawn for it
+from the whole forget set, (q, a) with their true answers, as earlier turns of the same chat
+(`ChatTemplate.prompt`: open-unlearning's few-shot rendering, the system text once, each shot
+closed by the model's asst_end_tag): TOFU has no few-shot examples of its own and its models were
+fine-tuned on single turns, so earlier turns in their own format are the context they read best.
+The scored answer's loss stays on its own tokens and EOS; a generated answer is cut where
+the model opens a next turn (`turn_end + before`). Forget quality takes no shots: its KS
+reference is the retrain model's truth ratios asked without them, so under shots it would test the
+shift the context gives every model; the truth ratio is that test's in-context signal, with the
+retrain model's row as its control. Model utility asks no forget pairs.
 """
 
 from __future__ import annotations
@@ -33,7 +45,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from llm_unlearn.data.collate import IGNORE_INDEX, LabeledWindow
-from llm_unlearn.data.tofu import TOFU, encode_qa, get_template
+from llm_unlearn.data.tofu import QA, TOFU, encode_qa, get_template
 from llm_unlearn.errors import UserError
 from llm_unlearn.metrics.bootstrap import Examples, register_statistic
 from llm_unlearn.metrics.generation import (
@@ -162,15 +174,21 @@ def answer_logprobs(
 
 
 def _probabilities(
-    model: nn.Module, ctx: EvalContext, records: list[dict[str, Any]], keys: Sequence[str]
+    model: nn.Module,
+    ctx: EvalContext,
+    records: list[dict[str, Any]],
+    keys: Sequence[str],
+    shots: Sequence[Sequence[QA]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per record, p(y) of each answer field in `keys` (perturbed_answer: a list), one batched pass."""
+    """Per record, p(y) of each answer field in `keys` (perturbed_answer: a list), one batched pass;
+    record i asked after `shots[i]` (None: none)."""
     chat = get_template(ctx.corpus.template)
     windows, owners = [], []
     for i, r in enumerate(records):
+        before = () if shots is None else shots[i]
         for key in keys:
             for answer in r[key] if key == "perturbed_answer" else [r[key]]:
-                windows.append(encode_qa(ctx.tokenizer, chat, r["question"], answer))
+                windows.append(encode_qa(ctx.tokenizer, chat, r["question"], answer, shots=before))
                 owners.append((i, key))
     out: list[dict[str, Any]] = [{key: [] for key in keys} for _ in records]
     for (i, key), (total, count) in zip(
@@ -180,10 +198,19 @@ def _probabilities(
     return [{k: v if k == "perturbed_answer" else v[0] for k, v in row.items()} for row in out]
 
 
-def _greedy_answers(model: nn.Module, ctx: EvalContext, records: list[dict[str, Any]]) -> list[str]:
+def _greedy_answers(
+    model: nn.Module,
+    ctx: EvalContext,
+    records: list[dict[str, Any]],
+    shots: Sequence[Sequence[QA]] | None = None,
+) -> list[str]:
+    """Each record's greedy answer, stripped; after `shots[i]` (None: none) cut where the model opens
+    a next turn: the shots showed it that a turn goes on there, as TOFU's single turn does not."""
     chat = get_template(ctx.corpus.template)
-    prompts = [chat.prompt(r["question"]) for r in records]
+    prompts = [chat.prompt(r["question"], () if shots is None else shots[i]) for i, r in enumerate(records)]
     outputs = generate_greedy(model, ctx.tokenizer, prompts, MAX_NEW_TOKENS, ctx.batch_size)
+    if shots is not None:
+        outputs = [o.split(f"{chat.turn_end}{chat.before}", 1)[0] for o in outputs]
     return [o.strip() for o in outputs]
 
 
@@ -191,9 +218,25 @@ def _records(ctx: EvalContext, split: str) -> list[dict[str, Any]]:
     return ctx.corpus.get(TOFU, split)[: ctx.limit]
 
 
-def _ratios(model: nn.Module, ctx: EvalContext, records: list[dict[str, Any]], reference: str) -> list[float]:
+def _shots(ctx: EvalContext, split: str) -> list[tuple[QA, ...]] | None:
+    """Each asked question's in-context shots (`ctx.shots`, an in-context column): k other QA pairs
+    of the whole `split` drawn by `Shots.draw`, as (question, answer); None without shots."""
+    if ctx.shots is None:
+        return None
+    pairs = ctx.corpus.get(TOFU, split)
+    drawn = (ctx.shots.draw(pairs, i) for i in range(len(pairs[: ctx.limit])))
+    return [tuple((p["question"], p["answer"]) for p in shots) for shots in drawn]
+
+
+def _ratios(
+    model: nn.Module,
+    ctx: EvalContext,
+    records: list[dict[str, Any]],
+    reference: str,
+    shots: Sequence[Sequence[QA]] | None = None,
+) -> list[float]:
     mean = ctx.extra.get(MEAN_KEY, "arithmetic")
-    probs = _probabilities(model, ctx, records, (reference, "perturbed_answer"))
+    probs = _probabilities(model, ctx, records, (reference, "perturbed_answer"), shots)
     return [truth_ratio(p[reference], p["perturbed_answer"], mean) for p in probs]
 
 
@@ -271,11 +314,12 @@ _FORGET = {TOFU: ("forget_perturbed",)}
     unit="lower = more forgotten",
     point=UNIT_POINT,
     floor=0.0,
+    incontext=True,
 )
 def tofu_prob(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """Forget-set answer probability p(a) = P(a|q)^(1/|a|): lower = more forgotten."""
     records = _records(ctx, "forget_perturbed")
-    probs = _probabilities(model, ctx, records, ("answer",))
+    probs = _probabilities(model, ctx, records, ("answer",), _shots(ctx, "forget_perturbed"))
     by_index = {
         i: {"score": p["answer"], "question": r["question"]}
         for i, (r, p) in enumerate(zip(records, probs, strict=True))
@@ -294,11 +338,12 @@ def tofu_prob(model: nn.Module, ctx: EvalContext) -> MetricResult:
     new_tokens=MAX_NEW_TOKENS,
     point=UNIT_POINT,
     floor=0.0,
+    incontext=True,
 )
 def tofu_rouge(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """Forget-set ROUGE-L recall of the greedy answer: lower = more forgotten."""
     records = _records(ctx, "forget_perturbed")
-    outputs = _greedy_answers(model, ctx, records)
+    outputs = _greedy_answers(model, ctx, records, _shots(ctx, "forget_perturbed"))
     by_index = {
         i: {
             "score": rouge_recall(r["answer"], out),
@@ -323,11 +368,12 @@ def tofu_rouge(model: nn.Module, ctx: EvalContext) -> MetricResult:
     point=UNIT_POINT,
     lower_forgets=False,
     floor=1.0,
+    incontext=True,
 )
 def tofu_truth_ratio(model: nn.Module, ctx: EvalContext) -> MetricResult:
     """Forget-set truth ratio, mean min(R, 1/R): near 1 = the model no longer prefers the truth."""
     records = _records(ctx, "forget_perturbed")
-    ratios = _ratios(model, ctx, records, "paraphrased_answer")
+    ratios = _ratios(model, ctx, records, "paraphrased_answer", _shots(ctx, "forget_perturbed"))
     by_index = {i: {"score": forget_truth_stat(r), "truth_ratio": r} for i, r in enumerate(ratios)}
     return {"agg_value": mean_or_nan([v["score"] for v in by_index.values()]), "value_by_index": by_index}
 
