@@ -20,9 +20,12 @@ import yaml
 from llm_unlearn.columns import ROUTES
 from llm_unlearn.data.corpora import DEMO
 from llm_unlearn.errors import UserError
+from llm_unlearn.locations import check_checkpoint, check_source
+from llm_unlearn.names import Kind, check_name
 from llm_unlearn.recipe_file import (
     CNN_RECIPE_SHAPE,
     apply_overrides,
+    check_names,
     read_recipe_file,
     read_unlearning_recipe,
 )
@@ -45,8 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # only `evaluate` takes the metrics' reference flags: any other command parses without importing
     # the metrics (and torch), so `--help` and a refused path answer at once
-    args = _parser(references=argv[:1] == ["evaluate"]).parse_args(argv)
+    evaluate = argv[:1] == ["evaluate"]
     try:
+        if evaluate and not {"-h", "--help"} & set(argv):  # its paths and names, before the metrics
+            _refuse_evaluate(_parser(references=False).parse_known_args(argv)[0])
+        args = _parser(references=evaluate).parse_args(argv)
         return args.func(args)
     except (UserError, UnknownNameError) as err:
         print(f"llm-unlearn: error: {err}", file=sys.stderr)
@@ -55,16 +61,35 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     _check_gate_flags(args)
-    return _run_recipe(_load_recipe(args.recipe, args.set), args)
+    return _run_recipe(_load_recipe(args.recipe, args.set, runs=True), args)
 
 
-def _load_recipe(path: Path, overrides: list[str]) -> Recipe:
-    """The recipe at `path`, its file read (and a missing or malformed one refused) before the
-    registries that validate it, and with them torch, are imported."""
+def _load_recipe(path: Path, overrides: list[str], runs: bool) -> Recipe:
+    """The recipe at `path`, its file read (and a missing or malformed one, or a misspelled name,
+    refused) before the registries that validate it, and with them torch, are imported; where it
+    `runs` here, a checkpoint path that is not here is refused too."""
     data = read_unlearning_recipe(path, overrides)
+    if runs:  # `check` may validate a recipe written for another machine: its paths are that one's
+        _check_checkpoints(data)
     from llm_unlearn.recipe import validate_recipe
 
     return validate_recipe(data, where=str(path))
+
+
+def _check_checkpoints(data: dict) -> None:
+    """Refuse a checkpoint the recipe mapping `data` names (model.target, model.retrain,
+    models.<i>.path) that is neither here nor a Hub id, as the run would after importing torch."""
+    model = data.get("model") if isinstance(data.get("model"), dict) else {}
+    models = data.get("models")
+    models = [models] if isinstance(models, dict) else models if isinstance(models, list) else []
+    given = [
+        ("model.target", model.get("target")),
+        ("model.retrain", model.get("retrain")),
+        *((f"models.{i}.path", m.get("path")) for i, m in enumerate(models) if isinstance(m, dict)),
+    ]
+    for field, spec in given:
+        if isinstance(spec, str):
+            check_checkpoint(spec, field)
 
 
 def _check_gate_flags(args: argparse.Namespace) -> None:
@@ -121,7 +146,7 @@ def _audit(args: argparse.Namespace) -> int:
     if args.recipe is not None:
         if flags:
             raise UserError(f"audit: give a recipe file or {', '.join(flags)}, not both")
-        return _run_recipe(_load_recipe(args.recipe, args.set), args)
+        return _run_recipe(_load_recipe(args.recipe, args.set, runs=True), args)
     for flag in ("target", "model", "data", "out"):
         if not getattr(args, flag):
             raise UserError(f"audit: --{flag} is required (or give an audit recipe file)")
@@ -141,6 +166,8 @@ def _audit(args: argparse.Namespace) -> int:
     if args.allow_pickle:
         data["model"]["allow_pickle"] = True
     data = apply_overrides(data, args.set)
+    check_names(data, "audit")
+    _check_checkpoints(data)
     from llm_unlearn.columns import get_column  # the registries, and torch: after the flags' checks
     from llm_unlearn.metrics import METRICS
     from llm_unlearn.recipe import validate_recipe
@@ -250,7 +277,7 @@ def _relearn_entry(item: str) -> dict:
 
 
 def _check(args: argparse.Namespace) -> int:
-    recipe = _load_recipe(args.recipe, args.set)
+    recipe = _load_recipe(args.recipe, args.set, runs=False)
     print(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False), end="")
     return 0
 
@@ -274,6 +301,29 @@ def _cnn(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_evaluate(args: argparse.Namespace) -> None:
+    """`evaluate`'s refusals of a name or a path, before its parser imports the metrics (and torch)
+    for their reference flags (`_evaluate`'s own checks, the registry's and the loader's, then pass)."""
+    if args.metrics is not None:  # else the benchmark's own, which its registry names
+        _check_flag_names("metric", _names(args.metrics, "--metrics"), "--metrics")
+    _check_out_file(args.out, "results.json")
+    check_checkpoint(args.model, "--model")
+
+
+def _check_flag_names(kind: Kind, names: list[str], flag: str) -> None:
+    """`names.check_name` of each name a flag gives, its refusal naming the flag."""
+    for name in names:
+        try:
+            check_name(kind, name)
+        except UserError as err:
+            raise UserError(f"{flag}: {err}") from None
+
+
+def _check_out_file(out: Path | None, example: str) -> None:
+    if out is not None and out.is_dir():
+        raise UserError(f"--out {out}: is a folder; give a JSON file name, e.g. {out / example}")
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
@@ -287,8 +337,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     names = _names(default if args.metrics is None else args.metrics, "--metrics")
     for name in names:
         METRICS.get(name)
-    if args.out.is_dir():
-        raise UserError(f"--out {args.out}: is a folder; give a JSON file name")
     corpus = load_benchmark(args.data, required_splits(names), kind, args.forget_split, args.template)
     given = []  # each reference given by hand, read before the model is (a bad file fails first)
     for reference in _reference_flags(METRICS).values():
@@ -327,7 +375,10 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from llm_unlearn.audit.certificate import verify
+    RunFolder(args.run_dir).require_certificate()
+    if not args.path.exists():
+        raise UserError(f"{args.path}: no such file or folder; give the file, or folder, about to be shipped")
+    from llm_unlearn.audit.certificate import verify  # the audit's stack (torch): after the paths' checks
 
     passes, line = verify(args.run_dir, args.path)
     print(line)
@@ -335,7 +386,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from llm_unlearn.hub import push
+    RunFolder(args.run_dir).require_run()
+    from llm_unlearn.hub import push  # the card's registries (torch): after the folder's check
 
     push(
         args.run_dir,
@@ -350,17 +402,17 @@ def _push(args: argparse.Namespace) -> int:
 
 
 def _diagnose(args: argparse.Namespace) -> int:
-    from llm_unlearn.audit.run import diagnose_checkpoints
+    _check_out_file(args.out, "diagnose.json")
+    _check_flag_names("quantizer", [args.quantizer], "--quantizer")
+    check_source(args.target, "TARGET")
+    check_source(args.unlearned, "UNLEARNED")
+    from llm_unlearn.audit.run import diagnose_checkpoints  # the quantizers and torch: after the checks
     from llm_unlearn.models import check_same_model_family, load_tokenizer
     from llm_unlearn.quant import get_quantizer
     from llm_unlearn.quant.calibration import build_calibration, calibration_texts
     from llm_unlearn.quant.overlap import format_table
     from llm_unlearn.runfolder import write_atomic
 
-    if args.out is not None and args.out.is_dir():
-        raise UserError(
-            f"--out {args.out}: is a folder; give a JSON file name, e.g. {args.out / 'diagnose.json'}"
-        )
     quantizer = get_quantizer(args.quantizer)
     no_codes = (
         f"--quantizer {args.quantizer}: has no integer codes to compare; choose rtn-, gptq-, awq- or bnb-"

@@ -38,6 +38,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 from llm_unlearn.errors import UserError
+from llm_unlearn.names import column_family  # the registry key: `names.json` is keyed by it too
 from llm_unlearn.registry import Registry, UnknownNameError
 
 C = TypeVar("C", bound="type[Column]")
@@ -130,12 +131,6 @@ def register_column_family(family: str) -> Callable[[F], F]:
     """Register a factory `name -> Column` for every column name `family` or `family-...`; its
     `pattern` attribute, if any, is what a user who mistypes a name is shown."""
     return COLUMN_FAMILIES.register(family)  # type: ignore[return-value]
-
-
-def column_family(name: str) -> str:
-    """The family of a column name, its registry key: `rtn-w4-g128-asym` -> `rtn`,
-    `gptq-w4-g128@forget` -> `gptq` (a suffix after `@` is the column's own variant)."""
-    return name.split("@", 1)[0].split("-", 1)[0]
 
 
 def get_column(name: str) -> Column:

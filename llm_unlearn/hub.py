@@ -124,8 +124,7 @@ def plan_push(
     `with_quantized` rebuilds each cached quantized variant into `hub/` once (no network)."""
     _check_repo_id(repo_id)
     folder = RunFolder(run_dir)
-    if not folder.results.is_file() or not folder.recipe.is_file():
-        raise UserError(f"{run_dir}: no recipe.yaml and results.jsonl here; give the folder a run wrote")
+    folder.require_run()
     model = _choose_model(run_dir, model)
     checkpoint = _checkpoint(run_dir, model)
     adapter = _adapter_files(run_dir, checkpoint) if with_adapter else []

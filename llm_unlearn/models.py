@@ -36,9 +36,10 @@ from transformers.utils import logging as hf_logging
 
 from llm_unlearn.cachedir import cache_dir
 from llm_unlearn.data.collate import LMDataset, UnlearningCollator, chunk_texts
-from llm_unlearn.data.corpora import DEMO, is_hub_id, load_muse
+from llm_unlearn.data.corpora import DEMO, load_muse
 from llm_unlearn.display import console, quiet
 from llm_unlearn.errors import UserError, writing
+from llm_unlearn.locations import check_checkpoint, check_source, split_revision
 from llm_unlearn.quant import get_quantizer
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ def load_model(
     Weights are read from safetensors only: a pickle (`pytorch_model.bin`) can run code when loaded,
     so `resolve_checkpoint(..., allow_pickle=True)` converts one once, when the user trusts it.
     """
-    _check_source(name_or_path, field)
+    check_source(name_or_path, field)
     _refuse_pickle_only(Path(str(name_or_path)).expanduser(), field)
     try:
         with _no_progress_bars():
@@ -160,7 +161,7 @@ def _first_line(err: BaseException) -> str:
 
 def load_tokenizer(name_or_path: str | Path, field: str = "model") -> PreTrainedTokenizerBase:
     """The model's tokenizer, with a pad token (the EOS token where the model defines none)."""
-    _check_source(name_or_path, field)
+    check_source(name_or_path, field)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
     except (OSError, ValueError) as err:  # a folder or id without a model, or an unreadable one
@@ -209,12 +210,6 @@ class Checkpoint:
         return self.base.model if self.base is not None else self.path
 
 
-def split_revision(spec: str) -> tuple[str, str | None]:
-    """`org/name@rev` -> ("org/name", "rev"); anything else -> (spec, None)."""
-    name, sep, revision = spec.rpartition("@")
-    return (name, revision) if sep and is_hub_id(name) and revision else (spec, None)
-
-
 def resolve_checkpoint(spec: str | Path, field: str, allow_pickle: bool = False) -> Checkpoint:
     """The local files of `spec`: a checkpoint folder, a Hub id with an optional `@revision`
     (downloaded once into the Hub cache, safetensors only), a PEFT adapter folder or Hub id (its
@@ -225,26 +220,13 @@ def resolve_checkpoint(spec: str | Path, field: str, allow_pickle: bool = False)
     Every problem is a one-line UserError naming `field`."""
     text = str(spec)
     local = Path(text).expanduser()
+    check_checkpoint(text, field)  # a missing path: refused as the command line refuses it, before torch
     if text.endswith(".gguf"):
         if local.is_file():
             return Checkpoint(text, gguf_checkpoint(local.parent, local.name))
         repo, _, file = text.rpartition("/")
-        if not is_hub_id(repo):
-            raise UserError(
-                f"{field}: GGUF file {text!r} not found (nor a Hub file such as org/name/FILE.gguf)"
-            )
         return Checkpoint(text, gguf_checkpoint(repo, file))
-    if local.is_dir():
-        folder = local
-    elif local.exists():
-        raise UserError(f"{field}: {text!r} is a file; give a checkpoint folder, a Hub id or a .gguf file")
-    else:
-        repo, revision = split_revision(text)
-        if not is_hub_id(repo):
-            raise UserError(
-                f"{field}: folder {text!r} not found (and not a Hub id such as org/name[@revision])"
-            )
-        folder = _download(repo, revision, field, allow_pickle)
+    folder = local if local.is_dir() else _download(*split_revision(text), field, allow_pickle)
     if (folder / ADAPTER_CONFIG).is_file() and not (folder / "config.json").is_file():
         base = json.loads((folder / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
         if not base:
@@ -366,7 +348,7 @@ def check_same_model_family(
 
     configs = []
     for path, name in ((target, target_field), (other, field)):
-        _check_source(path, name)
+        check_source(path, name)
         try:
             configs.append(AutoConfig.from_pretrained(str(path)))
         except (OSError, ValueError) as err:
@@ -390,12 +372,6 @@ def check_same_model_family(
         )
 
 
-def _check_source(name_or_path: str | Path, field: str) -> None:
-    text = str(name_or_path)
-    if not Path(text).expanduser().exists() and not is_hub_id(text):
-        raise UserError(f"{field}: folder {text!r} not found (and not a Hub id such as org/name)")
-
-
 def gguf_checkpoint(source: str | Path, gguf_file: str) -> Path:
     """A plain float32 safetensors checkpoint of the GGUF file `gguf_file` in `source` (a folder or
     a Hub id), converted once and cached under the file's content hash (its name for a Hub id).
@@ -403,7 +379,7 @@ def gguf_checkpoint(source: str | Path, gguf_file: str) -> Path:
     transformers dequantizes GGUF weights on load (needs the `gguf` package), so the checkpoint holds
     exactly the released low-bit values, e.g. on llama.cpp's Q4_1 grid (`rtn-w4-g32-min`).
     """
-    _check_source(source, "model.target")
+    check_source(source, "model.target")
     local = Path(source).expanduser() / gguf_file
     if Path(source).expanduser().is_dir() and not local.is_file():
         raise UserError(f"model.gguf_file: {gguf_file!r} not found in {source}")

@@ -1,9 +1,10 @@
-"""A recipe file read into a mapping, with `--set` overrides: the checks on the path, the YAML and
-the overrides, which need no registry.
+"""A recipe file read into a mapping, with `--set` overrides: the checks on the path, the YAML, the
+overrides and the registries' names (`names.py`), which need no registry.
 
 Kept apart from `recipe.py` (which validates the mapping against the method, metric, quantizer and
-column registries, and so imports torch and transformers) so that a missing file, bad YAML or a
-malformed `--set` is refused in a fraction of a second, before torch is imported.
+column registries, and so imports torch and transformers) so that a missing file, bad YAML, a
+malformed `--set` or a misspelled method, quantizer or metric is refused in a fraction of a second,
+before torch is imported.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 import yaml
 
 from llm_unlearn.errors import UserError
+from llm_unlearn.names import check_name
 
 #: what an unlearning recipe looks like, for the refusal of a file that is no mapping
 RECIPE_SHAPE = "a recipe is a YAML mapping with sections model, method (or models), output, ..."
@@ -89,7 +91,27 @@ def read_unlearning_recipe(path: str | Path, overrides: list[str] = ()) -> dict[
         raise RecipeError(
             f"{path}: a CNN-track recipe (it has `methods:`); run it with `llm-unlearn cnn {path}`"
         )
+    check_names(data, str(path))
     return data
+
+
+def check_names(data: dict[str, Any], where: str) -> None:
+    """Refuse an unknown method or metric, or a column name no family spells, in `data` (an
+    unlearning or audit recipe), as its validation would; a value of the wrong shape is left to it."""
+    methods = data.get("method")
+    methods = [methods] if isinstance(methods, dict) else methods if isinstance(methods, list) else []
+    named = [
+        (f"method.{i}.name", "method", m.get("name")) for i, m in enumerate(methods) if isinstance(m, dict)
+    ]
+    for field, kind in (("quantize", "column"), ("evaluate", "metric")):
+        values = data.get(field)
+        named += [(field, kind, name) for name in values] if isinstance(values, list) else []
+    for field, kind, name in named:
+        if isinstance(name, str):
+            try:
+                check_name(kind, name)
+            except UserError as err:
+                raise RecipeError(f"{where}: {field}: {err}") from None
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -159,6 +159,22 @@ class RunFolder:
     def certificate(self) -> Path:
         return self.root / "certificate.json"
 
+    def require_run(self) -> None:
+        """Refuse, in one line, a folder that holds no run (its recipe.yaml and results.jsonl)."""
+        if not self.results.is_file() or not self.recipe.is_file():
+            raise UserError(
+                f"{self.root}: no recipe.yaml and results.jsonl here; give the folder a run wrote"
+            )
+
+    def require_certificate(self) -> Path:
+        """certificate.json, refused in one line where the folder has none."""
+        if not self.certificate.is_file():
+            raise UserError(
+                f"{self.root}: no certificate.json here; give the folder a run wrote (`llm-unlearn report "
+                f"{self.root}` writes one for a run from before certificates)"
+            )
+        return self.certificate
+
     @property
     def report_md(self) -> Path:
         return self.root / "report.md"

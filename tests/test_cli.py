@@ -57,6 +57,10 @@ def test_a_given_auc_is_privleaks_reference(tok, tmp_path) -> None:
 
 # Each command line is refused (or answered) without importing torch or transformers: the path,
 # YAML and --set checks come before the registries that validate a recipe.
+#: a command line that passes the checks on paths, to which each case adds its mistake
+AUDIT_HERE = ["audit", "--target", "{tmp}", "--model", "a={tmp}", "--data", "demo", "--out", "{tmp}/o"]
+EVALUATE_HERE = ["evaluate", "--model", "{tmp}", "--data", "demo", "--out", "{tmp}/o.json"]
+CHECK_SET = ["check", "{tmp}/q.yaml", "--set"]
 QUICK = {
     "missing recipe": (["check", "{tmp}/missing.yaml"], 2, "recipe file not found"),
     "help": (["--help"], 0, "check"),
@@ -65,13 +69,96 @@ QUICK = {
     "audit, a flag missing": (["audit", "--target", "t", "--out", "{tmp}/o"], 2, "--model is required"),
     "cnn, missing recipe": (["cnn", "{tmp}/missing.yaml"], 2, "recipe file not found"),
     "report, no results": (["report", "{tmp}"], 2, "no results in results.jsonl"),
+    "check, misspelled quantizer": (
+        ["check", "{tmp}/q.yaml"],
+        2,
+        "q.yaml: quantize: malformed name 'rtn-w5'",
+    ),
+    "check, unknown column": ([*CHECK_SET, "quantize=[rtm-w4]"], 2, "quantize: unknown quantizer 'rtm-w4'"),
+    "check, unknown metric": (
+        [*CHECK_SET, "quantize=[fp]", "--set", "evaluate=[verbmemm]"],
+        2,
+        "evaluate: unknown metric 'verbmemm'",
+    ),
+    "check, unknown method": ([*CHECK_SET, "method.0.name=npoo"], 2, "method.0.name: unknown method 'npoo'"),
+    "run, missing target": (
+        ["run", "{tmp}/q.yaml", "--set", "quantize=[fp]"],
+        2,
+        "model.target: folder '{tmp}/none' not found",
+    ),
+    "audit, missing target": (
+        ["audit", "--target", "{tmp}/none", "--model", "a={tmp}", "--data", "demo", "--out", "{tmp}/o"],
+        2,
+        "model.target: folder '{tmp}/none' not found",
+    ),
+    "audit, missing model": (
+        ["audit", "--target", "{tmp}", "--model", "a={tmp}/none", "--data", "demo", "--out", "{tmp}/o"],
+        2,
+        "models.0.path: folder '{tmp}/none' not found",
+    ),
+    "audit, malformed --model": (
+        ["audit", "--target", "{tmp}", "--model", "a", "--data", "demo", "--out", "{tmp}/o"],
+        2,
+        "--model 'a': expected NAME=PATH",
+    ),
+    "audit, misspelled quantizer": (
+        [*AUDIT_HERE, "--quantize", "fp,rtn-w5"],
+        2,
+        "audit: quantize: malformed name 'rtn-w5'",
+    ),
+    "audit, unknown metric": ([*AUDIT_HERE, "--metrics", "foo"], 2, "audit: evaluate: unknown metric 'foo'"),
+    "verify, no certificate": (["verify", "{tmp}", "{tmp}/r.yaml"], 2, "no certificate.json here"),
+    "verify, nothing to ship": (["verify", "{tmp}/run", "{tmp}/none"], 2, "/none: no such file or folder"),
+    "push, no run": (["push", "{tmp}", "--repo-id", "org/name"], 2, "no recipe.yaml and results.jsonl here"),
+    "diagnose, missing target": (
+        ["diagnose", "{tmp}/none", "{tmp}"],
+        2,
+        "TARGET: folder '{tmp}/none' not found",
+    ),
+    "diagnose, missing unlearned": (
+        ["diagnose", "{tmp}", "{tmp}/none"],
+        2,
+        "UNLEARNED: folder '{tmp}/none' not found",
+    ),
+    "diagnose, misspelled quantizer": (
+        ["diagnose", "{tmp}", "{tmp}", "--quantizer", "rtn-w5"],
+        2,
+        "malformed name 'rtn-w5'",
+    ),
+    "diagnose, --out a folder": (
+        ["diagnose", "{tmp}", "{tmp}", "--out", "{tmp}"],
+        2,
+        "is a folder; give a JSON file name",
+    ),
+    "evaluate, missing model": (
+        ["evaluate", "--model", "{tmp}/none", "--data", "demo", "--out", "{tmp}/o.json"],
+        2,
+        "--model: folder '{tmp}/none' not found",
+    ),
+    "evaluate, unknown metric": ([*EVALUATE_HERE, "--metrics", "foo"], 2, "unknown metric 'foo'"),
+    "evaluate, --out a folder": (
+        ["evaluate", "--model", "{tmp}", "--data", "demo", "--out", "{tmp}"],
+        2,
+        "is a folder; give a JSON file name",
+    ),
+    "evaluate, a flag missing": (
+        ["evaluate", "--model", "{tmp}"],
+        2,
+        "the following arguments are required: --data, --out",
+    ),
+    "verify --help": (["verify", "--help"], 0, "certificate"),
 }
 
 
 @pytest.mark.parametrize("argv, code, text", QUICK.values(), ids=QUICK.keys())
 def test_refusals_do_not_import_torch(tmp_path: Path, argv: list[str], code: int, text: str) -> None:
     (tmp_path / "r.yaml").write_text("name: a\n")
+    recipe = {"model": {"target": f"{tmp_path}/none"}, "method": [{"name": "npo"}], "quantize": ["rtn-w5"]}
+    (tmp_path / "q.yaml").write_text(yaml.safe_dump({**recipe, "output": {"dir": f"{tmp_path}/o"}}))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "certificate.json").write_text("{}")
     argv = [a.format(tmp=tmp_path) for a in argv]
+    text = text.format(tmp=tmp_path)
     script = (
         "import sys\nfrom llm_unlearn.cli import main\n"
         "try:\n    code = main(sys.argv[1:])\nexcept SystemExit as exit:\n    code = exit.code\n"
@@ -176,3 +263,14 @@ def test_the_default_battery_leaves_out_what_no_metric_reads_and_relearn_none_dr
     assert ran[-1].relearn == ()
     assert main([*base, "--quantize", "fp,rtn-w8", "--relearn", "retain"]) == 0  # given: as given
     assert list(ran[-1].quantize) == ["fp", "rtn-w8"] and [r.split for r in ran[-1].relearn] == ["retain"]
+
+
+def test_check_leaves_a_recipes_paths_to_the_machine_that_runs_it(tmp_path: Path, capsys) -> None:
+    """`check` validates a recipe written for another machine; `run` refuses its missing target."""
+    recipe = {"model": {"target": str(tmp_path / "elsewhere")}, "method": [{"name": "npo"}]}
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({**recipe, "output": {"dir": str(tmp_path / "o")}}))
+    assert main(["check", str(path)]) == 0
+    assert main(["run", str(path)]) == 2
+    assert f"model.target: folder '{tmp_path / 'elsewhere'}' not found" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

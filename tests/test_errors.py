@@ -111,7 +111,7 @@ RECIPE_CASES: list[tuple[str, list, str]] = [
     ("unknown-section", [edit("extra", 1)], "extra: unknown field; allowed here: name, model"),
     ("unknown-method", [edit("method.0.name", "gax")], "unknown method 'gax'; known: ceu, ga,"),
     ("unknown-quantizer", [edit("quantize", ["xyz-w4"])], "unknown quantizer 'xyz-w4'"),
-    ("malformed-rtn", [edit("quantize", ["rtn-w5"])], "malformed RTN quantizer name 'rtn-w5'"),
+    ("malformed-rtn", [edit("quantize", ["rtn-w5"])], "quantize: malformed name 'rtn-w5'; expected rtn-w{2,3,4,8}"),
     ("unknown-metric", [edit("evaluate", ["verbmemx"])], "unknown metric 'verbmemx'"),
     ("no-model", [edit("model", None)], "model: required field is missing"),
     ("no-target", [edit("model.target", None)], "model.target: required field is missing"),
@@ -152,9 +152,9 @@ RECIPE_CASES: list[tuple[str, list, str]] = [
     ("max-length", [edit("data.max_length", 4)], "data.max_length: Input should be greater than or equal to 8"),
     ("gguf-name", [edit("model.gguf_file", "x.bin")], "'x.bin' is not a .gguf file name"),
     ("grid-align-unknown", [edit("model.grid_align", "zzz")], "unknown quantizer 'zzz'"),
-    ("models-target", [edit("models", [{"name": "target", "path": "/x"}])], "names the reference rows"),
-    ("models-twice", [edit("method", []), edit("models", [{"name": "a", "path": "/x"}, {"name": "a", "path": "/y"}])], "models.1: a second run named 'a'"),
-    ("models-method-name", [edit("models", [{"name": "ga", "path": "/x"}])], "models.0: 'ga' is also a method run's name"),
+    ("models-target", [edit("models", [{"name": "target", "path": "org/x"}])], "names the reference rows"),
+    ("models-twice", [edit("method", []), edit("models", [{"name": "a", "path": "org/x"}, {"name": "a", "path": "org/y"}])], "models.1: a second run named 'a'"),
+    ("models-method-name", [edit("models", [{"name": "ga", "path": "org/x"}])], "models.0: 'ga' is also a method run's name"),
     ("nothing-to-audit", [edit("method", [])], "nothing to audit: give a method section"),
     ("target-missing", [edit("model.target", "/no/such/model")], "model.target: folder '/no/such/model' not found"),
     ("retrain-missing", [edit("model.retrain", "/no/retrain")], "model.retrain: folder '/no/retrain' not found"),
@@ -280,7 +280,7 @@ def test_set_values_are_validated_like_the_file(tmp_path, shared, capsys) -> Non
     before = workspace_files(tmp_path)
     for override, expected in [
         ("train.learning_rate=-1", "train: learning_rate: must be > 0"),
-        ("quantize=[rtn-w9]", "malformed RTN quantizer name 'rtn-w9'"),
+        ("quantize=[rtn-w9]", "quantize: malformed name 'rtn-w9'"),
         ("method.0.beta=-2", "method.0.beta: Input should be greater than 0"),
         ("train.num_train_epochs=.nan", "num_train_epochs: must be a finite number"),
     ]:
@@ -340,7 +340,7 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
     ("report-bad-results", ["report", "BADRUN"], "results.jsonl: line 2 is not a results record"),
     ("diagnose-shapes", ["diagnose", "TARGET", "WIDE"], "UNLEARNED: architecture differs from TARGET's: hidden_size"),
     ("diagnose-missing", ["diagnose", "/no/target", "TARGET"], "TARGET: folder '/no/target' not found"),
-    ("diagnose-quantizer", ["diagnose", "TARGET", "TARGET", "--quantizer", "rtn-w7"], "malformed RTN quantizer name 'rtn-w7'"),
+    ("diagnose-quantizer", ["diagnose", "TARGET", "TARGET", "--quantizer", "rtn-w7"], "malformed name 'rtn-w7'"),
     ("diagnose-out-folder", ["diagnose", "TARGET", "TARGET", "--out", "WORK"], "is a folder; give a JSON file name"),
     ("audit-target-no-weights", ["audit", "--target", "NOWEIGHTS", "--model", "a=TARGET", "--data", "MUSE", "--relearn", "none", "--out", "WORK/run"], "holds a config.json but no weights"),
     ("audit-default-relearn-too-many", ["audit", "--target", "TARGET", "--model", "a=TARGET", "--data", "MUSE", "--out", "WORK/run"], "relearn.0.samples: 8, but forget has 3 texts; ask for at most that many"),
@@ -348,10 +348,10 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
     ("report-torn-recipe", ["report", "TORN"], "recipe.yaml: not readable YAML"),
     ("diagnose-forget-text", ["diagnose", "TARGET", "TARGET", "--quantizer", "gptq-w4-g32@forget"], "--quantizer gptq-w4-g32@forget: diagnose reads no dataset"),
     ("push-no-run", ["push", "WORK", "--repo-id", "org/name", "--dry-run"], "no recipe.yaml and results.jsonl here"),
-    ("push-bad-repo", ["push", "WORK", "--repo-id", "not a repo", "--dry-run"], "--repo-id 'not a repo': give ORG/NAME"),
+    ("push-bad-repo", ["push", "TORN", "--repo-id", "not a repo", "--dry-run"], "--repo-id 'not a repo': give ORG/NAME"),
     ("audit-recipe-and-flags", ["audit", "RECIPE", "--target", "TARGET"], "audit: give a recipe file or --target, not both"),
     ("audit-no-target", ["audit", "--model", "a=TARGET", "--data", "MUSE", "--out", "WORK/run"], "audit: --target is required"),
-    ("audit-target-name", ["audit", "--target", "grid-aligned=/no/t", "--model", "a=TARGET", "--data", "MUSE", "--out", "WORK/run"], "model.name: 'grid-aligned' labels other rows"),
+    ("audit-target-name", ["audit", "--target", "grid-aligned=org/t", "--model", "a=TARGET", "--data", "MUSE", "--out", "WORK/run"], "model.name: 'grid-aligned' labels other rows"),
     ("cnn-recipe-missing", ["cnn", "/no/cnn.yaml"], "recipe file not found"),
 ]  # fmt: skip
 
@@ -408,6 +408,8 @@ def test_a_second_run_into_a_folder_being_written_is_one_line_and_resumes_after(
 def test_push_without_a_token_touches_nothing(tmp_path, capsys, monkeypatch) -> None:
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    for name in ("recipe.yaml", "results.jsonl"):  # a run folder: a folder of none is refused before
+        (tmp_path / name).write_text("")
     before = workspace_files(tmp_path)
     one_line_error(capsys, ["push", str(tmp_path), "--repo-id", "org/name"], "no Hugging Face token")
     assert workspace_files(tmp_path) == before

@@ -268,4 +268,4 @@ def test_malformed_quantizer_name_on_the_command_line_is_one_line(capsys) -> Non
 
     assert main(["diagnose", "target", "unlearned", "--quantizer", "gptq-w5"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "malformed GPTQ quantizer name 'gptq-w5'" in err
+    assert err.count("\n") == 1 and "malformed name 'gptq-w5'; expected gptq-w{2,3,4,8}" in err

@@ -112,7 +112,7 @@ BAD = {
     "malformed quantizer": (with_(quantize=["rtn-w5"]), r"quantize: .*rtn-w5.*rtn-w\{2,3,4,8\}"),
     "in-context shots from the retain set": (
         with_(quantize=["incontext-retain-3"]),
-        r"quantize: .*in-context column 'incontext-retain-3'; expected incontext-forget-\{k\}",
+        r"quantize: .*'incontext-retain-3'; expected incontext-forget-\{k\}",
     ),
     "no in-context shots": (with_(quantize=["incontext-forget-0"]), r"quantize: .*with k >= 1"),
     "in-context shots without a metric that takes them": (

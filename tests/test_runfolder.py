@@ -133,3 +133,18 @@ def test_a_columns_cache_is_found_in_whichever_root_holds_it(tmp_path) -> None:
     )
     assert folder.column_cache("ga@natural", "fp") is None
     assert folder.column_cache("ga@natural", "relearn-forget") is None
+
+
+def test_a_folder_without_a_run_or_a_certificate_is_refused_in_one_line(tmp_path: Path) -> None:
+    folder = RunFolder(tmp_path)
+    with pytest.raises(UserError, match=r"no recipe\.yaml and results\.jsonl here; give the folder a run"):
+        folder.require_run()
+    with pytest.raises(UserError, match=r"no certificate\.json here; .*llm-unlearn report"):
+        folder.require_certificate()
+    folder.recipe.write_text("name: r\n")
+    with pytest.raises(UserError, match="no recipe.yaml and results.jsonl"):  # both are needed
+        folder.require_run()
+    folder.results.write_text("")
+    folder.certificate.write_text("{}")
+    folder.require_run()
+    assert folder.require_certificate() == tmp_path / "certificate.json"

@@ -182,12 +182,7 @@ def _name(artifact: dict[str, Any]) -> str:
 def verify(run_dir: Path, shipped: Path) -> tuple[bool, str]:
     """Whether the file or folder `shipped` is covered by run_dir's certificate (every file's sha256
     is one file of one audited artifact) and its model passes the gate; with one line saying so."""
-    path = RunFolder(run_dir).certificate
-    if not path.is_file():
-        raise UserError(
-            f"{run_dir}: no certificate.json here; give the folder a run wrote (`llm-unlearn report "
-            f"{run_dir}` writes one for a run from before certificates)"
-        )
+    path = RunFolder(run_dir).require_certificate()
     digests = file_digests(shipped)
     if not digests:
         raise UserError(f"{shipped}: no such file, or a folder with no files in it")
