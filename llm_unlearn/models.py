@@ -327,6 +327,20 @@ def _download(repo: str, revision: str | None, field: str, allow_pickle: bool) -
         ) from None
 
 
+def _download_file(repo: str, filename: str) -> Path:
+    """`filename` of the Hub repo `repo`, downloaded once into the Hub cache."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, filename))
+    except Exception as err:  # as `_download`: every failure is the user's (the name, the network)
+        detail = " ".join(str(err).split())[:200]
+        raise UserError(
+            f"model.gguf_file: cannot fetch {filename!r} of {repo} from the Hub: "
+            f"{type(err).__name__}: {detail}"
+        ) from None
+
+
 def materialize(checkpoint: Checkpoint, dest: Path) -> Path:
     """The folder of a full checkpoint for `checkpoint`: the folder itself, or for an adapter the
     base model with the adapter merged into it, saved once to `dest` (as a LoRA run's model is
@@ -398,27 +412,30 @@ def _check_source(name_or_path: str | Path, field: str) -> None:
 
 def gguf_checkpoint(source: str | Path, gguf_file: str) -> Path:
     """A plain float32 safetensors checkpoint of the GGUF file `gguf_file` in `source` (a folder or
-    a Hub id), converted once and cached under the file's content hash (its name for a Hub id).
+    a Hub id, from which that one file is downloaded), converted once and cached under the file's
+    content hash. Its header is checked (`check_gguf_header`) before transformers parses any of it.
 
     transformers dequantizes GGUF weights on load (needs the `gguf` package), so the checkpoint holds
     exactly the released low-bit values, e.g. on llama.cpp's Q4_1 grid (`rtn-w4-g32-min`).
     """
     _check_source(source, "model.target")
-    local = Path(source).expanduser() / gguf_file
-    if Path(source).expanduser().is_dir() and not local.is_file():
-        raise UserError(f"model.gguf_file: {gguf_file!r} not found in {source}")
-    if local.is_file():
-        check_gguf_header(local)
-    key = _file_hash(local) if local.is_file() else f"{source}/{gguf_file}"
-    dest = cache_dir() / "gguf" / hashlib.sha256(key.encode()).hexdigest()[:12]
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        local = folder / gguf_file
+        if not local.is_file():
+            raise UserError(f"model.gguf_file: {gguf_file!r} not found in {source}")
+    else:  # the one file, into the Hub cache: checked like a local one before anything parses it
+        local = _download_file(str(source), gguf_file)
+    check_gguf_header(local)
+    dest = cache_dir() / "gguf" / hashlib.sha256(_file_hash(local).encode()).hexdigest()[:12]
     if dest.exists():
         return dest
     try:
         with _no_progress_bars():
             model = AutoModelForCausalLM.from_pretrained(
-                str(source), gguf_file=gguf_file, dtype=torch.float32
+                str(local.parent), gguf_file=local.name, dtype=torch.float32
             )
-            tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=gguf_file)
+            tokenizer = AutoTokenizer.from_pretrained(str(local.parent), gguf_file=local.name)
     except ImportError as err:  # transformers asks for the gguf package only when it reads a file
         raise UserError(f"model.gguf_file: {err}; pip install gguf") from None
     except (OSError, ValueError) as err:

@@ -337,6 +337,18 @@ def write_tiny_gguf(path: Path) -> None:
     writer.close()
 
 
+def hub_snapshot(monkeypatch: pytest.MonkeyPatch, cache: Path, repo: str) -> Path:
+    """The (empty) snapshot folder of `repo` at `main` in an offline Hub cache at `cache` that
+    huggingface_hub's own download code reads, in this process: what a download would have left."""
+    snapshot = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / ("0123456789abcdef" * 3)[:40]
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text(snapshot.name)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    return snapshot
+
+
 # --- scripts outside the package: eval/*.py, docs/hooks.py (test_eval_*.py, test_docs_hooks.py) ---
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import char_tokenizer, demo_bench_subset, tiny_llama
-from helpers import write_tiny_gguf
+from helpers import hub_snapshot, write_tiny_gguf
 from safetensors import SafetensorError
 
 from llm_unlearn.cli import main
@@ -675,3 +675,24 @@ def test_a_checkpoint_that_needs_its_own_code_is_refused_without_running_it(tmp_
     assert workspace_files(tmp_path) == before and not marker.exists()
     (remote / "config.json").write_text('{"model_type": "llama",')  # torn
     one_line_error(capsys, ["run", str(tmp_path / "recipe.yaml")], "config.json is not valid JSON (Expecting")
+
+
+def test_a_crafted_gguf_file_from_the_hub_is_checked_before_it_is_parsed(
+    tmp_path, shared, capsys, monkeypatch
+) -> None:
+    pytest.importorskip("gguf")
+    snapshot = hub_snapshot(monkeypatch, tmp_path / "hub", "lab/released")
+    (snapshot / "model.gguf").write_bytes(_gguf(offset=TERABYTE))
+    parsed = []
+    monkeypatch.setattr("llm_unlearn.models.AutoModelForCausalLM.from_pretrained", parsed.append)
+    recipe = base_recipe(shared, tmp_path / "run")
+    for model in (
+        {"target": "lab/released/model.gguf"},
+        {"target": "lab/released", "gguf_file": "model.gguf"},
+    ):
+        recipe["model"] = model
+        (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+        one_line_error(
+            capsys, ["run", str(tmp_path / "recipe.yaml")], "tensor w: 16 bytes at 1099511627776 run past"
+        )
+    assert parsed == [] and not (tmp_path / "run").exists()
