@@ -1,7 +1,8 @@
 """`llm-unlearn`: a thin command line over the Python API.
 
 Every user error (recipe, data, model, unknown name) is printed as one line on stderr with
-exit code 2; anything else is a bug and keeps its traceback.
+exit code 2; Ctrl-C is one line too, with exit code 130; anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -51,6 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, UnknownNameError) as err:
         print(f"llm-unlearn: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # Ctrl-C: the shell's code for SIGINT, and no traceback
+        where = str(err) or "re-run the same command to start again"
+        print(f"llm-unlearn: interrupted: {where}", file=sys.stderr)
+        return 130
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, with where the same command resumes: `pipeline.run` has released the
+    run folder, and every file in it is whole or absent (runfolder.py), so nothing is lost."""
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -86,7 +96,10 @@ def _run_recipe(recipe, args: argparse.Namespace) -> int:
     from llm_unlearn.pipeline import run
     from llm_unlearn.runfolder import read_json
 
-    folder = RunFolder(run(recipe))
+    try:
+        folder = RunFolder(run(recipe))
+    except KeyboardInterrupt:
+        raise Interrupted(f"re-run the same command to resume from {recipe.output.dir}") from None
     verdict = read_json(folder.verdict) if folder.verdict.is_file() else {"models": [], "cells": []}
     print(f"results: {folder.results}\nreport:  {folder.report_md}, {folder.report_html}")
     print(f"log:     {folder.log} (warnings and training logs)")

@@ -21,7 +21,9 @@ import yaml
 from conftest import char_tokenizer, demo_bench_subset, tiny_llama
 from helpers import hub_snapshot, write_tiny_gguf
 from safetensors import SafetensorError
+from transformers import modeling_utils
 
+from llm_unlearn.audit import run as audit_run
 from llm_unlearn.cli import main
 from llm_unlearn.errors import UserError, writing
 from llm_unlearn.models import check_gguf_header, save_checkpoint
@@ -696,3 +698,60 @@ def test_a_crafted_gguf_file_from_the_hub_is_checked_before_it_is_parsed(
             capsys, ["run", str(tmp_path / "recipe.yaml")], "tensor w: 16 bytes at 1099511627776 run past"
         )
     assert parsed == [] and not (tmp_path / "run").exists()
+
+
+def _interrupt(after: int) -> Callable[..., Any]:
+    """A stand-in that lets `after` calls through to the real function, then is Ctrl-C."""
+    calls = []
+
+    def wrap(real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            if len(calls) > after:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        return call
+
+    return wrap
+
+
+def test_ctrl_c_is_one_line_releases_the_folder_and_the_run_resumes_to_identical_results(
+    tmp_path, shared, capsys, monkeypatch
+) -> None:
+    recipe = base_recipe(shared, tmp_path / "clean")
+    (tmp_path / "clean.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["run", str(tmp_path / "clean.yaml")]) == 0  # undisturbed
+    recipe["output"]["dir"] = str(tmp_path / "run")
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    argv, run = ["run", str(tmp_path / "recipe.yaml")], tmp_path / "run"
+    faults = [  # Ctrl-C while the unlearned checkpoint is saved, then after the audit's second cell
+        (modeling_utils, "safe_save_file", _interrupt(0)),
+        (audit_run, "evaluate", _interrupt(2)),
+    ]
+    for module, name, wrap in faults:
+        with monkeypatch.context() as patched:
+            patched.setattr(module, name, wrap(getattr(module, name)))
+            capsys.readouterr()
+            assert main(argv) == 130
+            err = capsys.readouterr().err
+            assert "Traceback" not in err, err
+            assert (
+                err.splitlines()[-1]
+                == f"llm-unlearn: interrupted: re-run the same command to resume from {run}"
+            )
+        lock = os.open(run / ".lock", os.O_RDWR)
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: no BlockingIOError
+        os.close(lock)
+        assert not list(run.rglob("*.partial")) and not list(run.rglob(".*.tmp"))
+    assert len(_comparable(run)) == 2  # the cells before the interruption were kept
+    assert main(argv) == 0
+    assert _comparable(run) == _comparable(tmp_path / "clean")
+    with monkeypatch.context() as patched:  # a verb without a run folder: the same one line
+        patched.setattr("llm_unlearn.metrics.evaluate", _interrupt(0)(None))
+        out = ["--out", str(tmp_path / "o.json")]
+        evaluate = ["evaluate", "--model", str(shared["target"]), "--data", str(shared["muse"]), *out]
+        capsys.readouterr()
+        assert main(evaluate) == 130 and not (tmp_path / "o.json").exists()
+        err = capsys.readouterr().err
+        assert err == "llm-unlearn: interrupted: re-run the same command to start again\n", err
