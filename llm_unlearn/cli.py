@@ -151,8 +151,9 @@ def _audit(args: argparse.Namespace) -> int:
         data["evaluate"] = _names(args.metrics, "--metrics")
     if args.batch_size is not None:
         data["train"] = {"per_device_eval_batch_size": args.batch_size}
-    if args.allow_pickle:
-        data["model"]["allow_pickle"] = True
+    for flag in ("allow_pickle", "trust_remote_code"):  # never set unless given
+        if getattr(args, flag):
+            data["model"][flag] = True
     data = apply_overrides(data, args.set)
     from llm_unlearn.columns import get_column  # the registries, and torch: after the flags' checks
     from llm_unlearn.metrics import METRICS
@@ -204,11 +205,15 @@ def known_grid(target: str) -> str | None:
 #: the flags that build an audit recipe on the command line (beside --set and --fail-above)
 AUDIT_FLAGS = (
     "target", "model", "retrain", "data", "quantize", "metrics", "out", "relearn", "batch_size",
-    "allow_pickle",
+    "allow_pickle", "trust_remote_code",
 )  # fmt: skip
 ALLOW_PICKLE_HELP = (
     "accept checkpoints whose weights are only pickles (pytorch_model.bin): loading a pickle can run "
     "code, so only for files you trust"
+)
+TRUST_REMOTE_CODE_HELP = (
+    "run the Python code of a checkpoint whose architecture is its own (config.json auto_map): "
+    "transformers' trust_remote_code, recorded in certificate.json; only for code you trust"
 )
 
 
@@ -309,7 +314,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if value is not None:
             load = reference.flag.load or (lambda parsed: parsed)
             given.append((reference, load(value)))
-    checkpoint = resolve_checkpoint(args.model, "--model", args.allow_pickle)
+    checkpoint = resolve_checkpoint(args.model, "--model", args.allow_pickle, args.trust_remote_code)
     if checkpoint.base is not None:
         raise UserError("--model: is a PEFT adapter; `llm-unlearn audit` merges adapters into their base")
     ctx = EvalContext(
@@ -529,6 +534,7 @@ def _parser(references: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=_at_least(1), help="evaluation batch size (default 16)")
     p.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    p.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
     fail_above(p)
     recipe_command("check", _check, "validate a recipe and print it resolved, without running it")
     p = recipe_command("demo", _demo, "the offline demo audit (recipes/demo.yaml)", with_recipe=False)
@@ -568,6 +574,7 @@ def _parser(references: bool = True) -> argparse.ArgumentParser:
             p.add_argument(flag, type=_usage_error(reference.flag.parse), help=reference.flag.help)
     p.add_argument("--limit", type=_at_least(1), help="examples per metric (smoke runs only)")
     p.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    p.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser(

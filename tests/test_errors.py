@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from conftest import char_tokenizer, demo_bench_subset, tiny_llama
-from helpers import hub_snapshot, write_tiny_gguf
+from helpers import hub_snapshot, remote_code_checkpoint, write_tiny_gguf
 from safetensors import SafetensorError
 from transformers import modeling_utils
 
@@ -673,10 +673,50 @@ def test_a_checkpoint_that_needs_its_own_code_is_refused_without_running_it(tmp_
         "--out",
         str(tmp_path / "o.json"),
     ]
-    one_line_error(capsys, evaluate, "llm-unlearn never runs a checkpoint's code: convert it")
+    one_line_error(
+        capsys, evaluate, "if you trust that code, pass --trust-remote-code (model.trust_remote_code: true)"
+    )
     assert workspace_files(tmp_path) == before and not marker.exists()
+    # trusted, but its auto_map has no configuration class; then code that fails when it runs
+    one_line_error(capsys, [*evaluate, "--trust-remote-code"], "config.json auto_map names no AutoConfig")
+    broken = remote_code_checkpoint(shared["target"], tmp_path / "broken", "broken_arch", marker)
+    (broken / "configuration_broken_arch.py").write_text("raise RuntimeError('no GPU here')\n")
+    evaluate[2] = str(broken)
+    expected = f"--model: the code of {broken} (trust_remote_code) failed: RuntimeError: no GPU here"
+    one_line_error(capsys, [*evaluate, "--trust-remote-code"], expected)
+    assert not (tmp_path / "o.json").exists()
     (remote / "config.json").write_text('{"model_type": "llama",')  # torn
     one_line_error(capsys, ["run", str(tmp_path / "recipe.yaml")], "config.json is not valid JSON (Expecting")
+
+
+def test_a_checkpoint_with_its_own_code_runs_only_when_trusted_and_the_certificate_says_so(
+    tmp_path, shared, capsys
+) -> None:
+    marker = tmp_path / "code-ran"
+    remote = remote_code_checkpoint(shared["target"], tmp_path / "remote", "trusted_arch", marker)
+    data = ["--data", str(shared["muse"]), "--metrics", "verbmem"]
+    audit = ["audit", "--target", str(remote), "--model", f"same={remote}", *data]
+    audit += [
+        "--quantize",
+        "rtn-w4-g32",
+        "--relearn",
+        "none",
+        "--out",
+        str(tmp_path / "run"),
+        "--fail-above",
+        "50",
+    ]
+    one_line_error(capsys, audit, "pass --trust-remote-code (model.trust_remote_code: true)")
+    assert not marker.exists() and not (tmp_path / "run").exists()
+    assert main([*audit, "--trust-remote-code"]) in (0, 1)  # the gate's answer; the run completed
+    certificate = json.loads((tmp_path / "run" / "certificate.json").read_text())
+    assert marker.exists() and certificate["trust_remote_code"] is True
+    assert yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())["model"]["trust_remote_code"]
+    # the same weights under Llama's own classes: the same numbers (its code is Llama's)
+    own, plain = tmp_path / "own.json", tmp_path / "plain.json"
+    assert main(["evaluate", "--model", str(remote), *data, "--out", str(own), "--trust-remote-code"]) == 0
+    assert main(["evaluate", "--model", str(shared["target"]), *data, "--out", str(plain)]) == 0
+    assert json.loads(own.read_text()) == json.loads(plain.read_text())
 
 
 def test_a_crafted_gguf_file_from_the_hub_is_checked_before_it_is_parsed(
