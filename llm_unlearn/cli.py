@@ -1,7 +1,8 @@
 """`llm-unlearn`: a thin command line over the Python API.
 
 Every user error (recipe, data, model, unknown name) is printed as one line on stderr with
-exit code 2; anything else is a bug and keeps its traceback.
+exit code 2; Ctrl-C is one line too, with exit code 130; anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -57,6 +58,15 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, UnknownNameError) as err:
         print(f"llm-unlearn: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:  # Ctrl-C: the shell's code for SIGINT, and no traceback
+        where = str(err) or "re-run the same command to start again"
+        print(f"llm-unlearn: interrupted: {where}", file=sys.stderr)
+        return 130
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, with where the same command resumes: `pipeline.run` has released the
+    run folder, and every file in it is whole or absent (runfolder.py), so nothing is lost."""
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -111,7 +121,10 @@ def _run_recipe(recipe, args: argparse.Namespace) -> int:
     from llm_unlearn.pipeline import run
     from llm_unlearn.runfolder import read_json
 
-    folder = RunFolder(run(recipe))
+    try:
+        folder = RunFolder(run(recipe))
+    except KeyboardInterrupt:
+        raise Interrupted(f"re-run the same command to resume from {recipe.output.dir}") from None
     verdict = read_json(folder.verdict) if folder.verdict.is_file() else {"models": [], "cells": []}
     print(f"results: {folder.results}\nreport:  {folder.report_md}, {folder.report_html}")
     print(f"log:     {folder.log} (warnings and training logs)")
@@ -163,8 +176,9 @@ def _audit(args: argparse.Namespace) -> int:
         data["evaluate"] = _names(args.metrics, "--metrics")
     if args.batch_size is not None:
         data["train"] = {"per_device_eval_batch_size": args.batch_size}
-    if args.allow_pickle:
-        data["model"]["allow_pickle"] = True
+    for flag in ("allow_pickle", "trust_remote_code"):  # never set unless given
+        if getattr(args, flag):
+            data["model"][flag] = True
     data = apply_overrides(data, args.set)
     check_names(data, "audit")
     _check_checkpoints(data)
@@ -218,11 +232,15 @@ def known_grid(target: str) -> str | None:
 #: the flags that build an audit recipe on the command line (beside --set and --fail-above)
 AUDIT_FLAGS = (
     "target", "model", "retrain", "data", "quantize", "metrics", "out", "relearn", "batch_size",
-    "allow_pickle",
+    "allow_pickle", "trust_remote_code",
 )  # fmt: skip
 ALLOW_PICKLE_HELP = (
     "accept checkpoints whose weights are only pickles (pytorch_model.bin): loading a pickle can run "
     "code, so only for files you trust"
+)
+TRUST_REMOTE_CODE_HELP = (
+    "run the Python code of a checkpoint whose architecture is its own (config.json auto_map): "
+    "transformers' trust_remote_code, recorded in certificate.json; only for code you trust"
 )
 
 
@@ -344,7 +362,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         if value is not None:
             load = reference.flag.load or (lambda parsed: parsed)
             given.append((reference, load(value)))
-    checkpoint = resolve_checkpoint(args.model, "--model", args.allow_pickle)
+    checkpoint = resolve_checkpoint(args.model, "--model", args.allow_pickle, args.trust_remote_code)
     if checkpoint.base is not None:
         raise UserError("--model: is a PEFT adapter; `llm-unlearn audit` merges adapters into their base")
     ctx = EvalContext(
@@ -568,6 +586,7 @@ def _parser(references: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=_at_least(1), help="evaluation batch size (default 16)")
     p.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    p.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
     fail_above(p)
     recipe_command("check", _check, "validate a recipe and print it resolved, without running it")
     p = recipe_command("demo", _demo, "the offline demo audit (recipes/demo.yaml)", with_recipe=False)
@@ -607,6 +626,7 @@ def _parser(references: bool = True) -> argparse.ArgumentParser:
             p.add_argument(flag, type=_usage_error(reference.flag.parse), help=reference.flag.help)
     p.add_argument("--limit", type=_at_least(1), help="examples per metric (smoke runs only)")
     p.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    p.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser(

@@ -23,6 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     LlamaConfig,
@@ -31,6 +32,7 @@ from transformers import (
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
+from transformers.dynamic_module_utils import get_class_from_dynamic_module
 from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 from transformers.utils import logging as hf_logging
 
@@ -105,8 +107,6 @@ def load_model(
 def model_skeleton(path: Path) -> PreTrainedModel:
     """The architecture of the checkpoint at `path` on the meta device: every shape, no weights, no
     memory, for checks made before a run trains anything."""
-    from transformers import AutoConfig
-
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(path)))
 
@@ -210,13 +210,17 @@ class Checkpoint:
         return self.base.model if self.base is not None else self.path
 
 
-def resolve_checkpoint(spec: str | Path, field: str, allow_pickle: bool = False) -> Checkpoint:
+def resolve_checkpoint(
+    spec: str | Path, field: str, allow_pickle: bool = False, trust_remote_code: bool = False
+) -> Checkpoint:
     """The local files of `spec`: a checkpoint folder, a Hub id with an optional `@revision`
     (downloaded once into the Hub cache, safetensors only), a PEFT adapter folder or Hub id (its
     base read from `adapter_config.json` and resolved the same way), or a `.gguf` file (a local
     file, or `org/name/FILE.gguf` on the Hub; dequantized once to a cached float32 checkpoint).
     A checkpoint whose weights are only pickles is refused, or with `allow_pickle` converted once
-    to a cached safetensors copy (everything after this step reads safetensors only).
+    to a cached safetensors copy (everything after this step reads safetensors only). A checkpoint
+    whose architecture is its own Python code is refused, or with `trust_remote_code` its code is
+    run and registered with transformers (`_register_remote_code`).
     Every problem is a one-line UserError naming `field`."""
     text = str(spec)
     local = Path(text).expanduser()
@@ -226,16 +230,18 @@ def resolve_checkpoint(spec: str | Path, field: str, allow_pickle: bool = False)
             return Checkpoint(text, gguf_checkpoint(local.parent, local.name))
         repo, _, file = text.rpartition("/")
         return Checkpoint(text, gguf_checkpoint(repo, file))
-    folder = local if local.is_dir() else _download(*split_revision(text), field, allow_pickle)
+    folder = (
+        local if local.is_dir() else _download(*split_revision(text), field, allow_pickle, trust_remote_code)
+    )
     if (folder / ADAPTER_CONFIG).is_file() and not (folder / "config.json").is_file():
         base = json.loads((folder / ADAPTER_CONFIG).read_text()).get("base_model_name_or_path")
         if not base:
             raise UserError(f"{field}: {folder / ADAPTER_CONFIG} names no base_model_name_or_path")
         base_field = f"{field} (the adapter's base model)"
-        return Checkpoint(text, folder, resolve_checkpoint(base, base_field, allow_pickle))
+        return Checkpoint(text, folder, resolve_checkpoint(base, base_field, allow_pickle, trust_remote_code))
     if not (folder / "config.json").is_file():
         raise UserError(f"{field}: {text!r} holds no config.json; give a transformers checkpoint folder")
-    _refuse_remote_code(folder, field)
+    _remote_code(folder, field, trust_remote_code)
     if _pickle_only(folder):
         if not allow_pickle:
             _refuse_pickle_only(folder, field)
@@ -256,10 +262,10 @@ def resolve_checkpoint(spec: str | Path, field: str, allow_pickle: bool = False)
     return Checkpoint(text, folder)
 
 
-def _refuse_remote_code(folder: Path, field: str) -> None:
-    """Refuse a checkpoint whose architecture is its own Python (config.json's `auto_map` with a
-    `model_type` transformers does not have): transformers would run that code only with
-    `trust_remote_code`, which llm-unlearn never sets, so it is one line now, not a failed load."""
+def _remote_code(folder: Path, field: str, trusted: bool) -> None:
+    """A checkpoint whose architecture is its own Python (config.json's `auto_map` with a
+    `model_type` transformers does not have) is refused in one line naming the option, not left
+    to transformers (which would ask on stdin, then fail); with `trusted` its code is registered."""
     path = folder / "config.json"
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -268,13 +274,42 @@ def _refuse_remote_code(folder: Path, field: str) -> None:
     if not isinstance(config, dict):
         raise UserError(f"{field}: {path} is not a JSON object; restore it from its source")
     model_type = config.get("model_type")
-    if "auto_map" in config and model_type not in CONFIG_MAPPING:
+    if "auto_map" not in config or model_type in CONFIG_MAPPING:
+        return
+    if not trusted:
         raise UserError(
             f"{field}: {folder} needs its own Python code to load (config.json auto_map, model_type "
-            f"{model_type!r} unknown to transformers); llm-unlearn never runs a checkpoint's code: "
-            "convert it to an architecture transformers has (save_pretrained from one of its model "
-            "classes) and give that folder"
+            f"{model_type!r} unknown to transformers), which llm-unlearn runs only when told: if you "
+            "trust that code, pass --trust-remote-code (model.trust_remote_code: true)"
         )
+    _register_remote_code(folder, config, field)
+
+
+def _register_remote_code(folder: Path, config: dict[str, Any], field: str) -> None:
+    """Run the checkpoint's own configuration and model code, which the user trusts, and register
+    its classes with transformers' Auto classes (`AutoConfig.register`,
+    `AutoModelForCausalLM.register`, as transformers documents for custom models): every later load
+    in this process (the audit's cells, relearning, the kernels, any `from_pretrained` of this
+    folder or of a cell saved from it) then finds the architecture without `trust_remote_code`
+    being passed down to it, and a resumed run registers it again here."""
+    auto_map = config["auto_map"]
+    missing = [k for k in ("AutoConfig", "AutoModelForCausalLM") if k not in auto_map]
+    if missing:
+        raise UserError(
+            f"{field}: {folder / 'config.json'} auto_map names no {missing[0]}; a causal LM with its "
+            "own code maps both AutoConfig and AutoModelForCausalLM"
+        )
+    try:
+        config_class = get_class_from_dynamic_module(auto_map["AutoConfig"], str(folder))
+        model_class = get_class_from_dynamic_module(auto_map["AutoModelForCausalLM"], str(folder))
+        AutoConfig.register(config["model_type"], config_class, exist_ok=True)
+        AutoModelForCausalLM.register(config_class, model_class, exist_ok=True)
+    # the checkpoint's own code failed to import or does not match its config: any error it raises
+    except Exception as err:
+        raise UserError(
+            f"{field}: the code of {folder} (trust_remote_code) failed: {type(err).__name__}: "
+            f"{_first_line(err)}; fix it or give a checkpoint of an architecture transformers has"
+        ) from None
 
 
 def _safetensors_copy(folder: Path, field: str) -> Path:
@@ -293,10 +328,13 @@ def _safetensors_copy(folder: Path, field: str) -> Path:
     return dest
 
 
-def _download(repo: str, revision: str | None, field: str, allow_pickle: bool) -> Path:
+def _download(
+    repo: str, revision: str | None, field: str, allow_pickle: bool, trust_remote_code: bool
+) -> Path:
     from huggingface_hub import snapshot_download
 
-    patterns = HUB_FILES + (["*.bin"] if allow_pickle else [])
+    # a checkpoint's own code comes down only where the user trusts it
+    patterns = HUB_FILES + (["*.bin"] if allow_pickle else []) + (["*.py"] if trust_remote_code else [])
     try:
         return Path(snapshot_download(repo, revision=revision, allow_patterns=patterns))
     # huggingface_hub signals an unknown repo or revision, no network or no cached copy with many
@@ -306,6 +344,20 @@ def _download(repo: str, revision: str | None, field: str, allow_pickle: bool) -
         detail = " ".join(str(err).split())[:200]
         raise UserError(
             f"{field}: cannot fetch {repo}{at} from the Hub: {type(err).__name__}: {detail}"
+        ) from None
+
+
+def _download_file(repo: str, filename: str) -> Path:
+    """`filename` of the Hub repo `repo`, downloaded once into the Hub cache."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return Path(hf_hub_download(repo, filename))
+    except Exception as err:  # as `_download`: every failure is the user's (the name, the network)
+        detail = " ".join(str(err).split())[:200]
+        raise UserError(
+            f"model.gguf_file: cannot fetch {filename!r} of {repo} from the Hub: "
+            f"{type(err).__name__}: {detail}"
         ) from None
 
 
@@ -344,8 +396,6 @@ def check_same_model_family(
 ) -> None:
     """Refuse, in one line, a checkpoint whose architecture or tokenizer differs from the target's:
     its cells would compare different models token by token."""
-    from transformers import AutoConfig
-
     configs = []
     for path, name in ((target, target_field), (other, field)):
         check_source(path, name)
@@ -374,27 +424,30 @@ def check_same_model_family(
 
 def gguf_checkpoint(source: str | Path, gguf_file: str) -> Path:
     """A plain float32 safetensors checkpoint of the GGUF file `gguf_file` in `source` (a folder or
-    a Hub id), converted once and cached under the file's content hash (its name for a Hub id).
+    a Hub id, from which that one file is downloaded), converted once and cached under the file's
+    content hash. Its header is checked (`check_gguf_header`) before transformers parses any of it.
 
     transformers dequantizes GGUF weights on load (needs the `gguf` package), so the checkpoint holds
     exactly the released low-bit values, e.g. on llama.cpp's Q4_1 grid (`rtn-w4-g32-min`).
     """
     check_source(source, "model.target")
-    local = Path(source).expanduser() / gguf_file
-    if Path(source).expanduser().is_dir() and not local.is_file():
-        raise UserError(f"model.gguf_file: {gguf_file!r} not found in {source}")
-    if local.is_file():
-        check_gguf_header(local)
-    key = _file_hash(local) if local.is_file() else f"{source}/{gguf_file}"
-    dest = cache_dir() / "gguf" / hashlib.sha256(key.encode()).hexdigest()[:12]
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        local = folder / gguf_file
+        if not local.is_file():
+            raise UserError(f"model.gguf_file: {gguf_file!r} not found in {source}")
+    else:  # the one file, into the Hub cache: checked like a local one before anything parses it
+        local = _download_file(str(source), gguf_file)
+    check_gguf_header(local)
+    dest = cache_dir() / "gguf" / hashlib.sha256(_file_hash(local).encode()).hexdigest()[:12]
     if dest.exists():
         return dest
     try:
         with _no_progress_bars():
             model = AutoModelForCausalLM.from_pretrained(
-                str(source), gguf_file=gguf_file, dtype=torch.float32
+                str(local.parent), gguf_file=local.name, dtype=torch.float32
             )
-            tokenizer = AutoTokenizer.from_pretrained(str(source), gguf_file=gguf_file)
+            tokenizer = AutoTokenizer.from_pretrained(str(local.parent), gguf_file=local.name)
     except ImportError as err:  # transformers asks for the gguf package only when it reads a file
         raise UserError(f"model.gguf_file: {err}; pip install gguf") from None
     except (OSError, ValueError) as err:

@@ -233,6 +233,8 @@ def resolve_sources(recipe: Recipe) -> dict[str, Checkpoint]:
     """Every model the recipe names, by recipe field, resolved to local files (downloaded, GGUF
     converted, the demo models built, as needed): model.target, model.retrain, models.<i>.path."""
     named = (recipe.model.target, recipe.model.retrain)
+    # what the user trusts, for every model named
+    trust = {"allow_pickle": recipe.model.allow_pickle, "trust_remote_code": recipe.model.trust_remote_code}
     demo = demo_checkpoints() if DEMO in named else {}
     if DEMO_TOFU in named:
         demo |= {f"{DEMO_TOFU}/{k}": v for k, v in demo_tofu_checkpoints(recipe.data.forget_split).items()}
@@ -244,7 +246,7 @@ def resolve_sources(recipe: Recipe) -> dict[str, Checkpoint]:
         path = gguf_checkpoint(target, recipe.model.gguf_file)
         sources = {"model.target": Checkpoint(f"{target}/{recipe.model.gguf_file}", path)}
     else:
-        sources = {"model.target": resolve_checkpoint(target, "model.target", recipe.model.allow_pickle)}
+        sources = {"model.target": resolve_checkpoint(target, "model.target", **trust)}
     if sources["model.target"].base is not None:
         raise UserError("model.target: is a PEFT adapter; give the full model (or the adapter's base)")
     retrain = recipe.model.retrain
@@ -252,14 +254,12 @@ def resolve_sources(recipe: Recipe) -> dict[str, Checkpoint]:
         if retrain in (DEMO, DEMO_TOFU):
             found = Checkpoint(retrain, demo["retrain" if retrain == DEMO else f"{DEMO_TOFU}/retrain"])
         else:
-            found = resolve_checkpoint(retrain, "model.retrain", recipe.model.allow_pickle)
+            found = resolve_checkpoint(retrain, "model.retrain", **trust)
         if found.base is not None:
             raise UserError("model.retrain: is a PEFT adapter; give the full retrain model")
         sources["model.retrain"] = found
     for i, entry in enumerate(recipe.models):
-        sources[f"models.{i}.path"] = resolve_checkpoint(
-            entry.path, f"models.{i}.path", recipe.model.allow_pickle
-        )
+        sources[f"models.{i}.path"] = resolve_checkpoint(entry.path, f"models.{i}.path", **trust)
     return sources
 
 

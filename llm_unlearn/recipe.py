@@ -133,6 +133,12 @@ class ModelSection(_Section):
         description="Accept checkpoints whose weights are only pickles (pytorch_model.bin): loading a pickle "
         "can run code, so only for files you trust; each is converted once to a cached safetensors copy.",
     )
+    trust_remote_code: bool = Field(
+        default=False,
+        description="Run the Python code of a checkpoint whose architecture is its own (config.json's "
+        "auto_map, a model_type transformers does not have): transformers' trust_remote_code, for the "
+        "target, retrain and every model audited; only for code you trust. Recorded in certificate.json.",
+    )
 
     @field_validator("name")
     @classmethod

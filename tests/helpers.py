@@ -7,6 +7,7 @@ import copy
 import importlib.util
 import json
 import math
+import shutil
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -339,6 +340,49 @@ def write_tiny_gguf(path: Path) -> None:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def hub_snapshot(monkeypatch: pytest.MonkeyPatch, cache: Path, repo: str) -> Path:
+    """The (empty) snapshot folder of `repo` at `main` in an offline Hub cache at `cache` that
+    huggingface_hub's own download code reads, in this process: what a download would have left."""
+    snapshot = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / ("0123456789abcdef" * 3)[:40]
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text(snapshot.name)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    return snapshot
+
+
+# --- a checkpoint whose architecture is its own Python code (test_errors.py, test_models.py) -----
+
+
+def remote_code_checkpoint(checkpoint: Path, dest: Path, model_type: str, marker: Path) -> Path:
+    """A copy of the Llama `checkpoint` whose config names its own code (`auto_map`), as a Hub model
+    with custom code does: a configuration and a model class subclassing Llama's, the model's module
+    writing `marker` when it runs (the proof that it did, or did not)."""
+    shutil.copytree(checkpoint, dest)
+    (dest / f"configuration_{model_type}.py").write_text(
+        "from transformers import LlamaConfig\n\n\n"
+        f"class RemoteConfig(LlamaConfig):\n    model_type = {model_type!r}\n"
+    )
+    (dest / f"modeling_{model_type}.py").write_text(
+        "from pathlib import Path\n\nfrom transformers import LlamaForCausalLM\n\n"
+        f"from .configuration_{model_type} import RemoteConfig\n\n"
+        f"Path({str(marker)!r}).touch()\n\n\n"
+        "class RemoteForCausalLM(LlamaForCausalLM):\n    config_class = RemoteConfig\n"
+    )
+    config = json.loads((dest / "config.json").read_text())
+    config |= {
+        "model_type": model_type,
+        "architectures": ["RemoteForCausalLM"],
+        "auto_map": {
+            "AutoConfig": f"configuration_{model_type}.RemoteConfig",
+            "AutoModelForCausalLM": f"modeling_{model_type}.RemoteForCausalLM",
+        },
+    }
+    (dest / "config.json").write_text(json.dumps(config))
+    return dest
 
 
 # --- scripts outside the package: eval/*.py, docs/hooks.py (test_eval_*.py, test_docs_hooks.py) ---

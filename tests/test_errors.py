@@ -19,9 +19,11 @@ from typing import Any
 import pytest
 import yaml
 from conftest import char_tokenizer, demo_bench_subset, tiny_llama
-from helpers import write_tiny_gguf
+from helpers import hub_snapshot, remote_code_checkpoint, write_tiny_gguf
 from safetensors import SafetensorError
+from transformers import modeling_utils
 
+from llm_unlearn.audit import run as audit_run
 from llm_unlearn.cli import main
 from llm_unlearn.errors import UserError, writing
 from llm_unlearn.models import check_gguf_header, save_checkpoint
@@ -673,7 +675,125 @@ def test_a_checkpoint_that_needs_its_own_code_is_refused_without_running_it(tmp_
         "--out",
         str(tmp_path / "o.json"),
     ]
-    one_line_error(capsys, evaluate, "llm-unlearn never runs a checkpoint's code: convert it")
+    one_line_error(
+        capsys, evaluate, "if you trust that code, pass --trust-remote-code (model.trust_remote_code: true)"
+    )
     assert workspace_files(tmp_path) == before and not marker.exists()
+    # trusted, but its auto_map has no configuration class; then code that fails when it runs
+    one_line_error(capsys, [*evaluate, "--trust-remote-code"], "config.json auto_map names no AutoConfig")
+    broken = remote_code_checkpoint(shared["target"], tmp_path / "broken", "broken_arch", marker)
+    (broken / "configuration_broken_arch.py").write_text("raise RuntimeError('no GPU here')\n")
+    evaluate[2] = str(broken)
+    expected = f"--model: the code of {broken} (trust_remote_code) failed: RuntimeError: no GPU here"
+    one_line_error(capsys, [*evaluate, "--trust-remote-code"], expected)
+    assert not (tmp_path / "o.json").exists()
     (remote / "config.json").write_text('{"model_type": "llama",')  # torn
     one_line_error(capsys, ["run", str(tmp_path / "recipe.yaml")], "config.json is not valid JSON (Expecting")
+
+
+def test_a_checkpoint_with_its_own_code_runs_only_when_trusted_and_the_certificate_says_so(
+    tmp_path, shared, capsys
+) -> None:
+    marker = tmp_path / "code-ran"
+    remote = remote_code_checkpoint(shared["target"], tmp_path / "remote", "trusted_arch", marker)
+    data = ["--data", str(shared["muse"]), "--metrics", "verbmem"]
+    audit = ["audit", "--target", str(remote), "--model", f"same={remote}", *data]
+    audit += [
+        "--quantize",
+        "rtn-w4-g32",
+        "--relearn",
+        "none",
+        "--out",
+        str(tmp_path / "run"),
+        "--fail-above",
+        "50",
+    ]
+    one_line_error(capsys, audit, "pass --trust-remote-code (model.trust_remote_code: true)")
+    assert not marker.exists() and not (tmp_path / "run").exists()
+    assert main([*audit, "--trust-remote-code"]) in (0, 1)  # the gate's answer; the run completed
+    certificate = json.loads((tmp_path / "run" / "certificate.json").read_text())
+    assert marker.exists() and certificate["trust_remote_code"] is True
+    assert yaml.safe_load((tmp_path / "run" / "recipe.yaml").read_text())["model"]["trust_remote_code"]
+    # the same weights under Llama's own classes: the same numbers (its code is Llama's)
+    own, plain = tmp_path / "own.json", tmp_path / "plain.json"
+    assert main(["evaluate", "--model", str(remote), *data, "--out", str(own), "--trust-remote-code"]) == 0
+    assert main(["evaluate", "--model", str(shared["target"]), *data, "--out", str(plain)]) == 0
+    assert json.loads(own.read_text()) == json.loads(plain.read_text())
+
+
+def test_a_crafted_gguf_file_from_the_hub_is_checked_before_it_is_parsed(
+    tmp_path, shared, capsys, monkeypatch
+) -> None:
+    pytest.importorskip("gguf")
+    snapshot = hub_snapshot(monkeypatch, tmp_path / "hub", "lab/released")
+    (snapshot / "model.gguf").write_bytes(_gguf(offset=TERABYTE))
+    parsed = []
+    monkeypatch.setattr("llm_unlearn.models.AutoModelForCausalLM.from_pretrained", parsed.append)
+    recipe = base_recipe(shared, tmp_path / "run")
+    for model in (
+        {"target": "lab/released/model.gguf"},
+        {"target": "lab/released", "gguf_file": "model.gguf"},
+    ):
+        recipe["model"] = model
+        (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+        one_line_error(
+            capsys, ["run", str(tmp_path / "recipe.yaml")], "tensor w: 16 bytes at 1099511627776 run past"
+        )
+    assert parsed == [] and not (tmp_path / "run").exists()
+
+
+def _interrupt(after: int) -> Callable[..., Any]:
+    """A stand-in that lets `after` calls through to the real function, then is Ctrl-C."""
+    calls = []
+
+    def wrap(real: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            if len(calls) > after:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        return call
+
+    return wrap
+
+
+def test_ctrl_c_is_one_line_releases_the_folder_and_the_run_resumes_to_identical_results(
+    tmp_path, shared, capsys, monkeypatch
+) -> None:
+    recipe = base_recipe(shared, tmp_path / "clean")
+    (tmp_path / "clean.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["run", str(tmp_path / "clean.yaml")]) == 0  # undisturbed
+    recipe["output"]["dir"] = str(tmp_path / "run")
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    argv, run = ["run", str(tmp_path / "recipe.yaml")], tmp_path / "run"
+    faults = [  # Ctrl-C while the unlearned checkpoint is saved, then after the audit's second cell
+        (modeling_utils, "safe_save_file", _interrupt(0)),
+        (audit_run, "evaluate", _interrupt(2)),
+    ]
+    for module, name, wrap in faults:
+        with monkeypatch.context() as patched:
+            patched.setattr(module, name, wrap(getattr(module, name)))
+            capsys.readouterr()
+            assert main(argv) == 130
+            err = capsys.readouterr().err
+            assert "Traceback" not in err, err
+            assert (
+                err.splitlines()[-1]
+                == f"llm-unlearn: interrupted: re-run the same command to resume from {run}"
+            )
+        lock = os.open(run / ".lock", os.O_RDWR)
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: no BlockingIOError
+        os.close(lock)
+        assert not list(run.rglob("*.partial")) and not list(run.rglob(".*.tmp"))
+    assert len(_comparable(run)) == 2  # the cells before the interruption were kept
+    assert main(argv) == 0
+    assert _comparable(run) == _comparable(tmp_path / "clean")
+    with monkeypatch.context() as patched:  # a verb without a run folder: the same one line
+        patched.setattr("llm_unlearn.metrics.evaluate", _interrupt(0)(None))
+        out = ["--out", str(tmp_path / "o.json")]
+        evaluate = ["evaluate", "--model", str(shared["target"]), "--data", str(shared["muse"]), *out]
+        capsys.readouterr()
+        assert main(evaluate) == 130 and not (tmp_path / "o.json").exists()
+        err = capsys.readouterr().err
+        assert err == "llm-unlearn: interrupted: re-run the same command to start again\n", err

@@ -12,10 +12,18 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import tiny_llama
-from helpers import LAYERS, write_tiny_gguf
+from helpers import LAYERS, hub_snapshot, write_tiny_gguf
 
+from llm_unlearn import models
 from llm_unlearn.errors import UserError
-from llm_unlearn.models import eval_placement, grid_align, load_model, load_tokenizer, save_checkpoint
+from llm_unlearn.models import (
+    eval_placement,
+    grid_align,
+    load_model,
+    load_tokenizer,
+    resolve_checkpoint,
+    save_checkpoint,
+)
 from llm_unlearn.pipeline import resolve_sources
 from llm_unlearn.quant import get_quantizer
 from llm_unlearn.recipe import RecipeError, validate_recipe
@@ -142,6 +150,34 @@ def test_conversion_is_cached(gguf_folder: Path, tmp_path: Path, monkeypatch: py
 
     monkeypatch.setattr("llm_unlearn.models.AutoModelForCausalLM.from_pretrained", no_second_conversion)
     assert resolve_sources(r)["model.target"].path == first
+
+
+def test_a_hub_gguf_file_is_downloaded_alone_and_checked_before_it_is_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLM_UNLEARN_CACHE", str(tmp_path / "cache"))
+    snapshot = hub_snapshot(monkeypatch, tmp_path / "hub", "tiny-org/tiny-gguf")
+    write_tiny_gguf(snapshot / "tiny.Q4_1.gguf")
+    order = []
+    check, parse = models.check_gguf_header, models.AutoModelForCausalLM.from_pretrained
+
+    def check_gguf(path: Path) -> None:
+        order.append(("check", path))
+        check(path)
+
+    def parse_gguf(source: str, **kw: object) -> object:
+        order.append(("parse", Path(source) / str(kw["gguf_file"])))
+        return parse(source, **kw)
+
+    monkeypatch.setattr(models, "check_gguf_header", check_gguf)
+    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained", parse_gguf)
+    by_field = resolve_sources(recipe("tiny-org/tiny-gguf", "tiny.Q4_1.gguf", tmp_path / "run"))
+    by_field = by_field["model.target"]
+    assert order == [("check", snapshot / "tiny.Q4_1.gguf"), ("parse", snapshot / "tiny.Q4_1.gguf")]
+    # the same file named as one path: the same check, then the conversion already cached
+    by_path = resolve_checkpoint("tiny-org/tiny-gguf/tiny.Q4_1.gguf", "model.target")
+    assert order[2:] == [("check", snapshot / "tiny.Q4_1.gguf")] and by_path.path == by_field.path
+    assert (by_path.path / "model.safetensors").is_file()
 
 
 def test_gguf_mistakes_are_one_line(gguf_folder: Path, tmp_path: Path):

@@ -12,7 +12,8 @@ The certificate holds the sha256 of every file of every artifact the verdict was
   read); a source that is no folder (`demo`, which ships with llm-unlearn, or a Hub dataset id) is
   recorded by name, not hashed.
 
-Beside them: the versions of torch, transformers and llm-unlearn (`importlib.metadata`), each
+Beside them: whether checkpoints' own Python code was run (`model.trust_remote_code`), the
+versions of torch, transformers and llm-unlearn (`importlib.metadata`), each
 column's recorded configuration (a backend's library version is part of it) and how its cells were
 evaluated, the verdict settings (thresholds, bootstrap seed, resamples, confidence) and the gate's
 `--fail-above` when one was given, and per unlearned model its verdict, worst cell and whether it
@@ -157,6 +158,9 @@ def certificate(run_dir: Path, fail_above: float | None = None, fail_on: str = "
         "artifacts": _artifacts(folder, results),
         "records": {p.name: _recorded(p) for p in (folder.recipe, folder.results, folder.verdict)},
         "data": _data(recipe),
+        # whether the audit ran checkpoints' own Python code (model.trust_remote_code): a verdict on
+        # code the user vouched for, not only on weights
+        "trust_remote_code": bool(((recipe or {}).get("model") or {}).get("trust_remote_code", False)),
         "libraries": {name: _version(name) for name in LIBRARIES},
         "columns": _columns(results),
         "gate": {"settings": verdict["settings"], "fail_above": fail_above, "fail_on": fail_on},
