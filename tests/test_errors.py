@@ -111,7 +111,7 @@ def shared_path(name: str) -> Callable[[dict[str, Path]], str]:
 # (id, recipe changes, expected text in the one error line); each runs `run` on the recipe
 RECIPE_CASES: list[tuple[str, list, str]] = [
     ("unknown-section", [edit("extra", 1)], "extra: unknown field; allowed here: name, model"),
-    ("unknown-method", [edit("method.0.name", "gax")], "unknown method 'gax'; known: ceu, ga,"),
+    ("unknown-method", [edit("method.0.name", "gax")], "unknown method 'gax'; known: "),
     ("unknown-quantizer", [edit("quantize", ["xyz-w4"])], "unknown quantizer 'xyz-w4'"),
     ("malformed-rtn", [edit("quantize", ["rtn-w5"])], "quantize: malformed name 'rtn-w5'; expected rtn-w{2,3,4,8}"),
     ("unknown-metric", [edit("evaluate", ["verbmemx"])], "unknown metric 'verbmemx'"),

@@ -20,7 +20,7 @@ def test_overrides_reach_into_lists_and_make_sections(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("given", "message"),
     [
-        ("method: {name: npoo}", "r.yaml: method.0.name: unknown method 'npoo'; known: ceu, "),
+        ("method: {name: npoo}", "r.yaml: method.0.name: unknown method 'npoo'; known: "),
         ("method: [{name: ga}, {name: npoo}]", "r.yaml: method.1.name: unknown method 'npoo'"),
         ("quantize: [fp, rtn-w5]", "r.yaml: quantize: malformed name 'rtn-w5'; expected rtn-w{2,3,4,8}"),
         ("quantize: [rtm-w4]", "r.yaml: quantize: unknown quantizer 'rtm-w4'; known: awq-"),
