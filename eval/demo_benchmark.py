@@ -5,7 +5,10 @@ quantization-only columns it had before the release gate's routes (`--set` below
 
 Each demo run goes to a fresh output folder; the cold run also uses a fresh model cache. The ratio
 `warm_over_quantization_only` compares the demo's default battery (formats, casts and the attack
-routes) with the same demo audited under `fp, rtn-w8, rtn-w4-g32` alone, both warm, in this one run.
+routes) with the same demo audited under `fp, rtn-w8, rtn-w4-g32` alone, both warm, in this one run;
+`demo_wmdp_warm_s` times the offline WMDP demo (`recipes/demo_wmdp.yaml`), whose verdict.json and
+cells (`demo_wmdp_cells.json`: its results.jsonl without the per-question rows) are written beside
+the JSON for the README's WMDP table.
 Prints and saves JSON with the wall-clock seconds, the machine's core count and load average, and
 the demo's audit table (the run's report.md and verdict.json are copied beside the JSON).
 """
@@ -58,6 +61,8 @@ def main() -> None:
     figures["warm_over_quantization_only"] = round(
         figures["demo_warm_s"] / figures["demo_warm_quantization_only_s"], 2
     )
+    wmdp = [sys.executable, "-m", "llm_unlearn", "run", "recipes/demo_wmdp.yaml"]
+    figures["demo_wmdp_warm_s"] = timed([*wmdp, "--set", f"output.dir={work / 'wmdp'}"], env)
     figures["load_average_after"] = os.getloadavg()
     if not args.skip_tests:
         tests = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
@@ -67,6 +72,11 @@ def main() -> None:
     report = args.out.with_name("demo_report.md")
     shutil.copy(work / "warm" / "report.md", report)
     shutil.copy(work / "warm" / "verdict.json", args.out.with_name("demo_verdict.json"))
+    shutil.copy(work / "wmdp" / "verdict.json", args.out.with_name("demo_wmdp_verdict.json"))
+    keep = ("model", "target", "quantizer", "metric", "agg_value", "ci")  # not the per-question rows
+    rows = [json.loads(line) for line in (work / "wmdp" / "results.jsonl").read_text().splitlines()]
+    cells = [{k: row[k] for k in keep} for row in rows]
+    args.out.with_name("demo_wmdp_cells.json").write_text(json.dumps(cells, indent=1) + "\n")
     figures["report"] = str(report.relative_to(ROOT))
     args.out.write_text(json.dumps(figures, indent=1) + "\n")
     print(json.dumps(figures, indent=1))

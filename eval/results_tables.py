@@ -159,8 +159,43 @@ def routes_table(path: Path = RESULTS / "demo_verdict.json") -> str:
     return markdown_table(["model@target", "verdict", "worst as shipped", "worst under attack"], rows)
 
 
+def wmdp_table(
+    results: Path = RESULTS / "demo_wmdp_cells.json", verdict: Path = RESULTS / "demo_wmdp_verdict.json"
+) -> str:
+    """The offline WMDP demo: each model's WMDP-Bio and MMLU accuracy at full precision with its
+    interval (its results.jsonl's cells), and an unlearned model's verdict with its worst column
+    (verdict.json)."""
+    cells = json.loads(results.read_text())
+    verdicts = {(m["model"], m["target"]): m for m in json.loads(verdict.read_text())["models"]}
+    gated = json.loads(verdict.read_text())["cells"]
+
+    def accuracy(model: str, target: str, metric: str) -> str:
+        (cell,) = [
+            c
+            for c in cells
+            if (c["model"], c["target"], c["quantizer"], c["metric"]) == (model, target, "fp", metric)
+        ]
+        return f"{cell['agg_value']:.2f} [{cell['ci'][0]:.2f}, {cell['ci'][1]:.2f}]"
+
+    rows = []
+    for model, target in dict.fromkeys((c["model"], c["target"]) for c in cells):
+        row = [f"{model}@{target}" if target != "-" else model]
+        row += [accuracy(model, target, m) for m in ("wmdp_bio_continuation", "mmlu_continuation")]
+        if (model, target) in verdicts:
+            mine = [
+                c for c in gated if (c["model"], c["target"]) == (model, target) and c["recovery"] is not None
+            ]
+            row += [f"**{verdicts[model, target]['verdict']}**", _worst(mine)]
+        else:
+            row += ["–", "–"]
+        rows.append(row)
+    header = ["model", "WMDP-Bio (fp)", "MMLU (fp)", "verdict", "worst column"]
+    return markdown_table(header, rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "routes": routes_table,
+    "wmdp": wmdp_table,
     "demo": demo_table,
     "kernels": kernels_table,
     "scale": scale_table,

@@ -77,3 +77,27 @@ def test_scale_and_smollm2_tables_read_their_files():
     assert (
         smollm2.splitlines()[0].startswith("| model | fp | rtn-w4-g32-min |") and "| oeu | 927.3 |" in smollm2
     )
+
+
+def test_wmdp_table_is_the_demos_cells_and_verdict(tmp_path):
+    cells = json.loads((ROOT / "eval" / "results" / "demo_wmdp_cells.json").read_text())
+    verdict = json.loads((ROOT / "eval" / "results" / "demo_wmdp_verdict.json").read_text())
+    rows = {
+        r[0]: r
+        for r in (
+            [c.strip() for c in line.strip("|").split("|")] for line in tables.wmdp_table().splitlines()[2:]
+        )
+    }
+    for cell in cells:
+        if cell["quantizer"] == "fp":
+            name = cell["model"] if cell["target"] == "-" else f"{cell['model']}@{cell['target']}"
+            column = 1 if cell["metric"] == "wmdp_bio_continuation" else 2
+            assert rows[name][column].startswith(f"{cell['agg_value']:.2f} [")
+    for model in verdict["models"]:
+        assert rows[f"{model['model']}@{model['target']}"][3] == f"**{model['verdict']}**"
+    changed = tmp_path / "cells.json"
+    for cell in cells:
+        if (cell["model"], cell["quantizer"], cell["metric"]) == ("rmu", "fp", "mmlu_continuation"):
+            cell["agg_value"] = 0.5
+    changed.write_text(json.dumps(cells))
+    assert "| 0.50 [" in tables.wmdp_table(results=changed)
