@@ -70,5 +70,5 @@ def test_the_wmdp_recipes_validate(capsys: pytest.CaptureFixture[str]) -> None:
     checked = capsys.readouterr().out
     assert "target: HuggingFaceH4/zephyr-7b-beta" in checked and "steering_coeff: 6.5" in checked
     demo = load_recipe(RECIPES / "demo_wmdp.yaml")
-    assert demo.data.kind == "wmdp" and demo.quantize == ("fp", "rtn-w4-g32")
+    assert demo.data.kind == "wmdp" and demo.quantize[:2] == ("fp", "rtn-w4-g32") and demo.relearn
     assert demo.evaluate == ("wmdp_bio_continuation", "mmlu_continuation") and demo.method[0].name == "rmu"
