@@ -6,13 +6,16 @@ The registries (`columns.COLUMN_FAMILIES`, `quant.QUANTIZER_FAMILIES`, `metrics.
 family with the naming pattern it shows users, written from them by `tests/test_names.py`, which
 fails whenever the two drift. A name this module accepts may still be refused by its registry (a
 pattern says which settings a name may spell, not every rule its factory checks), never the
-reverse: the test holds each pattern to its factory.
+reverse: the test holds each pattern to its factory. A name registered at run time (a user's own
+metric or method, from Python) is not in the snapshot: a registry this process has already imported
+answers for it, so the Python API keeps the registries open while the command line stays torch-free.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import sys
 from functools import cache
 from importlib.resources import files
 from typing import Any, Literal
@@ -20,6 +23,13 @@ from typing import Any, Literal
 from llm_unlearn.errors import UserError
 
 Kind = Literal["column", "quantizer", "metric", "method"]
+#: each kind's registry (module, attribute), looked up only where already imported: never imported here
+_REGISTRIES = {
+    "column": ("llm_unlearn.columns", "COLUMN_FAMILIES"),
+    "quantizer": ("llm_unlearn.quant.registry", "QUANTIZER_FAMILIES"),
+    "metric": ("llm_unlearn.metrics.registry", "METRICS"),
+    "method": ("llm_unlearn.methods", "METHODS"),
+}
 #: a pattern's parts: `{a,b}` one of, `{1..99}` a whole number in range, `{k}` a whole number,
 #: `[...]` optional, `|` or (inside `[...]`), `...` the optional part repeated
 _TOKEN = re.compile(r"\{([^}]*)\}|\[|\]|\||\.\.\.")
@@ -42,16 +52,25 @@ def check_name(kind: Kind, name: str) -> None:
     a column name its family's pattern does not spell (`rtn-w5`)."""
     known = snapshot()[kind]
     if isinstance(known, list):
-        if name not in known:
+        if name not in known and not _registered_at_run_time(kind, name):
             raise UserError(f"unknown {kind} {name!r}; known: {', '.join(known)}")
         return
     family = column_family(name)
+    if family not in known and _registered_at_run_time(kind, family):
+        return  # a family the snapshot cannot know: its own factory checks the name
     if family not in known:  # the message `get_column` and `get_quantizer` give: quantize: lists both
         raise UserError(f"unknown quantizer {name!r}; known: {', '.join(p or f for f, p in known.items())}")
     # the part before `@` only: which quantizers take an `@source` the registry says (Wanda's and
     # SparseGPT's patterns do not show it), and which sources
     if known[family] and not pattern_regex(known[family]).fullmatch(name.partition("@")[0]):
         raise UserError(f"malformed name {name!r}; expected {known[family]}")
+
+
+def _registered_at_run_time(kind: Kind, key: str) -> bool:
+    """Whether `key` is in the `kind` registry, if this process has imported it already."""
+    module, attribute = _REGISTRIES[kind]
+    registry = getattr(sys.modules.get(module), attribute, None)
+    return registry is not None and key in registry
 
 
 @cache
