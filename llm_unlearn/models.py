@@ -41,6 +41,7 @@ from llm_unlearn.data.collate import LMDataset, UnlearningCollator, chunk_texts
 from llm_unlearn.data.corpora import DEMO, load_muse
 from llm_unlearn.display import console, quiet
 from llm_unlearn.errors import UserError, writing
+from llm_unlearn.filehash import sha256_file
 from llm_unlearn.locations import check_checkpoint, check_source, split_revision
 from llm_unlearn.quant import get_quantizer
 
@@ -314,7 +315,7 @@ def _register_remote_code(folder: Path, config: dict[str, Any], field: str) -> N
 
 def _safetensors_copy(folder: Path, field: str) -> Path:
     """A pickle-only checkpoint converted once to safetensors, cached under its files' hash."""
-    digest = hashlib.sha256("".join(_file_hash(folder / n) for n in _pickle_only(folder)).encode())
+    digest = hashlib.sha256("".join(sha256_file(folder / n) for n in _pickle_only(folder)).encode())
     dest = cache_dir() / "from_pickle" / digest.hexdigest()[:12]
     if not dest.exists():
         try:
@@ -439,7 +440,7 @@ def gguf_checkpoint(source: str | Path, gguf_file: str) -> Path:
     else:  # the one file, into the Hub cache: checked like a local one before anything parses it
         local = _download_file(str(source), gguf_file)
     check_gguf_header(local)
-    dest = cache_dir() / "gguf" / hashlib.sha256(_file_hash(local).encode()).hexdigest()[:12]
+    dest = cache_dir() / "gguf" / hashlib.sha256(sha256_file(local).encode()).hexdigest()[:12]
     if dest.exists():
         return dest
     try:
@@ -573,14 +574,6 @@ def _walk_gguf(at: _Cursor) -> None:
     for name, offset, length in extents:
         if data + offset + length > at.size:
             raise ValueError(f"tensor {name}: {length} bytes at {offset} run past the end ({at.size} bytes)")
-
-
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save_checkpoint(

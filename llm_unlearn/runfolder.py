@@ -9,6 +9,7 @@ RUN_DIR/
   diagnostics.jsonl              weight diagnostics per unlearned model × quantizer
   verdict.json                   the release verdict per unlearned model × quantizer × forget metric
   certificate.json               the verdict bound to the sha256 of every file audited (audit/certificate.py)
+  hashes.json                    the sha256 of files hashed before, by path and stat (filehash.py): read once
   report.md, report.html
   run.log                        warnings, library log lines, training logs (display.py): off the terminal
   models/<run>@<target>/         checkpoints this run made (unlearned, merged adapters, the grid-aligned copy)
@@ -158,6 +159,11 @@ class RunFolder:
     @property
     def certificate(self) -> Path:
         return self.root / "certificate.json"
+
+    @property
+    def hashes(self) -> Path:
+        """The memo of files' sha256 (`filehash.HashMemo`); a folder of an older version has none."""
+        return self.root / "hashes.json"
 
     def require_run(self) -> None:
         """Refuse, in one line, a folder that holds no run (its recipe.yaml and results.jsonl)."""

@@ -11,11 +11,13 @@ import pytest
 import torch
 from conftest import tiny_llama
 
+from llm_unlearn import filehash
 from llm_unlearn.audit import cache
 from llm_unlearn.audit.cache import CachedCodes, exact_dtype, quantized
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.audit.run import AuditModel, audit
 from llm_unlearn.data.corpora import DEMO, load_muse
+from llm_unlearn.filehash import HashMemo
 from llm_unlearn.metrics import EvalContext, required_splits
 from llm_unlearn.models import load_model, save_checkpoint
 from llm_unlearn.quant import get_quantizer
@@ -167,3 +169,26 @@ def test_a_damaged_cell_is_told_rebuilt_and_audits_as_before(tmp_path, tok, caps
     first, again = ([r for r in runs[k] if r["quantizer"] != "fp"] for k in ("first", "again"))
     for a, b in zip(first, again, strict=True):
         assert a["value_by_index"] == b["value_by_index"] and a["agg_value"] == b["agg_value"]
+
+
+def test_a_lookup_through_the_memo_reads_an_unchanged_cell_once_and_a_truncated_one_again(
+    checkpoint, tmp_path, monkeypatch, capsys
+) -> None:
+    seen: list[str] = []
+    real = filehash.sha256_file
+    monkeypatch.setattr(filehash, "sha256_file", lambda path: seen.append(path.name) or real(path))
+    monkeypatch.setattr(filehash, "RACY_NS", 0)  # trust files however recently written
+    quantizer, cell, memo = get_quantizer("rtn-w8"), tmp_path / "cell", HashMemo(tmp_path / "hashes.json")
+    quantized(checkpoint, quantizer, cell, memo=memo)
+    seen.clear()
+    assert cache.is_valid(cell, quantizer, checkpoint, memo)
+    assert sorted(seen) == [cache.CHANGED, cache.CODES, cache.SOURCE]
+    seen.clear()
+    assert cache.is_valid(cell, quantizer, checkpoint, memo) and seen == []  # read from the memo
+    written = (cell / cache.CODES).read_bytes()
+    (cell / cache.CODES).write_bytes(written[: len(written) // 2])
+    capsys.readouterr()
+    assert not cache.is_valid(cell, quantizer, checkpoint, memo)
+    assert "does not match the sha256 stored with its cell" in capsys.readouterr().err
+    quantized(checkpoint, quantizer, cell, memo=memo)
+    assert (cell / cache.CODES).read_bytes() == written and cache.is_valid(cell, quantizer, checkpoint, memo)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from importlib.metadata import version
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import yaml
 from helpers import gate_results
 
+from llm_unlearn import filehash
 from llm_unlearn.audit.certificate import certificate, passes, verify, write_certificate
 from llm_unlearn.audit.write import write_report
 from llm_unlearn.cli import main
@@ -201,3 +203,48 @@ def test_a_gate_on_one_route_passes_a_model_that_fails_only_on_the_other() -> No
     assert passes(shipped_fails, verdict, 50, "attack")
     shipped_fails["routes"]["attack"] = None  # no attack column: nothing stands against it there
     assert passes(shipped_fails, verdict, 50, "attack")
+
+
+@pytest.fixture
+def reads(monkeypatch) -> list[Path]:
+    """The files read to be hashed; the memo trusts files however recently written."""
+    seen: list[Path] = []
+    real = filehash.sha256_file
+
+    def spy(path: Path) -> str:
+        seen.append(path)
+        return real(path)
+
+    monkeypatch.setattr(filehash, "sha256_file", spy)
+    monkeypatch.setattr(filehash, "RACY_NS", 0)
+    return seen
+
+
+def test_a_report_reads_only_the_files_changed_since_the_last(run_dir, reads) -> None:
+    folder = RunFolder(run_dir)
+    folder.hashes.unlink(missing_ok=True)  # a folder of an older version: no memo yet
+    cert = json.loads(write_certificate(run_dir).read_text())
+    hashed = [d for a in cert["artifacts"] for d in a["files"].values()]
+    hashed += [*cert["data"]["files"].values(), *cert["records"].values()]
+    assert len(reads) == len(hashed) == 18  # every file, as every report read them before the memo
+    reads.clear()
+    assert json.loads(write_certificate(run_dir).read_text()) == cert
+    assert reads == []  # the same folder again: nothing read
+    folder.recipe.write_text(folder.recipe.read_text() + "# edited\n")
+    assert write_certificate(run_dir) and reads == [folder.recipe]
+
+
+def test_verify_reads_every_byte_and_refuses_a_byte_changed_with_size_and_mtime_kept(
+    run_dir, tmp_path, reads, capsys
+) -> None:
+    weights = tmp_path / "checkpoints" / "oeu" / "model.safetensors"
+    write_certificate(run_dir)  # the memo now holds the audited file's sha256
+    before = weights.stat()
+    changed = bytearray(weights.read_bytes())
+    changed[500] ^= 1
+    weights.write_bytes(bytes(changed))
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (weights.stat().st_size, weights.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    reads.clear()
+    assert main(["verify", str(run_dir), str(weights)]) == 1
+    assert reads == [weights] and "NOT COVERED" in capsys.readouterr().out

@@ -13,7 +13,9 @@ A cell `quantized/<model>@<target>/<quantizer>/` (`RunFolder.quantized`) holds
 - `quantizer.json`, written last: the configuration the cell is valid for, and the sha256 of every
   other file of the cell. A cell whose files no longer match (a truncated write, a flipped bit, an
   edit) is rebuilt, and the user told in one line on stderr; a cell of an older version, without
-  hashes, is read as it is.
+  hashes, is read as it is. The audit checks them through its run folder's memo
+  (`filehash.HashMemo`): a file whose size, inode and times are unchanged since it was last read is
+  not read again (a GGUF cell is a whole model), while a truncated or rewritten one is.
 
 Tensors the quantizer left as they were are not stored: a cell is rebuilt by loading the
 checkpoint once, dequantizing each weight's codes into it and copying the changed tensors. Only
@@ -25,7 +27,6 @@ of 32 is 4 + 2·16/32 = 5 bits a quantized weight (a float16 scale and zero poin
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import sys
@@ -40,6 +41,7 @@ from safetensors.torch import save_file
 from transformers import PreTrainedModel
 
 from llm_unlearn.errors import UserError, writing
+from llm_unlearn.filehash import HashMemo, sha256_files
 from llm_unlearn.models import CheckpointTensors, load_model, load_tokenizer, save_checkpoint
 from llm_unlearn.quant import Quantizer, WeightCodes, get_quantizer
 from llm_unlearn.runfolder import located, write_json
@@ -102,10 +104,10 @@ class CachedCodes(Mapping[str, WeightCodes]):
         return len(self._names)
 
 
-def is_valid(folder: Path, quantizer: Quantizer, checkpoint: Path) -> bool:
+def is_valid(folder: Path, quantizer: Quantizer, checkpoint: Path, memo: HashMemo | None = None) -> bool:
     """Whether `folder` holds this quantizer's cell of `checkpoint` as it is now, its files as they
-    were written. A damaged cell is told on stderr once and marked stale (its quantizer.json
-    removed), so it is rebuilt."""
+    were written (hashed through `memo` where one is given). A damaged cell is told on stderr once
+    and marked stale (its quantizer.json removed), so it is rebuilt."""
     config, source = folder / CONFIG, folder / SOURCE
     if not (config.is_file() and source.is_file()):
         return False
@@ -118,7 +120,7 @@ def is_valid(folder: Path, quantizer: Quantizer, checkpoint: Path) -> bool:
         return False
     if hashes is None:  # written by an older version, before cells had hashes
         return True
-    now = _hashes(folder)
+    now = _hashes(folder, memo)
     damaged = sorted(name for name in set(hashes) | set(now) if hashes.get(name) != now.get(name))
     if damaged:
         print(
@@ -131,17 +133,10 @@ def is_valid(folder: Path, quantizer: Quantizer, checkpoint: Path) -> bool:
     return True
 
 
-def _hashes(folder: Path) -> dict[str, str]:
+def _hashes(folder: Path, memo: HashMemo | None = None) -> dict[str, str]:
     """The sha256 of each file of a cell but quantizer.json (which holds them)."""
-    found = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and path.name != CONFIG:
-            digest = hashlib.sha256()
-            with path.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):  # noqa: B023 - used at once
-                    digest.update(block)
-            found[path.name] = digest.hexdigest()
-    return found
+    files = [p for p in sorted(folder.iterdir()) if p.is_file() and p.name != CONFIG]
+    return {path.name: digest for path, digest in sha256_files(files, memo).items()}
 
 
 def save_cell(
@@ -214,10 +209,15 @@ def load_cell(
 
 
 def quantized(
-    checkpoint: Path, quantizer: Quantizer, folder: Path, placement: dict[str, Any] | None = None
+    checkpoint: Path,
+    quantizer: Quantizer,
+    folder: Path,
+    placement: dict[str, Any] | None = None,
+    memo: HashMemo | None = None,
 ) -> PreTrainedModel:
     """`checkpoint` under `quantizer` (`fp`, at full precision: the checkpoint itself), from its cell
-    in `folder` when valid, else quantized now and cached there; placed as `load_cell` places it."""
+    in `folder` when valid (`is_valid` through `memo`), else quantized now and cached there; placed
+    as `load_cell` places it."""
     if quantizer.at_full_precision:
         return load_model(checkpoint, placement=placement)
     state = PartialState()
@@ -225,7 +225,7 @@ def quantized(
     # what it wrote: every process evaluates the very same weights (GPTQ/AWQ on GPUs need not be
     # bit-reproducible) and a calibrated quantizer runs once. Every process must call this.
     with state.main_process_first():
-        if is_valid(folder, quantizer, checkpoint):
+        if is_valid(folder, quantizer, checkpoint, memo):
             return load_cell(folder, checkpoint, quantizer, placement)
         network = load_model(checkpoint, placement=placement)
         codes = quantizer.quantize_with_codes(network)
@@ -234,17 +234,20 @@ def quantized(
         return network
 
 
-def ensure_cell(checkpoint: Path, quantizer: Quantizer, folder: Path) -> None:
-    """Quantize `checkpoint` into its cell in `folder` unless that is cached already."""
-    if not is_valid(folder, quantizer, checkpoint):
-        quantized(checkpoint, quantizer, folder)  # only its cell is wanted: the model is dropped at once
+def ensure_cell(checkpoint: Path, quantizer: Quantizer, folder: Path, memo: HashMemo | None = None) -> None:
+    """Quantize `checkpoint` into its cell in `folder` unless that is cached already (`is_valid`)."""
+    if not is_valid(folder, quantizer, checkpoint, memo):
+        # only its cell is wanted: the model is dropped at once
+        quantized(checkpoint, quantizer, folder, memo=memo)
 
 
-def cached_codes(checkpoint: Path, quantizer: Quantizer, folder: Path) -> Mapping[str, WeightCodes]:
+def cached_codes(
+    checkpoint: Path, quantizer: Quantizer, folder: Path, memo: HashMemo | None = None
+) -> Mapping[str, WeightCodes]:
     """The codes of the cell of `checkpoint` under `quantizer`, quantizing it first if it is not
-    cached: read one weight at a time from the cell, or from the quantizer's own files where they
-    hold the model (those need the model rebuilt once)."""
-    ensure_cell(checkpoint, quantizer, folder)
+    cached (`ensure_cell` through `memo`): read one weight at a time from the cell, or from the
+    quantizer's own files where they hold the model (those need the model rebuilt once)."""
+    ensure_cell(checkpoint, quantizer, folder, memo)
     if quantizer.artifacts_hold_the_model:
         return quantizer.load_artifacts(folder, load_model(checkpoint))
     return CachedCodes(folder)

@@ -21,8 +21,9 @@ passes the gate. Nothing in it depends on when it was written: the same run fold
 file byte for byte, and its `sha256` field is the sha256 of the rest (canonical JSON: sorted keys,
 no spaces), one name for the whole certificate.
 
-Files are hashed in blocks (checkpoints run to GBs), each once per process for the same size and
-modification time: the gate's threshold rewrites the certificate without reading them again.
+Checkpoints run to GBs: writing the certificate hashes through the run folder's memo
+(`filehash.HashMemo`, `RunFolder.hashes`), so a report, or the gate's threshold, rewriting it reads
+only the files changed since. `verify` trusts no memo: it reads every byte of the file to ship.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -39,44 +39,29 @@ from llm_unlearn.audit import stats
 from llm_unlearn.audit.report import VERDICT_ORDER, failing_cells
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.errors import UserError
+from llm_unlearn.filehash import HashMemo, sha256_files
 from llm_unlearn.runfolder import RunFolder, read_json, write_atomic
 
 #: the libraries every audit ran on; a column's own backend is in its recorded configuration
 LIBRARIES = ("torch", "transformers", "llm-unlearn")
 #: the model verdicts that pass the gate: `holds` and what VERDICT_ORDER puts after it (excluded)
 PASSING = VERDICT_ORDER[VERDICT_ORDER.index(stats.HOLDS) :]
-#: read size while hashing
-BLOCK = 1 << 20
 NOT_HASHED = (
     "not a local folder: recorded by name (the demo data ship with llm-unlearn, whose version is "
     "recorded; a Hub dataset is fetched by its id)"
 )
 
 
-def sha256_file(path: Path) -> str:
-    """The sha256 of the file at `path`, read in blocks."""
-    stat = path.stat()
-    return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@cache
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    """Keyed by size and time too, so a file written again since is read again."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_digests(path: Path) -> dict[str, str] | None:
+def file_digests(path: Path, memo: HashMemo | None = None) -> dict[str, str] | None:
     """{path relative to `path`: sha256} of every file under the folder `path`, or {its name: sha256}
-    for a file; None where nothing is there (a checkpoint moved away since the audit)."""
+    for a file; None where nothing is there (a checkpoint moved away since the audit). Through `memo`
+    where one is given (`filehash.sha256_files`)."""
     if path.is_file():
-        return {path.name: sha256_file(path)}
+        return {path.name: sha256_files([path], memo)[path]}
     if not path.is_dir():
         return None
-    return {p.relative_to(path).as_posix(): sha256_file(p) for p in sorted(path.rglob("*")) if p.is_file()}
+    files = [p for p in sorted(path.rglob("*")) if p.is_file()]
+    return {p.relative_to(path).as_posix(): d for p, d in sha256_files(files, memo).items()}
 
 
 def _version(package: str) -> str | None:
@@ -86,17 +71,17 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _artifact(model: str, target: str, column: str | None, path: Path) -> dict[str, Any]:
+def _artifact(model: str, target: str, column: str | None, path: Path, memo: HashMemo) -> dict[str, Any]:
     return {
         "model": model,
         "target": target,
         "column": column,
         "path": str(path),
-        "files": file_digests(path),
+        "files": file_digests(path, memo),
     }
 
 
-def _artifacts(folder: RunFolder, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _artifacts(folder: RunFolder, results: list[dict[str, Any]], memo: HashMemo) -> list[dict[str, Any]]:
     """Each audited checkpoint, then each of its columns' cached products, by model and column."""
     # an empty path would be the working folder: a line that names no checkpoint names none
     checkpoints = {(r["model"], r["target"]): r["checkpoint"] for r in results if r.get("checkpoint")}
@@ -106,17 +91,17 @@ def _artifacts(folder: RunFolder, results: list[dict[str, Any]]) -> list[dict[st
         columns[(r["model"], r["target"])].add(r["quantizer"])
     found = []
     for (model, target), checkpoint in sorted(checkpoints.items()):
-        found.append(_artifact(model, target, None, Path(checkpoint)))
+        found.append(_artifact(model, target, None, Path(checkpoint), memo))
         for column in sorted(columns[(model, target)]):
             cache_dir = folder.column_cache(f"{model}@{target}", column)
             if cache_dir is not None:
-                found.append(_artifact(model, target, column, cache_dir))
+                found.append(_artifact(model, target, column, cache_dir, memo))
     return found
 
 
-def _data(recipe: dict[str, Any] | None) -> dict[str, Any]:
+def _data(recipe: dict[str, Any] | None, memo: HashMemo) -> dict[str, Any]:
     source = str(((recipe or {}).get("data") or {}).get("source", "demo"))
-    files = file_digests(Path(source)) if Path(source).is_dir() else None
+    files = file_digests(Path(source), memo) if Path(source).is_dir() else None
     return {"source": source, "files": files, **({} if files is not None else {"note": NOT_HASHED})}
 
 
@@ -144,8 +129,8 @@ def passes(
     return not any((c["model"], c["target"]) == (model["model"], model["target"]) for c in failing)
 
 
-def _recorded(path: Path) -> str | None:
-    return sha256_file(path) if path.is_file() else None
+def _recorded(path: Path, memo: HashMemo) -> str | None:
+    return sha256_files([path], memo)[path] if path.is_file() else None
 
 
 def certificate(run_dir: Path, fail_above: float | None = None, fail_on: str = "any") -> dict[str, Any]:
@@ -154,10 +139,11 @@ def certificate(run_dir: Path, fail_above: float | None = None, fail_on: str = "
     results = list(ResultsFile(folder.results, write=False))
     verdict = read_json(folder.verdict)
     recipe = folder.read_recipe()
+    memo = HashMemo(folder.hashes)
     body = {
-        "artifacts": _artifacts(folder, results),
-        "records": {p.name: _recorded(p) for p in (folder.recipe, folder.results, folder.verdict)},
-        "data": _data(recipe),
+        "artifacts": _artifacts(folder, results, memo),
+        "records": {p.name: _recorded(p, memo) for p in (folder.recipe, folder.results, folder.verdict)},
+        "data": _data(recipe, memo),
         # whether the audit ran checkpoints' own Python code (model.trust_remote_code): a verdict on
         # code the user vouched for, not only on weights
         "trust_remote_code": bool(((recipe or {}).get("model") or {}).get("trust_remote_code", False)),
@@ -185,7 +171,9 @@ def _name(artifact: dict[str, Any]) -> str:
 
 def verify(run_dir: Path, shipped: Path) -> tuple[bool, str]:
     """Whether the file or folder `shipped` is covered by run_dir's certificate (every file's sha256
-    is one file of one audited artifact) and its model passes the gate; with one line saying so."""
+    is one file of one audited artifact) and its model passes the gate; with one line saying so.
+    Every byte of `shipped` is read, through no memo: a memo trusts a file's stat, and this answer
+    is the promise about what ships."""
     path = RunFolder(run_dir).require_certificate()
     digests = file_digests(shipped)
     if not digests:

@@ -25,6 +25,7 @@ from llm_unlearn.audit import relearn  # noqa: F401  registers the relearn kind
 from llm_unlearn.audit.cache import cell_folder, ensure_cell, quantized
 from llm_unlearn.columns import Column
 from llm_unlearn.errors import UserError
+from llm_unlearn.filehash import HashMemo
 from llm_unlearn.kernels import kernel_model, uses_kernels
 from llm_unlearn.metrics.incontext import InContext
 from llm_unlearn.models import load_model
@@ -49,11 +50,12 @@ def _quantized(
 ) -> nn.Module:  # fmt: skip
     require_calibration(column)
     cell = cell_folder(cache, model, column.name)
+    memo = HashMemo(run_folder.hashes)  # a cell's stored hashes checked without reading it again
     if not uses_kernels(column, kernels):
-        return quantized(source, column, cell, placement)
+        return quantized(source, column, cell, placement, memo)
     column.check_kernels()  # a missing backend is one line, before quantizing for it
     if column.artifacts_hold_the_model:  # the backend runs the file kept in the cell
-        ensure_cell(source, column, cell)
+        ensure_cell(source, column, cell, memo)
     return kernel_model(source, column, cell)
 
 

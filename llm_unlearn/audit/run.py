@@ -28,6 +28,7 @@ from llm_unlearn.audit.columns import column_network, require_calibration
 from llm_unlearn.audit.relearn import Relearning
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.columns import Column, get_column
+from llm_unlearn.filehash import HashMemo
 from llm_unlearn.kernels import evaluation
 from llm_unlearn.metrics import METRICS, EvalContext, evaluate, metric_ci
 from llm_unlearn.models import CheckpointTensors, eval_placement
@@ -75,6 +76,7 @@ def audit(
     placement = eval_placement(PartialState().device, device_map)
     run_folder = RunFolder(results.path.parent)
     cache = cache or run_folder.quantized_root
+    memo = HashMemo(run_folder.hashes)  # cells' stored hashes checked without reading them again
     ordered = sorted(models, key=lambda m: m.name != "retrain")
     columns = len(quantizers) + len(relearn)
     task = progress.add_task("audit", total=len(ordered) * columns) if progress else None
@@ -110,7 +112,7 @@ def audit(
             if column.has_codes and not done:
                 if progress:
                     progress.update(task, description=f"diagnose {model.name}@{model.target} {column.name}")
-                _diagnose_cell(model, targets[model.target], column, cache, diagnostics)  # type: ignore[arg-type]
+                _diagnose_cell(model, targets[model.target], column, cache, diagnostics, memo)  # type: ignore[arg-type]
     if progress:  # the bar stays on the terminal: what it did, not the last cell it did
         progress.update(task, description=f"audited {len(ordered)} models × {columns} columns")
 
@@ -159,11 +161,16 @@ class _ModuleWeights(Mapping[str, torch.Tensor]):
 
 
 def _diagnose_cell(
-    model: AuditModel, target: AuditModel, quantizer: Quantizer, cache: Path, results: ResultsFile
+    model: AuditModel,
+    target: AuditModel,
+    quantizer: Quantizer,
+    cache: Path,
+    results: ResultsFile,
+    memo: HashMemo,
 ) -> None:
     require_calibration(quantizer)
     cells = _cell(cache, target, quantizer), _cell(cache, model, quantizer)
-    found = diagnose_checkpoints(target.path, model.path, quantizer, *cells)
+    found = diagnose_checkpoints(target.path, model.path, quantizer, *cells, memo)
     if not found:  # a quantizer without integer codes has nothing to compare
         return
     results.add(
@@ -181,14 +188,19 @@ def _diagnose_cell(
 
 
 def diagnose_checkpoints(
-    target: Path, unlearned: Path, quantizer: Quantizer, target_cell: Path, unlearned_cell: Path
+    target: Path,
+    unlearned: Path,
+    quantizer: Quantizer,
+    target_cell: Path,
+    unlearned_cell: Path,
+    memo: HashMemo | None = None,
 ) -> dict:
     """`quant.overlap.diagnose` of two checkpoints under `quantizer`, from their cached cells
-    (quantized first where missing). Every tensor is read from disk when its layer is diagnosed,
-    so no model is held in memory (a GGUF cell's codes are read once from its file, through its
-    model). Empty when the quantizer has no integer codes."""
-    codes_t = cached_codes(target, quantizer, target_cell)
-    codes_u = cached_codes(unlearned, quantizer, unlearned_cell)
+    (quantized first where missing; checked through `memo` where given). Every tensor is read from
+    disk when its layer is diagnosed, so no model is held in memory (a GGUF cell's codes are read
+    once from its file, through its model). Empty when the quantizer has no integer codes."""
+    codes_t = cached_codes(target, quantizer, target_cell, memo)
+    codes_u = cached_codes(unlearned, quantizer, unlearned_cell, memo)
     if not codes_t:
         return {}
     weights_t = weights_u = None
