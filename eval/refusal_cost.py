@@ -34,7 +34,8 @@ RUN = (
     "print('torch imported:', 'torch' in sys.modules, file=sys.stderr)\nsys.exit(code)\n"
 )
 #: (id, argv); {tmp} is a scratch folder holding q.yaml (its target missing, `quantize: [rtn-w5]`),
-#: run/ (a certificate.json and nothing else) and nothing called `none`
+#: run/ (a certificate.json, and a recipe.yaml and results.jsonl of no unlearned model) and nothing
+#: called `none`
 AUDIT = ["audit", "--target", "{tmp}", "--model", "a={tmp}", "--data", "demo", "--out", "{tmp}/o"]
 EVALUATE = ["evaluate", "--model", "{tmp}", "--data", "demo", "--out", "{tmp}/o.json"]
 CHECK = ["check", "{tmp}/q.yaml", "--set"]
@@ -61,12 +62,23 @@ CASES: list[tuple[str, list[str]]] = [
         ["evaluate", "--model", "{tmp}/none", "--data", "demo", "--out", "{tmp}/o.json"],
     ),
     ("evaluate, unknown metric", [*EVALUATE, "--metrics", "foo"]),
+    ("evaluate --help", ["evaluate", "--help"]),
+    (
+        "evaluate, missing data",
+        ["evaluate", "--model", "{tmp}", "--data", "{tmp}/none", "--out", "{tmp}/o.json"],
+    ),
+    (
+        "audit, missing data",
+        ["audit", "--target", "{tmp}", "--model", "a={tmp}", "--data", "{tmp}/none", "--out", "{tmp}/o"],
+    ),
     ("diagnose, missing target", ["diagnose", "{tmp}/none", "{tmp}"]),
     ("diagnose, misspelled quantizer", ["diagnose", "{tmp}", "{tmp}", "--quantizer", "rtn-w5"]),
     ("report, no results", ["report", "{tmp}"]),
     ("verify, no certificate", ["verify", "{tmp}", "{tmp}/q.yaml"]),
     ("verify, nothing to ship", ["verify", "{tmp}/run", "{tmp}/none"]),
     ("push, no run", ["push", "{tmp}", "--repo-id", "org/name"]),
+    ("push, unknown model", ["push", "{tmp}/run", "--repo-id", "org/name", "--model", "npo@grid"]),
+    ("push, malformed repo id", ["push", "{tmp}/run", "--repo-id", "a/b/c"]),
     ("cnn, missing recipe", ["cnn", "{tmp}/none.yaml"]),
 ]
 
@@ -77,6 +89,8 @@ def scratch(tmp: Path) -> None:
     (tmp / "q.yaml").write_text(yaml.safe_dump({**recipe, "output": {"dir": f"{tmp}/o"}}))
     (tmp / "run").mkdir()
     (tmp / "run" / "certificate.json").write_text("{}")
+    (tmp / "run" / "recipe.yaml").write_text("name: a\n")
+    (tmp / "run" / "results.jsonl").write_text("{}\n")
 
 
 def measure(argv: list[str]) -> dict:

@@ -21,8 +21,8 @@ import yaml
 from llm_unlearn.columns import ROUTES
 from llm_unlearn.data.corpora import DEMO
 from llm_unlearn.errors import UserError
-from llm_unlearn.locations import check_checkpoint, check_source
-from llm_unlearn.names import Kind, check_name
+from llm_unlearn.locations import check_checkpoint, check_repo_id, check_source
+from llm_unlearn.names import Kind, check_name, reference_flag_help
 from llm_unlearn.recipe_file import (
     CNN_RECIPE_SHAPE,
     apply_overrides,
@@ -30,11 +30,10 @@ from llm_unlearn.recipe_file import (
     read_recipe_file,
     read_unlearning_recipe,
 )
-from llm_unlearn.registry import Registry, UnknownNameError
+from llm_unlearn.registry import UnknownNameError
 from llm_unlearn.runfolder import GRID_ALIGNED, RunFolder
 
 if TYPE_CHECKING:
-    from llm_unlearn.metrics import RetrainReference
     from llm_unlearn.recipe import Recipe
 
 SUBCOMMANDS = ("run", "audit", "check", "demo", "evaluate", "report", "verify", "diagnose", "cnn", "push")
@@ -47,13 +46,13 @@ def demo_recipe(full: bool = False, benchmark: str = "muse") -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    # only `evaluate` takes the metrics' reference flags: any other command parses without importing
-    # the metrics (and torch), so `--help` and a refused path answer at once
-    evaluate = argv[:1] == ["evaluate"]
+    # only a run of `evaluate` checks its reference flags' values with the metrics (torch): any other
+    # command, and `--help`, parse without importing them, so they and a refused path answer at once
+    evaluate = argv[:1] == ["evaluate"] and not {"-h", "--help"} & set(argv)
     try:
-        if evaluate and not {"-h", "--help"} & set(argv):  # its paths and names, before the metrics
-            _refuse_evaluate(_parser(references=False).parse_known_args(argv)[0])
-        args = _parser(references=evaluate).parse_args(argv)
+        if evaluate:  # its paths and names, before the metrics
+            _refuse_evaluate(_parser(reference_types=False).parse_args(argv))
+        args = _parser(reference_types=evaluate).parse_args(argv)
         return args.func(args)
     except (UserError, UnknownNameError) as err:
         print(f"llm-unlearn: error: {err}", file=sys.stderr)
@@ -80,15 +79,16 @@ def _load_recipe(path: Path, overrides: list[str], runs: bool) -> Recipe:
     `runs` here, a checkpoint path that is not here is refused too."""
     data = read_unlearning_recipe(path, overrides)
     if runs:  # `check` may validate a recipe written for another machine: its paths are that one's
-        _check_checkpoints(data)
+        _check_locations(data)
     from llm_unlearn.recipe import validate_recipe
 
     return validate_recipe(data, where=str(path))
 
 
-def _check_checkpoints(data: dict) -> None:
+def _check_locations(data: dict) -> None:
     """Refuse a checkpoint the recipe mapping `data` names (model.target, model.retrain,
-    models.<i>.path) that is neither here nor a Hub id, as the run would after importing torch."""
+    models.<i>.path), or a data.source, that is neither here nor a Hub id, as the run would after
+    importing torch."""
     model = data.get("model") if isinstance(data.get("model"), dict) else {}
     models = data.get("models")
     models = [models] if isinstance(models, dict) else models if isinstance(models, list) else []
@@ -100,6 +100,9 @@ def _check_checkpoints(data: dict) -> None:
     for field, spec in given:
         if isinstance(spec, str):
             check_checkpoint(spec, field)
+    source = data["data"].get("source") if isinstance(data.get("data"), dict) else None
+    if isinstance(source, str):  # the loaders' own check, before `data.benchmark` imports torch
+        check_source(source, "data.source")
 
 
 def _check_gate_flags(args: argparse.Namespace) -> None:
@@ -181,7 +184,7 @@ def _audit(args: argparse.Namespace) -> int:
             data["model"][flag] = True
     data = apply_overrides(data, args.set)
     check_names(data, "audit")
-    _check_checkpoints(data)
+    _check_locations(data)
     from llm_unlearn.columns import get_column  # the registries, and torch: after the flags' checks
     from llm_unlearn.metrics import METRICS
     from llm_unlearn.recipe import validate_recipe
@@ -326,6 +329,7 @@ def _refuse_evaluate(args: argparse.Namespace) -> None:
         _check_flag_names("metric", _names(args.metrics, "--metrics"), "--metrics")
     _check_out_file(args.out, "results.json")
     check_checkpoint(args.model, "--model")
+    check_source(args.data, "--data")  # the loaders' own check, before `data.benchmark` imports torch
 
 
 def _check_flag_names(kind: Kind, names: list[str], flag: str) -> None:
@@ -346,7 +350,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from llm_unlearn.data.benchmark import detect_benchmark, load_benchmark
-    from llm_unlearn.metrics import METRICS, EvalContext, benchmark_defaults, evaluate, required_splits
+    from llm_unlearn.metrics import (
+        METRICS,
+        EvalContext,
+        benchmark_defaults,
+        evaluate,
+        reference_flags,
+        required_splits,
+    )
     from llm_unlearn.models import eval_placement, load_model, load_tokenizer, resolve_checkpoint
     from llm_unlearn.runfolder import write_json
 
@@ -357,7 +368,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         METRICS.get(name)
     corpus = load_benchmark(args.data, required_splits(names), kind, args.forget_split, args.template)
     given = []  # each reference given by hand, read before the model is (a bad file fails first)
-    for reference in _reference_flags(METRICS).values():
+    for reference in reference_flags().values():
         value = getattr(args, _dest(reference.flag.name))
         if value is not None:
             load = reference.flag.load or (lambda parsed: parsed)
@@ -404,8 +415,14 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _push(args: argparse.Namespace) -> int:
-    RunFolder(args.run_dir).require_run()
-    from llm_unlearn.hub import push  # the card's registries (torch): after the folder's check
+    # the names and paths given, checked as `hub.plan_push` checks them, before its registries (torch);
+    # without --model, `push` asks for a token before it reads the run for its only model
+    check_repo_id(args.repo_id)
+    folder = RunFolder(args.run_dir)
+    folder.require_run()
+    if args.model is not None:
+        folder.choose_model(args.model)
+    from llm_unlearn.hub import push
 
     push(
         args.run_dir,
@@ -422,10 +439,10 @@ def _push(args: argparse.Namespace) -> int:
 def _diagnose(args: argparse.Namespace) -> int:
     _check_out_file(args.out, "diagnose.json")
     _check_flag_names("quantizer", [args.quantizer], "--quantizer")
-    check_source(args.target, "TARGET")
-    check_source(args.unlearned, "UNLEARNED")
+    check_checkpoint(args.target, "TARGET")
+    check_checkpoint(args.unlearned, "UNLEARNED")
     from llm_unlearn.audit.run import diagnose_checkpoints  # the quantizers and torch: after the checks
-    from llm_unlearn.models import check_same_model_family, load_tokenizer
+    from llm_unlearn.models import check_same_model_family, load_tokenizer, resolve_checkpoint
     from llm_unlearn.quant import get_quantizer
     from llm_unlearn.quant.calibration import build_calibration, calibration_texts
     from llm_unlearn.quant.overlap import format_table
@@ -446,13 +463,23 @@ def _diagnose(args: argparse.Namespace) -> int:
             )
             raise UserError(f"{given}: diagnose reads no dataset; calibrate on generic text or a file")
         texts = calibration_texts(source, forget=[], retain=[])
-        tokenizer = load_tokenizer(args.target, field="TARGET")
+    # as `evaluate` loads its model: a Hub id or GGUF file made local, pickles and a checkpoint's own
+    # code refused unless allowed (never transformers' stdin prompt)
+    target, unlearned = (
+        resolve_checkpoint(spec, field, args.allow_pickle, args.trust_remote_code)
+        for spec, field in ((args.target, "TARGET"), (args.unlearned, "UNLEARNED"))
+    )
+    for checkpoint, field in ((target, "TARGET"), (unlearned, "UNLEARNED")):
+        if checkpoint.base is not None:
+            raise UserError(f"{field}: is a PEFT adapter; `llm-unlearn audit` merges it into its base")
+    if quantizer.needs_calibration:
+        tokenizer = load_tokenizer(target.path, field="TARGET")
         quantizer.calibration = build_calibration(texts, tokenizer, source, args.samples, args.seq_len, 0)
-    check_same_model_family(args.target, args.unlearned, "UNLEARNED", target_field="TARGET")
+    check_same_model_family(target.path, unlearned.path, "UNLEARNED", target_field="TARGET")
     # as in the audit: each model quantized alone into a cell on disk, then compared layer by layer
     with tempfile.TemporaryDirectory(prefix="llm_unlearn_diagnose_") as scratch:
         cells = Path(scratch) / "target", Path(scratch) / "unlearned"
-        result = diagnose_checkpoints(args.target, args.unlearned, quantizer, *cells)
+        result = diagnose_checkpoints(target.path, unlearned.path, quantizer, *cells)
     if not result:
         raise UserError(no_codes)
     print(format_table(result))
@@ -482,12 +509,6 @@ def _at_least(low: int):
     return parse
 
 
-def _reference_flags(metrics: Registry) -> dict[str, RetrainReference]:
-    """The retrain references `evaluate` takes by hand, by flag (metrics may share one: PrivLeak's)."""
-    references = (metrics.get(name).reference for name in metrics.names())
-    return {r.flag.name: r for r in references if r is not None and r.flag is not None}
-
-
 def _dest(flag: str) -> str:
     return flag.lstrip("-").replace("-", "_")  # argparse's own: --reference-auc -> reference_auc
 
@@ -504,9 +525,10 @@ def _usage_error(parse):
     return checked
 
 
-def _parser(references: bool = True) -> argparse.ArgumentParser:
-    """The command line; `references`: with `evaluate`'s retrain-reference flags, which come from the
-    metric registry and so import torch."""
+def _parser(reference_types: bool = True) -> argparse.ArgumentParser:
+    """The command line; `reference_types`: `evaluate`'s retrain-reference flags checked as their
+    metrics parse them (the metric registry, and so torch); else taken as text, for `--help` and the
+    refusals that come before torch (their names and help are `names.json`'s either way)."""
     parser = _Parser(prog="llm-unlearn", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -619,11 +641,13 @@ def _parser(references: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, required=True, help="JSON file for the results")
     p.add_argument("--batch-size", type=_at_least(1), default=16)
-    if references:  # each metric's retrain reference given by hand (metrics/: `RetrainReference.flag`)
-        from llm_unlearn.metrics import METRICS  # lazy, as every verb's imports: the metrics import torch
+    types = {}  # each metric's retrain reference given by hand (metrics/: `RetrainReference.flag`)
+    if reference_types:
+        from llm_unlearn.metrics import reference_flags  # lazy, as every verb's: the metrics import torch
 
-        for flag, reference in _reference_flags(METRICS).items():
-            p.add_argument(flag, type=_usage_error(reference.flag.parse), help=reference.flag.help)
+        types = {flag: _usage_error(r.flag.parse) for flag, r in reference_flags().items()}
+    for flag, help in reference_flag_help().items():
+        p.add_argument(flag, type=types.get(flag), help=help)
     p.add_argument("--limit", type=_at_least(1), help="examples per metric (smoke runs only)")
     p.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
     p.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
@@ -632,13 +656,15 @@ def _parser(references: bool = True) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "diagnose", help="bucket overlap and update kept of UNLEARNED vs TARGET, no evaluation"
     )
-    p.add_argument("target", type=Path, help="the model before unlearning (folder)")
-    p.add_argument("unlearned", type=Path, help="the unlearned model (folder)")
+    p.add_argument("target", help="the model before unlearning: folder, Hub id[@rev] or .gguf file")
+    p.add_argument("unlearned", help="the unlearned model: folder, Hub id[@rev] or .gguf file")
     p.add_argument("--quantizer", default="rtn-w4-g128", help="quantizer name, e.g. rtn-w4-g128, bnb-nf4")
     p.add_argument("--out", type=Path, help="JSON file for the per-layer and overall statistics")
     p.add_argument("--calibration", default="generic", help="GPTQ/AWQ calibration: generic or a text file")
     p.add_argument("--samples", type=int, default=32, help="GPTQ/AWQ calibration windows")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per calibration window")
+    p.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+    p.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
     p.set_defaults(func=_diagnose)
 
     p = sub.add_parser("report", help="rewrite report.md and report.html of a run folder from its results")

@@ -35,19 +35,18 @@ from huggingface_hub import (
     get_token,
     try_to_load_from_cache,
 )
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 
 from llm_unlearn.audit.cache import CONFIG, materialize
 from llm_unlearn.audit.report import AuditCells, metric_title, verdict_markdown, verdict_settings
 from llm_unlearn.audit.results import ResultsFile
 from llm_unlearn.data.corpora import DEMO, is_hub_id
 from llm_unlearn.errors import UserError
+from llm_unlearn.locations import check_repo_id
 from llm_unlearn.methods import METHODS
 from llm_unlearn.metrics import METRICS
 from llm_unlearn.modifiers import modifiers
 from llm_unlearn.recipe import MethodSection
-from llm_unlearn.runfolder import GRID_ALIGNED, RunFolder, relabel, write_atomic
+from llm_unlearn.runfolder import GRID_ALIGNED, RunFolder, write_atomic
 from llm_unlearn.terms import TERMS
 
 CARD_FILE = "README.md"
@@ -85,30 +84,8 @@ class UploadPlan:
     notes: tuple[str, ...]
 
 
-def unlearned_models(run_dir: Path) -> list[str]:
-    """The `RUN@TARGET` names of the run's unlearned checkpoints: those it made (with resolved
-    method settings) and those it audited from elsewhere (a recipe's `models:`); by today's target
-    labels where an older version named the folders (`runfolder.relabel`)."""
-    folder = RunFolder(run_dir)
-    made = [p.name for p in folder.models.glob("*@*") if p.is_dir() and folder.method_file(p.name).is_file()]
-    return sorted({_current_name(folder, name) for name in made} | set(_audited(run_dir)))
-
-
-def _current_name(folder: RunFolder, model: str) -> str:
-    """RUN@TARGET with the target as today labels it (an older run's `npo@grid` is `npo@grid-aligned`)."""
-    run, at, target = model.rpartition("@")
-    return f"{run}@{relabel(target, folder.target_label)}" if at else model
-
-
-def _audited(run_dir: Path) -> dict[str, dict[str, str]]:
-    """The models a run audited from elsewhere, by RUN@TARGET: their checkpoint and source."""
-    folder = RunFolder(run_dir)
-    given = {m["name"] for m in (folder.read_recipe() or {}).get("models", [])}
-    return {f"{e['name']}@{e['target']}": e for e in folder.read_audited() if e["name"] in given}
-
-
 def _checkpoint(run_dir: Path, model: str) -> Path:
-    audited = _audited(run_dir).get(model)
+    audited = RunFolder(run_dir).audited_models().get(model)
     return Path(audited["checkpoint"]) if audited else RunFolder(run_dir).checkpoint(model)
 
 
@@ -122,17 +99,17 @@ def plan_push(
 ) -> UploadPlan:
     """What `push` would upload, read from the run folder only; the card is rendered, not written.
     `with_quantized` rebuilds each cached quantized variant into `hub/` once (no network)."""
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
     folder = RunFolder(run_dir)
     folder.require_run()
-    model = _choose_model(run_dir, model)
+    model = folder.choose_model(model)
     checkpoint = _checkpoint(run_dir, model)
     adapter = _adapter_files(run_dir, checkpoint) if with_adapter else []
     card = model_card(run_dir, model, repo_id, with_adapter)
     card_path = folder.hub_card(model)
     card_file = PlannedFile(CARD_FILE, card_path, len(str(card).encode()))
     own = [("recipe.yaml", folder.recipe), ("results.jsonl", folder.results)]
-    if model not in _audited(run_dir):
+    if model not in RunFolder(run_dir).audited_models():
         own.append(("method.json", folder.method_file(model)))
     run_files = [PlannedFile(f"{AUDIT_DIR}/{name}", path, path.stat().st_size) for name, path in own]
     commits = [Commit("main", (*_checkpoint_files(checkpoint), *adapter, card_file, *run_files))]
@@ -200,7 +177,7 @@ def model_card(run_dir: Path, model: str, repo_id: str, with_adapter: bool = Fal
     folder = RunFolder(run_dir)
     recipe = folder.read_recipe()
     run, target = model.split("@", 1)
-    audited = _audited(run_dir).get(model)
+    audited = RunFolder(run_dir).audited_models().get(model)
     if audited is not None:
         return _audited_card(run_dir, recipe, audited, repo_id)
     section = _method_section(recipe, run)
@@ -451,18 +428,6 @@ def _method_section(recipe: dict[str, Any], run: str) -> MethodSection:
     raise UserError(f"recipe.yaml has no method named {run!r}; the run folder is inconsistent")
 
 
-def _choose_model(run_dir: Path, model: str | None) -> str:
-    """`model` (RUN@TARGET, an older run's target label too), or the run's only unlearned model."""
-    names = unlearned_models(run_dir)
-    if model is None and len(names) == 1:
-        return names[0]
-    current = model and _current_name(RunFolder(run_dir), model)
-    if current not in names:
-        given = f"--model {model!r} is not one of" if model else "choose with --model one of"
-        raise UserError(f"{run_dir}: {given} its unlearned models: {', '.join(names) or 'none'}")
-    return current
-
-
 def _checkpoint_files(folder: Path) -> list[PlannedFile]:
     files = sorted(p for p in folder.iterdir() if p.is_file())
     if not any(p.suffix == ".safetensors" for p in files):
@@ -483,16 +448,6 @@ def _adapter_files(run_dir: Path, checkpoint: Path) -> list[PlannedFile]:
         )
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != CARD_FILE)
     return [PlannedFile(f"{ADAPTER_DIR}/{p.name}", p, p.stat().st_size) for p in files]
-
-
-def _check_repo_id(repo_id: str) -> None:
-    problem = "give ORG/NAME (letters, digits, '-', '_', '.'), e.g. my-org/npo-news"
-    if repo_id.count("/") != 1:
-        raise UserError(f"--repo-id {repo_id!r}: {problem}")
-    try:
-        validate_repo_id(repo_id)
-    except HFValidationError:
-        raise UserError(f"--repo-id {repo_id!r}: {problem}") from None
 
 
 def _check_revision(name: str) -> None:

@@ -1,4 +1,4 @@
-"""Where a model is: the checks on a checkpoint's path or Hub id, which need no model library.
+"""Where a model is, or goes: the checks on a checkpoint's path or Hub id, which need no model library.
 
 Kept apart from `models.py` (which loads checkpoints, and so imports torch and transformers) so
 that a missing folder or file is refused in a fraction of a second, before torch is imported; the
@@ -8,6 +8,9 @@ loaders run the same checks first.
 from __future__ import annotations
 
 from pathlib import Path
+
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 from llm_unlearn.data.corpora import is_hub_id
 from llm_unlearn.errors import UserError
@@ -45,3 +48,15 @@ def check_source(name_or_path: str | Path, field: str) -> None:
     text = str(name_or_path)
     if not Path(text).expanduser().exists() and not is_hub_id(text):
         raise UserError(f"{field}: folder {text!r} not found (and not a Hub id such as org/name)")
+
+
+def check_repo_id(repo_id: str) -> None:
+    """Refuse, in one line naming `--repo-id`, a Hub repository `push` cannot create: not ORG/NAME,
+    or a name the Hub refuses (huggingface_hub's own `validate_repo_id`)."""
+    problem = "give ORG/NAME (letters, digits, '-', '_', '.'), e.g. my-org/npo-news"
+    if repo_id.count("/") != 1:
+        raise UserError(f"--repo-id {repo_id!r}: {problem}")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise UserError(f"--repo-id {repo_id!r}: {problem}") from None

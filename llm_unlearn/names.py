@@ -1,14 +1,16 @@
 """The registries' names, answerable without importing them: a recipe's or a command line's
-misspelled quantizer, column, metric or method is refused before torch is imported.
+misspelled quantizer, column, metric or method is refused before torch is imported, and
+`llm-unlearn evaluate --help` lists the metrics' reference flags without importing them.
 
 The registries (`columns.COLUMN_FAMILIES`, `quant.QUANTIZER_FAMILIES`, `metrics.METRICS`,
 `methods.METHODS`) stay the one source of truth: `names.json` is their snapshot, each column
-family with the naming pattern it shows users, written from them by `tests/test_names.py`, which
-fails whenever the two drift. A name this module accepts may still be refused by its registry (a
-pattern says which settings a name may spell, not every rule its factory checks), never the
-reverse: the test holds each pattern to its factory. A name registered at run time (a user's own
-metric or method, from Python) is not in the snapshot: a registry this process has already imported
-answers for it, so the Python API keeps the registries open while the command line stays torch-free.
+family with the naming pattern it shows users and each reference flag with its help, written from
+them by `tests/test_names.py`, which fails whenever the two drift. A name this module accepts may
+still be refused by its registry (a pattern says which settings a name may spell, not every rule
+its factory checks), never the reverse: the test holds each pattern to its factory. A name
+registered at run time (a user's own metric or method, from Python) is not in the snapshot: a
+registry this process has already imported answers for it, so the Python API keeps the registries
+open while the command line stays torch-free.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def column_family(name: str) -> str:
 
 @cache
 def snapshot() -> dict[str, Any]:
-    """`names.json`: {"column"|"quantizer": {family: pattern}, "metric"|"method": [name, ...]}."""
+    """`names.json`: {"column"|"quantizer": {family: pattern}, "metric"|"method": [name, ...],
+    "reference_flag": {flag: help}}."""
     return json.loads((files("llm_unlearn") / "names.json").read_text(encoding="utf-8"))
 
 
@@ -71,6 +74,12 @@ def _registered_at_run_time(kind: Kind, key: str) -> bool:
     module, attribute = _REGISTRIES[kind]
     registry = getattr(sys.modules.get(module), attribute, None)
     return registry is not None and key in registry
+
+
+def reference_flag_help() -> dict[str, str]:
+    """`llm-unlearn evaluate`'s retrain-reference flags (`metrics.reference_flags`) with their help:
+    what its parser shows, and accepts as text, before the metrics (and torch) are imported."""
+    return snapshot()["reference_flag"]
 
 
 @cache

@@ -309,6 +309,35 @@ class RunFolder:
     def write_audited(self, models: list[dict[str, str]]) -> None:
         write_json(self.audited, models)
 
+    def audited_models(self) -> dict[str, dict[str, str]]:
+        """The models the run audited from elsewhere (its recipe's `models:`), by RUN@TARGET: their
+        audited.json entries (checkpoint and source)."""
+        given = {m["name"] for m in (self.read_recipe() or {}).get("models", [])}
+        return {f"{e['name']}@{e['target']}": e for e in self.read_audited() if e["name"] in given}
+
+    def current_name(self, model: str) -> str:
+        """RUN@TARGET with the target as today labels it (an older run's `npo@grid` is `npo@grid-aligned`)."""
+        run, at, target = model.rpartition("@")
+        return f"{run}@{relabel(target, self.target_label)}" if at else model
+
+    def unlearned_models(self) -> list[str]:
+        """The `RUN@TARGET` names of the run's unlearned checkpoints: those it made (with resolved
+        method settings) and those it audited from elsewhere, by today's target labels."""
+        made = [p.name for p in self.models.glob("*@*") if p.is_dir() and self.method_file(p.name).is_file()]
+        return sorted({self.current_name(name) for name in made} | set(self.audited_models()))
+
+    def choose_model(self, model: str | None) -> str:
+        """`model` (`push --model RUN@TARGET`, an older run's target label too) by its current name,
+        or the run's only unlearned model; anything else refused in one line naming the choices."""
+        names = self.unlearned_models()
+        if model is None and len(names) == 1:
+            return names[0]
+        current = model and self.current_name(model)
+        if current not in names:
+            given = f"--model {model!r} is not one of" if model else "choose with --model one of"
+            raise UserError(f"{self.root}: {given} its unlearned models: {', '.join(names) or 'none'}")
+        return current
+
     def read_method(self, model: str) -> dict[str, Any] | None:
         path = self.method_file(model)
         return read_json(path) if path.is_file() else None

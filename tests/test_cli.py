@@ -147,6 +147,30 @@ QUICK = {
         "the following arguments are required: --data, --out",
     ),
     "verify --help": (["verify", "--help"], 0, "certificate"),
+    "evaluate --help": (["evaluate", "--help"], 0, "--reference-truth-ratios"),
+    "diagnose --help": (["diagnose", "--help"], 0, "--trust-remote-code"),
+    "evaluate, missing data": (
+        ["evaluate", "--model", "{tmp}", "--data", "{tmp}/none", "--out", "{tmp}/o.json"],
+        2,
+        "--data: folder '{tmp}/none' not found",
+    ),
+    "audit, missing data": (
+        ["audit", "--target", "{tmp}", "--model", "a={tmp}", "--data", "{tmp}/none", "--out", "{tmp}/o"],
+        2,
+        "data.source: folder '{tmp}/none' not found",
+    ),
+    "run, missing data": (
+        ["run", "{tmp}/q.yaml", *["--set", "quantize=[fp]", "--set", "model.target={tmp}"]]
+        + ["--set", "data.source={tmp}/none"],
+        2,
+        "data.source: folder '{tmp}/none' not found",
+    ),
+    "push, unknown model": (
+        ["push", "{tmp}/run", "--repo-id", "org/name", "--model", "npo@grid"],
+        2,
+        "--model 'npo@grid' is not one of its unlearned models: none",
+    ),
+    "push, bad repo id": (["push", "{tmp}/run", "--repo-id", "a/b/c"], 2, "--repo-id 'a/b/c': give ORG/NAME"),
 }
 
 
@@ -157,6 +181,8 @@ def test_refusals_do_not_import_torch(tmp_path: Path, argv: list[str], code: int
     (tmp_path / "q.yaml").write_text(yaml.safe_dump({**recipe, "output": {"dir": f"{tmp_path}/o"}}))
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "certificate.json").write_text("{}")
+    (tmp_path / "run" / "recipe.yaml").write_text("name: a\n")  # a run, with no unlearned model
+    (tmp_path / "run" / "results.jsonl").write_text("{}\n")
     argv = [a.format(tmp=tmp_path) for a in argv]
     text = text.format(tmp=tmp_path)
     script = (

@@ -169,7 +169,7 @@ RECIPE_CASES: list[tuple[str, list, str]] = [
     ("models-tokenizer", [edit("models", [{"name": "x", "path": shared_path("othertok")}])], "models.0.path: tokenizer differs"),
     ("rtn-group", [edit("quantize", ["rtn-w4-g64"])], "quantize: rtn-w4-g64 cannot quantize model.layers.0"),
     ("grid-align-group", [edit("model.grid_align", "rtn-w4-g128")], "model.grid_align: rtn-w4-g128 cannot quantize"),
-    ("data-missing", [edit("data.source", "/no/data")], "/no/data: folder not found"),
+    ("data-missing", [edit("data.source", "/no/data")], "data.source: folder '/no/data' not found"),
     ("data-is-file", [edit("data.source", "FILE")], "is a file; expected a folder laid out <config>/<split>.json"),
     ("data-split", [edit("data.forget_split", "forget9")], "split 'forget9'"),
     ("output-file", [edit("output.dir", "FILE")], "output.dir: "),
@@ -333,7 +333,7 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
     ("evaluate-metrics-empty", ["evaluate", "--model", "TARGET", "--data", "MUSE", "--out", "OUT", "--metrics", ""], "--metrics '': expected comma-separated names"),
     ("evaluate-metric-unknown", ["evaluate", *["--model", "TARGET", "--data", "MUSE", "--out", "OUT", "--metrics", "foo"]], "unknown metric 'foo'"),
     ("evaluate-model-missing", ["evaluate", *["--model", "/no/model", "--data", "MUSE", "--out", "OUT"]], "--model: folder '/no/model' not found"),
-    ("evaluate-data-missing", ["evaluate", *["--model", "TARGET", "--data", "/no/data", "--out", "OUT"]], "/no/data: folder not found"),
+    ("evaluate-data-missing", ["evaluate", *["--model", "TARGET", "--data", "/no/data", "--out", "OUT"]], "--data: folder '/no/data' not found"),
     ("evaluate-out-folder", ["evaluate", *["--model", "TARGET", "--data", "MUSE", "--out", "WORK"]], "is a folder; give a JSON file name"),
     ("evaluate-no-out", ["evaluate", *["--model", "TARGET", "--data", "MUSE"]], "the following arguments are required: --out"),
     ("evaluate-pickle", ["evaluate", *["--model", "PICKLED", "--data", "MUSE", "--out", "OUT"]], "holds weights only as pickle"),
@@ -348,6 +348,9 @@ CLI_CASES: list[tuple[str, list[str], str]] = [
     ("audit-default-relearn-too-many", ["audit", "--target", "TARGET", "--model", "a=TARGET", "--data", "MUSE", "--out", "WORK/run"], "relearn.0.samples: 8, but forget has 3 texts; ask for at most that many"),
     ("audit-torn-recipe", ["audit", "--target", "TARGET", "--model", "a=TARGET", "--data", "MUSE", "--out", "TORN"], "recipe.yaml: not readable YAML"),
     ("report-torn-recipe", ["report", "TORN"], "recipe.yaml: not readable YAML"),
+    ("diagnose-pickle", ["diagnose", "TARGET", "PICKLED"], "holds weights only as pickle (pytorch_model.bin), which can run code when loaded; convert it to safetensors, or allow it once with --allow-pickle"),
+    ("diagnose-no-weights", ["diagnose", "NOWEIGHTS", "TARGET"], "holds a config.json but no weights"),
+    ("diagnose-adapter", ["diagnose", "TARGET", "ADAPTER"], "UNLEARNED: is a PEFT adapter; `llm-unlearn audit` merges it"),
     ("diagnose-forget-text", ["diagnose", "TARGET", "TARGET", "--quantizer", "gptq-w4-g32@forget"], "--quantizer gptq-w4-g32@forget: diagnose reads no dataset"),
     ("push-no-run", ["push", "WORK", "--repo-id", "org/name", "--dry-run"], "no recipe.yaml and results.jsonl here"),
     ("push-bad-repo", ["push", "TORN", "--repo-id", "not a repo", "--dry-run"], "--repo-id 'not a repo': give ORG/NAME"),
@@ -370,6 +373,10 @@ def test_command_line_mistakes(tmp_path, shared, capsys, monkeypatch, argv, expe
     ):
         (tmp_path / name).mkdir()
         (tmp_path / name / "results.jsonl").write_text(lines)
+    (tmp_path / "adapter").mkdir()  # a PEFT adapter of the target
+    (tmp_path / "adapter" / "adapter_config.json").write_text(
+        json.dumps({"base_model_name_or_path": str(shared["target"])})
+    )
     (tmp_path / "torn").mkdir()  # a crash of an older version mid-write, or a hand edit
     (tmp_path / "torn" / "recipe.yaml").write_text("name: t\nmodel: {target: [oops\n")
     (tmp_path / "torn" / "results.jsonl").write_text(
@@ -379,7 +386,7 @@ def test_command_line_mistakes(tmp_path, shared, capsys, monkeypatch, argv, expe
         "TARGET": shared["target"], "WIDE": shared["wide"], "PICKLED": shared["pickled"], "MUSE": shared["muse"],
         "OUT": work / "out.json", "WORK": work, "RECIPE": tmp_path / "recipe.yaml",
         "EMPTYRUN": tmp_path / "emptyrun", "BADRUN": tmp_path / "badrun", "TORN": tmp_path / "torn",
-        "NOWEIGHTS": shared["noweights"],
+        "NOWEIGHTS": shared["noweights"], "ADAPTER": tmp_path / "adapter",
     }  # fmt: skip
     argv = [str(places.get(a, a)) if a in places else a.replace("WORK", str(work)) for a in argv]
     before = workspace_files(tmp_path)
@@ -719,6 +726,39 @@ def test_a_checkpoint_with_its_own_code_runs_only_when_trusted_and_the_certifica
     assert main(["evaluate", "--model", str(remote), *data, "--out", str(own), "--trust-remote-code"]) == 0
     assert main(["evaluate", "--model", str(shared["target"]), *data, "--out", str(plain)]) == 0
     assert json.loads(own.read_text()) == json.loads(plain.read_text())
+
+
+def test_diagnose_runs_a_checkpoints_own_code_only_when_trusted(tmp_path, shared, capsys) -> None:
+    """`diagnose` resolves its models as `evaluate` does: refused in one line naming the flag, never
+    transformers' stdin prompt; with the flag, the code runs and the diagnosis is Llama's own."""
+    marker = tmp_path / "code-ran"
+    remote = remote_code_checkpoint(shared["target"], tmp_path / "remote", "diagnosed_arch", marker)
+    quantizer, needs = ["--quantizer", "rtn-w8"], f"{remote} needs its own Python code to load"
+    one_line_error(
+        capsys, ["diagnose", str(shared["target"]), str(remote), *quantizer], f"UNLEARNED: {needs}"
+    )
+    diagnose = ["diagnose", str(remote), str(remote), *quantizer]
+    one_line_error(capsys, diagnose, f"TARGET: {needs}")
+    one_line_error(capsys, diagnose, "if you trust that code, pass --trust-remote-code")
+    assert not marker.exists()
+    own, plain = tmp_path / "own.json", tmp_path / "plain.json"
+    assert main([*diagnose, "--trust-remote-code", "--out", str(own)]) == 0
+    assert marker.exists()
+    target = str(shared["target"])
+    assert main(["diagnose", target, target, *quantizer, "--out", str(plain)]) == 0
+    assert json.loads(own.read_text()) == json.loads(plain.read_text())  # the same weights: identical
+
+
+def test_diagnose_reads_a_pickled_checkpoint_only_when_allowed(tmp_path, shared, monkeypatch) -> None:
+    """With --allow-pickle, diagnose reads the cached safetensors copy, as the audit does: the same
+    weights as the target (the same seed), so the same diagnosis as the target against itself."""
+    monkeypatch.setenv("LLM_UNLEARN_CACHE", str(tmp_path / "cache"))
+    target, pickled = str(shared["target"]), str(shared["pickled"])
+    converted, plain = tmp_path / "converted.json", tmp_path / "plain.json"
+    diagnose = ["diagnose", target, pickled, "--quantizer", "rtn-w8", "--out", str(converted)]
+    assert main([*diagnose, "--allow-pickle"]) == 0
+    assert main(["diagnose", target, target, "--quantizer", "rtn-w8", "--out", str(plain)]) == 0
+    assert json.loads(converted.read_text()) == json.loads(plain.read_text())
 
 
 def test_a_crafted_gguf_file_from_the_hub_is_checked_before_it_is_parsed(

@@ -1,4 +1,5 @@
-"""`llm_unlearn/locations.py`: a checkpoint's path or Hub id checked without loading anything."""
+"""`llm_unlearn/locations.py`: a checkpoint's path or Hub id, and a repo id to push to, checked
+without loading anything."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from llm_unlearn.errors import UserError
-from llm_unlearn.locations import check_checkpoint, check_source, split_revision
+from llm_unlearn.locations import check_checkpoint, check_repo_id, check_source, split_revision
 
 
 def test_split_revision() -> None:
@@ -44,3 +45,14 @@ def test_what_is_neither_is_refused_naming_the_field(tmp_path: Path, spec: str, 
 def test_check_source_refuses_a_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(UserError, match=r"^UNLEARNED: folder '.*/none' not found \(and not a Hub id"):
         check_source(tmp_path / "none", "UNLEARNED")
+
+
+@pytest.mark.parametrize("repo_id", ["org/name", "my-org/npo_news.v2"])
+def test_a_repo_id_the_hub_takes_passes(repo_id: str) -> None:
+    check_repo_id(repo_id)
+
+
+@pytest.mark.parametrize("repo_id", ["name", "a/b/c", "org/na me", "org/-name", "org/name--x"])
+def test_a_repo_id_the_hub_refuses_is_refused_naming_the_flag(repo_id: str) -> None:
+    with pytest.raises(UserError, match=f"^--repo-id '{repo_id}': give ORG/NAME"):
+        check_repo_id(repo_id)

@@ -16,7 +16,7 @@ import pytest
 from llm_unlearn.columns import COLUMN_FAMILIES, get_column
 from llm_unlearn.errors import UserError
 from llm_unlearn.methods import METHODS
-from llm_unlearn.metrics import METRICS
+from llm_unlearn.metrics import METRICS, reference_flags
 from llm_unlearn.names import check_name, pattern_regex, snapshot
 from llm_unlearn.quant import QUANTIZER_FAMILIES, get_quantizer
 from llm_unlearn.registry import UnknownNameError
@@ -32,12 +32,14 @@ SUFFIXES = ("", "@forget", "@generic", "@x")
 
 
 def registry_snapshot() -> dict:
-    """What `names.json` must hold: each registry's names, column families with their patterns."""
+    """What `names.json` must hold: each registry's names, column families with their patterns, the
+    metrics' reference flags with their help."""
     return {
         "column": {f: getattr(COLUMN_FAMILIES.get(f), "pattern", "") for f in COLUMN_FAMILIES},
         "quantizer": {f: getattr(QUANTIZER_FAMILIES.get(f), "pattern", "") for f in QUANTIZER_FAMILIES},
         "metric": METRICS.names(),
         "method": METHODS.names(),
+        "reference_flag": {flag: r.flag.help for flag, r in reference_flags().items()},
     }
 
 

@@ -34,6 +34,7 @@ from llm_unlearn.metrics.registry import (
     benchmark_metrics,
     examples,
     metric_ci,
+    reference_flags,
     register_metric,
 )
 
@@ -49,6 +50,7 @@ __all__ = [
     "evaluate",
     "examples",
     "metric_ci",
+    "reference_flags",
     "register_metric",
     "required_splits",
 ]

@@ -195,6 +195,13 @@ def metric_ci(
     return interval(examples(result, metric), resamples, confidence, seed)
 
 
+def reference_flags() -> dict[str, RetrainReference]:
+    """The retrain references `llm-unlearn evaluate` takes by hand, by flag (metrics may share one:
+    PrivLeak's); `names.json` records their names and help for a parser built without torch."""
+    references = (METRICS.get(name).reference for name in METRICS.names())
+    return {r.flag.name: r for r in references if r is not None and r.flag is not None}
+
+
 def benchmark_defaults(benchmark: str) -> tuple[str, ...]:
     """The benchmark's own metrics in their `default_rank` order: a recipe's and the CLI's default."""
     ranked = [
