@@ -303,7 +303,8 @@ def test_report_shows_recovery_against_the_same_target() -> None:
 
 def test_a_column_with_cells_for_some_metrics_only(run_dir) -> None:
     """An in-context column has KnowMem-forget cells and none for KnowMem-retain: the verdict takes
-    it as an attack route, and every table and page is written, its missing cells blank."""
+    it as an attack route, and every table and page is written, a metric's table without the
+    columns that never evaluate it."""
     config = get_column("incontext-forget-3").config()
     rows = results()
     for model, share in {"target": 0.0, "ga": 0.1, "oeu": 0.9}.items():
@@ -319,5 +320,8 @@ def test_a_column_with_cells_for_some_metrics_only(run_dir) -> None:
     assert in_context["ga"]["recovery"] == pytest.approx(10) and in_context["ga"]["verdict"] == "holds"
     assert "incontext-forget-3" in text and (run_dir / "report.html").is_file()
     retain = text[text.index("### KnowMem on retain") :].split("\n\n")[1].splitlines()
-    assert retain[0].endswith("| rtn-w4-g32 | incontext-forget-3 |")
-    assert all(row.endswith("|  |") for row in retain[2:])  # no retain cell: a blank one
+    assert retain[0].endswith("| rtn-w4-g32 |")  # no retain cell in the column: not in the table
+    forget = text[text.index("### KnowMem on forget") :].split("\n\n")[1].splitlines()
+    assert forget[0].endswith("| rtn-w4-g32 | incontext-forget-3 |")
+    html = (run_dir / "report.html").read_text()
+    assert html.count("<th>incontext-forget-3</th>") == 1  # KnowMem on forget's table alone

@@ -78,7 +78,6 @@ def render_html(
         verdicts=[_verdict_view(c) for c in verdicts],
         legend=verdict_legend(cells.settings),
         states=[{"verdict": v, "css": VERDICT_CSS[v]} for v in VERDICT_ORDER],
-        quantizers=tables.quantizers,
         has_relearn=any(tables.is_change(q) for q in tables.quantizers),
         has_grid=tables.has_grid_aligned(),
         metrics=[_metric_view(tables, cells, metric) for metric in tables.values],
@@ -124,14 +123,14 @@ def worst_examples(
 
 
 def _metric_view(tables: MetricTables, cells: AuditCells, metric: str) -> dict[str, Any]:
-    view = []
+    view, shown = [], tables.columns_of(metric)
     for model, target in sorted(tables.values[metric], key=row_order):
         row = []
-        for q in tables.quantizers:
+        for q in shown:
             cell = cells.get(model, target, q, metric)
             row.append({"text": cell.text() if cell else "", "css": css(cell)})
         view.append({"model": model, "target": TARGET_LABELS.get(target, target), "cells": row})
-    return {"title": metric_title(metric), "rows": view}
+    return {"title": metric_title(metric), "columns": shown, "rows": view}
 
 
 def css(cell: Cell | None) -> str:

@@ -424,6 +424,11 @@ class MetricTables:
         """Whether a target of the run is the grid-aligned copy (`model.grid_align`)."""
         return any(t == GRID_ALIGNED for rows in self.values.values() for _, t in rows)
 
+    def columns_of(self, metric: str) -> list[str]:
+        """The columns with a cell of `metric` (an attack column has none of a retain metric), in
+        audit order: a metric's table shows no column that never evaluates it."""
+        return [q for q in self.quantizers if any(q in row for row in self.values[metric].values())]
+
     def is_change(self, column: str) -> bool:
         """Whether `column` is a change made to the model (a relearn check, at full precision) rather
         than a precision or format it ships in (a quantizer): its kind says (`columns.is_format`)."""
@@ -471,11 +476,12 @@ def render_markdown(results: list[dict[str, Any]], title: str, cells: AuditCells
     ]
     lines += _summary(cells, table, quantizers)
     for metric, rows in table.items():
+        shown = tables.columns_of(metric)
         lines += [f"### {metric_title(metric)}", ""]
-        lines.append("| model | target | " + " | ".join(quantizers) + " |")
-        lines.append("|---|---|" + "---|" * len(quantizers))
+        lines.append("| model | target | " + " | ".join(shown) + " |")
+        lines.append("|---|---|" + "---|" * len(shown))
         for model, target in sorted(rows, key=row_order):
-            found = [cells.get(model, target, q, metric) for q in quantizers]
+            found = [cells.get(model, target, q, metric) for q in shown]
             texts = ["" if c is None else c.text() for c in found]
             lines.append(f"| {model} | {TARGET_LABELS.get(target, target)} | " + " | ".join(texts) + " |")
         lines.append("")
