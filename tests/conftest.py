@@ -20,6 +20,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from llm_unlearn import filehash
 from llm_unlearn.data.demo import BENCH_DIR
 from llm_unlearn.models import save_checkpoint
 
@@ -151,3 +152,18 @@ def folder(tmp_path_factory, tok):
     """A one-block Llama whose Linear inputs (128, 256) divide into groups of 32, 64 and 128."""
     model = tiny_llama(tok, hidden_size=128, intermediate_size=256, num_hidden_layers=1)
     return save_checkpoint(model, tok, tmp_path_factory.mktemp("q") / "tiny")
+
+
+@pytest.fixture
+def reads(monkeypatch) -> list[Path]:
+    """The files `sha256_file` read, in order; the memo trusts files however recently written."""
+    seen: list[Path] = []
+    real = filehash.sha256_file
+
+    def spy(path: Path) -> str:
+        seen.append(path)
+        return real(path)
+
+    monkeypatch.setattr(filehash, "sha256_file", spy)
+    monkeypatch.setattr(filehash, "RACY_NS", 0)
+    return seen

@@ -14,7 +14,6 @@ import pytest
 import yaml
 from helpers import gate_results
 
-from llm_unlearn import filehash
 from llm_unlearn.audit.certificate import certificate, passes, verify, write_certificate
 from llm_unlearn.audit.write import write_report
 from llm_unlearn.cli import main
@@ -203,21 +202,6 @@ def test_a_gate_on_one_route_passes_a_model_that_fails_only_on_the_other() -> No
     assert passes(shipped_fails, verdict, 50, "attack")
     shipped_fails["routes"]["attack"] = None  # no attack column: nothing stands against it there
     assert passes(shipped_fails, verdict, 50, "attack")
-
-
-@pytest.fixture
-def reads(monkeypatch) -> list[Path]:
-    """The files read to be hashed; the memo trusts files however recently written."""
-    seen: list[Path] = []
-    real = filehash.sha256_file
-
-    def spy(path: Path) -> str:
-        seen.append(path)
-        return real(path)
-
-    monkeypatch.setattr(filehash, "sha256_file", spy)
-    monkeypatch.setattr(filehash, "RACY_NS", 0)
-    return seen
 
 
 def test_a_report_reads_only_the_files_changed_since_the_last(run_dir, reads) -> None:

@@ -7,27 +7,11 @@ import hashlib
 import json
 import os
 import time
-from pathlib import Path
 
 import pytest
 
 from llm_unlearn import filehash
 from llm_unlearn.filehash import HashMemo, sha256_file, sha256_files
-
-
-@pytest.fixture
-def reads(monkeypatch) -> list[Path]:
-    """The files `sha256_file` read, in order; the memo trusts files however recently written."""
-    seen: list[Path] = []
-    real = filehash.sha256_file
-
-    def spy(path: Path) -> str:
-        seen.append(path)
-        return real(path)
-
-    monkeypatch.setattr(filehash, "sha256_file", spy)
-    monkeypatch.setattr(filehash, "RACY_NS", 0)
-    return seen
 
 
 def test_sha256_file_hashes_every_byte(tmp_path) -> None:
