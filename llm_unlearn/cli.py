@@ -546,6 +546,11 @@ def _parser(reference_types: bool = True) -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    def checkpoint_flags(p: argparse.ArgumentParser) -> None:
+        # what a verb that loads checkpoints may be told to accept; never on unless given
+        p.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
+        p.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
+
     def fail_above(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--fail-above",
@@ -607,8 +612,7 @@ def _parser(reference_types: bool = True) -> argparse.ArgumentParser:
         "relearning",
     )
     p.add_argument("--batch-size", type=_at_least(1), help="evaluation batch size (default 16)")
-    p.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
-    p.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
+    checkpoint_flags(p)
     fail_above(p)
     recipe_command("check", _check, "validate a recipe and print it resolved, without running it")
     p = recipe_command("demo", _demo, "the offline demo audit (recipes/demo.yaml)", with_recipe=False)
@@ -649,8 +653,7 @@ def _parser(reference_types: bool = True) -> argparse.ArgumentParser:
     for flag, help in reference_flag_help().items():
         p.add_argument(flag, type=types.get(flag), help=help)
     p.add_argument("--limit", type=_at_least(1), help="examples per metric (smoke runs only)")
-    p.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
-    p.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
+    checkpoint_flags(p)
     p.set_defaults(func=_evaluate)
 
     p = sub.add_parser(
@@ -663,8 +666,7 @@ def _parser(reference_types: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--calibration", default="generic", help="GPTQ/AWQ calibration: generic or a text file")
     p.add_argument("--samples", type=int, default=32, help="GPTQ/AWQ calibration windows")
     p.add_argument("--seq-len", type=int, default=128, help="tokens per calibration window")
-    p.add_argument("--allow-pickle", action="store_true", help=ALLOW_PICKLE_HELP)
-    p.add_argument("--trust-remote-code", action="store_true", help=TRUST_REMOTE_CODE_HELP)
+    checkpoint_flags(p)
     p.set_defaults(func=_diagnose)
 
     p = sub.add_parser("report", help="rewrite report.md and report.html of a run folder from its results")

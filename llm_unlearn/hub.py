@@ -109,7 +109,7 @@ def plan_push(
     card_path = folder.hub_card(model)
     card_file = PlannedFile(CARD_FILE, card_path, len(str(card).encode()))
     own = [("recipe.yaml", folder.recipe), ("results.jsonl", folder.results)]
-    if model not in RunFolder(run_dir).audited_models():
+    if model not in folder.audited_models():
         own.append(("method.json", folder.method_file(model)))
     run_files = [PlannedFile(f"{AUDIT_DIR}/{name}", path, path.stat().st_size) for name, path in own]
     commits = [Commit("main", (*_checkpoint_files(checkpoint), *adapter, card_file, *run_files))]
@@ -177,7 +177,7 @@ def model_card(run_dir: Path, model: str, repo_id: str, with_adapter: bool = Fal
     folder = RunFolder(run_dir)
     recipe = folder.read_recipe()
     run, target = model.split("@", 1)
-    audited = RunFolder(run_dir).audited_models().get(model)
+    audited = folder.audited_models().get(model)
     if audited is not None:
         return _audited_card(run_dir, recipe, audited, repo_id)
     section = _method_section(recipe, run)
