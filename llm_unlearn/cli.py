@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NoReturn
 import yaml
 
 from llm_unlearn.columns import ROUTES
-from llm_unlearn.data.corpora import DEMO
+from llm_unlearn.data.corpora import DEMO, DEMO_QUICK
 from llm_unlearn.errors import UserError
 from llm_unlearn.locations import check_checkpoint, check_repo_id, check_source
 from llm_unlearn.names import Kind, check_name, reference_flag_help
@@ -39,8 +39,11 @@ if TYPE_CHECKING:
 SUBCOMMANDS = ("run", "audit", "check", "demo", "evaluate", "report", "verify", "diagnose", "cnn", "push")
 
 
-def demo_recipe(full: bool = False, benchmark: str = "muse") -> Path:
-    name = "demo_tofu.yaml" if benchmark == "tofu" else "demo_full.yaml" if full else "demo.yaml"
+def demo_recipe(full: bool = False, benchmark: str = "muse", quick: bool = False) -> Path:
+    if benchmark == "tofu":
+        name = "demo_tofu.yaml"
+    else:
+        name = "demo_full.yaml" if full else "demo_quick.yaml" if quick else "demo.yaml"
     return Path(str(files("llm_unlearn") / "recipes" / name))
 
 
@@ -133,8 +136,8 @@ def _run_recipe(recipe, args: argparse.Namespace) -> int:
     print(f"log:     {folder.log} (warnings and training logs)")
     lines, failed = gate_summary(verdict, args.fail_above, str(folder.verdict), args.fail_on)
     print("\n".join(lines))
-    if recipe.model.target == DEMO:
-        print("\n".join(_demo_models(folder)))
+    if recipe.model.target in (DEMO, DEMO_QUICK):
+        print("\n".join(_demo_models(folder, recipe.model.target)))
     fail_above, fail_on = args.fail_above, args.fail_on
     if fail_above is not None and folder.verdict.is_file():
         print(f"certificate: {write_certificate(folder.root, fail_above, fail_on)}")
@@ -145,14 +148,15 @@ def _run_recipe(recipe, args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _demo_models(folder: RunFolder) -> list[str]:
-    """Where the demo's natural target and retrain model are, and the audit of a model of one's own
-    against them (`--target demo` resolves the same cached models)."""
-    paths = {m["name"]: m["checkpoint"] for m in folder.read_audited() if m["source"] == DEMO}
+def _demo_models(folder: RunFolder, target: str) -> list[str]:
+    """Where the demo's natural target (`target`: demo or demo_quick) and retrain model are, and the
+    audit of a model of one's own against them (`--target {target}` resolves the same cached models)."""
+    demo = (DEMO, DEMO_QUICK)
+    paths = {m["name"]: m["checkpoint"] for m in folder.read_audited() if m["source"] in demo}
     return [
         *(f"demo {name}: {path}" for name, path in paths.items()),
-        "audit a model of yours against them: llm-unlearn audit --target demo --retrain demo --data demo "
-        "--model NAME=PATH --out runs/mine",
+        f"audit a model of yours against them: llm-unlearn audit --target {target} --retrain demo "
+        "--data demo --model NAME=PATH --out runs/mine",
     ]
 
 
@@ -222,8 +226,8 @@ def known_grid(target: str) -> str | None:
     `model.grid_align`), or a run's grid-aligned target (`<run>/models/target@grid-aligned`, whose
     run's recipe.yaml names it); None otherwise."""
     path = Path(target).expanduser()
-    if target == DEMO:
-        recipe = read_unlearning_recipe(demo_recipe())
+    if target in (DEMO, DEMO_QUICK):
+        recipe = read_unlearning_recipe(demo_recipe(quick=target == DEMO_QUICK))
     elif path.name == f"target@{GRID_ALIGNED}" and path.parent.name == "models":
         recipe = RunFolder(path.parents[1]).read_recipe() or {}
     else:
@@ -304,11 +308,12 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    if args.full and args.benchmark == "tofu":
-        raise UserError(
-            "demo: --full is the MUSE demo's; the TOFU demo has one recipe (recipes/demo_tofu.yaml)"
-        )
-    args.recipe = demo_recipe(args.full, args.benchmark)
+    if args.full and args.quick:
+        raise UserError("demo: --full and --quick are two demos; give one of them")
+    flag = "--full" if args.full else "--quick" if args.quick else None
+    if flag and args.benchmark == "tofu":
+        raise UserError(f"demo: {flag} is the MUSE demo's; the TOFU demo has one (recipes/demo_tofu.yaml)")
+    args.recipe = demo_recipe(args.full, args.benchmark, args.quick)
     return _run(args)
 
 
@@ -581,8 +586,9 @@ def _parser(reference_types: bool = True) -> argparse.ArgumentParser:
     p.add_argument(
         "--target",
         metavar="[NAME=]PATH",
-        help="the model before unlearning: folder, Hub id[@rev], .gguf file, or 'demo' (the demo's natural "
-        "target); NAME labels it in results and report (e.g. released-4bit=org/model; default: target)",
+        help="the model before unlearning: folder, Hub id[@rev], .gguf file, 'demo' (the demo's natural "
+        "target) or 'demo_quick' (the quick demo's); NAME labels it in results and report (e.g. "
+        "released-4bit=org/model; default: target)",
     )
     p.add_argument(
         "--model",
@@ -627,6 +633,12 @@ def _parser(reference_types: bool = True) -> argparse.ArgumentParser:
         "--full",
         action="store_true",
         help="also GPTQ, AWQ, NF4 and LLM.int8() columns (recipes/demo_full.yaml; needs [gptq,bnb])",
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a first look in about 5 minutes on 2 cores: two methods on the grid-aligned target, "
+        "fp, 4-bit and relearning (recipes/demo_quick.yaml)",
     )
     recipe_command("cnn", _cnn, "the CNN track: train, unlearn and score a quantized CNN (FA/RA/TA/MIA/AG)")
 

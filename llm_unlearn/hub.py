@@ -39,7 +39,7 @@ from huggingface_hub import (
 from llm_unlearn.audit.cache import CONFIG, materialize
 from llm_unlearn.audit.report import AuditCells, metric_title, verdict_markdown, verdict_settings
 from llm_unlearn.audit.results import ResultsFile
-from llm_unlearn.data.corpora import DEMO, is_hub_id
+from llm_unlearn.data.corpora import DEMO, DEMO_QUICK, is_hub_id
 from llm_unlearn.errors import UserError
 from llm_unlearn.locations import check_repo_id
 from llm_unlearn.methods import METHODS
@@ -384,7 +384,8 @@ def _hyper_parameters(recipe: dict[str, Any], resolved: dict[str, Any]) -> dict[
 
 def _base_description(recipe: dict[str, Any], target: str) -> str:
     base = recipe["model"]["target"]
-    name = "the llm-unlearn demo model" if base == DEMO else f"`{base}`" if _is_hub(base) else "a local model"
+    demo = {DEMO: "the llm-unlearn demo model", DEMO_QUICK: "the llm-unlearn quick demo model"}
+    name = demo.get(base) or (f"`{base}`" if _is_hub(base) else "a local model")
     if target == GRID_ALIGNED:
         return f"A copy of {name} with its Linear weights on the `{recipe['model']['grid_align']}` grid"
     return name[0].upper() + name[1:]
@@ -398,7 +399,7 @@ def _dataset_label(source: str) -> str:
 
 
 def _is_hub(name: str) -> bool:
-    return name != DEMO and not Path(name).expanduser().exists() and is_hub_id(name)
+    return name not in (DEMO, DEMO_QUICK) and not Path(name).expanduser().exists() and is_hub_id(name)
 
 
 def _base_license(base: str) -> str | None:

@@ -25,7 +25,7 @@ from llm_unlearn.columns import get_column
 from llm_unlearn.context import prompt_budget, special_prefix_length, window_length
 from llm_unlearn.data.benchmark import load_benchmark, training_texts, training_windows
 from llm_unlearn.data.collate import ForgetRetainDataset
-from llm_unlearn.data.corpora import DEMO, MuseCorpus
+from llm_unlearn.data.corpora import DEMO, DEMO_QUICK, MuseCorpus
 from llm_unlearn.data.tofu import DEMO_TOFU, TofuCorpus
 from llm_unlearn.display import current_display, run_display
 from llm_unlearn.errors import UserError
@@ -235,12 +235,15 @@ def resolve_sources(recipe: Recipe) -> dict[str, Checkpoint]:
     named = (recipe.model.target, recipe.model.retrain)
     # what the user trusts, for every model named
     trust = {"allow_pickle": recipe.model.allow_pickle, "trust_remote_code": recipe.model.trust_remote_code}
-    demo = demo_checkpoints() if DEMO in named else {}
+    # the demo's checkpoints that the fields name, built on first use
+    wanted = [key for name, key in zip(named, ("target", "retrain"), strict=True) if name == DEMO]
+    wanted += ["quick-target"] if recipe.model.target == DEMO_QUICK else []
+    demo = demo_checkpoints(wanted) if wanted else {}
     if DEMO_TOFU in named:
         demo |= {f"{DEMO_TOFU}/{k}": v for k, v in demo_tofu_checkpoints(recipe.data.forget_split).items()}
     target = recipe.model.target
-    if target in (DEMO, DEMO_TOFU):
-        key = "target" if target == DEMO else f"{DEMO_TOFU}/target"
+    if target in (DEMO, DEMO_QUICK, DEMO_TOFU):
+        key = {DEMO: "target", DEMO_QUICK: "quick-target", DEMO_TOFU: f"{DEMO_TOFU}/target"}[target]
         sources = {"model.target": Checkpoint(target, demo[key])}
     elif recipe.model.gguf_file:
         path = gguf_checkpoint(target, recipe.model.gguf_file)

@@ -31,6 +31,7 @@ from transformers import TrainingArguments
 
 from llm_unlearn.columns import column_family, get_column
 from llm_unlearn.data.benchmark import detect_benchmark
+from llm_unlearn.data.corpora import DEMO, DEMO_QUICK
 from llm_unlearn.data.tofu import FORGET_SPLITS, role_config
 from llm_unlearn.data.wmdp import check_corpus_split
 from llm_unlearn.methods import METHODS
@@ -99,7 +100,8 @@ def _renamed_target(label: Any) -> Any:
 
 class ModelSection(_Section):
     target: Annotated[str, AfterValidator(_home)] = Field(
-        description="The model to unlearn: 'demo', a local checkpoint folder or a Hub id."
+        description="The model to unlearn: 'demo', 'demo_quick' (the quick demo's target), a local "
+        "checkpoint folder or a Hub id."
     )
     name: str | None = Field(
         default=None,
@@ -146,6 +148,13 @@ class ModelSection(_Section):
         if name in ("retrain", NO_TARGET, GRID_ALIGNED, LEGACY_GRID):
             raise ValueError(f"{name!r} labels other rows of the audit; choose another name")
         return name
+
+    @field_validator("retrain")
+    @classmethod
+    def _not_the_quick_target(cls, retrain: str | None) -> str | None:
+        if retrain == DEMO_QUICK:
+            raise ValueError(f"{DEMO_QUICK!r} is the quick demo's target; its retrain model is {DEMO!r}")
+        return retrain
 
     @field_validator("grid_align")
     @classmethod

@@ -171,6 +171,8 @@ QUICK = {
         "--model 'npo@grid' is not one of its unlearned models: none",
     ),
     "push, bad repo id": (["push", "{tmp}/run", "--repo-id", "a/b/c"], 2, "--repo-id 'a/b/c': give ORG/NAME"),
+    "demo, two demos": (["demo", "--quick", "--full"], 2, "--full and --quick are two demos"),
+    "demo, quick TOFU": (["demo", "--quick", "--benchmark", "tofu"], 2, "--quick is the MUSE demo's"),
 }
 
 
@@ -200,6 +202,8 @@ def test_refusals_do_not_import_torch(tmp_path: Path, argv: list[str], code: int
 def test_audit_defaults_to_the_targets_grid_where_it_is_known(tmp_path: Path) -> None:
     demo_grid = yaml.safe_load(demo_recipe().read_text())["model"]["grid_align"]
     assert _default_quantizers("demo") == f"fp,rtn-w8,{demo_grid},cast-fp16,cast-bf16"
+    quick_grid = yaml.safe_load(demo_recipe(quick=True).read_text())["model"]["grid_align"]
+    assert _default_quantizers("demo_quick") == f"fp,rtn-w8,{quick_grid},cast-fp16,cast-bf16"
     run = tmp_path / "run"
     RunFolder(run).models.mkdir(parents=True)
     RunFolder(run).write_recipe({"model": {"target": "org/m", "grid_align": "rtn-w4-g64-asym"}})
@@ -218,7 +222,7 @@ def test_audit_against_the_demo_models_and_the_demo_prints_them(tmp_path, tok, m
         n: save_checkpoint(tiny_llama(tok, seed=s), tok, tmp_path / n)
         for n, s in (("target", 0), ("retrain", 1))
     }
-    monkeypatch.setattr("llm_unlearn.pipeline.demo_checkpoints", lambda: cached)
+    monkeypatch.setattr("llm_unlearn.pipeline.demo_checkpoints", lambda names: {n: cached[n] for n in names})
     ran = []
 
     def run(recipe) -> Path:
@@ -266,6 +270,13 @@ def test_audit_against_the_demo_models_and_the_demo_prints_them(tmp_path, tok, m
     out = capsys.readouterr().out
     assert f"demo target: {cached['target']}\n" in out and f"demo retrain: {cached['retrain']}\n" in out
     assert "llm-unlearn audit --target demo --retrain demo --data demo --model NAME=PATH" in out
+    # the quick demo: its own target, the demo's retrain model
+    cached["quick-target"] = save_checkpoint(tiny_llama(tok, seed=2), tok, tmp_path / "quick-target")
+    assert main(["demo", "--quick"]) == 0
+    assert (ran[-1].name, ran[-1].model.target, ran[-1].model.retrain) == ("demo_quick", "demo_quick", "demo")
+    out = capsys.readouterr().out
+    assert f"demo target: {cached['quick-target']}\n" in out and f"demo retrain: {cached['retrain']}\n" in out
+    assert "llm-unlearn audit --target demo_quick --retrain demo --data demo --model NAME=PATH" in out
 
 
 def test_the_default_battery_leaves_out_what_no_metric_reads_and_relearn_none_drops_relearning(

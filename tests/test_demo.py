@@ -58,6 +58,27 @@ def test_demo_shows_recovery_on_the_grid_target_and_robust_methods_resist(tmp_pa
 
 
 @pytest.mark.slow
+def test_the_quick_demo_shows_the_same_recovery_and_resistance(tmp_path, monkeypatch) -> None:
+    """`demo --quick` (its own target: the retrain model trained on the forget people for 15 epochs):
+    4-bit RTN brings GA_GDR's forgetting back on the grid-aligned target, and SURE keeps it."""
+    monkeypatch.setenv("LLM_UNLEARN_CACHE", str(tmp_path / "cache"))
+    out = run(load_recipe(demo_recipe(quick=True), [f"output.dir={tmp_path / 'run'}"]))
+    results = ResultsFile(out / "results.jsonl")
+
+    def value(model: str, quantizer: str, metric: str) -> float:
+        target = "-" if model == "retrain" else "grid-aligned"
+        return results.get(model, target, quantizer, metric)["agg_value"]
+
+    for metric in ("knowmem_forget", "verbmem"):
+        assert value("target", "fp", metric) > value("retrain", "fp", metric) + 20, metric
+        back = {
+            m: recovery(value(m, "rtn-w4-g32", metric), value(m, "fp", metric), value("target", "fp", metric))
+            for m in ("ga_gdr", "ga_gdr+sure")
+        }
+        assert back["ga_gdr"] > 0.5 and back["ga_gdr+sure"] < 0.25, (metric, back)
+
+
+@pytest.mark.slow
 def test_fail_above_gates_the_grid_target_and_passes_a_model_whose_forgetting_holds(tmp_path) -> None:
     """`--fail-above 25`: exit 1 on the demo (its grid-aligned baselines come back at 4 bits), exit 0
     on an audit of a model whose forgetting holds (OEU on the natural target)."""

@@ -205,6 +205,20 @@ def test_a_run_folder_of_an_older_version_pushes_by_todays_names(run_dir, tmp_pa
     assert "with its Linear weights on the `rtn-w4-g32` grid" in text
 
 
+def test_a_demo_runs_card_names_the_demo_model_and_no_hub_base(run_dir, tmp_path) -> None:
+    """`demo` and `demo_quick` are the demo's own models, not Hub ids: the card describes them and
+    leaves base_model out."""
+    named = {"demo": "The llm-unlearn demo model", "demo_quick": "The llm-unlearn quick demo model"}
+    for target, name in named.items():
+        demo = tmp_path / target
+        shutil.copytree(run_dir, demo)
+        recipe = yaml.safe_load((demo / "recipe.yaml").read_text())
+        recipe["model"]["target"], recipe["data"]["source"] = target, "demo"
+        (demo / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+        card = ModelCard(str(model_card(demo, MODEL, "my-org/x")))
+        assert card.data.base_model is None and name in card.text, target
+
+
 def test_plan_refuses_what_it_cannot_push(run_dir, tmp_path) -> None:
     with pytest.raises(UserError, match="--repo-id 'no-org': give ORG/NAME"):
         plan_push(run_dir, "no-org")

@@ -15,8 +15,10 @@ from conftest import tiny_llama
 from helpers import LAYERS, hub_snapshot, write_tiny_gguf
 
 from llm_unlearn import models
+from llm_unlearn.data.corpora import DEMO, load_muse
 from llm_unlearn.errors import UserError
 from llm_unlearn.models import (
+    Checkpoint,
     eval_placement,
     grid_align,
     load_model,
@@ -73,6 +75,53 @@ def test_grid_aligned_copy_is_a_fixed_point_of_its_quantizer(tmp_path, tok) -> N
     assert changed and all(n.endswith("proj.weight") for n in changed)
     for (name, a), b in zip(grid.state_dict().items(), again.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=0, msg=name)
+
+
+def test_the_quick_demo_target_is_the_retrain_model_trained_further(tmp_path, monkeypatch) -> None:
+    """`demo_checkpoints` builds only what it is asked for (and the retrain model under the quick
+    target): the quick target equals, bit for bit, the retrain model trained by hand on forget +
+    retain with the quick settings, and a second call trains nothing."""
+    monkeypatch.setenv("LLM_UNLEARN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(models, "DEMO_TRAINING", {**models.DEMO_TRAINING, "max_steps": 2})
+    monkeypatch.setattr(models, "DEMO_QUICK_TRAINING", {**models.DEMO_QUICK_TRAINING, "max_steps": 2})
+    quick = models.demo_checkpoints(["quick-target"])["quick-target"]
+    root = quick.parent
+    assert (root / "retrain").is_dir() and not (root / "target").exists()
+    raw = load_muse(DEMO, {"raw": ("forget", "retain1", "retain2")})
+    texts = [t for split in ("forget", "retain1", "retain2") for t in raw.get("raw", split)]
+    torch.manual_seed(0)
+    hand = models.train_causal_lm(
+        load_model(root / "retrain"), load_tokenizer(root / "tokenizer"), texts, tmp_path / "hand",
+        models.DEMO_MAX_LENGTH, "by hand", **models.DEMO_QUICK_TRAINING,
+    )  # fmt: skip
+    built, by_hand, retrain = (load_model(p).state_dict() for p in (quick, hand, root / "retrain"))
+    assert all(torch.equal(built[n], by_hand[n]) for n in built)
+    assert not all(torch.equal(built[n], retrain[n]) for n in built)  # it was trained
+    monkeypatch.setattr(models, "train_causal_lm", lambda *a, **k: pytest.fail("trained again"))
+    again = models.demo_checkpoints(["quick-target", "retrain"])
+    assert again == {"quick-target": quick, "retrain": root / "retrain"}
+
+
+def test_the_recipe_builds_only_the_demo_models_it_names(tmp_path, tok, monkeypatch) -> None:
+    asked: list[list[str]] = []
+
+    def demo_checkpoints(names) -> dict[str, Path]:
+        asked.append(list(names))
+        return {n: tmp_path / n for n in names}
+
+    monkeypatch.setattr("llm_unlearn.pipeline.demo_checkpoints", demo_checkpoints)
+    base = {"name": "d", "method": {"name": "ga"}, "output": {"dir": str(tmp_path / "run")}}
+    sources = resolve_sources(validate_recipe({**base, "model": {"target": "demo_quick", "retrain": "demo"}}))
+    assert asked == [["retrain", "quick-target"]]
+    assert sources["model.target"] == Checkpoint("demo_quick", tmp_path / "quick-target")
+    assert sources["model.retrain"] == Checkpoint("demo", tmp_path / "retrain")
+    resolve_sources(validate_recipe({**base, "model": {"target": "demo"}}))
+    assert asked[-1] == ["target"]
+    own = save_checkpoint(tiny_llama(tok), tok, tmp_path / "own")
+    resolve_sources(validate_recipe({**base, "model": {"target": str(own)}}))
+    assert len(asked) == 2  # no demo model named: the demo's cache is not touched
+    with pytest.raises(RecipeError, match="model.retrain: .*'demo_quick' is the quick demo's target"):
+        validate_recipe({**base, "model": {"target": "demo_quick", "retrain": "demo_quick"}})
 
 
 def test_eval_placement_is_float32_on_cpu_and_the_checkpoints_dtype_on_an_accelerator() -> None:

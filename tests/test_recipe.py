@@ -39,12 +39,24 @@ BASELINES = [
 ROBUST = ["sure_news", "sure_books", "quail_news", "oeu_news"]
 
 
+def test_the_quick_demo_runs_the_demos_settings_on_fewer_models_and_columns() -> None:
+    """recipes/demo_quick.yaml is a cut of recipes/demo.yaml: its methods, training, metrics, grid and
+    relearning are the demo's own, on the grid-aligned target only, under fewer columns."""
+    demo, quick = (load_recipe(RECIPES[0].parent / f"{n}.yaml") for n in ("demo", "demo_quick"))
+    assert (quick.model.target, quick.model.retrain) == ("demo_quick", "demo")
+    assert quick.model.grid_align == demo.model.grid_align
+    assert quick.train == demo.train and quick.evaluate == demo.evaluate and quick.data == demo.data
+    assert [m.model_copy(update={"targets": None}) for m in quick.method] == [demo.method[0], demo.method[2]]
+    assert all(m.targets == ("grid-aligned",) for m in quick.method)
+    assert set(quick.quantize) < set(demo.quantize) and set(quick.relearn) < set(demo.relearn)
+
+
 def test_paper_hyperparameters() -> None:
     real_model = ["smollm2_austen_natural", "smollm2_austen_released4bit"]
     tofu = ["demo_tofu", "tofu_llama32_1b_audit"]  # checked in test_data_tofu.py
     wmdp = ["demo_wmdp", "rmu_wmdp"]  # checked in test_wmdp_pipeline.py
     assert sorted(p.stem for p in RECIPES) == sorted(
-        ["demo", "demo_full", *BASELINES, *ROBUST, *real_model, *tofu, *wmdp]
+        ["demo", "demo_full", "demo_quick", *BASELINES, *ROBUST, *real_model, *tofu, *wmdp]
     )
     for name in BASELINES + ROBUST:
         recipe = load_recipe(RECIPES[0].parent / f"{name}.yaml")

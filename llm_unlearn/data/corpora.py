@@ -19,6 +19,8 @@ from llm_unlearn.data.demo import BENCH_DIR
 from llm_unlearn.errors import UserError
 
 DEMO = "demo"
+#: the quick demo's target as a model name (`llm-unlearn demo --quick`); its data and retrain model are DEMO's
+DEMO_QUICK = "demo_quick"
 SPLITS: dict[str, tuple[str, ...]] = {
     "raw": ("forget", "retain1", "retain2", "holdout"),
     "verbmem": ("forget",),
