@@ -197,6 +197,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "routes": routes_table,
     "wmdp": wmdp_table,
     "demo": demo_table,
+    "demo-quick": lambda: demo_table(RESULTS / "demo_quick_report.md"),
     "kernels": kernels_table,
     "scale": scale_table,
     "smollm2": smollm2_table,

@@ -18,7 +18,7 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert test_command.endswith("&& pytest")
     assert test_command in ROOT.joinpath(".ci", "run").read_text().splitlines()
     demo_command = readme_blocks[1].split("\n")[0]
-    assert demo_command.endswith("llm-unlearn demo")
+    assert demo_command.endswith("llm-unlearn demo --quick")
 
 
 def test_readme_is_short_and_links_pages_that_exist() -> None:
