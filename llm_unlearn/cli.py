@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, NoReturn
 import yaml
 
 from llm_unlearn.columns import ROUTES
-from llm_unlearn.data.corpora import DEMO, DEMO_QUICK
+from llm_unlearn.data.corpora import DEMO_MODELS, DEMO_QUICK
 from llm_unlearn.errors import UserError
 from llm_unlearn.locations import check_checkpoint, check_repo_id, check_source
 from llm_unlearn.names import Kind, check_name, reference_flag_help
@@ -136,7 +136,7 @@ def _run_recipe(recipe, args: argparse.Namespace) -> int:
     print(f"log:     {folder.log} (warnings and training logs)")
     lines, failed = gate_summary(verdict, args.fail_above, str(folder.verdict), args.fail_on)
     print("\n".join(lines))
-    if recipe.model.target in (DEMO, DEMO_QUICK):
+    if recipe.model.target in DEMO_MODELS:
         print("\n".join(_demo_models(folder, recipe.model.target)))
     fail_above, fail_on = args.fail_above, args.fail_on
     if fail_above is not None and folder.verdict.is_file():
@@ -151,8 +151,7 @@ def _run_recipe(recipe, args: argparse.Namespace) -> int:
 def _demo_models(folder: RunFolder, target: str) -> list[str]:
     """Where the demo's natural target (`target`: demo or demo_quick) and retrain model are, and the
     audit of a model of one's own against them (`--target {target}` resolves the same cached models)."""
-    demo = (DEMO, DEMO_QUICK)
-    paths = {m["name"]: m["checkpoint"] for m in folder.read_audited() if m["source"] in demo}
+    paths = {m["name"]: m["checkpoint"] for m in folder.read_audited() if m["source"] in DEMO_MODELS}
     return [
         *(f"demo {name}: {path}" for name, path in paths.items()),
         f"audit a model of yours against them: llm-unlearn audit --target {target} --retrain demo "
@@ -226,7 +225,7 @@ def known_grid(target: str) -> str | None:
     `model.grid_align`), or a run's grid-aligned target (`<run>/models/target@grid-aligned`, whose
     run's recipe.yaml names it); None otherwise."""
     path = Path(target).expanduser()
-    if target in (DEMO, DEMO_QUICK):
+    if target in DEMO_MODELS:
         recipe = read_unlearning_recipe(demo_recipe(quick=target == DEMO_QUICK))
     elif path.name == f"target@{GRID_ALIGNED}" and path.parent.name == "models":
         recipe = RunFolder(path.parents[1]).read_recipe() or {}

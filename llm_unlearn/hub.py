@@ -39,7 +39,7 @@ from huggingface_hub import (
 from llm_unlearn.audit.cache import CONFIG, materialize
 from llm_unlearn.audit.report import AuditCells, metric_title, verdict_markdown, verdict_settings
 from llm_unlearn.audit.results import ResultsFile
-from llm_unlearn.data.corpora import DEMO, DEMO_QUICK, is_hub_id
+from llm_unlearn.data.corpora import DEMO, DEMO_MODELS, DEMO_QUICK, is_hub_id
 from llm_unlearn.errors import UserError
 from llm_unlearn.locations import check_repo_id
 from llm_unlearn.methods import METHODS
@@ -399,7 +399,7 @@ def _dataset_label(source: str) -> str:
 
 
 def _is_hub(name: str) -> bool:
-    return name not in (DEMO, DEMO_QUICK) and not Path(name).expanduser().exists() and is_hub_id(name)
+    return name not in DEMO_MODELS and not Path(name).expanduser().exists() and is_hub_id(name)
 
 
 def _base_license(base: str) -> str | None:

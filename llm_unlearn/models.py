@@ -71,8 +71,8 @@ DEMO_TRAINING = dict(
 DEMO_MAX_LENGTH = 128
 #: the quick demo's target (`llm-unlearn demo --quick`): the retrain model trained on forget + retain
 #: for 15 more epochs (390 steps where the demo's target takes 1,560), as MUSE's targets are a base
-#: model fine-tuned on the forget set. Measured: VerbMem 67, KnowMem 45 on forget, 61 on retain
-#: (the demo's target: 66, 65, 66).
+#: model fine-tuned on the forget set. It knows VerbMem 67, KnowMem 45 on forget, 61 on retain (the
+#: demo's target: 66, 65, 66; eval/results/demo_quick_report.md and demo_report.md, fp).
 DEMO_QUICK_TRAINING = dict(DEMO_TRAINING, num_train_epochs=15)
 
 

@@ -21,6 +21,8 @@ from llm_unlearn.errors import UserError
 DEMO = "demo"
 #: the quick demo's target as a model name (`llm-unlearn demo --quick`); its data and retrain model are DEMO's
 DEMO_QUICK = "demo_quick"
+#: the model names that are the demo's own checkpoints (built on first use), not paths or Hub ids
+DEMO_MODELS = (DEMO, DEMO_QUICK)
 SPLITS: dict[str, tuple[str, ...]] = {
     "raw": ("forget", "retain1", "retain2", "holdout"),
     "verbmem": ("forget",),
