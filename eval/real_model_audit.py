@@ -233,6 +233,8 @@ def main() -> None:
         )
         out = stage(f"audit {scenario}", run, recipe)
         shutil.copy(out / "report.md", RESULTS / f"real_model_audit_{scenario}.md")
+        # the per-model rows of the docs' routes table (eval/results_tables.py)
+        shutil.copy(out / "verdict.json", RESULTS / f"real_model_audit_{scenario}_verdict.json")
         rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
         # per-example values without the texts (score, member): enough for the verdict's intervals
         summary[scenario] = [{**r, "value_by_index": _scores(r.get("value_by_index", {}))} for r in rows]

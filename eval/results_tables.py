@@ -198,6 +198,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "wmdp": wmdp_table,
     "demo": demo_table,
     "demo-quick": lambda: demo_table(RESULTS / "demo_quick_report.md"),
+    "smollm2-routes": lambda: routes_table(RESULTS / "real_model_audit_natural_verdict.json"),
     "kernels": kernels_table,
     "scale": scale_table,
     "smollm2": smollm2_table,
