@@ -7,7 +7,7 @@ Each demo run goes to a fresh output folder; the cold runs share a fresh model c
 demo (`demo --quick`: it trains the retrain model and its own target), then the demo, which reuses
 that retrain model. `--quick-only` times the quick demo alone, cold, and writes
 `demo_quick_benchmark.json` with its report and verdict (`demo_quick_report.md`,
-`demo_quick_verdict.json`, the README's first table) beside the JSON. The ratio
+`demo_quick_verdict.json`, the docs' quick-demo table) beside the JSON. The ratio
 `warm_over_quantization_only` compares the demo's default battery (formats, casts and the attack
 routes) with the same demo audited under `fp, rtn-w8, rtn-w4-g32` alone, both warm, in this one run;
 `demo_wmdp_warm_s` times the offline WMDP demo (`recipes/demo_wmdp.yaml`), whose verdict.json and
@@ -102,7 +102,7 @@ def benchmark(args: argparse.Namespace, work: Path) -> None:
 
 
 def copy_quick_run(run: Path, results: Path) -> None:
-    """The quick demo's report and verdict, for the README's first table."""
+    """The quick demo's report and verdict, for the docs' quick-demo table (docs/results/demo.md)."""
     results.mkdir(parents=True, exist_ok=True)
     shutil.copy(run / "report.md", results / "demo_quick_report.md")
     shutil.copy(run / "verdict.json", results / "demo_quick_verdict.json")
