@@ -45,8 +45,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "eval" / "results" / "demo_benchmark.json")
     parser.add_argument("--skip-tests", action="store_true")
-    parser.add_argument("--skip-cold", action="store_true", help="time the warm runs only")
-    parser.add_argument("--quick-only", action="store_true", help="time the quick demo alone, cold")
+    cold = parser.add_mutually_exclusive_group()
+    cold.add_argument("--skip-cold", action="store_true", help="time the warm runs only")
+    cold.add_argument("--quick-only", action="store_true", help="time the quick demo alone, cold")
     parser.add_argument("--keep", type=Path, help="run in this folder and keep its run folders")
     args = parser.parse_args()
 
